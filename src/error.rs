@@ -1,0 +1,71 @@
+//! The library's one error type. Every message names what went wrong and where, in one line.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in rwkv-wgpu.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a file failed at the operating-system level.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model, state or tokenizer file is not what it claims to be (truncated, corrupt, wrong format).
+    #[error("{file}: {reason}")]
+    Malformed { file: String, reason: String },
+
+    /// A tensor the model needs is absent from the file.
+    #[error("missing tensor `{name}`{hint}")]
+    MissingTensor { name: String, hint: String },
+
+    /// A tensor is present but has the wrong shape.
+    #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+
+    /// A tensor is stored in an element type we cannot use.
+    #[error("tensor `{name}`: unsupported dtype {dtype} (expected f16, bf16 or f32)")]
+    DType { name: String, dtype: String },
+
+    /// The file holds a model layout this engine does not run.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+
+    /// No GPU adapter matched the request.
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+
+    /// The GPU rejected an operation or was lost.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    /// The model needs more of the device than it has.
+    #[error("model does not fit the device: {0}")]
+    TooBig(String),
+
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is out of range: the vocabulary has {vocab} tokens (ids 0..{vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+
+    /// A tokenizer could not be loaded or could not encode/decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// A caller passed an argument outside its domain.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn malformed(file: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Malformed { file: file.into(), reason: reason.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,265 @@
+//! GPU plumbing: choosing an adapter, the device and queue, the pipeline cache, buffers and readback.
+//!
+//! [`Gpu`] is made once and shared by everything that runs on the device. It records which
+//! optional features the adapter has (SHADER_F16, SUBGROUP); nothing here *requires* them, so the
+//! engine runs on baseline WebGPU.
+
+mod buffer;
+mod kernel;
+
+use std::sync::{Arc, Mutex};
+
+pub use self::buffer::padded4;
+pub use self::buffer::{GpuMatrix, GpuVector, Readback};
+pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step};
+
+use crate::error::{Error, Result};
+
+/// Which graphics API to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl Backend {
+    fn flags(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// How matrix-vector kernels map output rows onto threads.
+///
+/// CPU drivers such as lavapipe run each workgroup as a fiber and pay microseconds per barrier, so
+/// one thread computing a whole row is ~15× faster there; real GPUs want a workgroup per row so
+/// that neighbouring threads read neighbouring weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowMapping {
+    ThreadPerRow,
+    WorkgroupPerRow,
+}
+
+/// How to choose and configure the device.
+#[derive(Debug, Clone)]
+pub struct GpuOptions {
+    /// Restrict to one API; `None` tries Vulkan, Metal and DX12 first and GL last.
+    pub backend: Option<Backend>,
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+    /// Prefer a discrete GPU (`true`, the default) or an integrated one.
+    pub high_performance: bool,
+    /// Use native f16 arithmetic in shaders where the adapter offers SHADER_F16.
+    pub allow_f16: bool,
+    /// Override the row mapping chosen from the adapter type (for tests and tuning).
+    pub row_mapping: Option<RowMapping>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self { backend: None, adapter: None, high_performance: true, allow_f16: true, row_mapping: None }
+    }
+}
+
+/// One line per adapter, for `rwkv-wgpu adapters` and for error messages.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} ({:?}, {:?}, driver {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    )
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// All adapters the chosen backends can see.
+pub fn list_adapters(backend: Option<Backend>) -> Vec<wgpu::AdapterInfo> {
+    let backends = backend.map_or(wgpu::Backends::all(), Backend::flags);
+    let instance = instance(backends);
+    pollster::block_on(instance.enumerate_adapters(backends)).iter().map(|a| a.get_info()).collect()
+}
+
+const INSTALL_HINT: &str = "install a Vulkan, Metal or DX12 driver for your GPU; on Linux without a GPU, \
+     `apt-get install mesa-vulkan-drivers` provides the CPU driver lavapipe";
+
+/// Orders adapters: the requested kind of GPU first, CPU drivers last, GL after native APIs.
+fn preference(info: &wgpu::AdapterInfo, high_performance: bool) -> (u8, u8) {
+    let kind = match (info.device_type, high_performance) {
+        (wgpu::DeviceType::DiscreteGpu, true) | (wgpu::DeviceType::IntegratedGpu, false) => 0,
+        (wgpu::DeviceType::DiscreteGpu, false) | (wgpu::DeviceType::IntegratedGpu, true) => 1,
+        (wgpu::DeviceType::VirtualGpu, _) => 2,
+        (wgpu::DeviceType::Other, _) => 3,
+        (wgpu::DeviceType::Cpu, _) => 4,
+    };
+    let api = u8::from(info.backend == wgpu::Backend::Gl);
+    (api, kind)
+}
+
+/// Errors the device reports asynchronously, kept until the next call that can return them.
+type ErrorSlot = Arc<Mutex<Option<String>>>;
+
+/// The device, its queue, and what the adapter offers.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Shaders may use native f16 (SHADER_F16 present and allowed).
+    pub f16: bool,
+    /// The adapter offers subgroup operations.
+    pub subgroups: bool,
+    pub row_mapping: RowMapping,
+    pipelines: kernel::PipelineCache,
+    errors: ErrorSlot,
+}
+
+impl Gpu {
+    /// Chooses an adapter and opens a device on it.
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    pub async fn new_async(options: &GpuOptions) -> Result<Gpu> {
+        let backends = options.backend.map_or(wgpu::Backends::all(), Backend::flags);
+        let instance = instance(backends);
+        let adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            let which = options.backend.map_or("any backend".to_string(), |b| format!("{b:?}"));
+            return Err(Error::NoAdapter(format!("no adapter on {which}: {INSTALL_HINT}")));
+        }
+        let wanted = options.adapter.as_deref().map(str::to_lowercase);
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .iter()
+            .filter(|a| wanted.as_ref().is_none_or(|w| a.get_info().name.to_lowercase().contains(w.as_str())))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            let names: Vec<String> = adapters.iter().map(|a| describe_adapter(&a.get_info())).collect();
+            return Err(Error::NoAdapter(format!(
+                "no adapter name contains {:?}; available: {}",
+                options.adapter.as_deref().unwrap_or(""),
+                names.join("; ")
+            )));
+        }
+        candidates.sort_by_key(|a| preference(&a.get_info(), options.high_performance));
+        let adapter = candidates.remove(0);
+        Self::open(adapter, options).await
+    }
+
+    async fn open(adapter: wgpu::Adapter, options: &GpuOptions) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let f16 = options.allow_f16 && available.contains(wgpu::Features::SHADER_F16);
+        let subgroups = available.contains(wgpu::Features::SUBGROUP);
+        let mut features = wgpu::Features::empty();
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        // Ask for everything the adapter can do: WebGPU's defaults (e.g. 128 MiB per storage
+        // binding) are far below what big models need on real hardware.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("rwkv-wgpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", describe_adapter(&info))))?;
+
+        let errors: ErrorSlot = Arc::default();
+        let slot = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            log::error!("wgpu: {error}");
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| error.to_string());
+        }));
+        let slot = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+        });
+
+        let row_mapping = options.row_mapping.unwrap_or(match info.device_type {
+            wgpu::DeviceType::Cpu => RowMapping::ThreadPerRow,
+            _ => RowMapping::WorkgroupPerRow,
+        });
+        log::info!(
+            "adapter: {} (f16: {f16}, subgroups: {subgroups}, {row_mapping:?})",
+            describe_adapter(&info)
+        );
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            f16,
+            subgroups,
+            row_mapping,
+            pipelines: kernel::PipelineCache::default(),
+            errors,
+        })
+    }
+
+    /// A one-line description of the adapter in use.
+    pub fn describe(&self) -> String {
+        describe_adapter(&self.info)
+    }
+
+    /// Returns (and clears) the first error the device reported since the last check.
+    pub fn check(&self) -> Result<()> {
+        let mut slot = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(Error::Gpu(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until the queue is idle, then reports any error the device raised meanwhile.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+
+    /// Runs `work`, turning any validation or out-of-memory error it causes into an `Err`.
+    pub fn scoped<T>(&self, what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = work();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom {
+            return Err(Error::TooBig(format!("{what}: the device ran out of memory ({e})")));
+        }
+        if let Some(e) = validation {
+            return Err(Error::Gpu(format!("{what}: {e}")));
+        }
+        value
+    }
+
+    /// The largest number of workgroups one dispatch dimension may have.
+    pub fn max_workgroups_per_dimension(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// Alignment, in bytes, of storage-buffer binding offsets.
+    pub fn storage_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+}
