@@ -1,0 +1,122 @@
+//! The GPU kernels, one module per family. Each kernel has three faces: a WGSL file in
+//! `shaders/`, a Rust function here that checks shapes and records a dispatch, and a plain CPU
+//! reference (`*_ref`) of the same math that the tests compare it with.
+
+mod elementwise;
+mod matvec;
+mod norm;
+mod token_shift;
+mod wkv7;
+
+pub use self::elementwise::{lerp, lerp_ref};
+pub use self::matvec::{matvec, matvec_ref, Epilogue};
+pub use self::norm::{
+    group_norm_bonus_gate, group_norm_bonus_gate_ref, layer_norm, layer_norm_ref, BonusGate, GN_EPS, LN_EPS,
+};
+pub use self::token_shift::{token_shift, token_shift_ref};
+pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Gpu, Pipeline, Step};
+
+/// The WGSL files, embedded in the binary.
+mod wgsl {
+    pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+    pub const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
+    pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
+    pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");
+    pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
+    pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
+    pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
+    pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
+    pub const LERP: &str = include_str!("../../shaders/lerp.wgsl");
+    pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");
+    pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
+}
+
+/// Element-wise functions applied to a kernel's result. The numbering matches `activation.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None = 0,
+    Tanh = 1,
+    Sigmoid = 2,
+    ReluSquared = 3,
+    /// RWKV-7's decay, exp(−e^−0.5 · σ(x)).
+    Decay7 = 4,
+}
+
+/// e^−0.5: RWKV-7 keeps its decay in (e^−e^−0.5, 1) ≈ (0.545, 1).
+pub const DECAY_SCALE: f64 = 0.606_531;
+
+impl Activation {
+    pub const ALL: [Activation; 5] = [
+        Activation::None,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::ReluSquared,
+        Activation::Decay7,
+    ];
+
+    /// The CPU reference of the activation.
+    pub fn apply(self, x: f64) -> f64 {
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        match self {
+            Activation::None => x,
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::ReluSquared => x.max(0.0).powi(2),
+            Activation::Decay7 => (-DECAY_SCALE * sigmoid(x)).exp(),
+        }
+    }
+}
+
+/// Collects the dispatches of one step. Kernel functions check their arguments' shapes and
+/// append one dispatch each; nothing runs until the step is submitted.
+pub struct Recorder<'g> {
+    pub gpu: &'g Gpu,
+    pub step: Step,
+}
+
+impl<'g> Recorder<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Recorder { gpu, step: Step::default() }
+    }
+
+    pub fn finish(self) -> Step {
+        self.step
+    }
+
+    /// Records one dispatch of `pipeline`: binding 0 is always the kernel's uniform `params`,
+    /// the storage buffers follow in binding order.
+    fn record<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        label: &str,
+        params: &P,
+        storage: &[Binding],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let uniform = self.gpu.uniform(label, params);
+        let mut bindings = Vec::with_capacity(storage.len() + 1);
+        bindings.push(Binding::whole(&uniform));
+        bindings.extend_from_slice(storage);
+        let dispatch = pipeline.dispatch(self.gpu, label, &bindings, workgroups)?;
+        self.step.push(dispatch);
+        Ok(())
+    }
+}
+
+/// Fails unless `found` equals `expected`, naming the operand.
+fn expect_len(label: &str, operand: &str, found: usize, expected: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("{label}: `{operand}` has {found} elements, expected {expected}")))
+    }
+}
+
+fn to_u32(label: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::TooBig(format!("{label}: size {value} does not fit in 32 bits")))
+}

@@ -1,0 +1,88 @@
+//! Shared test set-up: the GPU variants every kernel test runs on, and comparisons.
+#![allow(dead_code)]
+
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, RowMapping};
+
+/// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
+/// native f16 or packed weights, thread-per-row (CPU drivers) or workgroup-per-row (GPUs).
+pub fn variants() -> Vec<Gpu> {
+    let mut gpus = Vec::new();
+    for allow_f16 in [true, false] {
+        for row_mapping in [RowMapping::ThreadPerRow, RowMapping::WorkgroupPerRow] {
+            let options = GpuOptions {
+                backend: Some(Backend::Vulkan),
+                allow_f16,
+                row_mapping: Some(row_mapping),
+                ..GpuOptions::default()
+            };
+            gpus.push(open(&options));
+        }
+    }
+    gpus
+}
+
+/// The default adapter choice restricted to Vulkan.
+pub fn default_gpu() -> Gpu {
+    open(&GpuOptions { backend: Some(Backend::Vulkan), ..GpuOptions::default() })
+}
+
+pub fn open(options: &GpuOptions) -> Gpu {
+    match Gpu::new(options) {
+        Ok(gpu) => gpu,
+        Err(e) => panic!(
+            "GPU tests need a Vulkan adapter and found none ({e}). On Debian/Ubuntu install the CPU \
+             driver with `apt-get install mesa-vulkan-drivers` (or run `bash .ci/run`)."
+        ),
+    }
+}
+
+pub fn describe(gpu: &Gpu) -> String {
+    format!("{} f16={} {:?}", gpu.info.name, gpu.f16, gpu.row_mapping)
+}
+
+/// A small deterministic generator (xorshift), so tests need no RNG crate and print their seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * unit
+    }
+
+    pub fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Checks `found` against `expected`: no NaN/inf, and max |diff| ≤ `tolerance` × max(1, |expected|∞).
+pub fn assert_close(what: &str, found: &[f32], expected: &[f32], tolerance: f64) {
+    assert_eq!(found.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(1.0f64, |m, &e| m.max(f64::from(e).abs()));
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&f, &e)) in found.iter().zip(expected).enumerate() {
+        assert!(f.is_finite(), "{what}: element {i} is {f} (expected {e})");
+        let diff = (f64::from(f) - f64::from(e)).abs();
+        if diff > worst.0 {
+            worst = (diff, i);
+        }
+    }
+    let (diff, i) = worst;
+    assert!(
+        diff <= tolerance * scale,
+        "{what}: element {i}: found {} expected {} (|diff| {diff:.3e} > {tolerance:.1e} × {scale:.3})",
+        found[i],
+        expected[i]
+    );
+}
