@@ -1,0 +1,123 @@
+//! Model files as sources of named tensors.
+//!
+//! Every file format (safetensors, PyTorch `.pth`) implements [`TensorSource`]: names, dtypes,
+//! shapes and little-endian bytes in row-major order. Everything above this module is
+//! format-blind; validation of presence, shape and dtype happens once, in `model::loader`.
+
+mod pickle;
+mod pth;
+mod safetensors;
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+
+pub use self::pth::PthFile;
+pub use self::safetensors::SafetensorsFile;
+
+/// Element type of a stored tensor. Only the float types are loadable as weights; the others
+/// exist so that error messages can say what was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    BF16,
+    F32,
+    /// Any other element type, by its name in the file (e.g. "I64", "F64").
+    Other(&'static str),
+}
+
+impl DType {
+    /// Bytes per element, for the float types we read.
+    pub fn size(self) -> Option<usize> {
+        match self {
+            DType::F16 | DType::BF16 => Some(2),
+            DType::F32 => Some(4),
+            DType::Other(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DType::F16 => f.write_str("f16"),
+            DType::BF16 => f.write_str("bf16"),
+            DType::F32 => f.write_str("f32"),
+            DType::Other(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One tensor as stored: its element type, shape, and row-major little-endian bytes.
+#[derive(Debug, Clone)]
+pub struct TensorData<'a> {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl TensorData<'_> {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements converted to f32 (exact for f16, bf16 and f32). `name` is used in errors.
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let b = &self.bytes[..];
+        let out = match self.dtype {
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::Other(dtype) => return Err(Error::DType { name: name.into(), dtype: dtype.into() }),
+        };
+        Ok(out)
+    }
+}
+
+/// A file of named tensors.
+pub trait TensorSource: Send + Sync {
+    /// Short name of the format, for `info` ("safetensors", "pth").
+    fn format(&self) -> &'static str;
+    /// All tensor names in the file.
+    fn names(&self) -> Vec<String>;
+    /// Element type and shape of one tensor, without touching its bytes.
+    fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)>;
+    /// One tensor's data. Borrowed from the memory map where the layout allows it.
+    fn tensor(&self, name: &str) -> Result<TensorData<'_>>;
+}
+
+/// Opens a model file, choosing the reader by the file's first bytes rather than its name.
+pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let shown = path.display().to_string();
+    if len == 0 {
+        return Err(Error::malformed(shown, "the file is empty"));
+    }
+    // SAFETY: the map is read-only; as with every memory-mapped loader, the file must not be
+    // truncated by another process while the model loads.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    if map.starts_with(b"version https://git-lfs") {
+        return Err(Error::malformed(
+            shown,
+            "this is a git-lfs pointer file, not the model: fetch the real file with `git lfs pull` or download it directly",
+        ));
+    }
+    if map.starts_with(b"PK\x03\x04") {
+        return Ok(Box::new(PthFile::from_mmap(shown, map)?));
+    }
+    if map.len() >= 9 && map[8] == b'{' {
+        return Ok(Box::new(SafetensorsFile::from_mmap(shown, map)?));
+    }
+    Err(Error::malformed(
+        shown,
+        "not a model file: expected a .safetensors file or a PyTorch .pth checkpoint (zip)",
+    ))
+}

@@ -1,0 +1,76 @@
+//! `.safetensors` files: an 8-byte header length, a JSON header, then the tensor bytes.
+
+use std::borrow::Cow;
+
+use safetensors::tensor::{Metadata, SafeTensors};
+use safetensors::Dtype;
+
+use super::{DType, TensorData, TensorSource};
+use crate::error::{Error, Result};
+
+/// A memory-mapped safetensors file whose header has been parsed and validated.
+pub struct SafetensorsFile {
+    name: String,
+    map: memmap2::Mmap,
+    metadata: Metadata,
+    data_start: usize,
+}
+
+impl SafetensorsFile {
+    pub fn from_mmap(name: String, map: memmap2::Mmap) -> Result<Self> {
+        // read_metadata checks that offsets are contiguous, sizes match the shapes and dtypes,
+        // and that the data section ends exactly at the end of the file.
+        let (header_len, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::malformed(&name, format!("invalid safetensors file: {e}")))?;
+        Ok(Self { name, map, metadata, data_start: 8 + header_len })
+    }
+
+    /// The free-form `__metadata__` map of the header, if any.
+    pub fn header_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
+        self.metadata.metadata().as_ref()
+    }
+}
+
+fn dtype_of(dtype: Dtype) -> DType {
+    match dtype {
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::Other("f64"),
+        Dtype::I64 => DType::Other("i64"),
+        Dtype::I32 => DType::Other("i32"),
+        Dtype::I16 => DType::Other("i16"),
+        Dtype::I8 => DType::Other("i8"),
+        Dtype::U8 => DType::Other("u8"),
+        Dtype::BOOL => DType::Other("bool"),
+        _ => DType::Other("an unsupported type"),
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn format(&self) -> &'static str {
+        "safetensors"
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.metadata.tensors().into_keys().collect()
+    }
+
+    fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        let info = self.metadata.info(name)?;
+        Some((dtype_of(info.dtype), info.shape.clone()))
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData<'_>> {
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.into(), hint: format!(" in {}", self.name) })?;
+        let (begin, end) = info.data_offsets;
+        let bytes = self
+            .map
+            .get(self.data_start + begin..self.data_start + end)
+            .ok_or_else(|| Error::malformed(&self.name, format!("tensor `{name}` lies outside the file")))?;
+        Ok(TensorData { dtype: dtype_of(info.dtype), shape: info.shape.clone(), bytes: Cow::Borrowed(bytes) })
+    }
+}
