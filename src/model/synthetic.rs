@@ -1,0 +1,126 @@
+//! Random-weight RWKV-7 models of any shape, made in memory with the official tensor names and
+//! shapes. Tensors are generated on demand from a seed and the tensor's name, so even a 7B shape
+//! costs no memory until it is loaded. Used by the tests (random shapes) and benchmarks.
+//!
+//! Scales follow what makes every path matter: decays spread over (0.55, 1), in-context rates
+//! over (0, 1), unit-variance activations and logits of order 1–10.
+
+use std::borrow::Cow;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::V7Config;
+use super::source::{DType, TensorData, TensorSource};
+use crate::error::{Error, Result};
+
+pub struct SyntheticV7 {
+    pub config: V7Config,
+    seed: u64,
+    tensors: Vec<(String, Vec<usize>)>,
+}
+
+/// FNV-1a: a stable hash, so a name gives the same tensor on every platform and toolchain.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl SyntheticV7 {
+    pub fn new(config: V7Config, seed: u64) -> SyntheticV7 {
+        let V7Config { layers, embd: c, heads, head_size, ffn, vocab, lora } = config.clone();
+        let mut tensors = vec![
+            ("emb.weight".to_string(), vec![vocab, c]),
+            ("blocks.0.ln0.weight".into(), vec![c]),
+            ("blocks.0.ln0.bias".into(), vec![c]),
+        ];
+        for layer in 0..layers {
+            let mut add =
+                |name: &str, shape: Vec<usize>| tensors.push((format!("blocks.{layer}.{name}"), shape));
+            for norm in ["ln1", "ln2", "att.ln_x"] {
+                add(&format!("{norm}.weight"), vec![c]);
+                add(&format!("{norm}.bias"), vec![c]);
+            }
+            for vector in ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a"] {
+                add(&format!("att.{vector}"), vec![1, 1, c]);
+            }
+            for (pair, rank) in
+                [("w", lora.decay), ("a", lora.in_context_rate), ("v", lora.value_residual), ("g", lora.gate)]
+            {
+                add(&format!("att.{pair}1"), vec![c, rank]);
+                add(&format!("att.{pair}2"), vec![rank, c]);
+            }
+            add("att.r_k", vec![heads, head_size]);
+            for linear in ["receptance", "key", "value", "output"] {
+                add(&format!("att.{linear}.weight"), vec![c, c]);
+            }
+            add("ffn.x_k", vec![1, 1, c]);
+            add("ffn.key.weight", vec![ffn, c]);
+            add("ffn.value.weight", vec![c, ffn]);
+        }
+        tensors.push(("ln_out.weight".into(), vec![c]));
+        tensors.push(("ln_out.bias".into(), vec![c]));
+        tensors.push(("head.weight".into(), vec![vocab, c]));
+        SyntheticV7 { config, seed, tensors }
+    }
+
+    /// The range values of tensor `name` are drawn from, uniformly.
+    fn range(&self, name: &str, shape: &[usize]) -> (f32, f32) {
+        let kind =
+            name.strip_prefix("blocks.").and_then(|rest| rest.split_once('.')).map_or(name, |(_, kind)| kind);
+        // Unit-variance outputs for unit-variance inputs.
+        let fan_in = |inputs: usize| {
+            let s = 3f32.sqrt() / (inputs.max(1) as f32).sqrt();
+            (-s, s)
+        };
+        match kind {
+            "emb.weight" => (-1.0, 1.0),
+            "ln0.weight" | "ln1.weight" | "ln2.weight" | "att.ln_x.weight" | "ln_out.weight" => (0.6, 1.4),
+            _ if kind.ends_with(".bias") => (-0.2, 0.2),
+            "att.x_r" | "att.x_w" | "att.x_k" | "att.x_v" | "att.x_a" | "att.x_g" | "ffn.x_k" | "att.k_a" => {
+                (0.0, 1.0)
+            }
+            // Decay biases from e^−e^−0.5·σ(−7) ≈ 0.9995 down to ≈ 0.58.
+            "att.w0" => (-7.0, 2.0),
+            "att.a0" | "att.v0" => (-2.0, 2.0),
+            "att.k_k" => (0.5, 1.5),
+            "att.r_k" => (-1.0, 1.0),
+            // LoRA factors are stored [in, out].
+            "att.w1" | "att.a1" | "att.v1" | "att.g1" | "att.w2" | "att.a2" | "att.v2" | "att.g2" => {
+                fan_in(shape[0])
+            }
+            // Linear layers are stored [out, in]; the head a little wider for logits of order 1–10.
+            "head.weight" => fan_in(shape[1] / 4),
+            _ => fan_in(shape[1]),
+        }
+    }
+}
+
+impl TensorSource for SyntheticV7 {
+    fn format(&self) -> &'static str {
+        "synthetic"
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, shape)| (DType::F32, shape.clone()))
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData<'_>> {
+        let (_, shape) = self.tensors.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            Error::MissingTensor { name: name.into(), hint: " in the synthetic model".into() }
+        })?;
+        let (lo, hi) = self.range(name, shape);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ fnv1a(name));
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len).map(|_| rng.random_range(lo..hi)).collect();
+        Ok(TensorData {
+            dtype: DType::F32,
+            shape: shape.clone(),
+            bytes: Cow::Owned(bytemuck::cast_slice(&values).to_vec()),
+        })
+    }
+}
