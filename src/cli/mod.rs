@@ -1,0 +1,117 @@
+//! The `rwkv-wgpu` command line.
+
+mod generate;
+mod info;
+mod logits;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use rwkv_wgpu::gpu::{self, Backend, Gpu, GpuOptions};
+use rwkv_wgpu::Result;
+
+#[derive(Parser)]
+#[command(name = "rwkv-wgpu", version, about = "RWKV language models on any GPU through WebGPU")]
+pub struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GpuArgs {
+    /// Graphics API to use (default: the best available, GL last).
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendArg>,
+    /// Use the first adapter whose name contains this text (case-insensitive).
+    #[arg(long, global = true, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Prefer an integrated GPU over a discrete one.
+    #[arg(long, global = true)]
+    low_power: bool,
+    /// Do not use native f16 shaders even where the adapter has them.
+    #[arg(long, global = true)]
+    no_f16: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(arg: BackendArg) -> Backend {
+        match arg {
+            BackendArg::Vulkan => Backend::Vulkan,
+            BackendArg::Metal => Backend::Metal,
+            BackendArg::Dx12 => Backend::Dx12,
+            BackendArg::Gl => Backend::Gl,
+        }
+    }
+}
+
+impl GpuArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            backend: self.backend.map(Backend::from),
+            adapter: self.adapter.clone(),
+            high_performance: !self.low_power,
+            allow_f16: !self.no_f16,
+            row_mapping: None,
+        }
+    }
+
+    /// Opens the device and says which adapter was chosen (on stderr, so stdout stays clean).
+    fn open(&self) -> Result<Arc<Gpu>> {
+        let gpu = Gpu::new(&self.options())?;
+        eprintln!("adapter: {}", gpu.describe());
+        Ok(Arc::new(gpu))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU adapters wgpu can see.
+    Adapters,
+    /// Describe a model: version, shape, parameters, memory, and the adapter it would run on.
+    Info(info::InfoArgs),
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(generate::GenerateArgs),
+    /// Feed tokens one at a time from the zero state and write the logits after each as a
+    /// float32 .npy of shape [T, V].
+    Logits(logits::LogitsArgs),
+}
+
+/// A model file argument shared by the commands.
+#[derive(Args)]
+struct ModelArg {
+    /// Model file: .safetensors (f16/bf16/f32) or an official PyTorch .pth checkpoint.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Adapters => {
+            let adapters = gpu::list_adapters(cli.gpu.backend.map(Backend::from));
+            if adapters.is_empty() {
+                return Err(rwkv_wgpu::Error::NoAdapter(
+                    "no adapters; install a GPU driver (on Linux without a GPU: `apt-get install mesa-vulkan-drivers`)".into(),
+                ));
+            }
+            for info in adapters {
+                println!("{}", gpu::describe_adapter(&info));
+            }
+            Ok(())
+        }
+        Command::Info(args) => info::run(&cli.gpu, args),
+        Command::Generate(args) => generate::run(&cli.gpu, args),
+        Command::Logits(args) => logits::run(&cli.gpu, args),
+    }
+}
