@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{GpuArgs, ModelArg};
-use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::model::Model;
 use rwkv_wgpu::runtime::{Sampler, SamplerOptions, Session};
 use rwkv_wgpu::tokenizer::Tokenizer;
 use rwkv_wgpu::{Error, Result};
@@ -66,7 +66,7 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
-    let model = Model::load(gpu_args.open()?, &args.model.model, &LoadOptions::default())?;
+    let model = args.model.load(gpu_args)?;
     if let Some(&id) = prompt.iter().find(|&&id| id as usize >= model.config.vocab) {
         return Err(Error::InvalidArgument(format!(
             "the prompt encodes to token {id}, outside the model's vocabulary of {}: is this the model's tokenizer? \

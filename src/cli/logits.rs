@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{GpuArgs, ModelArg};
-use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::npy::{self, Array};
 use rwkv_wgpu::runtime::Session;
 use rwkv_wgpu::{Error, Result};
@@ -62,7 +61,7 @@ fn token_ids(args: &LogitsArgs) -> Result<Vec<u32>> {
 
 pub fn run(gpu_args: &GpuArgs, args: LogitsArgs) -> Result<()> {
     let tokens = token_ids(&args)?;
-    let model = Model::load(gpu_args.open()?, &args.model.model, &LoadOptions::default())?;
+    let model = args.model.load(gpu_args)?;
     let vocab = model.config.vocab;
     if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });

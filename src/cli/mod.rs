@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use rwkv_wgpu::gpu::{self, Backend, Gpu, GpuOptions};
+use rwkv_wgpu::model::{source, v7_config, LoadOptions, Model};
 use rwkv_wgpu::Result;
 
 #[derive(Parser)]
@@ -94,6 +95,16 @@ struct ModelArg {
     /// Model file: .safetensors (f16/bf16/f32) or an official PyTorch .pth checkpoint.
     #[arg(long, short = 'm')]
     model: PathBuf,
+}
+
+impl ModelArg {
+    /// Opens and checks the file before touching the GPU, so a bad file fails fast and alone,
+    /// then loads it onto the chosen adapter.
+    fn load(&self, gpu_args: &GpuArgs) -> Result<Model> {
+        let source = source::open(&self.model)?;
+        v7_config(source.as_ref())?;
+        Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions::default())
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {

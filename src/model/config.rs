@@ -104,6 +104,14 @@ fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result
     Ok(shape[dim])
 }
 
+/// The channel-mix width F from `ffn.key.weight` [F, C]. A matrix stored the wrong way round
+/// still yields F, so that the shape check names the right expected shape.
+fn ffn_width(source: &dyn TensorSource, embd: usize) -> Result<usize> {
+    let name = "blocks.0.ffn.key.weight";
+    let (rows, cols) = (dim(source, name, 2, 0)?, dim(source, name, 2, 1)?);
+    Ok(if cols != embd && rows == embd { cols } else { rows })
+}
+
 impl V7Config {
     /// Reads the shape from the tensors: embedding and vocab from `emb.weight`, heads and head
     /// size from `r_k`, LoRA ranks from the first layer that has each projection.
@@ -135,7 +143,7 @@ impl V7Config {
             embd,
             heads,
             head_size,
-            ffn: dim(source, "blocks.0.ffn.key.weight", 2, 0)?,
+            ffn: ffn_width(source, embd)?,
             vocab,
             lora: LoraRanks {
                 decay: dim(source, "blocks.0.att.w1", 2, 1)?,
