@@ -105,6 +105,15 @@ fn golden_tiny_every_format_every_variant() {
 }
 
 #[test]
+fn golden_tiny_on_gl_without_f16_or_subgroups() {
+    let gpu = Arc::new(common::gl_gpu());
+    assert!(!gpu.f16 && !gpu.subgroups, "expected a baseline adapter, got {}", common::describe(&gpu));
+    for file in TINY_FILES {
+        check_fixture(&gpu, "tiny", file);
+    }
+}
+
+#[test]
 fn golden_small_every_format() {
     let gpu = Arc::new(common::default_gpu());
     for file in SMALL_FILES {

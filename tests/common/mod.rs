@@ -26,6 +26,18 @@ pub fn default_gpu() -> Gpu {
     open(&GpuOptions { backend: Some(Backend::Vulkan), ..GpuOptions::default() })
 }
 
+/// wgpu's GL backend (llvmpipe over EGL in CI): no SHADER_F16 and no subgroups, so it runs the
+/// baseline-WebGPU kernels.
+pub fn gl_gpu() -> Gpu {
+    let options = GpuOptions { backend: Some(Backend::Gl), ..GpuOptions::default() };
+    Gpu::new(&options).unwrap_or_else(|e| {
+        panic!(
+            "the GL-backend tests need an OpenGL adapter over EGL and found none ({e}). On Debian/Ubuntu: \
+             `apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri` (or run `bash .ci/run`)."
+        )
+    })
+}
+
 pub fn open(options: &GpuOptions) -> Gpu {
     match Gpu::new(options) {
         Ok(gpu) => gpu,
