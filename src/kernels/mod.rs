@@ -120,3 +120,13 @@ fn expect_len(label: &str, operand: &str, found: usize, expected: usize) -> Resu
 fn to_u32(label: &str, value: usize) -> Result<u32> {
     u32::try_from(value).map_err(|_| Error::TooBig(format!("{label}: size {value} does not fit in 32 bits")))
 }
+
+/// `(heads, head_size)` for `channels` split into `heads` equal heads.
+fn split_heads(label: &str, heads: usize, channels: usize) -> Result<(u32, u32)> {
+    if heads == 0 || channels % heads != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: {channels} channels do not split into {heads} heads"
+        )));
+    }
+    Ok((to_u32(label, heads)?, to_u32(label, channels / heads)?))
+}

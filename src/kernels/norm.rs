@@ -1,7 +1,7 @@
 //! Normalisations: layer norm over a whole vector, and RWKV-7's per-head group norm fused with
 //! its bonus term and output gate.
 
-use super::{expect_len, to_u32, wgsl, Recorder};
+use super::{expect_len, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
 use crate::gpu::{Access, GpuVector, KernelSource};
 
@@ -99,11 +99,7 @@ pub fn group_norm_bonus_gate(
     out: &GpuVector,
 ) -> Result<()> {
     let channels = y.len;
-    if heads == 0 || channels % heads != 0 {
-        return Err(crate::error::Error::InvalidArgument(format!(
-            "{label}: {channels} channels in {heads} heads"
-        )));
-    }
+    let (heads, head_size) = split_heads(label, heads, channels)?;
     expect_len(label, "norm", norm.len, 2 * channels)?;
     for (name, operand) in [
         ("r", operands.r),
@@ -116,12 +112,7 @@ pub fn group_norm_bonus_gate(
         expect_len(label, name, operand.len, channels)?;
     }
     let pipeline = rec.gpu.pipeline(&GROUP_NORM, "group_norm_bonus_gate", GROUP_NORM_BINDINGS, &[])?;
-    let params = GroupNormParams {
-        heads: to_u32(label, heads)?,
-        head_size: to_u32(label, channels / heads)?,
-        eps: GN_EPS,
-        padding: 0,
-    };
+    let params = GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 };
     let storage = [
         y.binding(),
         norm.binding(),
@@ -132,7 +123,7 @@ pub fn group_norm_bonus_gate(
         operands.g.binding(),
         out.binding(),
     ];
-    rec.record(&pipeline, label, &params, &storage, [to_u32(label, heads)?, 1, 1])
+    rec.record(&pipeline, label, &params, &storage, [heads, 1, 1])
 }
 
 /// CPU reference of [`group_norm_bonus_gate`]; `ln_x` = (weight, bias).

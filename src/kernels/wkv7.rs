@@ -1,7 +1,7 @@
 //! RWKV-7's recurrence: key shaping, then the state update and readout.
 
-use super::{expect_len, to_u32, wgsl, Recorder};
-use crate::error::{Error, Result};
+use super::{expect_len, split_heads, to_u32, wgsl, Recorder};
+use crate::error::Result;
 use crate::gpu::{Access, GpuVector, KernelSource};
 
 const KEYS: KernelSource = KernelSource { name: "wkv7_keys", parts: &[wgsl::REDUCE, wgsl::WKV7_KEYS] };
@@ -40,14 +40,8 @@ struct HeadParams {
 }
 
 fn head_params(label: &str, heads: usize, channels: usize) -> Result<HeadParams> {
-    if heads == 0 || channels % heads != 0 {
-        return Err(Error::InvalidArgument(format!("{label}: {channels} channels in {heads} heads")));
-    }
-    Ok(HeadParams {
-        heads: to_u32(label, heads)?,
-        head_size: to_u32(label, channels / heads)?,
-        padding: [0; 2],
-    })
+    let (heads, head_size) = split_heads(label, heads, channels)?;
+    Ok(HeadParams { heads, head_size, padding: [0; 2] })
 }
 
 /// The per-channel inputs of [`wkv7_keys`].
