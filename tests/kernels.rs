@@ -72,7 +72,7 @@ fn matvec_small_worked_example() {
     let matrix = GpuMatrix::from_f16(&gpu, "w", 2, 2, &weights).unwrap();
     let (x, bias, y) = (upload(&gpu, &[1.0, -1.0]), upload(&gpu, &[0.5, 2.0]), upload(&gpu, &[9.0, 9.0]));
     run(&gpu, |rec| {
-        kernels::matvec(rec, "matvec", &matrix, &x, &y, Epilogue::bias_then(&bias, Activation::ReluSquared))
+        kernels::matvec(rec, "matvec", &matrix, &x, &y, Epilogue::bias(&bias, Activation::ReluSquared))
     });
     assert_eq!(y.read(&gpu).unwrap(), vec![0.0, 1.0]);
 }

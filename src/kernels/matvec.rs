@@ -43,13 +43,13 @@ impl Epilogue<'_> {
     pub const ACCUMULATE: Epilogue<'static> =
         Epilogue { bias: None, activation: Activation::None, accumulate: true };
 
-    pub fn activation(activation: Activation) -> Epilogue<'static> {
+    pub fn then(activation: Activation) -> Epilogue<'static> {
         Epilogue { activation, ..Epilogue::PLAIN }
     }
 }
 
 impl<'a> Epilogue<'a> {
-    pub fn bias_then(bias: &'a GpuVector, activation: Activation) -> Epilogue<'a> {
+    pub fn bias(bias: &'a GpuVector, activation: Activation) -> Epilogue<'a> {
         Epilogue { bias: Some(bias), activation, accumulate: false }
     }
 }

@@ -7,7 +7,8 @@ use super::config::V7Config;
 use super::loader::{Loader, Store};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuVector};
-use crate::kernels::{self, Activation, BonusGate, Epilogue, KeyInputs, Recorder, Wkv7Inputs};
+use crate::kernels::Activation::{Decay7, ReluSquared, Sigmoid, Tanh};
+use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Recorder, Wkv7Inputs};
 
 /// The six token-shift mixes of the time mix, in the order they are stacked.
 pub const TIME_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
@@ -233,44 +234,23 @@ impl Block<Gpu> {
         matvec(rec, "att.key", &att.key, xk, &s.k, Epilogue::PLAIN)?;
         matvec(rec, "att.value", &att.value, xv, v_own, Epilogue::PLAIN)?;
         // 3. w = exp(−e^−0.5 · σ(w0 + tanh(x_w·w1)·w2))
-        matvec(rec, "att.w1", &att.w1, xw, &s.decay_hidden, Epilogue::activation(Activation::Tanh))?;
-        matvec(
-            rec,
-            "att.w2",
-            &att.w2,
-            &s.decay_hidden,
-            &s.w,
-            Epilogue::bias_then(&att.w0, Activation::Decay7),
-        )?;
+        matvec(rec, "att.w1", &att.w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
+        matvec(rec, "att.w2", &att.w2, &s.decay_hidden, &s.w, Epilogue::bias(&att.w0, Decay7))?;
         // 4. a = σ(a0 + (x_a·a1)·a2)
         matvec(rec, "att.a1", &att.a1, xa, &s.rate_hidden, Epilogue::PLAIN)?;
-        matvec(
-            rec,
-            "att.a2",
-            &att.a2,
-            &s.rate_hidden,
-            &s.a,
-            Epilogue::bias_then(&att.a0, Activation::Sigmoid),
-        )?;
+        matvec(rec, "att.a2", &att.a2, &s.rate_hidden, &s.a, Epilogue::bias(&att.a0, Sigmoid))?;
         // 5. v = v + (v_first − v) ⊙ σ(v0 + (x_v·v1)·v2), except in layer 0
         let v = match &att.value_residual {
             ValueResidual::First => &s.v_first,
             ValueResidual::Mix { v0, v1, v2 } => {
                 matvec(rec, "att.v1", v1, xv, &s.value_hidden, Epilogue::PLAIN)?;
-                matvec(
-                    rec,
-                    "att.v2",
-                    v2,
-                    &s.value_hidden,
-                    &s.v_mix,
-                    Epilogue::bias_then(v0, Activation::Sigmoid),
-                )?;
+                matvec(rec, "att.v2", v2, &s.value_hidden, &s.v_mix, Epilogue::bias(v0, Sigmoid))?;
                 kernels::lerp(rec, &label("att.value_residual"), &s.v_own, &s.v_first, &s.v_mix, &s.v)?;
                 &s.v
             }
         };
         // 6. g = σ(x_g·g1)·g2
-        matvec(rec, "att.g1", &att.g1, xg, &s.gate_hidden, Epilogue::activation(Activation::Sigmoid))?;
+        matvec(rec, "att.g1", &att.g1, xg, &s.gate_hidden, Epilogue::then(Sigmoid))?;
         matvec(rec, "att.g2", &att.g2, &s.gate_hidden, &s.g, Epilogue::PLAIN)?;
         // 7. kk = normalize(k ⊙ k_k) per head; k = k ⊙ (1 + (a − 1) ⊙ k_a)
         let keys = KeyInputs { k: &s.k, a: &s.a, k_k: &att.k_k, k_a: &att.k_a };
@@ -304,14 +284,7 @@ impl Block<Gpu> {
             &s.ffn_mixed,
             s.ffn_mixed_stride,
         )?;
-        matvec(
-            rec,
-            "ffn.key",
-            &ffn.key,
-            &s.ffn_mixed[0],
-            &s.ffn_hidden,
-            Epilogue::activation(Activation::ReluSquared),
-        )?;
+        matvec(rec, "ffn.key", &ffn.key, &s.ffn_mixed[0], &s.ffn_hidden, Epilogue::then(ReluSquared))?;
         // 12. x += W_v·k
         matvec(rec, "ffn.value", &ffn.value, &s.ffn_hidden, x, Epilogue::ACCUMULATE)
     }
