@@ -6,14 +6,19 @@ mod elementwise;
 mod matvec;
 mod norm;
 mod token_shift;
+mod wkv4;
+mod wkv5;
 mod wkv7;
 
 pub use self::elementwise::{lerp, lerp_ref};
-pub use self::matvec::{matvec, matvec_ref, Epilogue};
+pub use self::matvec::{matvec, matvec_into_rows, matvec_ref, Epilogue, Operand, OperandRef};
 pub use self::norm::{
-    group_norm_bonus_gate, group_norm_bonus_gate_ref, layer_norm, layer_norm_ref, BonusGate, GN_EPS, LN_EPS,
+    group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
+    BonusGate, GN_EPS, LN_EPS,
 };
-pub use self::token_shift::{token_shift, token_shift_ref};
+pub use self::token_shift::{token_shift, token_shift_ref, Mixes, Prev};
+pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
+pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
 pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
 
 use std::sync::Arc;
@@ -33,6 +38,8 @@ mod wgsl {
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
     pub const LERP: &str = include_str!("../../shaders/lerp.wgsl");
     pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");
+    pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
+    pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
 }
 
@@ -45,6 +52,10 @@ pub enum Activation {
     ReluSquared = 3,
     /// RWKV-7's decay, exp(−e^−0.5 · σ(x)).
     Decay7 = 4,
+    /// x · σ(x), RWKV-5.1+'s gate.
+    Silu = 5,
+    /// RWKV-5/6's decay, exp(−exp(x)).
+    Decay6 = 6,
 }
 
 /// e^−0.5: RWKV-7 keeps its decay in (e^−e^−0.5, 1) ≈ (0.545, 1).
@@ -68,6 +79,8 @@ impl Activation {
             Activation::Sigmoid => sigmoid(x),
             Activation::ReluSquared => x.max(0.0).powi(2),
             Activation::Decay7 => (-DECAY_SCALE * sigmoid(x)).exp(),
+            Activation::Silu => x * sigmoid(x),
+            Activation::Decay6 => (-x.exp()).exp(),
         }
     }
 }

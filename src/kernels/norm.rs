@@ -16,7 +16,11 @@ const LAYER_NORM_BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::
 
 const GROUP_NORM: KernelSource =
     KernelSource { name: "group_norm", parts: &[wgsl::REDUCE, wgsl::GROUP_NORM] };
-const GROUP_NORM_BINDINGS: &[Access] = &[
+const GROUP_NORM_PLAIN_BINDINGS: &[Access] =
+    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
+const GROUP_NORM_GATE_BINDINGS: &[Access] =
+    &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+const GROUP_NORM_BONUS_BINDINGS: &[Access] = &[
     Access::Uniform,
     Access::Read,
     Access::Read,
@@ -78,6 +82,49 @@ fn normalize(x: &[f32], eps: f64) -> impl Iterator<Item = f64> + '_ {
     x.iter().map(move |&v| (f64::from(v) - mean) * inv_std)
 }
 
+/// Records `out = GroupNorm_heads(y)`, times `gate` if given, with `norm` = [ln_x weight;
+/// ln_x bias].
+pub fn group_norm(
+    rec: &mut Recorder,
+    label: &str,
+    heads: usize,
+    y: &GpuVector,
+    norm: &GpuVector,
+    gate: Option<&GpuVector>,
+    out: &GpuVector,
+) -> Result<()> {
+    let channels = y.len;
+    let (heads, head_size) = split_heads(label, heads, channels)?;
+    expect_len(label, "norm", norm.len, 2 * channels)?;
+    expect_len(label, "out", out.len, channels)?;
+    let params = GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 };
+    let mut storage = vec![y.binding(), norm.binding()];
+    let pipeline = match gate {
+        None => rec.gpu.pipeline(&GROUP_NORM, "group_norm", GROUP_NORM_PLAIN_BINDINGS, &[])?,
+        Some(gate) => {
+            expect_len(label, "gate", gate.len, channels)?;
+            storage.push(gate.binding());
+            rec.gpu.pipeline(&GROUP_NORM, "group_norm_gate", GROUP_NORM_GATE_BINDINGS, &[])?
+        }
+    };
+    storage.push(out.binding());
+    rec.record(&pipeline, label, &params, &storage, [heads, 1, 1])
+}
+
+/// CPU reference of [`group_norm`]; `ln_x` = (weight, bias).
+pub fn group_norm_ref(heads: usize, y: &[f32], ln_x: (&[f32], &[f32]), gate: Option<&[f32]>) -> Vec<f32> {
+    let n = y.len() / heads;
+    let mut out = Vec::with_capacity(y.len());
+    for (h, head) in y.chunks_exact(n).enumerate() {
+        for (j, normed) in normalize(head, f64::from(GN_EPS)).enumerate() {
+            let c = h * n + j;
+            let value = normed * f64::from(ln_x.0[c]) + f64::from(ln_x.1[c]);
+            out.push((value * gate.map_or(1.0, |g| f64::from(g[c]))) as f32);
+        }
+    }
+    out
+}
+
 /// The operands of RWKV-7's time-mix output stage.
 pub struct BonusGate<'a> {
     pub r: &'a GpuVector,
@@ -111,7 +158,7 @@ pub fn group_norm_bonus_gate(
     ] {
         expect_len(label, name, operand.len, channels)?;
     }
-    let pipeline = rec.gpu.pipeline(&GROUP_NORM, "group_norm_bonus_gate", GROUP_NORM_BINDINGS, &[])?;
+    let pipeline = rec.gpu.pipeline(&GROUP_NORM, "group_norm_bonus_gate", GROUP_NORM_BONUS_BINDINGS, &[])?;
     let params = GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 };
     let storage = [
         y.binding(),
@@ -139,14 +186,11 @@ pub fn group_norm_bonus_gate_ref(
     g: &[f32],
 ) -> Vec<f32> {
     let n = y.len() / heads;
-    let mut out = Vec::with_capacity(y.len());
-    for h in 0..heads {
-        let head = h * n..(h + 1) * n;
-        let bonus: f64 = head.clone().map(|c| f64::from(r[c]) * f64::from(k[c]) * f64::from(r_k[c])).sum();
-        for (c, normed) in head.zip(normalize(&y[h * n..(h + 1) * n], f64::from(GN_EPS))) {
-            let normed = normed * f64::from(ln_x.0[c]) + f64::from(ln_x.1[c]);
-            out.push(((normed + bonus * f64::from(v[c])) * f64::from(g[c])) as f32);
-        }
-    }
-    out
+    let normed = group_norm_ref(heads, y, ln_x, None);
+    let bonus: Vec<f64> = (0..heads)
+        .map(|h| (h * n..(h + 1) * n).map(|c| f64::from(r[c]) * f64::from(k[c]) * f64::from(r_k[c])).sum())
+        .collect();
+    (0..y.len())
+        .map(|c| ((f64::from(normed[c]) + bonus[c / n] * f64::from(v[c])) * f64::from(g[c])) as f32)
+        .collect()
 }
