@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rwkv_wgpu::gpu::Gpu;
-use rwkv_wgpu::model::config::{LoraRanks, V7Config};
 use rwkv_wgpu::model::reference::ReferenceModel;
-use rwkv_wgpu::model::synthetic::SyntheticV7;
+use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::npy::{self, Array};
 use rwkv_wgpu::runtime::Session;
@@ -121,24 +120,8 @@ fn golden_small_every_format() {
     }
 }
 
-fn config(
-    layers: usize,
-    heads: usize,
-    head_size: usize,
-    ffn: usize,
-    vocab: usize,
-    lora: [usize; 4],
-) -> V7Config {
-    let [decay, in_context_rate, value_residual, gate] = lora;
-    V7Config {
-        layers,
-        embd: heads * head_size,
-        heads,
-        head_size,
-        ffn,
-        vocab,
-        lora: LoraRanks { decay, in_context_rate, value_residual, gate },
-    }
+fn shape(layers: usize, heads: usize, head_size: usize, ffn: usize, vocab: usize, lora: [usize; 4]) -> Shape {
+    Shape { layers, heads, head_size, ffn, vocab, lora }
 }
 
 /// The GPU against the CPU reference on random models: one head, odd head sizes and LoRA ranks,
@@ -147,13 +130,14 @@ fn config(
 fn random_shapes_match_cpu_reference() {
     let gpu = Arc::new(common::default_gpu());
     let shapes = [
-        config(1, 1, 8, 24, 50, [4, 4, 4, 4]),
-        config(2, 3, 5, 37, 97, [3, 5, 7, 9]),
-        config(3, 2, 32, 256, 300, [8, 8, 4, 16]),
-        config(2, 2, 64, 96, 65536, [16, 16, 8, 32]),
+        shape(1, 1, 8, 24, 50, [4, 4, 4, 4]),
+        shape(2, 3, 5, 37, 97, [3, 5, 7, 9]),
+        shape(3, 2, 32, 256, 300, [8, 8, 4, 16]),
+        shape(2, 2, 64, 96, 65536, [16, 16, 8, 32]),
     ];
-    for (seed, config) in shapes.into_iter().enumerate() {
-        let source = SyntheticV7::new(config.clone(), seed as u64);
+    for (seed, shape) in shapes.into_iter().enumerate() {
+        let source = SyntheticV7::new(shape, seed as u64);
+        let config = &source.config;
         let model = Model::from_source(gpu.clone(), &source, &LoadOptions::default()).unwrap();
         let reference = ReferenceModel::from_source(&source).unwrap();
         let mut session = Session::new(&model).unwrap();

@@ -3,8 +3,8 @@
 use clap::Args;
 
 use super::{GpuArgs, ModelArg};
-use rwkv_wgpu::model::loader::Validate;
-use rwkv_wgpu::model::{gpu_bytes, source, v7_config, V7Weights};
+use rwkv_wgpu::model::config::ModelConfig;
+use rwkv_wgpu::model::{gpu_bytes, source, validate};
 use rwkv_wgpu::Result;
 
 #[derive(Args)]
@@ -18,10 +18,10 @@ pub struct InfoArgs {
 
 pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     let source = source::open(&args.model.model)?;
-    let (version, config) = v7_config(source.as_ref())?;
+    let config = ModelConfig::from_source(source.as_ref())?;
     // Reads and checks every tensor's presence, shape and dtype, so `info` also says whether the
     // file will load.
-    V7Weights::load(source.as_ref(), &config, &Validate)?;
+    validate(source.as_ref(), &config)?;
     let parameters: usize = source
         .names()
         .iter()
@@ -30,15 +30,16 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         .sum();
     let dtype = source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
     let gpu = gpu_args.open()?;
-    let weights = gpu_bytes(&config);
-    let state = (config.layers * config.embd * (config.head_size + 2) * 4) as u64;
+    let weights = gpu_bytes(source.as_ref());
+    let state_per_layer =
+        if config.heads == 0 { 5 * config.embd } else { config.embd * (config.head_size + 2) };
+    let state = (config.layers * state_per_layer * 4) as u64;
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     if args.json {
         let value = serde_json::json!({
             "file": args.model.model.display().to_string(),
             "format": source.format(),
             "dtype": dtype,
-            "version": version.name(),
             "config": config,
             "parameters": parameters,
             "gpu_weight_bytes": weights,
@@ -49,20 +50,27 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         println!("{value:#}");
         return Ok(());
     }
-    let l = &config.lora;
     println!("file:        {} ({}, {dtype})", args.model.model.display(), source.format());
-    println!("version:     {}", version.name());
+    println!("version:     {}", config.version.name());
     println!("layers:      {}", config.layers);
     println!("embedding:   {}", config.embd);
-    println!("heads:       {} × head size {}", config.heads, config.head_size);
+    if config.heads == 0 {
+        println!("heads:       none (per-channel state)");
+    } else {
+        println!("heads:       {} × head size {}", config.heads, config.head_size);
+    }
     println!("ffn:         {}", config.ffn);
-    println!(
-        "LoRA ranks:  decay {}, in-context rate {}, value residual {}, gate {}",
-        l.decay, l.in_context_rate, l.value_residual, l.gate
-    );
+    if !config.lora.is_empty() {
+        let ranks: Vec<String> = config.lora.iter().map(|l| format!("{} {}", l.name, l.rank)).collect();
+        println!("LoRA ranks:  {}", ranks.join(", "));
+    }
     println!("vocabulary:  {}", config.vocab);
     println!("parameters:  {parameters} ({:.3} B)", parameters as f64 / 1e9);
-    println!("GPU memory:  {:.1} MiB weights (f16 matrices) + {:.2} MiB state per sequence; embedding stays in host memory", mib(weights), mib(state));
+    println!(
+        "GPU memory:  {:.1} MiB weights (f16 matrices) + {:.2} MiB state per sequence; embedding stays in host memory",
+        mib(weights),
+        mib(state)
+    );
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use rwkv_wgpu::gpu::{self, Backend, Gpu, GpuOptions};
-use rwkv_wgpu::model::{source, v7_config, LoadOptions, Model};
+use rwkv_wgpu::model::config::ModelConfig;
+use rwkv_wgpu::model::{source, LoadOptions, Model};
 use rwkv_wgpu::Result;
 
 #[derive(Parser)]
@@ -102,7 +103,7 @@ impl ModelArg {
     /// then loads it onto the chosen adapter.
     fn load(&self, gpu_args: &GpuArgs) -> Result<Model> {
         let source = source::open(&self.model)?;
-        v7_config(source.as_ref())?;
+        ModelConfig::from_source(source.as_ref())?;
         Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions::default())
     }
 }

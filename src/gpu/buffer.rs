@@ -86,6 +86,13 @@ impl GpuVector {
         Ok((rows, stride))
     }
 
+    /// [`GpuVector::stack`] with the number of rows fixed at compile time.
+    pub fn stack_of<const N: usize>(gpu: &Gpu, label: &str, len: usize) -> Result<([GpuVector; N], usize)> {
+        let (rows, stride) = Self::stack(gpu, label, N, len)?;
+        let rows = rows.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} rows")))?;
+        Ok((rows, stride))
+    }
+
     /// Binds this vector, including its padding to a whole `vec4`.
     pub fn binding(&self) -> Binding {
         Binding {

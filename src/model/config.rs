@@ -44,10 +44,11 @@ pub fn detect_version(source: &dyn TensorSource) -> Result<Version> {
     if has(".att.k_k") || has(".att.x_r") || has(".att.r_k") {
         return Ok(Version::V7);
     }
-    if has(".att.time_maa_x") || has(".att.time_maa_w1") {
+    if names.iter().any(|n| n.contains("time_maa")) {
         return Ok(Version::V6);
     }
-    if has(".att.ln_x.weight") {
+    let any = |part: &str| names.iter().any(|n| n.contains(part));
+    if any("ln_x") {
         let decay_2d = names
             .iter()
             .filter(|n| n.ends_with(".att.time_decay"))
@@ -55,7 +56,7 @@ pub fn detect_version(source: &dyn TensorSource) -> Result<Version> {
             .any(|(_, shape)| shape.len() == 2 && shape[1] > 1);
         return Ok(if decay_2d {
             Version::V5_2
-        } else if has(".att.gate.weight") {
+        } else if any("gate.weight") {
             Version::V5_1
         } else {
             Version::V5_0
@@ -64,25 +65,31 @@ pub fn detect_version(source: &dyn TensorSource) -> Result<Version> {
     Ok(Version::V4)
 }
 
-/// Ranks of RWKV-7's low-rank projections, which differ between releases.
+/// The size of one low-rank projection, for `info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct LoraRanks {
-    pub decay: usize,
-    pub in_context_rate: usize,
-    pub value_residual: usize,
-    pub gate: usize,
+pub struct LoraRank {
+    pub name: &'static str,
+    pub rank: usize,
 }
 
-/// The shape of an RWKV-7 model.
+/// The shape of a model, read from its tensors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct V7Config {
+pub struct ModelConfig {
+    #[serde(serialize_with = "serialize_version")]
+    pub version: Version,
     pub layers: usize,
     pub embd: usize,
+    /// Heads of the matrix-valued state (RWKV-5 on); 0 for RWKV-4, whose state is per channel.
     pub heads: usize,
     pub head_size: usize,
     pub ffn: usize,
     pub vocab: usize,
-    pub lora: LoraRanks,
+    /// Ranks of the low-rank projections (RWKV-6 and 7).
+    pub lora: Vec<LoraRank>,
+}
+
+fn serialize_version<S: serde::Serializer>(version: &Version, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(version.name())
 }
 
 fn shape_of(source: &dyn TensorSource, name: &str) -> Result<Vec<usize>> {
@@ -92,9 +99,9 @@ fn shape_of(source: &dyn TensorSource, name: &str) -> Result<Vec<usize>> {
         .ok_or_else(|| Error::MissingTensor { name: name.into(), hint: String::new() })
 }
 
-/// Dimension `dim` of a tensor that must have `rank` dimensions.
+/// Dimension `dim` of a tensor that must have `rank` dimensions once size-1 dimensions are dropped.
 fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result<usize> {
-    let shape = shape_of(source, name)?;
+    let shape: Vec<usize> = shape_of(source, name)?.into_iter().filter(|&d| d != 1).collect();
     if shape.len() != rank || shape.contains(&0) {
         return Err(Error::Malformed {
             file: name.into(),
@@ -112,45 +119,93 @@ fn ffn_width(source: &dyn TensorSource, embd: usize) -> Result<usize> {
     Ok(if cols != embd && rows == embd { cols } else { rows })
 }
 
-impl V7Config {
-    /// Reads the shape from the tensors: embedding and vocab from `emb.weight`, heads and head
-    /// size from `r_k`, LoRA ranks from the first layer that has each projection.
-    pub fn from_source(source: &dyn TensorSource) -> Result<V7Config> {
+/// Heads and head size from a tensor that is [H] (one value per head) or [H, N].
+fn heads_from(source: &dyn TensorSource, name: &str, embd: usize) -> Result<(usize, usize)> {
+    let shape: Vec<usize> = shape_of(source, name)?.into_iter().filter(|&d| d != 1).collect();
+    let heads = match shape[..] {
+        [heads] | [heads, _] if heads > 0 && embd % heads == 0 => heads,
+        _ => {
+            return Err(Error::Malformed {
+                file: name.into(),
+                reason: format!(
+                    "expected [heads] or [heads, head_size] dividing {embd} channels, found {shape:?}"
+                ),
+            })
+        }
+    };
+    let head_size = embd / heads;
+    if let [_, n] = shape[..] {
+        if n != head_size {
+            return Err(Error::Shape { name: name.into(), expected: vec![heads, head_size], found: shape });
+        }
+    }
+    Ok((heads, head_size))
+}
+
+impl ModelConfig {
+    /// Detects the version and reads the shape from the tensors.
+    pub fn from_source(source: &dyn TensorSource) -> Result<ModelConfig> {
+        let version = detect_version(source)?;
+        super::in_version(version, Self::shape(source, version))
+    }
+
+    fn shape(source: &dyn TensorSource, version: Version) -> Result<ModelConfig> {
         let names = source.names();
         let layers = names
             .iter()
             .filter_map(|n| n.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
             .max()
             .map_or(0, |last| last + 1);
-        if layers == 0 {
-            return Err(Error::UnsupportedModel("the model has no `blocks.N.*` tensors".into()));
-        }
         let vocab = dim(source, "emb.weight", 2, 0)?;
         let embd = dim(source, "emb.weight", 2, 1)?;
-        let heads = dim(source, "blocks.0.att.r_k", 2, 0)?;
-        let head_size = dim(source, "blocks.0.att.r_k", 2, 1)?;
-        if heads * head_size != embd {
-            return Err(Error::Shape {
-                name: "blocks.0.att.r_k".into(),
-                expected: vec![heads, embd / heads.max(1)],
-                found: vec![heads, head_size],
-            });
-        }
-        // Layer 0 has no value residual, so its v1 may be absent (or a placeholder): use layer 1's.
-        let value_residual = if layers > 1 { dim(source, "blocks.1.att.v1", 2, 1)? } else { 0 };
-        Ok(V7Config {
+        let rank = |name: &'static str, tensor: &str, divisor: usize| -> Result<LoraRank> {
+            Ok(LoraRank { name, rank: dim(source, tensor, 2, 1)? / divisor })
+        };
+        let (heads, head_size, lora) = match version {
+            Version::V4 => (0, 0, vec![]),
+            Version::V5_0 | Version::V5_1 | Version::V5_2 => {
+                let (heads, head_size) = heads_from(source, "blocks.0.att.time_decay", embd)?;
+                (heads, head_size, vec![])
+            }
+            Version::V6 => {
+                let (heads, head_size) = heads_from(source, "blocks.0.att.time_faaaa", embd)?;
+                let lora = vec![
+                    rank("token shift", "blocks.0.att.time_maa_w1", 5)?,
+                    rank("decay", "blocks.0.att.time_decay_w1", 1)?,
+                ];
+                (heads, head_size, lora)
+            }
+            Version::V7 => {
+                let (heads, head_size) = heads_from(source, "blocks.0.att.r_k", embd)?;
+                // Layer 0 has no value residual, so its v1 may be absent or a placeholder.
+                let value_residual = if layers > 1 {
+                    rank("value residual", "blocks.1.att.v1", 1)?
+                } else {
+                    LoraRank { name: "value residual", rank: 0 }
+                };
+                let lora = vec![
+                    rank("decay", "blocks.0.att.w1", 1)?,
+                    rank("in-context rate", "blocks.0.att.a1", 1)?,
+                    value_residual,
+                    rank("gate", "blocks.0.att.g1", 1)?,
+                ];
+                (heads, head_size, lora)
+            }
+        };
+        Ok(ModelConfig {
+            version,
             layers,
             embd,
             heads,
             head_size,
             ffn: ffn_width(source, embd)?,
             vocab,
-            lora: LoraRanks {
-                decay: dim(source, "blocks.0.att.w1", 2, 1)?,
-                in_context_rate: dim(source, "blocks.0.att.a1", 2, 1)?,
-                value_residual,
-                gate: dim(source, "blocks.0.att.g1", 2, 1)?,
-            },
+            lora,
         })
+    }
+
+    /// The rank of the projection called `name`, 0 if the model has none.
+    pub fn rank(&self, name: &str) -> usize {
+        self.lora.iter().find(|l| l.name == name).map_or(0, |l| l.rank)
     }
 }

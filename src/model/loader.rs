@@ -110,6 +110,11 @@ impl<'a, S: Store> Loader<'a, S> {
         self.source.meta(name).is_some()
     }
 
+    /// The number of elements of a tensor, if present.
+    pub fn elements(&self, name: &str) -> Option<usize> {
+        self.source.meta(name).map(|(_, shape)| shape.iter().product())
+    }
+
     /// A vector of `len` values, converted to f32.
     pub fn vector_f32(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         self.fetch(name, &[len])?.to_f32(name)
@@ -133,6 +138,16 @@ impl<'a, S: Store> Loader<'a, S> {
         self.store.vector(label, data)
     }
 
+    /// Like [`Loader::stacked`], storing `1 − m` for each value `m`: RWKV-4 and 5 write their token
+    /// shift as `x·m + prev·(1 − m)`, which is `x + (prev − x)·(1 − m)`.
+    pub fn stacked_complement(&self, label: &str, names: &[String], len: usize) -> Result<S::Vector> {
+        let mut data = Vec::with_capacity(names.len() * len);
+        for name in names {
+            data.extend(self.vector_f32(name, len)?.into_iter().map(|m| 1.0 - m));
+        }
+        self.store.vector(label, data)
+    }
+
     /// A norm's `{prefix}.weight` and `{prefix}.bias`, stacked as [weight; bias].
     pub fn norm(&self, prefix: &str, len: usize) -> Result<S::Vector> {
         self.stacked(prefix, &[format!("{prefix}.weight"), format!("{prefix}.bias")], len)
@@ -148,15 +163,47 @@ impl<'a, S: Store> Loader<'a, S> {
     /// `[out, in]` layout the matrix-vector kernels read.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
         let tensor = self.fetch(name, &[inputs, outputs])?;
-        let stored = to_f16(&tensor, name)?;
-        let mut transposed = vec![f16::ZERO; stored.len()];
-        for i in 0..inputs {
-            for o in 0..outputs {
-                transposed[o * inputs + i] = stored[i * outputs + o];
-            }
-        }
+        let transposed = transpose(&to_f16(&tensor, name)?, inputs, outputs);
         self.store.matrix(name, outputs, inputs, transposed)
     }
+}
+
+impl<S: Store> Loader<'_, S> {
+    /// `count` matrices stored as one `[count, inputs, outputs]` tensor (RWKV-6's
+    /// `time_maa_w2`), each transposed to `[outputs, inputs]`.
+    pub fn matrices_transposed(
+        &self,
+        name: &str,
+        count: usize,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Vec<S::Matrix>> {
+        let tensor = self.fetch(name, &[count, inputs, outputs])?;
+        let stored = to_f16(&tensor, name)?;
+        stored
+            .chunks_exact(inputs * outputs)
+            .enumerate()
+            .map(|(index, slice)| {
+                self.store.matrix(
+                    &format!("{name}[{index}]"),
+                    outputs,
+                    inputs,
+                    transpose(slice, inputs, outputs),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
+fn transpose(matrix: &[f16], rows: usize, cols: usize) -> Vec<f16> {
+    let mut transposed = vec![f16::ZERO; matrix.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            transposed[c * rows + r] = matrix[r * cols + c];
+        }
+    }
+    transposed
 }
 
 /// Matrices are stored on the GPU as f16; bf16 and f32 inputs are rounded to nearest.

@@ -1,50 +1,35 @@
-//! Model files, configuration and the layer definitions of each RWKV version.
+//! Model files, configuration and the layers of each RWKV version.
 //!
 //! [`Model::load`] opens a `.safetensors` or `.pth` file, detects the version, checks every
 //! tensor and uploads the weights to the GPU once. Running it is the job of
 //! [`crate::runtime::Session`].
+//!
+//! Every version shares the block structure ([`block`]) and the channel mix
+//! ([`channel_mix`]); each version file holds only its time mix.
 
+pub mod block;
+pub mod channel_mix;
 pub mod config;
 pub mod embedding;
 pub mod loader;
 pub mod reference;
 pub mod source;
 pub mod synthetic;
+pub mod v4;
+pub mod v5;
+pub mod v6;
 pub mod v7;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use self::config::{detect_version, V7Config, Version};
+use self::block::{Block, Blocks, Layers, LoadTimeMix, TimeMix};
+use self::config::{ModelConfig, Version};
 use self::embedding::Embedding;
-use self::loader::{Loader, Store};
+use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-
-/// Every weight of an RWKV-7 model except the embedding table, in a [`Store`].
-pub struct V7Weights<S: Store> {
-    /// `blocks.0.ln0`, applied to the embedding row.
-    pub ln0: S::Vector,
-    pub blocks: Vec<v7::Block<S>>,
-    pub ln_out: S::Vector,
-    /// [V, C]
-    pub head: S::Matrix,
-}
-
-impl<S: Store> V7Weights<S> {
-    pub fn load(source: &dyn TensorSource, config: &V7Config, store: &S) -> Result<Self> {
-        let loader = Loader::new(source, store);
-        let blocks =
-            (0..config.layers).map(|layer| v7::Block::load(&loader, config, layer)).collect::<Result<_>>()?;
-        Ok(V7Weights {
-            ln0: loader.norm("blocks.0.ln0", config.embd)?,
-            blocks,
-            ln_out: loader.norm("ln_out", config.embd)?,
-            head: loader.matrix("head.weight", config.vocab, config.embd)?,
-        })
-    }
-}
+use crate::gpu::{Gpu, GpuMatrix, GpuVector};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
@@ -53,9 +38,13 @@ pub struct LoadOptions {}
 /// A loaded model: its shape, its weights on the GPU and its embedding table in host memory.
 pub struct Model {
     pub gpu: Arc<Gpu>,
-    pub version: Version,
-    pub config: V7Config,
-    pub weights: V7Weights<Gpu>,
+    pub config: Arc<ModelConfig>,
+    /// `blocks.0.ln0`, applied to the embedding row: [weight; bias].
+    pub ln0: GpuVector,
+    pub layers: Box<dyn Layers>,
+    pub ln_out: GpuVector,
+    /// [V, C]
+    pub head: GpuMatrix,
     pub embedding: Embedding,
     /// The file format it came from ("safetensors", "pth").
     pub format: &'static str,
@@ -63,16 +52,64 @@ pub struct Model {
     pub file_dtype: String,
 }
 
-/// The RWKV-7 shape of a source, or a clear error if the file holds another version.
-pub fn v7_config(source: &dyn TensorSource) -> Result<(Version, V7Config)> {
-    let version = detect_version(source)?;
-    if version != Version::V7 {
-        return Err(Error::UnsupportedModel(format!(
-            "{} checkpoint: this engine runs RWKV-7 (x070) models so far",
-            version.name()
-        )));
+fn load_blocks<T: TimeMix>(
+    source: &dyn TensorSource,
+    config: &Arc<ModelConfig>,
+    gpu: &Gpu,
+) -> Result<Box<dyn Layers>> {
+    let blocks = Block::<Gpu, T>::load_all(source, config, gpu)?;
+    Ok(Box::new(Blocks { config: config.clone(), blocks }))
+}
+
+fn check_blocks<T: LoadTimeMix<Validate>>(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
+    Block::<Validate, T>::load_all(source, config, &Validate).map(drop)
+}
+
+/// Checks every tensor of the model (presence, shape, dtype) without keeping any of it.
+pub fn validate(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
+    in_version(config.version, validate_blocks(source, config))?;
+    in_version(config.version, Outer::load(source, config, &Validate).map(drop))
+}
+
+fn validate_blocks(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
+    match config.version {
+        Version::V4 => check_blocks::<v4::TimeMix4<Validate>>(source, config)?,
+        Version::V5_0 | Version::V5_1 | Version::V5_2 => {
+            check_blocks::<v5::TimeMix5<Validate>>(source, config)?
+        }
+        Version::V6 => check_blocks::<v6::TimeMix6<Validate>>(source, config)?,
+        Version::V7 => check_blocks::<v7::TimeMix7<Validate>>(source, config)?,
     }
-    Ok((version, V7Config::from_source(source)?))
+    Ok(())
+}
+
+/// The weights outside the blocks.
+struct Outer<S: Store> {
+    ln0: S::Vector,
+    ln_out: S::Vector,
+    head: S::Matrix,
+}
+
+impl<S: Store> Outer<S> {
+    fn load(source: &dyn TensorSource, config: &ModelConfig, store: &S) -> Result<Self> {
+        let loader = Loader::new(source, store);
+        Ok(Outer {
+            ln0: loader.norm("blocks.0.ln0", config.embd)?,
+            ln_out: loader.norm("ln_out", config.embd)?,
+            head: loader.matrix("head.weight", config.vocab, config.embd)?,
+        })
+    }
+}
+
+/// Adds which version the file looked like to a missing-tensor error: the names a user sees are
+/// then explained by the version the file was taken for.
+pub(crate) fn in_version<T>(version: Version, result: Result<T>) -> Result<T> {
+    result.map_err(|error| match error {
+        Error::MissingTensor { name, hint } if hint.is_empty() => {
+            Error::MissingTensor { name, hint: format!(" (the file looks like {})", version.name()) }
+        }
+        other => other,
+    })
 }
 
 impl Model {
@@ -84,42 +121,51 @@ impl Model {
 
     /// Loads a model from any tensor source (a file, or a synthetic model made in memory).
     pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, _options: &LoadOptions) -> Result<Model> {
-        let (version, config) = v7_config(source)?;
-        let weights =
-            gpu.scoped("uploading the weights", || V7Weights::load(source, &config, gpu.as_ref()))?;
+        let config = Arc::new(ModelConfig::from_source(source)?);
+        let uploaded = gpu.scoped("uploading the weights", || {
+            let layers = match config.version {
+                Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu)?,
+                Version::V5_0 | Version::V5_1 | Version::V5_2 => {
+                    load_blocks::<v5::TimeMix5<Gpu>>(source, &config, &gpu)?
+                }
+                Version::V6 => load_blocks::<v6::TimeMix6<Gpu>>(source, &config, &gpu)?,
+                Version::V7 => load_blocks::<v7::TimeMix7<Gpu>>(source, &config, &gpu)?,
+            };
+            Ok((layers, Outer::load(source, &config, gpu.as_ref())?))
+        });
+        let (layers, outer) = in_version(config.version, uploaded)?;
         let embedding = Embedding::load(source, config.vocab, config.embd)?;
         let file_dtype =
             source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
-        Ok(Model { gpu, version, config, weights, embedding, format: source.format(), file_dtype })
-    }
-
-    /// Bytes of GPU memory the weights occupy.
-    pub fn weight_bytes(&self) -> u64 {
-        gpu_bytes(&self.config)
+        Ok(Model {
+            gpu,
+            config,
+            ln0: outer.ln0,
+            layers,
+            ln_out: outer.ln_out,
+            head: outer.head,
+            embedding,
+            format: source.format(),
+            file_dtype,
+        })
     }
 }
 
-/// Bytes of GPU memory an RWKV-7 model's weights take: matrices in f16 (rows padded to 4),
-/// vectors in f32. The embedding stays in host memory.
-pub fn gpu_bytes(config: &V7Config) -> u64 {
-    let c = config.embd as u64;
-    let f16_matrix = |rows: u64, cols: u64| rows * cols.div_ceil(4) * 4 * 2;
-    let f32_vector = |len: u64| len.div_ceil(4) * 4 * 4;
-    let l = &config.lora;
-    let lora = |rank: usize| f16_matrix(rank as u64, c) + f16_matrix(c, rank as u64);
-    let layer = 4 * f16_matrix(c, c)
-        + lora(l.decay)
-        + lora(l.in_context_rate)
-        + lora(l.gate)
-        + f16_matrix(config.ffn as u64, c)
-        + f16_matrix(c, config.ffn as u64)
-        + f32_vector(6 * c)
-        + 8 * f32_vector(c)
-        + 4 * f32_vector(2 * c);
-    let value_residual = lora(l.value_residual) + f32_vector(c);
-    let layers = config.layers as u64;
-    layers * layer
-        + layers.saturating_sub(1) * value_residual
-        + f16_matrix(config.vocab as u64, c)
-        + 2 * f32_vector(2 * c)
+/// Bytes of GPU memory a model's weights take: matrices in f16 (rows padded to 4), vectors in
+/// f32. The embedding stays in host memory.
+pub fn gpu_bytes(source: &dyn TensorSource) -> u64 {
+    source
+        .names()
+        .iter()
+        .filter(|name| name.as_str() != "emb.weight")
+        .filter_map(|name| source.meta(name))
+        .map(|(_, shape)| {
+            let dims: Vec<u64> = shape.iter().map(|&d| d as u64).filter(|&d| d != 1).collect();
+            match dims[..] {
+                [] => 16,
+                [len] => len.div_ceil(4) * 16,
+                [.., last] => dims.iter().product::<u64>() / last * last.div_ceil(4) * 4 * 2,
+            }
+        })
+        .sum()
 }

@@ -2,41 +2,62 @@
 //! as the GPU layer. The tests run it on random models of many shapes and compare with the GPU;
 //! the golden fixtures check both against the official implementation.
 
-use super::config::V7Config;
+use super::block::Block;
+use super::config::{ModelConfig, Version};
 use super::embedding::Embedding;
-use super::loader::{Host, HostMatrix};
+use super::loader::{Host, HostMatrix, Loader};
 use super::source::TensorSource;
-use super::v7::{Block, ValueResidual};
-use super::{v7_config, V7Weights};
-use crate::error::Result;
-use crate::kernels::{self, Activation};
+use super::v7::{TimeMix7, ValueResidual};
+use crate::error::{Error, Result};
+use crate::kernels::{self, Activation, OperandRef, Prev};
 use crate::runtime::StateSnapshot;
 
 pub struct ReferenceModel {
-    pub config: V7Config,
-    pub weights: V7Weights<Host>,
-    pub embedding: Embedding,
+    pub config: ModelConfig,
+    ln0: Vec<f32>,
+    blocks: Vec<Block<Host, TimeMix7<Host>>>,
+    ln_out: Vec<f32>,
+    head: HostMatrix,
+    embedding: Embedding,
 }
 
-fn matvec(m: &HostMatrix, x: &[f32], bias: Option<&[f32]>, activation: Activation) -> Vec<f32> {
-    kernels::matvec_ref(&m.data, x, bias, activation, None)
+fn matvec(m: &HostMatrix, x: &[f32], operand: OperandRef, activation: Activation) -> Vec<f32> {
+    kernels::matvec_ref(&m.data, x, operand, activation, None)
+}
+
+fn plain(m: &HostMatrix, x: &[f32]) -> Vec<f32> {
+    matvec(m, x, OperandRef::None, Activation::None)
 }
 
 fn add(x: &mut [f32], delta: &[f32]) {
     x.iter_mut().zip(delta).for_each(|(x, d)| *x += d);
 }
 
-/// Splits a stacked [weight; bias] norm.
-fn halves(norm: &[f32]) -> (&[f32], &[f32]) {
-    norm.split_at(norm.len() / 2)
+/// A stacked [weight; bias] norm, applied.
+fn layer_norm(x: &[f32], norm: &[f32]) -> Vec<f32> {
+    let (weight, bias) = norm.split_at(norm.len() / 2);
+    kernels::layer_norm_ref(x, weight, bias)
 }
 
 impl ReferenceModel {
     pub fn from_source(source: &dyn TensorSource) -> Result<ReferenceModel> {
-        let (_, config) = v7_config(source)?;
-        let weights = V7Weights::load(source, &config, &Host)?;
-        let embedding = Embedding::load(source, config.vocab, config.embd)?;
-        Ok(ReferenceModel { config, weights, embedding })
+        let config = ModelConfig::from_source(source)?;
+        if config.version != Version::V7 {
+            return Err(Error::UnsupportedModel(format!(
+                "the CPU reference runs RWKV-7 only, not {}",
+                config.version.name()
+            )));
+        }
+        let blocks = Block::load_all(source, &config, &Host)?;
+        let loader = Loader::new(source, &Host);
+        Ok(ReferenceModel {
+            ln0: loader.norm("blocks.0.ln0", config.embd)?,
+            ln_out: loader.norm("ln_out", config.embd)?,
+            head: loader.matrix("head.weight", config.vocab, config.embd)?,
+            embedding: Embedding::load(source, config.vocab, config.embd)?,
+            blocks,
+            config,
+        })
     }
 
     pub fn zero_state(&self) -> StateSnapshot {
@@ -47,54 +68,49 @@ impl ReferenceModel {
 
     /// Feeds one token and returns the logits.
     pub fn forward(&self, token: u32, state: &mut StateSnapshot) -> Result<Vec<f32>> {
-        let (w, b) = halves(&self.weights.ln0);
-        let mut x = kernels::layer_norm_ref(&self.embedding.row(token)?, w, b);
+        let mut x = layer_norm(&self.embedding.row(token)?, &self.ln0);
         let mut v_first = Vec::new();
-        for (layer, block) in self.weights.blocks.iter().enumerate() {
-            self.block(layer, block, &mut x, &mut v_first, state);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let xa = layer_norm(&x, &block.ln1);
+            add(&mut x, &self.time_mix(layer, &block.att, &xa, &mut v_first, state));
+            let xf = layer_norm(&x, &block.ln2);
+            let ffn = &block.ffn;
+            let shifted = kernels::token_shift_ref(&xf, &mut state.ffn_x[layer], &ffn.mixes, Prev::Update);
+            let hidden = matvec(&ffn.key, &shifted[0], OperandRef::None, Activation::ReluSquared);
+            add(&mut x, &plain(&ffn.value, &hidden));
         }
-        let (w, b) = halves(&self.weights.ln_out);
-        Ok(matvec(&self.weights.head, &kernels::layer_norm_ref(&x, w, b), None, Activation::None))
+        Ok(plain(&self.head, &layer_norm(&x, &self.ln_out)))
     }
 
-    fn block(
+    fn time_mix(
         &self,
         layer: usize,
-        block: &Block<Host>,
-        x: &mut [f32],
+        att: &TimeMix7<Host>,
+        xa: &[f32],
         v_first: &mut Vec<f32>,
         state: &mut StateSnapshot,
-    ) {
+    ) -> Vec<f32> {
         let heads = self.config.heads;
-        let att = &block.att;
-        let (w, b) = halves(&block.ln1);
-        let xa = kernels::layer_norm_ref(x, w, b);
-        let mixed = kernels::token_shift_ref(&xa, &mut state.att_x[layer], &att.mixes);
+        let mixed = kernels::token_shift_ref(xa, &mut state.att_x[layer], &att.mixes, Prev::Update);
         let [xr, xw, xk, xv, xa, xg] = [0, 1, 2, 3, 4, 5].map(|i| &mixed[i][..]);
-        let r = matvec(&att.receptance, xr, None, Activation::None);
-        let k = matvec(&att.key, xk, None, Activation::None);
-        let mut v = matvec(&att.value, xv, None, Activation::None);
-        let decay =
-            matvec(&att.w2, &matvec(&att.w1, xw, None, Activation::Tanh), Some(&att.w0), Activation::Decay7);
-        let a =
-            matvec(&att.a2, &matvec(&att.a1, xa, None, Activation::None), Some(&att.a0), Activation::Sigmoid);
+        let r = plain(&att.receptance, xr);
+        let k = plain(&att.key, xk);
+        let mut v = plain(&att.value, xv);
+        let w_hidden = matvec(&att.w1, xw, OperandRef::None, Activation::Tanh);
+        let decay = matvec(&att.w2, &w_hidden, OperandRef::Bias(&att.w0), Activation::Decay7);
+        let a = matvec(&att.a2, &plain(&att.a1, xa), OperandRef::Bias(&att.a0), Activation::Sigmoid);
         match &att.value_residual {
             ValueResidual::First => *v_first = v.clone(),
             ValueResidual::Mix { v0, v1, v2 } => {
-                let mix = matvec(v2, &matvec(v1, xv, None, Activation::None), Some(v0), Activation::Sigmoid);
+                let mix = matvec(v2, &plain(v1, xv), OperandRef::Bias(v0), Activation::Sigmoid);
                 v = kernels::lerp_ref(&v, v_first, &mix);
             }
         }
-        let g = matvec(&att.g2, &matvec(&att.g1, xg, None, Activation::Sigmoid), None, Activation::None);
+        let g = plain(&att.g2, &matvec(&att.g1, xg, OperandRef::None, Activation::Sigmoid));
         let (kk, k) = kernels::wkv7_keys_ref(heads, &k, &a, &att.k_k, &att.k_a);
         let y = kernels::wkv7_ref(heads, &mut state.wkv[layer], &r, &decay, &k, &v, &kk, &a);
-        let y = kernels::group_norm_bonus_gate_ref(heads, &y, halves(&att.ln_x), &r, &k, &v, &att.r_k, &g);
-        add(x, &matvec(&att.output, &y, None, Activation::None));
-
-        let (w, b) = halves(&block.ln2);
-        let xf = kernels::layer_norm_ref(x, w, b);
-        let shifted = kernels::token_shift_ref(&xf, &mut state.ffn_x[layer], &block.ffn.x_k);
-        let hidden = matvec(&block.ffn.key, &shifted[0], None, Activation::ReluSquared);
-        add(x, &matvec(&block.ffn.value, &hidden, None, Activation::None));
+        let (weight, bias) = att.ln_x.split_at(att.ln_x.len() / 2);
+        let y = kernels::group_norm_bonus_gate_ref(heads, &y, (weight, bias), &r, &k, &v, &att.r_k, &g);
+        plain(&att.output, &y)
     }
 }

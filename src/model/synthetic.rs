@@ -10,12 +10,24 @@ use std::borrow::Cow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::config::V7Config;
+use super::config::{LoraRank, ModelConfig, Version};
 use super::source::{DType, TensorData, TensorSource};
 use crate::error::{Error, Result};
 
+/// The shape of a synthetic model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub layers: usize,
+    pub heads: usize,
+    pub head_size: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    /// Ranks of the decay, in-context rate, value residual and gate projections.
+    pub lora: [usize; 4],
+}
+
 pub struct SyntheticV7 {
-    pub config: V7Config,
+    pub config: ModelConfig,
     seed: u64,
     tensors: Vec<(String, Vec<usize>)>,
 }
@@ -27,8 +39,26 @@ fn fnv1a(text: &str) -> u64 {
 }
 
 impl SyntheticV7 {
-    pub fn new(config: V7Config, seed: u64) -> SyntheticV7 {
-        let V7Config { layers, embd: c, heads, head_size, ffn, vocab, lora } = config.clone();
+    /// A model of `shape`; its LoRA ranks are (decay, in-context rate, value residual, gate).
+    pub fn new(shape: Shape, seed: u64) -> SyntheticV7 {
+        let Shape { layers, heads, head_size, ffn, vocab, lora } = shape;
+        let c = heads * head_size;
+        let [decay, rate, value, gate] = lora;
+        let config = ModelConfig {
+            version: Version::V7,
+            layers,
+            embd: c,
+            heads,
+            head_size,
+            ffn,
+            vocab,
+            lora: vec![
+                LoraRank { name: "decay", rank: decay },
+                LoraRank { name: "in-context rate", rank: rate },
+                LoraRank { name: "value residual", rank: value },
+                LoraRank { name: "gate", rank: gate },
+            ],
+        };
         let mut tensors = vec![
             ("emb.weight".to_string(), vec![vocab, c]),
             ("blocks.0.ln0.weight".into(), vec![c]),
@@ -44,9 +74,7 @@ impl SyntheticV7 {
             for vector in ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "v0", "k_k", "k_a"] {
                 add(&format!("att.{vector}"), vec![1, 1, c]);
             }
-            for (pair, rank) in
-                [("w", lora.decay), ("a", lora.in_context_rate), ("v", lora.value_residual), ("g", lora.gate)]
-            {
+            for (pair, rank) in [("w", decay), ("a", rate), ("v", value), ("g", gate)] {
                 add(&format!("att.{pair}1"), vec![c, rank]);
                 add(&format!("att.{pair}2"), vec![rank, c]);
             }

@@ -1,17 +1,19 @@
 //! A session: one sequence's recurrent state on the GPU, and the recorded step that advances it.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{GpuVector, Readback, Step};
 use crate::kernels::{self, Epilogue, Recorder};
-use crate::model::v7::{LayerState, Scratch};
+use crate::model::block::LayerState;
 use crate::model::Model;
 
-/// The recurrent state copied to the CPU, in the official layout (one entry per layer).
+/// The recurrent state copied to the CPU, one entry per layer, in the official layout:
+/// `wkv` is [H, N (key), N (value)] for RWKV-5/6, [H, N (value), N (key)] for RWKV-7, and
+/// [aa; bb; pp] (3 × C) for RWKV-4.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateSnapshot {
     /// The last LN1 output, [C] per layer.
     pub att_x: Vec<Vec<f32>>,
-    /// The WKV state, [H, N (value), N (key)] per layer.
+    /// The time mix's own state.
     pub wkv: Vec<Vec<f32>>,
     /// The last LN2 output, [C] per layer.
     pub ffn_x: Vec<Vec<f32>>,
@@ -22,29 +24,30 @@ pub struct StateSnapshot {
 pub struct Session<'m> {
     model: &'m Model,
     state: Vec<LayerState>,
+    /// The `wkv` state of a layer before the first token.
+    initial_wkv: Vec<f32>,
     /// The embedding row of the token being fed, uploaded each step.
     input: GpuVector,
     logits: GpuVector,
-    /// Embedding → every layer: recorded once, replayed for every token.
+    /// Embedding norm → every layer: recorded once, replayed for every token.
     layers: Step,
     /// Final norm and head: only run when logits are wanted.
     head: Step,
     readback: Readback,
-    /// Kept alive because the recorded steps bind them.
-    _buffers: (GpuVector, GpuVector, Scratch),
 }
 
 impl<'m> Session<'m> {
-    /// A session starting from the zero state.
+    /// A session starting from the initial state.
     pub fn new(model: &'m Model) -> Result<Session<'m>> {
         let gpu = model.gpu.as_ref();
         let config = &model.config;
         let c = config.embd;
+        let initial_wkv = model.layers.initial_state();
         let state = (0..config.layers)
             .map(|layer| {
                 Ok(LayerState {
                     att_x: GpuVector::zeros(gpu, &format!("L{layer}.state.att_x"), c)?,
-                    wkv: GpuVector::zeros(gpu, &format!("L{layer}.state.wkv"), c * config.head_size)?,
+                    wkv: GpuVector::from_slice(gpu, &format!("L{layer}.state.wkv"), &initial_wkv)?,
                     ffn_x: GpuVector::zeros(gpu, &format!("L{layer}.state.ffn_x"), c)?,
                 })
             })
@@ -53,24 +56,22 @@ impl<'m> Session<'m> {
         let x = GpuVector::zeros(gpu, "x", c)?;
         let x_out = GpuVector::zeros(gpu, "x_out", c)?;
         let logits = GpuVector::zeros(gpu, "logits", config.vocab)?;
-        let scratch = Scratch::new(gpu, config)?;
-        let weights = &model.weights;
 
+        // Bind groups keep the buffers they bind alive, so the recorded steps own x, x_out and
+        // the scratch buffers from here on.
         let mut rec = Recorder::new(gpu);
-        kernels::layer_norm(&mut rec, "ln0", &input, &weights.ln0, &x)?;
-        for (layer, block) in weights.blocks.iter().enumerate() {
-            block.record(&mut rec, layer, config.heads, &x, &state[layer], &scratch)?;
-        }
+        kernels::layer_norm(&mut rec, "ln0", &input, &model.ln0, &x)?;
+        model.layers.record(&mut rec, &x, &state)?;
         let layers = rec.finish();
 
         let mut rec = Recorder::new(gpu);
-        kernels::layer_norm(&mut rec, "ln_out", &x, &weights.ln_out, &x_out)?;
-        kernels::matvec(&mut rec, "head", &weights.head, &x_out, &logits, Epilogue::PLAIN)?;
+        kernels::layer_norm(&mut rec, "ln_out", &x, &model.ln_out, &x_out)?;
+        kernels::matvec(&mut rec, "head", &model.head, &x_out, &logits, Epilogue::PLAIN)?;
         let head = rec.finish();
 
         let readback = Readback::new(gpu, "logits readback", config.vocab)?;
         gpu.check()?;
-        Ok(Session { model, state, input, logits, layers, head, readback, _buffers: (x, x_out, scratch) })
+        Ok(Session { model, state, initial_wkv, input, logits, layers, head, readback })
     }
 
     pub fn model(&self) -> &Model {
@@ -97,7 +98,7 @@ impl<'m> Session<'m> {
     /// Feeds tokens in order and returns the logits after the last one.
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let Some((&last, rest)) = tokens.split_last() else {
-            return Err(crate::Error::InvalidArgument("no tokens to feed".into()));
+            return Err(Error::InvalidArgument("no tokens to feed".into()));
         };
         for &token in rest {
             self.advance(token)?;
@@ -122,17 +123,15 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Back to the zero state.
+    /// Back to the initial state.
     pub fn reset(&mut self) -> Result<()> {
         let gpu = self.model.gpu.as_ref();
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("reset") });
+        let zeros = vec![0.0; self.model.config.embd];
         for layer in &self.state {
-            for tensor in [&layer.att_x, &layer.wkv, &layer.ffn_x] {
-                encoder.clear_buffer(&tensor.buffer, 0, None);
-            }
+            layer.att_x.write(gpu, &zeros)?;
+            layer.wkv.write(gpu, &self.initial_wkv)?;
+            layer.ffn_x.write(gpu, &zeros)?;
         }
-        gpu.queue.submit([encoder.finish()]);
         gpu.check()
     }
 

@@ -1,0 +1,107 @@
+//! What every RWKV version shares: a stack of blocks, each `x += TimeMix(LN1(x))` then
+//! `x += ChannelMix(LN2(x))`. A version supplies only its time mix, through [`TimeMix`].
+
+use std::sync::Arc;
+
+use super::channel_mix::{ChannelMix, ChannelScratch};
+use super::config::ModelConfig;
+use super::loader::{Loader, Store};
+use super::source::TensorSource;
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuVector};
+use crate::kernels::{self, Recorder};
+
+/// A layer's recurrent state on the GPU: the last LN1 output (`att_x`), the time mix's own state
+/// (`wkv`, its layout chosen by the version) and the last LN2 output (`ffn_x`).
+pub struct LayerState {
+    pub att_x: GpuVector,
+    pub wkv: GpuVector,
+    pub ffn_x: GpuVector,
+}
+
+/// Reading a version's time-mix weights into any store.
+pub trait LoadTimeMix<S: Store>: Sized {
+    fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self>;
+}
+
+/// A version's time mix on the GPU.
+pub trait TimeMix: LoadTimeMix<Gpu> + Send + Sync + 'static {
+    /// Intermediate values, made once per session and shared by all layers.
+    type Scratch;
+    /// The `wkv` state of one layer before the first token.
+    fn initial_state(config: &ModelConfig) -> Vec<f32>;
+    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Self::Scratch>;
+    /// Records `x += TimeMix(xa)` for one token, with `streams` = (xa = LN1(x), x), updating
+    /// `att_x` and `wkv`.
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        config: &ModelConfig,
+        layer: usize,
+        streams: (&GpuVector, &GpuVector),
+        state: &LayerState,
+        scratch: &Self::Scratch,
+    ) -> Result<()>;
+}
+
+/// `blocks.N.*`
+pub struct Block<S: Store, T> {
+    /// [weight; bias]
+    pub ln1: S::Vector,
+    pub ln2: S::Vector,
+    pub att: T,
+    pub ffn: ChannelMix<S>,
+}
+
+impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
+    pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+        Ok(Block {
+            ln1: loader.norm(&format!("blocks.{layer}.ln1"), config.embd)?,
+            ln2: loader.norm(&format!("blocks.{layer}.ln2"), config.embd)?,
+            att: T::load(loader, config, layer)?,
+            ffn: ChannelMix::load(loader, config, layer)?,
+        })
+    }
+
+    /// Every block of the model.
+    pub fn load_all(source: &dyn TensorSource, config: &ModelConfig, store: &S) -> Result<Vec<Self>> {
+        let loader = Loader::new(source, store);
+        (0..config.layers).map(|layer| Self::load(&loader, config, layer)).collect()
+    }
+}
+
+/// The blocks of a loaded model, whatever its version.
+pub trait Layers: Send + Sync {
+    /// The `wkv` state of one layer before the first token.
+    fn initial_state(&self) -> Vec<f32>;
+    /// Records one token's pass through every block: `x` is the residual stream.
+    fn record(&self, rec: &mut Recorder, x: &GpuVector, state: &[LayerState]) -> Result<()>;
+}
+
+/// The blocks of one version.
+pub struct Blocks<T> {
+    pub config: Arc<ModelConfig>,
+    pub blocks: Vec<Block<Gpu, T>>,
+}
+
+impl<T: TimeMix> Layers for Blocks<T> {
+    fn initial_state(&self) -> Vec<f32> {
+        T::initial_state(&self.config)
+    }
+
+    fn record(&self, rec: &mut Recorder, x: &GpuVector, state: &[LayerState]) -> Result<()> {
+        let gpu = rec.gpu;
+        let config = &self.config;
+        let att_scratch = T::scratch(gpu, config)?;
+        let ffn_scratch = ChannelScratch::new(gpu, config)?;
+        let xa = GpuVector::zeros(gpu, "xa", config.embd)?;
+        let xf = GpuVector::zeros(gpu, "xf", config.embd)?;
+        for (layer, (block, state)) in self.blocks.iter().zip(state).enumerate() {
+            kernels::layer_norm(rec, &format!("L{layer}.ln1"), x, &block.ln1, &xa)?;
+            block.att.record(rec, config, layer, (&xa, x), state, &att_scratch)?;
+            kernels::layer_norm(rec, &format!("L{layer}.ln2"), x, &block.ln2, &xf)?;
+            block.ffn.record(rec, layer, (&xf, &state.ffn_x), x, &ffn_scratch)?;
+        }
+        Ok(())
+    }
+}

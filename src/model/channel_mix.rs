@@ -1,0 +1,100 @@
+//! The channel mix (feed-forward) of every RWKV version:
+//!   k = relu(W_k·x_k)²;  out = W_v·k, gated by σ(W_r·x_r) in RWKV-4…6 (RWKV-7 has no gate),
+//! with x_k, x_r the token-shifted inputs.
+
+use super::config::{ModelConfig, Version};
+use super::loader::{Loader, Store};
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder};
+
+/// `blocks.N.ffn.*`
+pub struct ChannelMix<S: Store> {
+    /// Token-shift mixes, [k] or [k; r], in the `x + (prev − x)·mix` form.
+    pub mixes: S::Vector,
+    /// [F, C]
+    pub key: S::Matrix,
+    /// [C, F]
+    pub value: S::Matrix,
+    /// [C, C]; absent in RWKV-7.
+    pub receptance: Option<S::Matrix>,
+}
+
+impl<S: Store> ChannelMix<S> {
+    pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+        let c = config.embd;
+        let ffn = |name: &str| format!("blocks.{layer}.ffn.{name}");
+        let names = |parts: &[&str]| parts.iter().map(|p| ffn(p)).collect::<Vec<_>>();
+        let label = ffn("mixes");
+        let (mixes, gated) = match config.version {
+            Version::V4 | Version::V5_0 | Version::V5_1 | Version::V5_2 => {
+                (loader.stacked_complement(&label, &names(&["time_mix_k", "time_mix_r"]), c)?, true)
+            }
+            Version::V6 => (loader.stacked(&label, &names(&["time_maa_k", "time_maa_r"]), c)?, true),
+            Version::V7 => (loader.stacked(&label, &names(&["x_k"]), c)?, false),
+        };
+        let receptance = if gated { Some(loader.matrix(&ffn("receptance.weight"), c, c)?) } else { None };
+        Ok(ChannelMix {
+            mixes,
+            key: loader.matrix(&ffn("key.weight"), config.ffn, c)?,
+            value: loader.matrix(&ffn("value.weight"), c, config.ffn)?,
+            receptance,
+        })
+    }
+}
+
+/// Intermediate values of the channel mix, shared by all layers.
+pub struct ChannelScratch {
+    /// x_k (and x_r), one stack.
+    shifted: Vec<GpuVector>,
+    stride: usize,
+    hidden: GpuVector,
+    gate: GpuVector,
+}
+
+impl ChannelScratch {
+    pub fn new(gpu: &Gpu, config: &ModelConfig) -> Result<ChannelScratch> {
+        let mixes = if config.version == Version::V7 { 1 } else { 2 };
+        let (shifted, stride) = GpuVector::stack(gpu, "ffn.shifted", mixes, config.embd)?;
+        Ok(ChannelScratch {
+            shifted,
+            stride,
+            hidden: GpuVector::zeros(gpu, "ffn.hidden", config.ffn)?,
+            gate: GpuVector::zeros(gpu, "ffn.gate", config.embd)?,
+        })
+    }
+}
+
+impl ChannelMix<Gpu> {
+    /// Records `x += ChannelMix(xf)`, with `prev` the layer's remembered LN2 output.
+    pub fn record(
+        &self,
+        rec: &mut Recorder,
+        layer: usize,
+        (xf, prev): (&GpuVector, &GpuVector),
+        x: &GpuVector,
+        s: &ChannelScratch,
+    ) -> Result<()> {
+        let label = |op: &str| format!("L{layer}.ffn.{op}");
+        let matvec = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
+            kernels::matvec(rec, &label(op), m, x, y, e)
+        };
+        let mixes = Mixes::Packed(&self.mixes);
+        kernels::token_shift(rec, &label("shift"), (xf, prev), mixes, &s.shifted, s.stride, Prev::Update)?;
+        matvec(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
+        match &self.receptance {
+            None => matvec(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE),
+            Some(receptance) => {
+                matvec(
+                    rec,
+                    "receptance",
+                    receptance,
+                    &s.shifted[1],
+                    &s.gate,
+                    Epilogue::then(Activation::Sigmoid),
+                )?;
+                matvec(rec, "value", &self.value, &s.hidden, x, Epilogue::gated_accumulate(&s.gate))
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! RWKV-4: the time mix is a per-channel weighted average of past values, kept in log space.
+//!
+//! Reference: `RWKV.att_one` in BlinkDL's `rwkv` package 0.8.32.
+
+use super::block::{LayerState, LoadTimeMix, TimeMix};
+use super::config::ModelConfig;
+use super::loader::{Loader, Store};
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuVector};
+use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
+
+/// `blocks.N.att.*`
+pub struct TimeMix4<S: Store> {
+    /// 1 − time_mix_{k,v,r}, stacked: [3, C].
+    pub mixes: S::Vector,
+    pub receptance: S::Matrix,
+    pub key: S::Matrix,
+    pub value: S::Matrix,
+    pub output: S::Matrix,
+    /// −exp(time_decay), the log-space decay per token.
+    pub decay: S::Vector,
+    /// time_first, the log-space bonus of the current token.
+    pub first: S::Vector,
+}
+
+impl<S: Store> LoadTimeMix<S> for TimeMix4<S> {
+    fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+        let c = config.embd;
+        let att = |name: &str| format!("blocks.{layer}.att.{name}");
+        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
+        let mixes = ["time_mix_k", "time_mix_v", "time_mix_r"].map(att);
+        let decay = loader.vector_f32(&att("time_decay"), c)?.into_iter().map(|d| -d.exp()).collect();
+        Ok(TimeMix4 {
+            mixes: loader.stacked_complement(&att("time_mix_*"), &mixes, c)?,
+            receptance: linear("receptance")?,
+            key: linear("key")?,
+            value: linear("value")?,
+            output: linear("output")?,
+            decay: loader.store.vector(&att("time_decay"), decay)?,
+            first: loader.vector(&att("time_first"), c)?,
+        })
+    }
+}
+
+/// Intermediate values of one token's time mix, shared by every layer.
+pub struct Scratch4 {
+    /// x_k, x_v, x_r.
+    shifted: [GpuVector; 3],
+    stride: usize,
+    r: GpuVector,
+    k: GpuVector,
+    v: GpuVector,
+    y: GpuVector,
+}
+
+impl TimeMix for TimeMix4<Gpu> {
+    type Scratch = Scratch4;
+
+    /// aa = bb = 0, pp = −1e30.
+    fn initial_state(config: &ModelConfig) -> Vec<f32> {
+        let c = config.embd;
+        [vec![0.0; 2 * c], vec![WKV4_INITIAL_PP; c]].concat()
+    }
+
+    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch4> {
+        let c = config.embd;
+        let (shifted, stride) = GpuVector::stack_of(gpu, "att.shifted", c)?;
+        let vector = |name: &str| GpuVector::zeros(gpu, &format!("att.{name}"), c);
+        Ok(Scratch4 { shifted, stride, r: vector("r")?, k: vector("k")?, v: vector("v")?, y: vector("y")? })
+    }
+
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        _config: &ModelConfig,
+        layer: usize,
+        (xa, x): (&GpuVector, &GpuVector),
+        state: &LayerState,
+        s: &Scratch4,
+    ) -> Result<()> {
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        let [xk, xv, xr] = &s.shifted;
+        // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r
+        let mixes = Mixes::Packed(&self.mixes);
+        kernels::token_shift(
+            rec,
+            &label("shift"),
+            (xa, &state.att_x),
+            mixes,
+            &s.shifted,
+            s.stride,
+            Prev::Update,
+        )?;
+        // 2. r = σ(W_r·x_r), k = W_k·x_k, v = W_v·x_v
+        let r_epilogue = Epilogue::then(Activation::Sigmoid);
+        kernels::matvec(rec, &label("receptance"), &self.receptance, xr, &s.r, r_epilogue)?;
+        kernels::matvec(rec, &label("key"), &self.key, xk, &s.k, Epilogue::PLAIN)?;
+        kernels::matvec(rec, &label("value"), &self.value, xv, &s.v, Epilogue::PLAIN)?;
+        // 3. y = r ⊙ (Σ e^(w·age + k)·v + e^(u + k)·v) / (same without v), updating aa, bb, pp
+        let inputs = Wkv4Inputs { r: &s.r, k: &s.k, v: &s.v, w: &self.decay, u: &self.first };
+        kernels::wkv4(rec, &label("wkv"), &state.wkv, inputs, &s.y)?;
+        // 4. x += W_o·y
+        kernels::matvec(rec, &label("output"), &self.output, &s.y, x, Epilogue::ACCUMULATE)
+    }
+}

@@ -1,0 +1,183 @@
+//! RWKV-6 "Finch": RWKV-5's state and read-out, with a data-dependent token shift and decay,
+//! both generated per token by low-rank projections.
+//!
+//! Reference: `RWKV.att_one_v6_0` in BlinkDL's `rwkv` package 0.8.32.
+
+use super::block::{LayerState, LoadTimeMix, TimeMix};
+use super::config::ModelConfig;
+use super::loader::{Loader, Store};
+use super::v5::{bonus, per_channel, Readout};
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuVector};
+use crate::kernels::Activation::{Decay6, None, Tanh};
+use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder};
+
+/// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
+pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
+
+/// `blocks.N.att.*`
+pub struct TimeMix6<S: Store> {
+    /// time_maa_x: the shift that feeds the mix projection.
+    pub maa_x: S::Vector,
+    /// time_maa_{w,k,v,r,g}: each mix's static part, the bias of its projection.
+    pub maa: Vec<S::Vector>,
+    /// time_maa_w1 as [5·D, C].
+    pub maa_w1: S::Matrix,
+    /// time_maa_w2 as five [C, D].
+    pub maa_w2: Vec<S::Matrix>,
+    /// time_decay [C], the bias of the decay projection.
+    pub decay: S::Vector,
+    /// time_decay_w1 as [Dd, C], time_decay_w2 as [C, Dd].
+    pub decay_w1: S::Matrix,
+    pub decay_w2: S::Matrix,
+    pub first: S::Vector,
+    pub receptance: S::Matrix,
+    pub key: S::Matrix,
+    pub value: S::Matrix,
+    pub gate: S::Matrix,
+    pub output: S::Matrix,
+    pub ln_x: S::Vector,
+}
+
+impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
+    fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+        let c = config.embd;
+        let (mix_rank, decay_rank) = (config.rank("token shift"), config.rank("decay"));
+        let att = |name: &str| format!("blocks.{layer}.att.{name}");
+        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
+        let maa =
+            MIXES.iter().map(|m| loader.vector(&att(&format!("time_maa_{m}")), c)).collect::<Result<_>>()?;
+        let decay = per_channel(loader, &att("time_decay"), config)?;
+        Ok(TimeMix6 {
+            maa_x: loader.vector(&att("time_maa_x"), c)?,
+            maa,
+            maa_w1: loader.matrix_transposed(&att("time_maa_w1"), c, MIXES.len() * mix_rank)?,
+            maa_w2: loader.matrices_transposed(&att("time_maa_w2"), MIXES.len(), mix_rank, c)?,
+            decay: loader.store.vector(&att("time_decay"), decay)?,
+            decay_w1: loader.matrix_transposed(&att("time_decay_w1"), c, decay_rank)?,
+            decay_w2: loader.matrix_transposed(&att("time_decay_w2"), decay_rank, c)?,
+            first: bonus(loader, layer, config)?,
+            receptance: linear("receptance")?,
+            key: linear("key")?,
+            value: linear("value")?,
+            gate: linear("gate")?,
+            output: linear("output")?,
+            ln_x: loader.norm(&att("ln_x"), c)?,
+        })
+    }
+}
+
+/// Intermediate values of one token's time mix, shared by every layer.
+pub struct Scratch6 {
+    xxx: [GpuVector; 1],
+    xxx_stride: usize,
+    /// tanh(xxx·W1), one row of D per mix.
+    mix_hidden: [GpuVector; 5],
+    mix_hidden_stride: usize,
+    /// The five mixes of this token.
+    mixes: [GpuVector; 5],
+    mixes_stride: usize,
+    /// x_w, x_k, x_v, x_r, x_g.
+    shifted: [GpuVector; 5],
+    shifted_stride: usize,
+    decay_hidden: GpuVector,
+    w: GpuVector,
+    readout: Readout,
+}
+
+impl TimeMix for TimeMix6<Gpu> {
+    type Scratch = Scratch6;
+
+    fn initial_state(config: &ModelConfig) -> Vec<f32> {
+        vec![0.0; config.embd * config.head_size]
+    }
+
+    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch6> {
+        let c = config.embd;
+        let (xxx, xxx_stride) = GpuVector::stack_of(gpu, "att.xxx", c)?;
+        let (mix_hidden, mix_hidden_stride) =
+            GpuVector::stack_of(gpu, "att.mix_hidden", config.rank("token shift"))?;
+        let (mixes, mixes_stride) = GpuVector::stack_of(gpu, "att.mixes", c)?;
+        let (shifted, shifted_stride) = GpuVector::stack_of(gpu, "att.shifted", c)?;
+        Ok(Scratch6 {
+            xxx,
+            xxx_stride,
+            mix_hidden,
+            mix_hidden_stride,
+            mixes,
+            mixes_stride,
+            shifted,
+            shifted_stride,
+            decay_hidden: GpuVector::zeros(gpu, "att.decay_hidden", config.rank("decay"))?,
+            w: GpuVector::zeros(gpu, "att.w", c)?,
+            readout: Readout::new(gpu, config)?,
+        })
+    }
+
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        config: &ModelConfig,
+        layer: usize,
+        (xa, x): (&GpuVector, &GpuVector),
+        state: &LayerState,
+        s: &Scratch6,
+    ) -> Result<()> {
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        let shift = (xa, &state.att_x);
+        // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x, keeping xa_prev for the second shift
+        kernels::token_shift(
+            rec,
+            &label("shift_x"),
+            shift,
+            Mixes::Packed(&self.maa_x),
+            &s.xxx,
+            s.xxx_stride,
+            Prev::Keep,
+        )?;
+        // 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
+        let hidden = (&s.mix_hidden[..], s.mix_hidden_stride);
+        kernels::matvec_into_rows(
+            rec,
+            &label("maa_w1"),
+            &self.maa_w1,
+            &s.xxx[0],
+            hidden.0,
+            hidden.1,
+            Epilogue::then(Tanh),
+        )?;
+        let projections = self.maa_w2.iter().zip(&self.maa);
+        for ((name, (w2, bias)), (hidden, mix)) in
+            MIXES.iter().zip(projections).zip(s.mix_hidden.iter().zip(&s.mixes))
+        {
+            kernels::matvec(
+                rec,
+                &label(&format!("maa_w2.{name}")),
+                w2,
+                hidden,
+                mix,
+                Epilogue::bias(bias, None),
+            )?;
+        }
+        // 3. x_* = xa + (xa_prev − xa) ⊙ m_*
+        let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
+        kernels::token_shift(rec, &label("shift"), shift, mixes, &s.shifted, s.shifted_stride, Prev::Update)?;
+        let [xw, xk, xv, xr, xg] = &s.shifted;
+        // 4. r, k, v = W·x_*; g = silu(W_g·x_g)
+        let weights = (&self.receptance, &self.key, &self.value, Some(&self.gate));
+        s.readout.project(rec, &label, weights, (xr, xk, xv, Some(xg)))?;
+        // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
+        kernels::matvec(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
+        kernels::matvec(
+            rec,
+            &label("decay_w2"),
+            &self.decay_w2,
+            &s.decay_hidden,
+            &s.w,
+            Epilogue::bias(&self.decay, Decay6),
+        )?;
+        // 6. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) ⊙ g)
+        let decay = (&s.w, &self.first, true);
+        s.readout.record(rec, &label, config.heads, decay, (&self.ln_x, &self.output), &state.wkv, x)
+    }
+}
