@@ -110,6 +110,11 @@ impl<'a, S: Store> Loader<'a, S> {
         self.source.meta(name).is_some()
     }
 
+    /// The number of dimensions larger than 1 of a tensor, if present.
+    pub fn dimensions(&self, name: &str) -> Option<usize> {
+        self.source.meta(name).map(|(_, shape)| shape.iter().filter(|&&d| d != 1).count())
+    }
+
     /// The number of elements of a tensor, if present.
     pub fn elements(&self, name: &str) -> Option<usize> {
         self.source.meta(name).map(|(_, shape)| shape.iter().product())

@@ -31,21 +31,21 @@ pub struct TimeMix5<S: Store> {
 }
 
 /// A per-channel vector from a tensor holding one value per head ([H], expanded) or per
-/// channel ([H, N]).
+/// channel ([H, N] in RWKV-5.2, [C] in RWKV-6).
 pub(super) fn per_channel<S: Store>(
     loader: &Loader<S>,
     name: &str,
     config: &ModelConfig,
 ) -> Result<Vec<f32>> {
     let (heads, n) = (config.heads, config.head_size);
-    if loader.elements(name) == Some(heads) && n > 1 {
-        Ok(loader
+    match loader.elements(name) {
+        Some(elements) if elements == heads && n > 1 => Ok(loader
             .vector_f32(name, heads)?
             .into_iter()
             .flat_map(|value| std::iter::repeat_n(value, n))
-            .collect())
-    } else {
-        loader.matrix_f32(name, heads, n)
+            .collect()),
+        _ if loader.dimensions(name) == Some(1) => loader.vector_f32(name, config.embd),
+        _ => loader.matrix_f32(name, heads, n),
     }
 }
 
