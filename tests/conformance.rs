@@ -1,6 +1,6 @@
 //! Whole-model checks: the engine against the official implementation's golden outputs
-//! (tests/fixtures/v7, made by tools/make_fixtures.py), and against the CPU reference on
-//! random models of many shapes.
+//! (tests/fixtures/<version>/<case>, made by tools/make_fixtures.py), and RWKV-7 against the CPU
+//! reference on random models of many shapes.
 
 mod common;
 
@@ -18,8 +18,37 @@ use rwkv_wgpu::runtime::Session;
 /// The official fp32 run itself is ~5e-6 × std from float64 (recorded in each meta.json).
 const CONFORMANCE_BOUND: f64 = 1e-3;
 
-fn fixture_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v7").join(case)
+/// Every RWKV version's fixture folder, with the smallest case, which also runs on every kernel
+/// variant and on the GL backend.
+const VERSIONS: [(&str, &str); 6] =
+    [("v4", "A"), ("v5.0", "A"), ("v5.1", "A"), ("v5.2", "A"), ("v6", "A"), ("v7", "tiny")];
+
+fn fixture_dir(version: &str, case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version).join(case)
+}
+
+/// The cases of a version, each with its model files (every format it was saved in).
+fn cases(version: &str) -> Vec<(String, Vec<String>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version);
+    let mut cases: Vec<(String, Vec<String>)> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|entry| {
+            let dir = entry.unwrap().path();
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("model"))
+                .collect();
+            files.sort();
+            (dir.file_name().unwrap().to_string_lossy().into_owned(), files)
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 2, "{}: expected at least two fixture cases", root.display());
+    for (case, files) in &cases {
+        assert!(!files.is_empty(), "{version}/{case}: no model files");
+    }
+    cases
 }
 
 fn load_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
@@ -55,8 +84,9 @@ fn relative_error(found: &[f32], expected: &[f32]) -> f64 {
 
 /// Runs one fixture file through the engine and checks every position's logits and the final
 /// state; returns the worst relative logit error.
-fn check_fixture(gpu: &Arc<Gpu>, case: &str, file: &str) -> f64 {
-    let dir = fixture_dir(case);
+fn check_fixture(gpu: &Arc<Gpu>, (version, case): (&str, &str), file: &str) -> f64 {
+    let dir = fixture_dir(version, case);
+    let case = format!("{version}/{case}");
     let model = Model::load(gpu.clone(), &dir.join(file), &LoadOptions::default())
         .unwrap_or_else(|e| panic!("{case}/{file}: {e}"));
     let tokens = load_tokens(&dir.join("tokens.npy"));
@@ -89,35 +119,54 @@ fn check_fixture(gpu: &Arc<Gpu>, case: &str, file: &str) -> f64 {
     worst
 }
 
-const TINY_FILES: [&str; 4] =
-    ["model.pth", "model-f16.safetensors", "model-bf16.safetensors", "model-f32.safetensors"];
-const SMALL_FILES: [&str; 2] = ["model.pth", "model-f16.safetensors"];
-
 #[test]
-fn golden_tiny_every_format_every_variant() {
+fn golden_every_version_case_and_format() {
+    let gpu = Arc::new(common::default_gpu());
+    let mut figures = Vec::new();
+    for (version, _) in VERSIONS {
+        for (case, files) in cases(version) {
+            for file in files {
+                let worst = check_fixture(&gpu, (version, &case), &file);
+                figures.push(format!("{version}/{case}/{file}: {worst:.1e}"));
+            }
+        }
+    }
+    println!("worst logit error × std, per fixture and format:\n  {}", figures.join("\n  "));
+}
+
+/// The smallest case of each version on every shipped kernel variant (f16 or packed weights,
+/// thread or workgroup per row).
+#[test]
+fn golden_every_version_every_kernel_variant() {
     for gpu in common::variants() {
         let gpu = Arc::new(gpu);
-        for file in TINY_FILES {
-            check_fixture(&gpu, "tiny", file);
+        for (version, case) in VERSIONS {
+            check_fixture(&gpu, (version, case), "model-f16.safetensors");
         }
     }
 }
 
 #[test]
-fn golden_tiny_on_gl_without_f16_or_subgroups() {
+fn golden_every_version_on_gl_without_f16_or_subgroups() {
     let gpu = Arc::new(common::gl_gpu());
     assert!(!gpu.f16 && !gpu.subgroups, "expected a baseline adapter, got {}", common::describe(&gpu));
-    for file in TINY_FILES {
-        check_fixture(&gpu, "tiny", file);
+    for (version, case) in VERSIONS {
+        for file in ["model.pth", "model-f16.safetensors"] {
+            check_fixture(&gpu, (version, case), file);
+        }
     }
 }
 
+/// Activations grow with depth; the official fp16 path halves them every 6 layers to avoid
+/// overflow. Ours stay in f32: a 24-layer model must match exactly at every position.
 #[test]
-fn golden_small_every_format() {
+fn deep_model_matches_without_rescaling() {
     let gpu = Arc::new(common::default_gpu());
-    for file in SMALL_FILES {
-        check_fixture(&gpu, "small", file);
-    }
+    let dir = fixture_dir("v6", "deep");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let layers = meta["layers"].as_u64().unwrap();
+    assert!(layers >= 24, "the deep fixture has only {layers} layers");
+    check_fixture(&gpu, ("v6", "deep"), "model.pth");
 }
 
 fn shape(layers: usize, heads: usize, head_size: usize, ffn: usize, vocab: usize, lora: [usize; 4]) -> Shape {
@@ -161,13 +210,16 @@ fn random_shapes_match_cpu_reference() {
     }
 }
 
+/// Resetting restores each version's initial state (RWKV-4's starts at pp = −1e30, not zero).
 #[test]
-fn reset_returns_to_the_zero_state() {
+fn reset_returns_to_the_initial_state() {
     let gpu = Arc::new(common::default_gpu());
-    let model = Model::load(gpu, &fixture_dir("tiny").join("model-f16.safetensors"), &LoadOptions::default())
-        .unwrap();
-    let mut session = Session::new(&model).unwrap();
-    let first = session.feed_all(&[1, 2, 3]).unwrap();
-    session.reset().unwrap();
-    assert_eq!(session.feed_all(&[1, 2, 3]).unwrap(), first);
+    for (version, case) in VERSIONS {
+        let path = fixture_dir(version, case).join("model-f16.safetensors");
+        let model = Model::load(gpu.clone(), &path, &LoadOptions::default()).unwrap();
+        let mut session = Session::new(&model).unwrap();
+        let first = session.feed_all(&[1, 2, 3]).unwrap();
+        session.reset().unwrap();
+        assert_eq!(session.feed_all(&[1, 2, 3]).unwrap(), first, "{version}");
+    }
 }
