@@ -163,7 +163,8 @@ fn golden_every_version_on_gl_without_f16_or_subgroups() {
 fn deep_model_matches_without_rescaling() {
     let gpu = Arc::new(common::default_gpu());
     let dir = fixture_dir("v6", "deep");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     let layers = meta["layers"].as_u64().unwrap();
     assert!(layers >= 24, "the deep fixture has only {layers} layers");
     check_fixture(&gpu, ("v6", "deep"), "model.pth");

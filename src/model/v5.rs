@@ -11,20 +11,28 @@ use super::block::{LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::gpu::{Gpu, GpuVector};
 use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv5Inputs};
 
 /// `blocks.N.att.*`
 pub struct TimeMix5<S: Store> {
     /// 1 − time_mix_{k,v,r[,g]}, stacked: [3 or 4, C].
     pub mixes: S::Vector,
+    /// exp(−exp(time_decay)), per channel.
+    pub decay: S::Vector,
+    pub core: Core5<S>,
+}
+
+/// The part of the time mix RWKV-5 and RWKV-6 share: the projections, the bonus of the current
+/// token, the group norm and the output.
+pub struct Core5<S: Store> {
     pub receptance: S::Matrix,
     pub key: S::Matrix,
     pub value: S::Matrix,
-    /// 5.1 and 5.2 only.
+    /// RWKV-5.1 and later.
     pub gate: Option<S::Matrix>,
     pub output: S::Matrix,
-    pub decay: S::Vector,
+    /// The bonus of the current token, per channel.
     pub first: S::Vector,
     /// Group norm, [weight; bias].
     pub ln_x: S::Vector,
@@ -60,46 +68,55 @@ pub(super) fn bonus<S: Store>(loader: &Loader<S>, layer: usize, config: &ModelCo
     loader.store.vector(&first, values)
 }
 
-impl<S: Store> LoadTimeMix<S> for TimeMix5<S> {
-    fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+impl<S: Store> Core5<S> {
+    pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
         let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
-        let gated = loader.has(&att("gate.weight"));
-        let mut mixes = vec![att("time_mix_k"), att("time_mix_v"), att("time_mix_r")];
-        if gated {
-            mixes.push(att("time_mix_g"));
-        }
-        let decay =
-            per_channel(loader, &att("time_decay"), config)?.into_iter().map(|d| (-d.exp()).exp()).collect();
-        Ok(TimeMix5 {
-            mixes: loader.stacked_complement(&att("time_mix_*"), &mixes, c)?,
+        Ok(Core5 {
             receptance: linear("receptance")?,
             key: linear("key")?,
             value: linear("value")?,
-            gate: if gated { Some(linear("gate")?) } else { None },
+            gate: if loader.has(&att("gate.weight")) { Some(linear("gate")?) } else { None },
             output: linear("output")?,
-            decay: loader.store.vector(&att("time_decay"), decay)?,
             first: bonus(loader, layer, config)?,
             ln_x: loader.norm(&att("ln_x"), c)?,
         })
     }
 }
 
-/// The read-out RWKV-5 and 6 share, on the GPU: from r, k, v, decay and bonus to `x += …`.
-pub struct Readout {
-    pub r: GpuVector,
-    pub k: GpuVector,
-    pub v: GpuVector,
-    pub g: GpuVector,
-    pub y: GpuVector,
-    pub y_normed: GpuVector,
+impl<S: Store> LoadTimeMix<S> for TimeMix5<S> {
+    fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
+        let att = |name: &str| format!("blocks.{layer}.att.{name}");
+        let core = Core5::load(loader, config, layer)?;
+        let mut mixes = vec![att("time_mix_k"), att("time_mix_v"), att("time_mix_r")];
+        if core.gate.is_some() {
+            mixes.push(att("time_mix_g"));
+        }
+        let decay =
+            per_channel(loader, &att("time_decay"), config)?.into_iter().map(|d| (-d.exp()).exp()).collect();
+        Ok(TimeMix5 {
+            mixes: loader.stacked_complement(&att("time_mix_*"), &mixes, config.embd)?,
+            decay: loader.store.vector(&att("time_decay"), decay)?,
+            core,
+        })
+    }
 }
 
-impl Readout {
-    pub fn new(gpu: &Gpu, config: &ModelConfig) -> Result<Readout> {
+/// Intermediate values of [`Core5`], shared by every layer.
+pub struct CoreScratch {
+    r: GpuVector,
+    k: GpuVector,
+    v: GpuVector,
+    g: GpuVector,
+    y: GpuVector,
+    y_normed: GpuVector,
+}
+
+impl CoreScratch {
+    pub fn new(gpu: &Gpu, config: &ModelConfig) -> Result<CoreScratch> {
         let vector = |name: &str| GpuVector::zeros(gpu, &format!("att.{name}"), config.embd);
-        Ok(Readout {
+        Ok(CoreScratch {
             r: vector("r")?,
             k: vector("k")?,
             v: vector("v")?,
@@ -108,58 +125,60 @@ impl Readout {
             y_normed: vector("y_normed")?,
         })
     }
+}
 
-    /// Records `r, k, v (and g = silu(W_g·x_g))` from the shifted inputs.
-    pub fn project(
-        &self,
-        rec: &mut Recorder,
-        label: &dyn Fn(&str) -> String,
-        weights: (&GpuMatrix, &GpuMatrix, &GpuMatrix, Option<&GpuMatrix>),
-        (xr, xk, xv, xg): (&GpuVector, &GpuVector, &GpuVector, Option<&GpuVector>),
-    ) -> Result<()> {
-        let (receptance, key, value, gate) = weights;
-        kernels::matvec(rec, &label("receptance"), receptance, xr, &self.r, Epilogue::PLAIN)?;
-        kernels::matvec(rec, &label("key"), key, xk, &self.k, Epilogue::PLAIN)?;
-        kernels::matvec(rec, &label("value"), value, xv, &self.v, Epilogue::PLAIN)?;
-        match (gate, xg) {
+/// The token-shifted inputs of [`Core5`]; `g` only where the model has a gate.
+pub struct Shifted<'a> {
+    pub r: &'a GpuVector,
+    pub k: &'a GpuVector,
+    pub v: &'a GpuVector,
+    pub g: Option<&'a GpuVector>,
+}
+
+impl Core5<Gpu> {
+    /// Records `r, k, v = W·x_*` and, with a gate, `g = silu(W_g·x_g)`.
+    pub fn project(&self, rec: &mut Recorder, layer: usize, x: Shifted, s: &CoreScratch) -> Result<()> {
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        kernels::matvec(rec, &label("receptance"), &self.receptance, x.r, &s.r, Epilogue::PLAIN)?;
+        kernels::matvec(rec, &label("key"), &self.key, x.k, &s.k, Epilogue::PLAIN)?;
+        kernels::matvec(rec, &label("value"), &self.value, x.v, &s.v, Epilogue::PLAIN)?;
+        match (&self.gate, x.g) {
             (Some(gate), Some(xg)) => {
-                kernels::matvec(rec, &label("gate"), gate, xg, &self.g, Epilogue::then(Activation::Silu))
+                kernels::matvec(rec, &label("gate"), gate, xg, &s.g, Epilogue::then(Activation::Silu))
             }
             (None, None) => Ok(()),
             _ => Err(Error::InvalidArgument(format!(
-                "{}: a gate needs both its weight and input",
+                "{}: the gate needs its weight and its input",
                 label("gate")
             ))),
         }
     }
 
-    /// Records the state update, group norm (and gate) and output projection:
+    /// Records the state update and read-out with decay `w`:
     ///   y = r·(u⊙k vᵀ + S);  S ← k vᵀ + w⊙S;  x += W_o·(GroupNorm(y) [⊙ g])
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
+    pub fn read_out(
         &self,
         rec: &mut Recorder,
-        label: &dyn Fn(&str) -> String,
-        heads: usize,
-        (decay, first, gated): (&GpuVector, &GpuVector, bool),
-        (ln_x, output): (&GpuVector, &GpuMatrix),
-        state: &GpuVector,
-        x: &GpuVector,
+        (layer, heads): (usize, usize),
+        w: &GpuVector,
+        (state, x): (&GpuVector, &GpuVector),
+        s: &CoreScratch,
     ) -> Result<()> {
-        let inputs = Wkv5Inputs { r: &self.r, k: &self.k, v: &self.v, w: decay, u: first };
-        kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &self.y)?;
-        let gate = gated.then_some(&self.g);
-        kernels::group_norm(rec, &label("ln_x"), heads, &self.y, ln_x, gate, &self.y_normed)?;
-        kernels::matvec(rec, &label("output"), output, &self.y_normed, x, Epilogue::ACCUMULATE)
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        let inputs = Wkv5Inputs { r: &s.r, k: &s.k, v: &s.v, w, u: &self.first };
+        kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &s.y)?;
+        let gate = self.gate.as_ref().map(|_| &s.g);
+        kernels::group_norm(rec, &label("ln_x"), heads, &s.y, &self.ln_x, gate, &s.y_normed)?;
+        kernels::matvec(rec, &label("output"), &self.output, &s.y_normed, x, Epilogue::ACCUMULATE)
     }
 }
 
 /// Intermediate values of one token's time mix, shared by every layer.
 pub struct Scratch5 {
     /// x_k, x_v, x_r and, with a gate, x_g.
-    shifted: Vec<GpuVector>,
+    shifted: [GpuVector; 4],
     stride: usize,
-    readout: Readout,
+    core: CoreScratch,
 }
 
 impl TimeMix for TimeMix5<Gpu> {
@@ -170,8 +189,8 @@ impl TimeMix for TimeMix5<Gpu> {
     }
 
     fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch5> {
-        let (shifted, stride) = GpuVector::stack(gpu, "att.shifted", 4, config.embd)?;
-        Ok(Scratch5 { shifted, stride, readout: Readout::new(gpu, config)? })
+        let (shifted, stride) = GpuVector::stack_of(gpu, "att.shifted", config.embd)?;
+        Ok(Scratch5 { shifted, stride, core: CoreScratch::new(gpu, config)? })
     }
 
     fn record(
@@ -183,26 +202,16 @@ impl TimeMix for TimeMix5<Gpu> {
         state: &LayerState,
         s: &Scratch5,
     ) -> Result<()> {
-        let label = |op: &str| format!("L{layer}.att.{op}");
-        let gated = self.gate.is_some();
+        let label = format!("L{layer}.att.shift");
+        let gated = self.core.gate.is_some();
         let shifted = &s.shifted[..if gated { 4 } else { 3 }];
         // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (and g)
         let mixes = Mixes::Packed(&self.mixes);
-        kernels::token_shift(
-            rec,
-            &label("shift"),
-            (xa, &state.att_x),
-            mixes,
-            shifted,
-            s.stride,
-            Prev::Update,
-        )?;
+        kernels::token_shift(rec, &label, (xa, &state.att_x), mixes, shifted, s.stride, Prev::Update)?;
         // 2. r, k, v = W·x_*; g = silu(W_g·x_g)
-        let weights = (&self.receptance, &self.key, &self.value, self.gate.as_ref());
-        let inputs = (&shifted[2], &shifted[0], &shifted[1], shifted.get(3));
-        s.readout.project(rec, &label, weights, inputs)?;
+        let [xk, xv, xr, xg] = &s.shifted;
+        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: gated.then_some(xg) }, &s.core)?;
         // 3. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) [⊙ g])
-        let decay = (&self.decay, &self.first, gated);
-        s.readout.record(rec, &label, config.heads, decay, (&self.ln_x, &self.output), &state.wkv, x)
+        self.core.read_out(rec, (layer, config.heads), &self.decay, (&state.wkv, x), &s.core)
     }
 }

@@ -6,8 +6,8 @@
 use super::block::{LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
-use super::v5::{bonus, per_channel, Readout};
-use crate::error::Result;
+use super::v5::{per_channel, Core5, CoreScratch, Shifted};
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuVector};
 use crate::kernels::Activation::{Decay6, None, Tanh};
 use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder};
@@ -30,13 +30,8 @@ pub struct TimeMix6<S: Store> {
     /// time_decay_w1 as [Dd, C], time_decay_w2 as [C, Dd].
     pub decay_w1: S::Matrix,
     pub decay_w2: S::Matrix,
-    pub first: S::Vector,
-    pub receptance: S::Matrix,
-    pub key: S::Matrix,
-    pub value: S::Matrix,
-    pub gate: S::Matrix,
-    pub output: S::Matrix,
-    pub ln_x: S::Vector,
+    /// Projections, bonus, group norm and output, as in RWKV-5.2.
+    pub core: Core5<S>,
 }
 
 impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
@@ -44,10 +39,13 @@ impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
         let c = config.embd;
         let (mix_rank, decay_rank) = (config.rank("token shift"), config.rank("decay"));
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
         let maa =
             MIXES.iter().map(|m| loader.vector(&att(&format!("time_maa_{m}")), c)).collect::<Result<_>>()?;
         let decay = per_channel(loader, &att("time_decay"), config)?;
+        let core = Core5::load(loader, config, layer)?;
+        if core.gate.is_none() {
+            return Err(Error::MissingTensor { name: att("gate.weight"), hint: String::new() });
+        }
         Ok(TimeMix6 {
             maa_x: loader.vector(&att("time_maa_x"), c)?,
             maa,
@@ -56,13 +54,7 @@ impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
             decay: loader.store.vector(&att("time_decay"), decay)?,
             decay_w1: loader.matrix_transposed(&att("time_decay_w1"), c, decay_rank)?,
             decay_w2: loader.matrix_transposed(&att("time_decay_w2"), decay_rank, c)?,
-            first: bonus(loader, layer, config)?,
-            receptance: linear("receptance")?,
-            key: linear("key")?,
-            value: linear("value")?,
-            gate: linear("gate")?,
-            output: linear("output")?,
-            ln_x: loader.norm(&att("ln_x"), c)?,
+            core,
         })
     }
 }
@@ -82,7 +74,7 @@ pub struct Scratch6 {
     shifted_stride: usize,
     decay_hidden: GpuVector,
     w: GpuVector,
-    readout: Readout,
+    core: CoreScratch,
 }
 
 impl TimeMix for TimeMix6<Gpu> {
@@ -110,7 +102,7 @@ impl TimeMix for TimeMix6<Gpu> {
             shifted_stride,
             decay_hidden: GpuVector::zeros(gpu, "att.decay_hidden", config.rank("decay"))?,
             w: GpuVector::zeros(gpu, "att.w", c)?,
-            readout: Readout::new(gpu, config)?,
+            core: CoreScratch::new(gpu, config)?,
         })
     }
 
@@ -164,8 +156,7 @@ impl TimeMix for TimeMix6<Gpu> {
         kernels::token_shift(rec, &label("shift"), shift, mixes, &s.shifted, s.shifted_stride, Prev::Update)?;
         let [xw, xk, xv, xr, xg] = &s.shifted;
         // 4. r, k, v = W·x_*; g = silu(W_g·x_g)
-        let weights = (&self.receptance, &self.key, &self.value, Some(&self.gate));
-        s.readout.project(rec, &label, weights, (xr, xk, xv, Some(xg)))?;
+        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: Some(xg) }, &s.core)?;
         // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
         kernels::matvec(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
         kernels::matvec(
@@ -177,7 +168,6 @@ impl TimeMix for TimeMix6<Gpu> {
             Epilogue::bias(&self.decay, Decay6),
         )?;
         // 6. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) ⊙ g)
-        let decay = (&s.w, &self.first, true);
-        s.readout.record(rec, &label, config.heads, decay, (&self.ln_x, &self.output), &state.wkv, x)
+        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), &s.core)
     }
 }
