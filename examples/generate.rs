@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rwkv_wgpu::gpu::{Gpu, GpuOptions};
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::runtime::{Sampler, SamplerOptions, Session};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 use rwkv_wgpu::tokenizer::Tokenizer;
 
 fn main() -> rwkv_wgpu::Result<()> {
@@ -24,17 +24,18 @@ fn main() -> rwkv_wgpu::Result<()> {
     let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
     println!("adapter: {}", gpu.describe());
     let model = Model::load(gpu, &model_path, &LoadOptions::default())?;
-    let mut session = Session::new(&model)?;
+    let engine = Engine::new(Arc::new(model), EngineOptions::default())?;
+    let mut session = Session::new(&engine)?;
     let mut sampler =
         Sampler::new(SamplerOptions { greedy: false, seed: Some(0), ..SamplerOptions::default() })?;
 
-    let mut logits = session.feed_all(&tokenizer.encode(&prompt)?)?;
+    let mut logits = session.feed(&tokenizer.encode(&prompt)?)?;
     let mut text = tokenizer.stream();
     print!("{prompt}");
     for _ in 0..50 {
         let token = sampler.sample(&logits)?;
         print!("{}", text.push(token)?);
-        logits = session.feed(token)?;
+        logits = session.feed(&[token])?;
     }
     println!("{}", text.finish()?);
     Ok(())

@@ -1,5 +1,5 @@
 // Group norm with one group per head, as RWKV-5, 6 and 7 apply to the time-mix output
-// (needs reduce.wgsl; one workgroup per head):
+// (needs reduce.wgsl; one workgroup per head and row, the grid being [heads, rows]):
 //   GroupNorm(y) = (y − mean) / sqrt(var + eps) · weight + bias,  eps 64e-5
 //
 // entry point              computes                                          RWKV
@@ -7,8 +7,8 @@
 // group_norm_gate          out = GroupNorm(y) ⊙ g                            5.1, 5.2, 6
 // group_norm_bonus_gate    out = (GroupNorm(y) + (Σ_j r_j·k_j·r_k_j)·v) ⊙ g  7
 //
-// Bindings (C = heads · head_size), shared by all entry points:
-//   0 params, 1 y [C], 2 norm [2, C] (ln_x weight, then bias)
+// Bindings (C = heads · head_size; every tensor but norm is [rows, C]), shared by all entry points:
+//   0 params, 1 y, 2 norm [2, C] (ln_x weight, then bias)
 // then per entry point:
 //   group_norm             3 out
 //   group_norm_gate        3 g, 4 out
@@ -33,7 +33,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> k: array<f32>;
 @group(0) @binding(5) var<storage, read> v: array<f32>;
-@group(0) @binding(6) var<storage, read> r_k: array<f32>;
+@group(0) @binding(6) var<storage, read> r_k: array<f32>;  // [C], per channel
 @group(0) @binding(7) var<storage, read> g: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
 
@@ -52,53 +52,51 @@ fn head_statistics(base: u32, n: u32, thread: u32) -> vec2<f32> {
     return vec2<f32>(mean, inverseSqrt(workgroup_sum(squares, thread) / f32(n) + params.eps));
 }
 
-fn normalized(c: u32, stats: vec2<f32>) -> f32 {
-    return (y[c] - stats.x) * stats.y * norm[c] + norm[params.heads * params.head_size + c];
+// The normalised value at `at` (row offset + channel), whose channel is `c`.
+fn normalized(at: u32, c: u32, stats: vec2<f32>) -> f32 {
+    let stride = (params.heads * params.head_size + 3u) & ~3u;
+    return (y[at] - stats.x) * stats.y * norm[c] + norm[stride + c];
+}
+
+// The first element of (head, row) and its first channel.
+fn head_start(group: vec3<u32>) -> vec2<u32> {
+    let stride = (params.heads * params.head_size + 3u) & ~3u;
+    let channel = group.x * params.head_size;
+    return vec2<u32>(group.y * stride + channel, channel);
 }
 
 @compute @workgroup_size(64)
 fn group_norm(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
-    let head = group.x;
-    if head >= params.heads {
-        return;
-    }
-    let base = head * params.head_size;
-    let stats = head_statistics(base, params.head_size, thread);
+    let start = head_start(group);
+    let stats = head_statistics(start.x, params.head_size, thread);
     for (var j = thread; j < params.head_size; j += WORKGROUP_SIZE) {
-        plain_out[base + j] = normalized(base + j, stats);
+        plain_out[start.x + j] = normalized(start.x + j, start.y + j, stats);
     }
 }
 
 @compute @workgroup_size(64)
 fn group_norm_gate(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
-    let head = group.x;
-    if head >= params.heads {
-        return;
-    }
-    let base = head * params.head_size;
-    let stats = head_statistics(base, params.head_size, thread);
+    let start = head_start(group);
+    let stats = head_statistics(start.x, params.head_size, thread);
     for (var j = thread; j < params.head_size; j += WORKGROUP_SIZE) {
-        gated_out[base + j] = normalized(base + j, stats) * gate[base + j];
+        gated_out[start.x + j] = normalized(start.x + j, start.y + j, stats) * gate[start.x + j];
     }
 }
 
 @compute @workgroup_size(64)
 fn group_norm_bonus_gate(@builtin(workgroup_id) group: vec3<u32>,
                          @builtin(local_invocation_index) thread: u32) {
-    let head = group.x;
-    if head >= params.heads {
-        return;
-    }
     let n = params.head_size;
-    let base = head * n;
+    let start = head_start(group);
+    let base = start.x;
     var bonus = 0.0;
     for (var j = thread; j < n; j += WORKGROUP_SIZE) {
-        bonus += r[base + j] * k[base + j] * r_k[base + j];
+        bonus += r[base + j] * k[base + j] * r_k[start.y + j];
     }
     bonus = workgroup_sum(bonus, thread);
     let stats = head_statistics(base, n, thread);
     for (var j = thread; j < n; j += WORKGROUP_SIZE) {
-        let c = base + j;
-        out[c] = (normalized(c, stats) + bonus * v[c]) * g[c];
+        let at = base + j;
+        out[at] = (normalized(at, start.y + j, stats) + bonus * v[at]) * g[at];
     }
 }

@@ -24,7 +24,8 @@ fn layer_norm(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation
     if row >= params.rows {
         return;
     }
-    let base = row * params.len;
+    let stride = (params.len + 3u) & ~3u;
+    let base = row * stride;
     let len = f32(params.len);
 
     var sum = 0.0;
@@ -42,6 +43,6 @@ fn layer_norm(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation
     let inv_std = inverseSqrt(workgroup_sum(squares, thread) / len + params.eps);
 
     for (var i = thread; i < params.len; i += WORKGROUP_SIZE) {
-        out[base + i] = (x[base + i] - mean) * inv_std * norm[i] + norm[params.len + i];
+        out[base + i] = (x[base + i] - mean) * inv_std * norm[i] + norm[stride + i];
     }
 }

@@ -1,17 +1,20 @@
-// RWKV-4 time mixing, per channel, in log space so the running sums never overflow.
+// RWKV-4 time mixing, per sequence and channel, in log space so the running sums never overflow.
 // State per channel: aa, bb (numerator and denominator sums, scaled by e^-pp) and pp.
 //   p = max(pp, u + k);  wkv = (e^(pp−p)·aa + e^(u+k−p)·v) / (e^(pp−p)·bb + e^(u+k−p))
 //   p' = max(w + pp, k); aa ← e^(w+pp−p')·aa + e^(k−p')·v; bb ← e^(w+pp−p')·bb + e^(k−p'); pp ← p'
 //   y = r ⊙ wkv
+// One thread per channel and sequence walks the sequence's tokens with the state in registers.
+// Needs sequences.wgsl.
 //
 // binding 0  params
-// binding 1  state  [3, len]   aa, then bb, then pp
-// binding 2  r      [len]      receptance after sigmoid
-// binding 3  k      [len]
-// binding 4  v      [len]
-// binding 5  w      [len]      −exp(time_decay)
-// binding 6  u      [len]      time_first
-// binding 7  y      [len]      out
+// binding 1  sequences  (uniform, from the prelude)
+// binding 2  state  [slots, 3 · C]   aa, then bb, then pp
+// binding 3  r      [rows, C]        receptance after sigmoid
+// binding 4  k      [rows, C]
+// binding 5  v      [rows, C]
+// binding 6  w      [C]              −exp(time_decay)
+// binding 7  u      [C]              time_first
+// binding 8  y      [rows, C]        out
 
 struct Params {
     len: u32,
@@ -21,38 +24,46 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> w: array<f32>;
-@group(0) @binding(6) var<storage, read> u: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read> w: array<f32>;
+@group(0) @binding(7) var<storage, read> u: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn wkv4(@builtin(global_invocation_id) id: vec3<u32>) {
     let c = id.x;
     let n = params.len;
-    if c >= n {
+    if c >= n || id.y >= sequences.count {
         return;
     }
-    let aa = state[c];
-    let bb = state[n + c];
-    let pp = state[2u * n + c];
-    let kc = k[c];
-    let vc = v[c];
+    let sequence = sequences.items[id.y];
+    let slot = sequence.slot * row_stride(3u * n);
+    var aa = state[slot + c];
+    var bb = state[slot + n + c];
+    var pp = state[slot + 2u * n + c];
+    for (var t = 0u; t < sequence.rows; t++) {
+        let at = (sequence.first_row + t) * row_stride(n) + c;
+        let kc = k[at];
+        let vc = v[at];
 
-    let bonus = u[c] + kc;
-    let p = max(pp, bonus);
-    let e1 = exp(pp - p);
-    let e2 = exp(bonus - p);
-    y[c] = r[c] * (e1 * aa + e2 * vc) / (e1 * bb + e2);
+        let bonus = u[c] + kc;
+        let p = max(pp, bonus);
+        let e1 = exp(pp - p);
+        let e2 = exp(bonus - p);
+        y[at] = r[at] * (e1 * aa + e2 * vc) / (e1 * bb + e2);
 
-    let decayed = w[c] + pp;
-    let q = max(decayed, kc);
-    let f1 = exp(decayed - q);
-    let f2 = exp(kc - q);
-    state[c] = f1 * aa + f2 * vc;
-    state[n + c] = f1 * bb + f2;
-    state[2u * n + c] = q;
+        let decayed = w[c] + pp;
+        let q = max(decayed, kc);
+        let f1 = exp(decayed - q);
+        let f2 = exp(kc - q);
+        aa = f1 * aa + f2 * vc;
+        bb = f1 * bb + f2;
+        pp = q;
+    }
+    state[slot + c] = aa;
+    state[slot + n + c] = bb;
+    state[slot + 2u * n + c] = pp;
 }

@@ -1,18 +1,20 @@
-// RWKV-5 and RWKV-6 time mixing, per head h (S is [heads, head_size (key i), head_size (value j)]):
+// RWKV-5 and RWKV-6 time mixing, per sequence and head h (S is [heads, N (key i), N (value j)]):
 //   y_j = Σ_i r_i · (u_i · k_i · v_j + S_ij)      the bonus u applies to the current token only
 //   S_ij ← k_i · v_j + w_i · S_ij
-// One thread owns one value column j of one head; it needs no other thread's data.
-// Decay w and bonus u are per channel: RWKV-5.0/5.1's per-head values are expanded at load,
-// RWKV-6's decay is computed for each token.
+// One thread owns one value column j of one head of one sequence and walks the sequence's
+// tokens in order, the column held in registers (head sizes up to MAX_HEAD_SIZE; larger heads
+// work on it in memory). The decay is a weight [C] (RWKV-5) or computed per token, [rows, C]
+// (RWKV-6, DECAY_PER_ROW). Needs sequences.wgsl.
 //
 // binding 0  params
-// binding 1  state  [heads, head_size, head_size]
-// binding 2  r      [heads * head_size]
-// binding 3  k      [heads * head_size]
-// binding 4  v      [heads * head_size]
-// binding 5  w      [heads * head_size]   decay in (0, 1)
-// binding 6  u      [heads * head_size]   bonus of the current token
-// binding 7  y      [heads * head_size]   out
+// binding 1  sequences  (uniform, from the prelude)
+// binding 2  state  [slots, heads · N · N]
+// binding 3  r      [rows, C]             C = heads · N
+// binding 4  k      [rows, C]
+// binding 5  v      [rows, C]
+// binding 6  w      [C] or [rows, C]   decay in (0, 1)
+// binding 7  u      [C]                bonus of the current token
+// binding 8  y      [rows, C]          out
 
 struct Params {
     heads: u32,
@@ -22,33 +24,71 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> w: array<f32>;
-@group(0) @binding(6) var<storage, read> u: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read> w: array<f32>;
+@group(0) @binding(7) var<storage, read> u: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+
+override DECAY_PER_ROW: bool = false;
+
+const MAX_HEAD_SIZE: u32 = 64u;
+
+fn decay(base: u32, c: u32) -> f32 {
+    if DECAY_PER_ROW {
+        return w[base + c];
+    }
+    return w[c];
+}
 
 @compute @workgroup_size(64)
 fn wkv5(@builtin(global_invocation_id) id: vec3<u32>) {
     let n = params.head_size;
-    let channel = id.x;  // head * n + j
-    if channel >= params.heads * n {
+    let channels = params.heads * n;
+    let channel = id.x;  // head · N + j
+    if channel >= channels || id.y >= sequences.count {
         return;
     }
+    let sequence = sequences.items[id.y];
+    let stride = row_stride(channels);
     let j = channel % n;
-    let base = channel - j;          // first channel of this head
-    let head_state = base * n;       // S[head][0][0]
-    let v_j = v[channel];
-    var out = 0.0;
-    for (var i = 0u; i < n; i++) {
-        let c = base + i;
-        let at = head_state + i * n + j;
-        let kv = k[c] * v_j;
-        let s = state[at];
-        out += r[c] * (u[c] * kv + s);
-        state[at] = kv + w[c] * s;
+    let head_first = channel - j;
+    let column = sequence.slot * row_stride(channels * n) + head_first * n + j;  // S[slot][h][0][j]
+    let in_registers = n <= MAX_HEAD_SIZE;
+    var s: array<f32, MAX_HEAD_SIZE>;
+    if in_registers {
+        for (var i = 0u; i < n; i++) {
+            s[i] = state[column + i * n];
+        }
     }
-    y[channel] = out;
+    for (var t = 0u; t < sequence.rows; t++) {
+        let base = (sequence.first_row + t) * stride;
+        let v_j = v[base + channel];
+        var out = 0.0;
+        for (var i = 0u; i < n; i++) {
+            let c = head_first + i;
+            let kv = k[base + c] * v_j;
+            var old: f32;
+            if in_registers {
+                old = s[i];
+            } else {
+                old = state[column + i * n];
+            }
+            out += r[base + c] * (u[c] * kv + old);
+            let updated = kv + decay(base, c) * old;
+            if in_registers {
+                s[i] = updated;
+            } else {
+                state[column + i * n] = updated;
+            }
+        }
+        y[base + channel] = out;
+    }
+    if in_registers {
+        for (var i = 0u; i < n; i++) {
+            state[column + i * n] = s[i];
+        }
+    }
 }

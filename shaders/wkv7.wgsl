@@ -1,17 +1,21 @@
-// RWKV-7 state update and readout, per head h (S is [heads, head_size (value i), head_size (key j)]):
+// RWKV-7 state update and readout, per sequence and head h (S is [heads, N (value i), N (key j)]):
 //   S ← S·diag(w) + (S·(−kk))·(kk⊙a)ᵀ + v·kᵀ      both S terms use the old S
 //   y = S·r                                        with the new S
-// One thread owns one value row i of one head: it needs no other thread's data, so no barriers.
+// One thread owns one value row i of one head of one sequence and walks the sequence's tokens
+// in order: it needs no other thread's data, so no barriers. The row stays in registers for the
+// whole walk (head sizes up to MAX_HEAD_SIZE; larger heads work on it in memory).
+// Needs sequences.wgsl.
 //
 // binding 0  params
-// binding 1  state  [heads, head_size, head_size]
-// binding 2  r      [heads * head_size]
-// binding 3  w      [heads * head_size]   decay in (0, 1)
-// binding 4  k      [heads * head_size]   the shaped key k'
-// binding 5  v      [heads * head_size]
-// binding 6  kk     [heads * head_size]   unit-norm removal key
-// binding 7  a      [heads * head_size]   in-context learning rate
-// binding 8  y      [heads * head_size]   out
+// binding 1  sequences  (uniform, from the prelude)
+// binding 2  state  [slots, heads · N · N]
+// binding 3  r      [rows, C]             C = heads · N
+// binding 4  w      [rows, C]   decay in (0, 1)
+// binding 5  k      [rows, C]   the shaped key k'
+// binding 6  v      [rows, C]
+// binding 7  kk     [rows, C]   unit-norm removal key
+// binding 8  a      [rows, C]   in-context learning rate
+// binding 9  y      [rows, C]   out
 
 struct Params {
     heads: u32,
@@ -21,37 +25,93 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<f32>;
-@group(0) @binding(4) var<storage, read> k: array<f32>;
-@group(0) @binding(5) var<storage, read> v: array<f32>;
-@group(0) @binding(6) var<storage, read> kk: array<f32>;
-@group(0) @binding(7) var<storage, read> a: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> r: array<f32>;
+@group(0) @binding(4) var<storage, read> w: array<f32>;
+@group(0) @binding(5) var<storage, read> k: array<f32>;
+@group(0) @binding(6) var<storage, read> v: array<f32>;
+@group(0) @binding(7) var<storage, read> kk: array<f32>;
+@group(0) @binding(8) var<storage, read> a: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y: array<f32>;
+
+const MAX_HEAD_SIZE: u32 = 64u;
+
+// Where one thread works: its sequence, its value channel, and offsets derived from them.
+struct Walk {
+    sequence: Sequence,
+    channel: u32,      // head · N + i
+    head_first: u32,   // head · N
+    state_row: u32,    // S[slot][head][i][0]
+    stride: u32,       // row stride of the [rows, C] inputs
+}
+
+// One token's update of row i of S, held in `s`; returns y_i.
+fn step_in_registers(s: ptr<function, array<f32, MAX_HEAD_SIZE>>, at: u32, v_i: f32) -> f32 {
+    let n = params.head_size;
+    var sa = 0.0;
+    for (var j = 0u; j < n; j++) {
+        sa -= (*s)[j] * kk[at + j];
+    }
+    var out = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let c = at + j;
+        let updated = (*s)[j] * w[c] + sa * kk[c] * a[c] + v_i * k[c];
+        (*s)[j] = updated;
+        out += updated * r[c];
+    }
+    return out;
+}
+
+// The same update on the state in memory, for heads larger than MAX_HEAD_SIZE.
+fn step_in_memory(row: u32, at: u32, v_i: f32) -> f32 {
+    let n = params.head_size;
+    var sa = 0.0;
+    for (var j = 0u; j < n; j++) {
+        sa -= state[row + j] * kk[at + j];
+    }
+    var out = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let c = at + j;
+        let updated = state[row + j] * w[c] + sa * kk[c] * a[c] + v_i * k[c];
+        state[row + j] = updated;
+        out += updated * r[c];
+    }
+    return out;
+}
+
+fn walk(p: Walk) {
+    let n = params.head_size;
+    var s: array<f32, MAX_HEAD_SIZE>;
+    let in_registers = n <= MAX_HEAD_SIZE;
+    if in_registers {
+        for (var j = 0u; j < n; j++) {
+            s[j] = state[p.state_row + j];
+        }
+    }
+    for (var t = 0u; t < p.sequence.rows; t++) {
+        let base = (p.sequence.first_row + t) * p.stride;
+        let v_i = v[base + p.channel];
+        if in_registers {
+            y[base + p.channel] = step_in_registers(&s, base + p.head_first, v_i);
+        } else {
+            y[base + p.channel] = step_in_memory(p.state_row, base + p.head_first, v_i);
+        }
+    }
+    if in_registers {
+        for (var j = 0u; j < n; j++) {
+            state[p.state_row + j] = s[j];
+        }
+    }
+}
 
 @compute @workgroup_size(64)
 fn wkv7(@builtin(global_invocation_id) id: vec3<u32>) {
     let n = params.head_size;
-    let channel = id.x;  // head * n + i
-    if channel >= params.heads * n {
+    let channels = params.heads * n;
+    if id.x >= channels || id.y >= sequences.count {
         return;
     }
-    let base = channel - channel % n;  // first channel of this head
-    let row = channel * n;             // S[head][i][0]
-
-    // sa = S·(−kk), from the old state.
-    var sa = 0.0;
-    for (var j = 0u; j < n; j++) {
-        sa -= state[row + j] * kk[base + j];
-    }
-    let v_i = v[channel];
-    var out = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let c = base + j;
-        let s = state[row + j] * w[c] + sa * kk[c] * a[c] + v_i * k[c];
-        state[row + j] = s;
-        out += s * r[c];
-    }
-    y[channel] = out;
+    let sequence = sequences.items[id.y];
+    let state_row = sequence.slot * row_stride(channels * n) + id.x * n;
+    walk(Walk(sequence, id.x, id.x - id.x % n, state_row, row_stride(channels)));
 }

@@ -1,14 +1,15 @@
-// RWKV-7 key shaping, per head (needs reduce.wgsl; one workgroup per head):
+// RWKV-7 key shaping, per head and row (needs reduce.wgsl; one workgroup per head and row,
+// the grid being [heads, rows]):
 //   kk = normalize(k * k_k)           L2 over the head, x / max(|x|, 1e-12) as torch's F.normalize
 //   k' = k * (1 + (a - 1) * k_a)      the in-context learning rate scales the key that is written
 //
 // binding 0  params
-// binding 1  k       [heads * head_size]
-// binding 2  a       [heads * head_size]
-// binding 3  k_k     [heads * head_size]
-// binding 4  k_a     [heads * head_size]
-// binding 5  kk      [heads * head_size]   out
-// binding 6  k_out   [heads * head_size]   out
+// binding 1  k       [rows, C]            C = heads * head_size
+// binding 2  a       [rows, C]
+// binding 3  k_k     [C]
+// binding 4  k_a     [C]
+// binding 5  kk      [rows, C]   out
+// binding 6  k_out   [rows, C]   out
 
 struct Params {
     heads: u32,
@@ -29,20 +30,18 @@ const L2_EPS: f32 = 1e-12;
 
 @compute @workgroup_size(64)
 fn wkv7_keys(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
-    let head = group.x;
-    if head >= params.heads {
-        return;
-    }
-    let base = head * params.head_size;
+    let first_channel = group.x * params.head_size;
+    let base = group.y * ((params.heads * params.head_size + 3u) & ~3u) + first_channel;
     var squares = 0.0;
     for (var j = thread; j < params.head_size; j += WORKGROUP_SIZE) {
-        let shaped = k[base + j] * k_k[base + j];
+        let shaped = k[base + j] * k_k[first_channel + j];
         squares += shaped * shaped;
     }
     let inv_norm = 1.0 / max(sqrt(workgroup_sum(squares, thread)), L2_EPS);
     for (var j = thread; j < params.head_size; j += WORKGROUP_SIZE) {
-        let i = base + j;
-        kk[i] = k[i] * k_k[i] * inv_norm;
-        k_out[i] = k[i] * (1.0 + (a[i] - 1.0) * k_a[i]);
+        let at = base + j;
+        let c = first_channel + j;
+        kk[at] = k[at] * k_k[c] * inv_norm;
+        k_out[at] = k[at] * (1.0 + (a[at] - 1.0) * k_a[c]);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::runtime::Session;
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 use rwkv_wgpu::Error;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -189,10 +189,11 @@ fn token_out_of_range() {
 
     let gpu = Arc::new(common::default_gpu());
     let model = Model::load(gpu, &tiny(), &LoadOptions::default()).unwrap();
-    let mut session = Session::new(&model).unwrap();
-    assert!(matches!(session.feed(1000), Err(Error::TokenOutOfRange { id: 1000, vocab: 256 })));
-    // The session is still usable afterwards.
-    assert_eq!(session.feed(5).unwrap().len(), 256);
+    let engine = Engine::new(Arc::new(model), EngineOptions::default()).unwrap();
+    let mut session = Session::new(&engine).unwrap();
+    assert!(matches!(session.feed(&[3, 1000]), Err(Error::TokenOutOfRange { id: 1000, vocab: 256 })));
+    // Nothing was fed, and the session is still usable.
+    assert_eq!(session.feed(&[5]).unwrap().len(), 256);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{GpuArgs, ModelArg};
 use rwkv_wgpu::model::Model;
-use rwkv_wgpu::runtime::{Sampler, SamplerOptions, Session};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 use rwkv_wgpu::tokenizer::Tokenizer;
 use rwkv_wgpu::{Error, Result};
 
@@ -74,20 +74,21 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
             model.config.vocab
         )));
     }
-    generate(&model, &tokenizer, &prompt, sampler, args.max_tokens)
+    generate(model, &tokenizer, &prompt, sampler, args.max_tokens)
 }
 
 fn generate(
-    model: &Model,
+    model: Model,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     mut sampler: Sampler,
     max_tokens: usize,
 ) -> Result<()> {
-    let mut session = Session::new(model)?;
+    let engine = Engine::new(std::sync::Arc::new(model), EngineOptions::default())?;
+    let mut session = Session::new(&engine)?;
     let mut stdout = std::io::stdout().lock();
     let started = Instant::now();
-    let mut logits = session.feed_all(prompt)?;
+    let mut logits = session.feed(prompt)?;
     let prompt_time = started.elapsed();
 
     let started = Instant::now();
@@ -101,7 +102,7 @@ fn generate(
         }
         write!(stdout, "{}", text.push(token)?).and_then(|()| stdout.flush()).map_err(stdout_error)?;
         if generated < max_tokens {
-            logits = session.feed(token)?;
+            logits = session.feed(&[token])?;
         }
     }
     writeln!(stdout, "{}", text.finish()?).map_err(stdout_error)?;

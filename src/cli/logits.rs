@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{GpuArgs, ModelArg};
 use rwkv_wgpu::npy::{self, Array};
-use rwkv_wgpu::runtime::Session;
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
@@ -66,10 +66,11 @@ pub fn run(gpu_args: &GpuArgs, args: LogitsArgs) -> Result<()> {
     if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });
     }
-    let mut session = Session::new(&model)?;
+    let engine = Engine::new(std::sync::Arc::new(model), EngineOptions::default())?;
+    let mut session = Session::new(&engine)?;
     let mut logits = Vec::with_capacity(tokens.len() * vocab);
     for &token in &tokens {
-        logits.extend(session.feed(token)?);
+        logits.extend(session.feed(&[token])?);
     }
     npy::write_f32(&args.out, &[tokens.len(), vocab], &logits)?;
     eprintln!("wrote {} × {} logits to {}", tokens.len(), vocab, args.out.display());

@@ -1,8 +1,10 @@
 //! Tensors that live on the GPU, and reading results back.
 //!
 //! Two kinds of tensor cover the engine:
-//! - [`GpuVector`]: f32 values (activations, state, per-channel parameters). Its allocation is
-//!   padded to a multiple of 4 elements, zero-filled, so kernels may read it as `vec4<f32>`.
+//! - [`GpuTensor`]: f32 values `[rows, cols]` (activations of the tokens of a step, states of
+//!   several sequences, per-channel parameters). Each row is padded to a multiple of 4 elements,
+//!   zero-filled, so kernels may read rows as `vec4<f32>`; kernels find a row at
+//!   `row * stride` with `stride = (cols + 3) & ~3`.
 //! - [`GpuMatrix`]: an f16 weight matrix `[rows, cols]`, row-major, each row padded with zeros to
 //!   a multiple of 4 elements so a row is a whole number of `vec4<f16>` (or `vec2<u32>` when
 //!   packed for adapters without SHADER_F16: the bytes are the same).
@@ -37,92 +39,163 @@ fn check_size(gpu: &Gpu, label: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// A run of f32 values on the GPU: a whole buffer, or one row of a [`GpuVector::stack`].
+/// Pads each row of a row-major `[rows, cols]` slice to whole `vec4`s.
+fn pad_rows(data: &[f32], cols: usize) -> Vec<f32> {
+    let stride = padded4(cols);
+    if stride == cols {
+        return data.to_vec();
+    }
+    let mut padded = vec![0.0; data.len() / cols.max(1) * stride];
+    for (dst, src) in padded.chunks_exact_mut(stride).zip(data.chunks_exact(cols.max(1))) {
+        dst[..cols].copy_from_slice(src);
+    }
+    padded
+}
+
+/// f32 values `[rows, cols]` on the GPU: a whole buffer, the first rows of one, or one entry of a
+/// [`GpuTensor::stack`].
 #[derive(Debug, Clone)]
-pub struct GpuVector {
+pub struct GpuTensor {
     pub buffer: wgpu::Buffer,
     /// Byte offset of element 0 in `buffer`.
     pub offset: u64,
-    pub len: usize,
+    pub rows: usize,
+    pub cols: usize,
 }
 
-impl GpuVector {
-    /// A zero-filled vector of `len` elements.
-    pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> Result<GpuVector> {
-        let bytes = padded4(len.max(1)) as u64 * F32;
+impl GpuTensor {
+    /// Elements from one row to the next.
+    pub fn stride(&self) -> usize {
+        padded4(self.cols)
+    }
+
+    /// Values, without the padding.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.rows * self.stride()).max(4) as u64 * F32
+    }
+
+    /// A zero-filled buffer of `elements` f32 values.
+    fn allocate(gpu: &Gpu, label: &str, elements: usize) -> Result<wgpu::Buffer> {
+        let bytes = elements.max(4) as u64 * F32;
         check_size(gpu, label, bytes)?;
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
             usage: storage_usage(),
             mapped_at_creation: false,
-        });
-        Ok(GpuVector { buffer, offset: 0, len })
+        }))
     }
 
-    /// A vector holding `data`.
-    pub fn from_slice(gpu: &Gpu, label: &str, data: &[f32]) -> Result<GpuVector> {
-        let mut padded = data.to_vec();
-        padded.resize(padded4(data.len().max(1)), 0.0);
+    /// A zero-filled `[rows, cols]` tensor.
+    pub fn zeros(gpu: &Gpu, label: &str, rows: usize, cols: usize) -> Result<GpuTensor> {
+        let buffer = Self::allocate(gpu, label, rows * padded4(cols))?;
+        Ok(GpuTensor { buffer, offset: 0, rows, cols })
+    }
+
+    /// A one-row tensor holding `data`.
+    pub fn from_slice(gpu: &Gpu, label: &str, data: &[f32]) -> Result<GpuTensor> {
+        Self::from_rows(gpu, label, data.len(), data)
+    }
+
+    /// A `[data.len() / cols, cols]` tensor holding the row-major `data`.
+    pub fn from_rows(gpu: &Gpu, label: &str, cols: usize, data: &[f32]) -> Result<GpuTensor> {
+        if cols == 0 || data.len() % cols != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: {} values do not make rows of {cols}",
+                data.len()
+            )));
+        }
+        let mut padded = pad_rows(data, cols);
+        padded.resize(padded.len().max(4), 0.0);
         check_size(gpu, label, padded.len() as u64 * F32)?;
         let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(&padded),
             usage: storage_usage(),
         });
-        Ok(GpuVector { buffer, offset: 0, len: data.len() })
+        Ok(GpuTensor { buffer, offset: 0, rows: data.len() / cols, cols })
     }
 
-    /// `count` vectors of `len` elements in one buffer, each starting at an offset the adapter
-    /// can bind, so one kernel can write all of them and others can bind each one alone.
-    /// Returns the rows and the distance between them in elements.
-    pub fn stack(gpu: &Gpu, label: &str, count: usize, len: usize) -> Result<(Vec<GpuVector>, usize)> {
+    /// `count` tensors of `[rows, cols]` in one buffer, each starting at an offset the adapter can
+    /// bind, so one kernel can write all of them and others can bind each one alone.
+    /// Returns the entries and the distance between them in elements.
+    pub fn stack(
+        gpu: &Gpu,
+        label: &str,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Vec<GpuTensor>, usize)> {
         let align = (gpu.storage_alignment() / F32).max(4) as usize;
-        let stride = padded4(len.max(1)).div_ceil(align) * align;
-        let whole = GpuVector::zeros(gpu, label, stride * count)?;
-        let rows = (0..count)
-            .map(|i| GpuVector { buffer: whole.buffer.clone(), offset: (i * stride) as u64 * F32, len })
+        let entry = (rows * padded4(cols)).max(4).div_ceil(align) * align;
+        let buffer = Self::allocate(gpu, label, count * entry)?;
+        let entries = (0..count)
+            .map(|i| GpuTensor { buffer: buffer.clone(), offset: (i * entry) as u64 * F32, rows, cols })
             .collect();
-        Ok((rows, stride))
+        Ok((entries, entry))
     }
 
-    /// [`GpuVector::stack`] with the number of rows fixed at compile time.
-    pub fn stack_of<const N: usize>(gpu: &Gpu, label: &str, len: usize) -> Result<([GpuVector; N], usize)> {
-        let (rows, stride) = Self::stack(gpu, label, N, len)?;
-        let rows = rows.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} rows")))?;
-        Ok((rows, stride))
+    /// [`GpuTensor::stack`] with the number of entries fixed at compile time.
+    pub fn stack_of<const N: usize>(
+        gpu: &Gpu,
+        label: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<([GpuTensor; N], usize)> {
+        let (entries, stride) = Self::stack(gpu, label, N, rows, cols)?;
+        let entries = entries.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} entries")))?;
+        Ok((entries, stride))
     }
 
-    /// Binds this vector, including its padding to a whole `vec4`.
+    /// The first `rows` rows, as a tensor of their own (same buffer).
+    pub fn first_rows(&self, rows: usize) -> GpuTensor {
+        GpuTensor { rows: rows.min(self.rows), ..self.clone() }
+    }
+
+    /// Binds the tensor, including each row's padding.
     pub fn binding(&self) -> Binding {
-        Binding {
-            buffer: self.buffer.clone(),
-            offset: self.offset,
-            size: padded4(self.len.max(1)) as u64 * F32,
-        }
+        Binding { buffer: self.buffer.clone(), offset: self.offset, size: self.bytes() }
     }
 
-    /// Binds `count` consecutive rows of `stride` elements starting at this vector.
-    pub fn rows_binding(&self, count: usize, stride: usize) -> Binding {
-        Binding { buffer: self.buffer.clone(), offset: self.offset, size: (count * stride) as u64 * F32 }
+    /// Binds `count` consecutive stack entries starting at this one, `entry_stride` apart.
+    pub fn entries_binding(&self, count: usize, entry_stride: usize) -> Binding {
+        let size = ((count - 1) * entry_stride) as u64 * F32 + self.bytes();
+        Binding { buffer: self.buffer.clone(), offset: self.offset, size }
     }
 
-    /// Overwrites the vector's contents (queued; takes effect before the next submitted work).
+    /// Overwrites the first `data.len() / cols` rows (queued; takes effect before the next
+    /// submitted work).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
-        if data.len() != self.len {
+        self.write_rows(gpu, 0, data)
+    }
+
+    /// Overwrites rows from `first` on with the row-major `data`.
+    pub fn write_rows(&self, gpu: &Gpu, first: usize, data: &[f32]) -> Result<()> {
+        let cols = self.cols.max(1);
+        if data.len() % cols != 0 || first + data.len() / cols > self.rows {
             return Err(Error::InvalidArgument(format!(
-                "writing {} values into a GPU vector of {}",
+                "writing {} values from row {first} into a [{}, {}] GPU tensor",
                 data.len(),
-                self.len
+                self.rows,
+                self.cols
             )));
         }
-        gpu.queue.write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        let offset = self.offset + (first * self.stride()) as u64 * F32;
+        gpu.queue.write_buffer(&self.buffer, offset, bytemuck::cast_slice(&pad_rows(data, cols)));
         Ok(())
     }
 
-    /// Copies the vector back to the CPU (waits for the GPU).
+    /// Copies the tensor back to the CPU, without the padding (waits for the GPU).
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let readback = Readback::new(gpu, "read vector", self.len)?;
+        let readback = Readback::new(gpu, "read tensor", self.rows, self.cols)?;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         readback.copy_from(&mut encoder, self);
         gpu.queue.submit([encoder.finish()]);
@@ -188,12 +261,14 @@ impl GpuMatrix {
 /// A CPU-readable buffer that results are copied into at the end of a step.
 pub struct Readback {
     buffer: wgpu::Buffer,
-    len: usize,
+    rows: usize,
+    cols: usize,
 }
 
 impl Readback {
-    pub fn new(gpu: &Gpu, label: &str, len: usize) -> Result<Readback> {
-        let bytes = padded4(len.max(1)) as u64 * F32;
+    /// Room for up to `rows` rows of `cols` values.
+    pub fn new(gpu: &Gpu, label: &str, rows: usize, cols: usize) -> Result<Readback> {
+        let bytes = (rows * padded4(cols)).max(4) as u64 * F32;
         if bytes > gpu.limits.max_buffer_size {
             return Err(Error::TooBig(format!("{label}: {bytes}-byte readback buffer")));
         }
@@ -203,27 +278,24 @@ impl Readback {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(Readback { buffer, len })
+        Ok(Readback { buffer, rows, cols })
     }
 
-    /// Records a copy of `source` (which must not be longer than this buffer) into it.
-    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, source: &GpuVector) {
-        let len = source.len.min(self.len);
-        encoder.copy_buffer_to_buffer(
-            &source.buffer,
-            source.offset,
-            &self.buffer,
-            0,
-            Some(padded4(len) as u64 * F32),
-        );
+    /// Records a copy of `source`'s rows (as many as fit) into this buffer.
+    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, source: &GpuTensor) {
+        let rows = source.rows.min(self.rows);
+        let bytes = (rows * source.stride()).max(4) as u64 * F32;
+        encoder.copy_buffer_to_buffer(&source.buffer, source.offset, &self.buffer, 0, Some(bytes));
     }
 
-    /// Waits for the copy, then returns the values.
-    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+    /// Waits for the copy, then returns the first `rows` rows without padding.
+    pub fn read_rows(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
+        let rows = rows.min(self.rows);
+        let stride = padded4(self.cols);
+        let bytes = (rows * stride).max(4) as u64 * F32;
         let (sender, receiver) = std::sync::mpsc::channel();
-        let bytes = self.len as u64 * F32;
-        self.buffer.slice(..bytes.max(F32)).map_async(wgpu::MapMode::Read, move |result| {
-            // The receiver outlives this callback: `read` waits for it below.
+        self.buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
+            // The receiver outlives this callback: `read_rows` waits for it below.
             let _ = sender.send(result);
         });
         gpu.wait()?;
@@ -234,11 +306,17 @@ impl Readback {
         let values = {
             let view = self
                 .buffer
-                .get_mapped_range(..bytes.max(F32))
+                .get_mapped_range(..bytes)
                 .map_err(|e| Error::Gpu(format!("reading the readback buffer failed: {e}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view)[..self.len].to_vec()
+            let padded: &[f32] = bytemuck::cast_slice(&view);
+            padded.chunks(stride).take(rows).flat_map(|row| &row[..self.cols]).copied().collect()
         };
         self.buffer.unmap();
         Ok(values)
+    }
+
+    /// Waits for the copy, then returns every row.
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.read_rows(gpu, self.rows)
     }
 }

@@ -6,12 +6,14 @@
 
 mod buffer;
 mod kernel;
+mod pool;
 
 use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
-pub use self::buffer::{GpuMatrix, GpuVector, Readback};
+pub use self::buffer::{GpuMatrix, GpuTensor, Readback};
 pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step};
+pub use self::pool::ScratchPool;
 
 use crate::error::{Error, Result};
 

@@ -1,8 +1,8 @@
 //! Element-wise kernels.
 
-use super::{expect_len, to_u32, wgsl, Recorder};
+use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::Result;
-use crate::gpu::{Access, GpuVector, KernelSource};
+use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const LERP: KernelSource = KernelSource { name: "lerp", parts: &[wgsl::LERP] };
 const LERP_BINDINGS: &[Access] =
@@ -15,21 +15,22 @@ struct Params {
     padding: [u32; 3],
 }
 
-/// Records `out = a + (b − a) ⊙ t`.
+/// Records `out = a + (b − a) ⊙ t` for same-shaped tensors.
 pub fn lerp(
     rec: &mut Recorder,
     label: &str,
-    a: &GpuVector,
-    b: &GpuVector,
-    t: &GpuVector,
-    out: &GpuVector,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    t: &GpuTensor,
+    out: &GpuTensor,
 ) -> Result<()> {
     for (name, operand) in [("b", b), ("t", t), ("out", out)] {
-        expect_len(label, name, operand.len, a.len)?;
+        expect_shape(label, name, operand, a.rows, a.cols)?;
     }
     let pipeline = rec.gpu.pipeline(&LERP, "lerp", LERP_BINDINGS, &[])?;
-    let params = Params { len: to_u32(label, a.len)?, padding: [0; 3] };
-    let workgroups = rec.gpu.grid(to_u32(label, a.len.div_ceil(64))?);
+    let len = a.rows * a.stride();
+    let params = Params { len: to_u32(label, len)?, padding: [0; 3] };
+    let workgroups = rec.gpu.grid(to_u32(label, len.div_ceil(64))?);
     rec.record(&pipeline, label, &params, &[a.binding(), b.binding(), t.binding(), out.binding()], workgroups)
 }
 

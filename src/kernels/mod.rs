@@ -3,19 +3,23 @@
 //! reference (`*_ref`) of the same math that the tests compare it with.
 
 mod elementwise;
-mod matvec;
+mod gather;
+mod linear;
 mod norm;
+mod sequences;
 mod token_shift;
 mod wkv4;
 mod wkv5;
 mod wkv7;
 
 pub use self::elementwise::{lerp, lerp_ref};
-pub use self::matvec::{matvec, matvec_into_rows, matvec_ref, Epilogue, Operand, OperandRef};
+pub use self::gather::gather_last_rows;
+pub use self::linear::{linear, linear_into, linear_ref, Epilogue, Operand, OperandRef};
 pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
     BonusGate, GN_EPS, LN_EPS,
 };
+pub use self::sequences::{SequenceEntry, Sequences, MAX_SEQUENCES};
 pub use self::token_shift::{token_shift, token_shift_ref, Mixes, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
 pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
@@ -24,7 +28,7 @@ pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7In
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, Pipeline, Step};
+use crate::gpu::{Binding, Gpu, GpuTensor, Pipeline, Step};
 
 /// The WGSL files, embedded in the binary.
 mod wgsl {
@@ -32,7 +36,10 @@ mod wgsl {
     pub const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
     pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");
+    pub const SEQUENCES: &str = include_str!("../../shaders/sequences.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
+    pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+    pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
@@ -86,19 +93,32 @@ impl Activation {
 }
 
 /// Collects the dispatches of one step. Kernel functions check their arguments' shapes and
-/// append one dispatch each; nothing runs until the step is submitted.
+/// append one dispatch each; nothing runs until the step is submitted. Kernels that walk
+/// sequences (token shift, the WKV recurrences) read the step's [`Sequences`].
 pub struct Recorder<'g> {
     pub gpu: &'g Gpu,
     pub step: Step,
+    sequences: Option<&'g Sequences>,
 }
 
 impl<'g> Recorder<'g> {
+    /// A recorder for kernels that treat every row alike.
     pub fn new(gpu: &'g Gpu) -> Self {
-        Recorder { gpu, step: Step::default() }
+        Recorder { gpu, step: Step::default(), sequences: None }
+    }
+
+    /// A recorder for a step whose rows belong to the sequences described by `sequences`.
+    pub fn with_sequences(gpu: &'g Gpu, sequences: &'g Sequences) -> Self {
+        Recorder { gpu, step: Step::default(), sequences: Some(sequences) }
     }
 
     pub fn finish(self) -> Step {
         self.step
+    }
+
+    fn sequences(&self, label: &str) -> Result<&'g Sequences> {
+        self.sequences
+            .ok_or_else(|| Error::InvalidArgument(format!("{label}: the step has no sequence table")))
     }
 
     /// Records one dispatch of `pipeline`: binding 0 is always the kernel's uniform `params`,
@@ -111,9 +131,37 @@ impl<'g> Recorder<'g> {
         storage: &[Binding],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        self.record_bindings(pipeline, label, params, None, storage, workgroups)
+    }
+
+    /// Like [`Recorder::record`] for kernels that walk sequences: binding 1 is the sequence table.
+    fn record_per_sequence<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        label: &str,
+        params: &P,
+        storage: &[Binding],
+        workgroups_x: u32,
+    ) -> Result<()> {
+        let sequences = self.sequences(label)?;
+        let table = Binding::whole(&sequences.buffer);
+        let workgroups = [workgroups_x.max(1), to_u32(label, sequences.count)?.max(1), 1];
+        self.record_bindings(pipeline, label, params, Some(table), storage, workgroups)
+    }
+
+    fn record_bindings<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        label: &str,
+        params: &P,
+        table: Option<Binding>,
+        storage: &[Binding],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
         let uniform = self.gpu.uniform(label, params);
-        let mut bindings = Vec::with_capacity(storage.len() + 1);
+        let mut bindings = Vec::with_capacity(storage.len() + 2);
         bindings.push(Binding::whole(&uniform));
+        bindings.extend(table);
         bindings.extend_from_slice(storage);
         let dispatch = pipeline.dispatch(self.gpu, label, &bindings, workgroups)?;
         self.step.push(dispatch);
@@ -121,12 +169,15 @@ impl<'g> Recorder<'g> {
     }
 }
 
-/// Fails unless `found` equals `expected`, naming the operand.
-fn expect_len(label: &str, operand: &str, found: usize, expected: usize) -> Result<()> {
-    if found == expected {
+/// Fails unless `tensor` is `[rows, cols]`, naming the operand.
+fn expect_shape(label: &str, operand: &str, tensor: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
+    if tensor.rows == rows && tensor.cols == cols {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{label}: `{operand}` has {found} elements, expected {expected}")))
+        Err(Error::InvalidArgument(format!(
+            "{label}: `{operand}` is [{}, {}], expected [{rows}, {cols}]",
+            tensor.rows, tensor.cols
+        )))
     }
 }
 
@@ -142,4 +193,16 @@ fn split_heads(label: &str, heads: usize, channels: usize) -> Result<(u32, u32)>
         )));
     }
     Ok((to_u32(label, heads)?, to_u32(label, channels / heads)?))
+}
+
+/// Checks that `entries` are consecutive entries of one stack, `stride` elements apart.
+fn check_stack(label: &str, what: &str, entries: &[GpuTensor], stride: usize) -> Result<()> {
+    let first = entries.first().ok_or_else(|| Error::InvalidArgument(format!("{label}: no {what}")))?;
+    for (m, entry) in entries.iter().enumerate() {
+        let in_place = entry.buffer == first.buffer && entry.offset == first.offset + (m * stride * 4) as u64;
+        if entry.rows != first.rows || entry.cols != first.cols || !in_place {
+            return Err(Error::InvalidArgument(format!("{label}: {what} {m} is not entry {m} of one stack")));
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
-//! Normalisations: layer norm over a whole vector, and RWKV-7's per-head group norm fused with
-//! its bonus term and output gate.
+//! Normalisations: layer norm over each row, and the per-head group norm of RWKV-5…7's time-mix
+//! output, plain, gated, or (RWKV-7) with its bonus term and gate.
 
-use super::{expect_len, split_heads, to_u32, wgsl, Recorder};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
-use crate::gpu::{Access, GpuVector, KernelSource};
+use crate::gpu::{Access, GpuTensor, KernelSource};
 
 /// Layer norm epsilon of every RWKV version (torch's default).
 pub const LN_EPS: f32 = 1e-5;
@@ -50,26 +50,31 @@ struct GroupNormParams {
     padding: u32,
 }
 
-/// Records `out = LayerNorm(x)` with `norm` = [weight; bias] (`2 × len` values).
+/// Records `out = LayerNorm(x)` for each row of `x`, with `norm` = [weight; bias] ([2, C]).
 pub fn layer_norm(
     rec: &mut Recorder,
     label: &str,
-    x: &GpuVector,
-    norm: &GpuVector,
-    out: &GpuVector,
+    x: &GpuTensor,
+    norm: &GpuTensor,
+    out: &GpuTensor,
 ) -> Result<()> {
-    expect_len(label, "norm", norm.len, 2 * x.len)?;
-    expect_len(label, "out", out.len, x.len)?;
+    expect_shape(label, "norm", norm, 2, x.cols)?;
+    expect_shape(label, "out", out, x.rows, x.cols)?;
     let pipeline = rec.gpu.pipeline(&LAYER_NORM, "layer_norm", LAYER_NORM_BINDINGS, &[])?;
-    let params = LayerNormParams { len: to_u32(label, x.len)?, rows: 1, eps: LN_EPS, padding: 0 };
-    rec.record(&pipeline, label, &params, &[x.binding(), norm.binding(), out.binding()], [1, 1, 1])
+    let rows = to_u32(label, x.rows)?;
+    let params = LayerNormParams { len: to_u32(label, x.cols)?, rows, eps: LN_EPS, padding: 0 };
+    rec.record(&pipeline, label, &params, &[x.binding(), norm.binding(), out.binding()], [rows, 1, 1])
 }
 
-/// CPU reference of [`layer_norm`].
+/// CPU reference of [`layer_norm`], for `x` of rows of `weight.len()` values.
 pub fn layer_norm_ref(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
-    normalize(x, f64::from(LN_EPS))
-        .zip(weight.iter().zip(bias))
-        .map(|(n, (&w, &b))| (n * f64::from(w) + f64::from(b)) as f32)
+    x.chunks_exact(weight.len())
+        .flat_map(|row| {
+            normalize(row, f64::from(LN_EPS))
+                .zip(weight.iter().zip(bias))
+                .map(|(n, (&w, &b))| (n * f64::from(w) + f64::from(b)) as f32)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -82,84 +87,86 @@ fn normalize(x: &[f32], eps: f64) -> impl Iterator<Item = f64> + '_ {
     x.iter().map(move |&v| (f64::from(v) - mean) * inv_std)
 }
 
-/// Records `out = GroupNorm_heads(y)`, times `gate` if given, with `norm` = [ln_x weight;
-/// ln_x bias].
+fn check_group_norm(
+    label: &str,
+    heads: usize,
+    y: &GpuTensor,
+    norm: &GpuTensor,
+    out: &GpuTensor,
+) -> Result<GroupNormParams> {
+    let (heads, head_size) = split_heads(label, heads, y.cols)?;
+    expect_shape(label, "norm", norm, 2, y.cols)?;
+    expect_shape(label, "out", out, y.rows, y.cols)?;
+    Ok(GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 })
+}
+
+/// Records `out = GroupNorm_heads(y)` for each row, times `gate` if given, with `norm` =
+/// [ln_x weight; ln_x bias].
 pub fn group_norm(
     rec: &mut Recorder,
     label: &str,
     heads: usize,
-    y: &GpuVector,
-    norm: &GpuVector,
-    gate: Option<&GpuVector>,
-    out: &GpuVector,
+    y: &GpuTensor,
+    norm: &GpuTensor,
+    gate: Option<&GpuTensor>,
+    out: &GpuTensor,
 ) -> Result<()> {
-    let channels = y.len;
-    let (heads, head_size) = split_heads(label, heads, channels)?;
-    expect_len(label, "norm", norm.len, 2 * channels)?;
-    expect_len(label, "out", out.len, channels)?;
-    let params = GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 };
+    let params = check_group_norm(label, heads, y, norm, out)?;
     let mut storage = vec![y.binding(), norm.binding()];
     let pipeline = match gate {
         None => rec.gpu.pipeline(&GROUP_NORM, "group_norm", GROUP_NORM_PLAIN_BINDINGS, &[])?,
         Some(gate) => {
-            expect_len(label, "gate", gate.len, channels)?;
+            expect_shape(label, "gate", gate, y.rows, y.cols)?;
             storage.push(gate.binding());
             rec.gpu.pipeline(&GROUP_NORM, "group_norm_gate", GROUP_NORM_GATE_BINDINGS, &[])?
         }
     };
     storage.push(out.binding());
-    rec.record(&pipeline, label, &params, &storage, [heads, 1, 1])
+    rec.record(&pipeline, label, &params, &storage, [params.heads, to_u32(label, y.rows)?, 1])
 }
 
 /// CPU reference of [`group_norm`]; `ln_x` = (weight, bias).
 pub fn group_norm_ref(heads: usize, y: &[f32], ln_x: (&[f32], &[f32]), gate: Option<&[f32]>) -> Vec<f32> {
-    let n = y.len() / heads;
+    let channels = ln_x.0.len();
+    let n = channels / heads;
     let mut out = Vec::with_capacity(y.len());
     for (h, head) in y.chunks_exact(n).enumerate() {
+        let first = h * n;
         for (j, normed) in normalize(head, f64::from(GN_EPS)).enumerate() {
-            let c = h * n + j;
+            let c = (first + j) % channels;
             let value = normed * f64::from(ln_x.0[c]) + f64::from(ln_x.1[c]);
-            out.push((value * gate.map_or(1.0, |g| f64::from(g[c]))) as f32);
+            out.push((value * gate.map_or(1.0, |g| f64::from(g[first + j]))) as f32);
         }
     }
     out
 }
 
-/// The operands of RWKV-7's time-mix output stage.
+/// The operands of RWKV-7's time-mix output stage, each [rows, C] except `r_k` ([C]).
 pub struct BonusGate<'a> {
-    pub r: &'a GpuVector,
-    pub k: &'a GpuVector,
-    pub v: &'a GpuVector,
-    pub r_k: &'a GpuVector,
-    pub g: &'a GpuVector,
+    pub r: &'a GpuTensor,
+    pub k: &'a GpuTensor,
+    pub v: &'a GpuTensor,
+    pub r_k: &'a GpuTensor,
+    pub g: &'a GpuTensor,
 }
 
-/// Records `out = (GroupNorm_heads(y) + (Σ r·k·r_k)·v) ⊙ g`, one group per head, with
-/// `norm` = [ln_x weight; ln_x bias].
+/// Records `out = (GroupNorm_heads(y) + (Σ r·k·r_k)·v) ⊙ g` for each row, one group per head,
+/// with `norm` = [ln_x weight; ln_x bias].
 pub fn group_norm_bonus_gate(
     rec: &mut Recorder,
     label: &str,
     heads: usize,
-    y: &GpuVector,
-    norm: &GpuVector,
+    y: &GpuTensor,
+    norm: &GpuTensor,
     operands: BonusGate,
-    out: &GpuVector,
+    out: &GpuTensor,
 ) -> Result<()> {
-    let channels = y.len;
-    let (heads, head_size) = split_heads(label, heads, channels)?;
-    expect_len(label, "norm", norm.len, 2 * channels)?;
-    for (name, operand) in [
-        ("r", operands.r),
-        ("k", operands.k),
-        ("v", operands.v),
-        ("r_k", operands.r_k),
-        ("g", operands.g),
-        ("out", out),
-    ] {
-        expect_len(label, name, operand.len, channels)?;
+    let params = check_group_norm(label, heads, y, norm, out)?;
+    for (name, operand) in [("r", operands.r), ("k", operands.k), ("v", operands.v), ("g", operands.g)] {
+        expect_shape(label, name, operand, y.rows, y.cols)?;
     }
+    expect_shape(label, "r_k", operands.r_k, 1, y.cols)?;
     let pipeline = rec.gpu.pipeline(&GROUP_NORM, "group_norm_bonus_gate", GROUP_NORM_BONUS_BINDINGS, &[])?;
-    let params = GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 };
     let storage = [
         y.binding(),
         norm.binding(),
@@ -170,10 +177,10 @@ pub fn group_norm_bonus_gate(
         operands.g.binding(),
         out.binding(),
     ];
-    rec.record(&pipeline, label, &params, &storage, [heads, 1, 1])
+    rec.record(&pipeline, label, &params, &storage, [params.heads, to_u32(label, y.rows)?, 1])
 }
 
-/// CPU reference of [`group_norm_bonus_gate`]; `ln_x` = (weight, bias).
+/// CPU reference of [`group_norm_bonus_gate`]; `ln_x` = (weight, bias), `r_k` per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_bonus_gate_ref(
     heads: usize,
@@ -185,12 +192,17 @@ pub fn group_norm_bonus_gate_ref(
     r_k: &[f32],
     g: &[f32],
 ) -> Vec<f32> {
-    let n = y.len() / heads;
+    let channels = r_k.len();
+    let n = channels / heads;
     let normed = group_norm_ref(heads, y, ln_x, None);
-    let bonus: Vec<f64> = (0..heads)
-        .map(|h| (h * n..(h + 1) * n).map(|c| f64::from(r[c]) * f64::from(k[c]) * f64::from(r_k[c])).sum())
+    let bonus: Vec<f64> = (0..y.len() / n)
+        .map(|head| {
+            (head * n..(head + 1) * n)
+                .map(|i| f64::from(r[i]) * f64::from(k[i]) * f64::from(r_k[i % channels]))
+                .sum()
+        })
         .collect();
     (0..y.len())
-        .map(|c| ((f64::from(normed[c]) + bonus[c / n] * f64::from(v[c])) * f64::from(g[c])) as f32)
+        .map(|i| ((f64::from(normed[i]) + bonus[i / n] * f64::from(v[i])) * f64::from(g[i])) as f32)
         .collect()
 }

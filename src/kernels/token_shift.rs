@@ -1,104 +1,112 @@
-//! Token shift: each mix blends the current input with the previous token's, per channel.
+//! Token shift: each mix blends a token's input with the previous token's, per channel.
 
-use super::{expect_len, to_u32, wgsl, Recorder};
+use super::{check_stack, expect_shape, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, GpuVector, KernelSource};
+use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const TOKEN_SHIFT: KernelSource = KernelSource { name: "token_shift", parts: &[wgsl::TOKEN_SHIFT] };
+const TOKEN_SHIFT: KernelSource =
+    KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT] };
 const BINDINGS: &[Access] =
-    &[Access::Uniform, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
+    &[Access::Uniform, Access::Uniform, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     len: u32,
     mixes: u32,
-    stride: u32,
-    mix_stride: u32,
+    out_entry_stride: u32,
+    mix_entry_stride: u32,
 }
 
 /// Where the mix coefficients come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Mixes<'a> {
-    /// Weights stored back to back, `mixes × len`.
-    Packed(&'a GpuVector),
-    /// Values computed this step, as consecutive rows of one stack `stride` apart.
-    Rows(&'a [GpuVector], usize),
+    /// Weights, one row per mix: [mixes, C].
+    Packed(&'a GpuTensor),
+    /// Values computed this step, one [rows, C] entry of a stack per mix, `stride` apart.
+    Rows(&'a [GpuTensor], usize),
 }
 
 /// Whether the shift replaces the remembered previous input with the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prev {
     Update,
-    /// Leave it for a second shift of the same token (RWKV-6).
+    /// Leave it for a second shift of the same tokens (RWKV-6).
     Keep,
 }
 
-/// Checks that `rows` are consecutive rows of one stack, `stride` elements apart.
-fn check_stack(label: &str, what: &str, rows: &[GpuVector], stride: usize, len: usize) -> Result<()> {
-    let first = rows.first().ok_or_else(|| Error::InvalidArgument(format!("{label}: no {what}")))?;
-    for (m, row) in rows.iter().enumerate() {
-        let in_place = row.buffer == first.buffer && row.offset == first.offset + (m * stride * 4) as u64;
-        if row.len != len || !in_place {
-            return Err(Error::InvalidArgument(format!("{label}: {what} {m} is not row {m} of one stack")));
-        }
-    }
-    Ok(())
-}
-
-/// Records `out[m] = x + (prev − x) ⊙ mix[m]` for every mix `m`, then `prev = x` unless kept.
-/// `out` are rows of one [`GpuVector::stack`] with `stride` elements between them.
+/// Records `out[m][row] = x[row] + (prev(row) − x[row]) ⊙ mix[m]` for every mix and row, where
+/// prev(row) is the sequence's previous row or, for its first row, its remembered input in
+/// `prev` ([slots, C]); then the sequences remember their last rows unless kept.
+/// `out` are entries of one [`GpuTensor::stack`], `stride` elements apart.
 pub fn token_shift(
     rec: &mut Recorder,
     label: &str,
-    (x, prev): (&GpuVector, &GpuVector),
+    (x, prev): (&GpuTensor, &GpuTensor),
     mixes: Mixes,
-    out: &[GpuVector],
+    out: &[GpuTensor],
     stride: usize,
     update: Prev,
 ) -> Result<()> {
-    let len = x.len;
-    expect_len(label, "prev", prev.len, len)?;
-    check_stack(label, "output", out, stride, len)?;
-    let (mix_binding, mix_stride) = match mixes {
+    let c = x.cols;
+    if prev.cols != c {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: `prev` has {} columns, expected {c}",
+            prev.cols
+        )));
+    }
+    check_stack(label, "output", out, stride)?;
+    expect_shape(label, "output", &out[0], x.rows, c)?;
+    let (mix_binding, mix_stride, per_row) = match mixes {
         Mixes::Packed(values) => {
-            expect_len(label, "mix", values.len, out.len() * len)?;
-            (values.binding(), len)
+            expect_shape(label, "mix", values, out.len(), c)?;
+            (values.binding(), 0, false)
         }
-        Mixes::Rows(rows, mix_stride) => {
-            check_stack(label, "mix", rows, mix_stride, len)?;
-            if rows.len() != out.len() {
+        Mixes::Rows(entries, mix_stride) => {
+            check_stack(label, "mix", entries, mix_stride)?;
+            expect_shape(label, "mix", &entries[0], x.rows, c)?;
+            if entries.len() != out.len() {
                 return Err(Error::InvalidArgument(format!(
                     "{label}: {} mixes for {} outputs",
-                    rows.len(),
+                    entries.len(),
                     out.len()
                 )));
             }
-            (rows[0].rows_binding(rows.len(), mix_stride), mix_stride)
+            (entries[0].entries_binding(entries.len(), mix_stride), mix_stride, true)
         }
     };
-    let keep = if update == Prev::Keep { 1.0 } else { 0.0 };
-    let pipeline = rec.gpu.pipeline(&TOKEN_SHIFT, "token_shift", BINDINGS, &[("KEEP_PREV", keep)])?;
+    let constants = [("KEEP_PREV", f64::from(update == Prev::Keep)), ("MIX_PER_ROW", f64::from(per_row))];
+    let pipeline = rec.gpu.pipeline(&TOKEN_SHIFT, "token_shift", BINDINGS, &constants)?;
     let params = Params {
-        len: to_u32(label, len)?,
+        len: to_u32(label, c)?,
         mixes: to_u32(label, out.len())?,
-        stride: to_u32(label, stride)?,
-        mix_stride: to_u32(label, mix_stride)?,
+        out_entry_stride: to_u32(label, stride)?,
+        mix_entry_stride: to_u32(label, mix_stride)?,
     };
-    let storage = [x.binding(), prev.binding(), mix_binding, out[0].rows_binding(out.len(), stride)];
-    let workgroups = rec.gpu.grid(to_u32(label, len.div_ceil(64))?);
-    rec.record(&pipeline, label, &params, &storage, workgroups)
+    let storage = [x.binding(), prev.binding(), mix_binding, out[0].entries_binding(out.len(), stride)];
+    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
-/// CPU reference of [`token_shift`] with packed mixes: the mixed rows; `prev` replaced by `x`
-/// when updating.
+/// CPU reference of [`token_shift`] for one sequence: `x` holds its rows in order, `mix` is
+/// [mixes, C]. Returns each mix's rows; `prev` ends as the last row when updating.
 pub fn token_shift_ref(x: &[f32], prev: &mut [f32], mix: &[f32], update: Prev) -> Vec<Vec<f32>> {
+    let c = prev.len();
     let out = mix
-        .chunks_exact(x.len())
-        .map(|m| x.iter().zip(prev.iter()).zip(m).map(|((&x, &p), &m)| x + (p - x) * m).collect())
+        .chunks_exact(c)
+        .map(|m| {
+            let mut previous = prev.to_vec();
+            let mut rows = Vec::with_capacity(x.len());
+            for row in x.chunks_exact(c) {
+                rows.extend(row.iter().zip(&previous).zip(m).map(|((&x, &p), &m)| x + (p - x) * m));
+                previous = row.to_vec();
+            }
+            rows
+        })
         .collect();
     if update == Prev::Update {
-        prev.copy_from_slice(x);
+        if let Some(last) = x.chunks_exact(c).last() {
+            prev.copy_from_slice(last);
+        }
     }
     out
 }

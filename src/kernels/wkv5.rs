@@ -1,11 +1,12 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
 
-use super::{expect_len, split_heads, to_u32, wgsl, Recorder};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
-use crate::gpu::{Access, GpuVector, KernelSource};
+use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const WKV5: KernelSource = KernelSource { name: "wkv5", parts: &[wgsl::WKV5] };
+const WKV5: KernelSource = KernelSource { name: "wkv5", parts: &[wgsl::SEQUENCES, wgsl::WKV5] };
 const BINDINGS: &[Access] = &[
+    Access::Uniform,
     Access::Uniform,
     Access::ReadWrite,
     Access::Read,
@@ -24,43 +25,53 @@ struct Params {
     padding: [u32; 2],
 }
 
-/// The per-channel inputs of [`wkv5`].
+/// The inputs of [`wkv5`]: `r`, `k`, `v` are [rows, C].
 pub struct Wkv5Inputs<'a> {
-    pub r: &'a GpuVector,
-    pub k: &'a GpuVector,
-    pub v: &'a GpuVector,
-    /// Decay in (0, 1), per key channel.
-    pub w: &'a GpuVector,
-    /// Bonus of the current token, per key channel.
-    pub u: &'a GpuVector,
+    pub r: &'a GpuTensor,
+    pub k: &'a GpuTensor,
+    pub v: &'a GpuTensor,
+    /// Decay in (0, 1) per key channel: a weight [1, C] (RWKV-5) or per token [rows, C] (RWKV-6).
+    pub w: &'a GpuTensor,
+    /// Bonus of the current token, [1, C].
+    pub u: &'a GpuTensor,
 }
 
-/// Records one step on `state` ([heads, key, value]) and its readout `y`.
+/// Records every row's output and the update of each sequence's `state` slot ([slots, H·N·N],
+/// indexed [head, key, value]).
 pub fn wkv5(
     rec: &mut Recorder,
     label: &str,
     heads: usize,
-    state: &GpuVector,
+    state: &GpuTensor,
     inputs: Wkv5Inputs,
-    y: &GpuVector,
+    y: &GpuTensor,
 ) -> Result<()> {
     let Wkv5Inputs { r, k, v, w, u } = inputs;
-    let channels = r.len;
-    for (name, operand) in [("k", k), ("v", v), ("w", w), ("u", u), ("y", y)] {
-        expect_len(label, name, operand.len, channels)?;
+    let (rows, c) = (r.rows, r.cols);
+    for (name, operand) in [("k", k), ("v", v), ("y", y)] {
+        expect_shape(label, name, operand, rows, c)?;
     }
-    let (heads, head_size) = split_heads(label, heads, channels)?;
-    expect_len(label, "state", state.len, channels * head_size as usize)?;
-    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", BINDINGS, &[])?;
+    expect_shape(label, "u", u, 1, c)?;
+    // With one row, a per-token decay and a weight are the same thing.
+    let per_row = if w.rows == 1 {
+        expect_shape(label, "w", w, 1, c)?;
+        false
+    } else {
+        expect_shape(label, "w", w, rows, c)?;
+        true
+    };
+    let (heads, head_size) = split_heads(label, heads, c)?;
+    expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
+    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
     let params = Params { heads, head_size, padding: [0; 2] };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];
-    let workgroups = rec.gpu.grid(to_u32(label, channels.div_ceil(64))?);
-    rec.record(&pipeline, label, &params, &storage, workgroups)
+    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
-/// CPU reference of [`wkv5`], as the official `att_one_v5`: `y = r·(u⊙(k vᵀ) + S)`, then
-/// `S ← k vᵀ + w⊙S`. Updates `state` in place.
+/// CPU reference of [`wkv5`] for one sequence (`r`, `k`, `v` its rows in order), as the official
+/// `att_one_v5`: `y = r·(u⊙(k vᵀ) + S)`, then `S ← k vᵀ + w⊙S`. `w` is one row or one per row.
+/// Updates `state` in place.
 pub fn wkv5_ref(
     heads: usize,
     state: &mut [f32],
@@ -70,19 +81,26 @@ pub fn wkv5_ref(
     w: &[f32],
     u: &[f32],
 ) -> Vec<f32> {
-    let n = r.len() / heads;
-    let mut y = vec![0.0f64; r.len()];
-    for h in 0..heads {
-        for i in 0..n {
-            let c = h * n + i;
+    let c = u.len();
+    let n = c / heads;
+    let mut y = vec![0.0f32; r.len()];
+    for row in 0..r.len() / c {
+        let at = |channel: usize| row * c + channel;
+        let w_row = if w.len() == c { w } else { &w[row * c..(row + 1) * c] };
+        for h in 0..heads {
             for j in 0..n {
-                let at = (h * n + i) * n + j;
-                let kv = f64::from(k[c]) * f64::from(v[h * n + j]);
-                let s = f64::from(state[at]);
-                y[h * n + j] += f64::from(r[c]) * (f64::from(u[c]) * kv + s);
-                state[at] = (kv + f64::from(w[c]) * s) as f32;
+                let mut out = 0.0f64;
+                for i in 0..n {
+                    let ch = h * n + i;
+                    let s_at = (h * n + i) * n + j;
+                    let kv = f64::from(k[at(ch)]) * f64::from(v[at(h * n + j)]);
+                    let s = f64::from(state[s_at]);
+                    out += f64::from(r[at(ch)]) * (f64::from(u[ch]) * kv + s);
+                    state[s_at] = (kv + f64::from(w_row[ch]) * s) as f32;
+                }
+                y[at(h * n + j)] = out as f32;
             }
         }
     }
-    y.into_iter().map(|v| v as f32).collect()
+    y
 }

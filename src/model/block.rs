@@ -8,15 +8,16 @@ use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use super::source::TensorSource;
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuVector};
+use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Recorder};
 
-/// A layer's recurrent state on the GPU: the last LN1 output (`att_x`), the time mix's own state
-/// (`wkv`, its layout chosen by the version) and the last LN2 output (`ffn_x`).
+/// A layer's recurrent states on the GPU, one row per state slot: the last LN1 output
+/// (`att_x`, [slots, C]), the time mix's own state (`wkv`, its layout chosen by the version) and
+/// the last LN2 output (`ffn_x`, [slots, C]).
 pub struct LayerState {
-    pub att_x: GpuVector,
-    pub wkv: GpuVector,
-    pub ffn_x: GpuVector,
+    pub att_x: GpuTensor,
+    pub wkv: GpuTensor,
+    pub ffn_x: GpuTensor,
 }
 
 /// Reading a version's time-mix weights into any store.
@@ -26,19 +27,19 @@ pub trait LoadTimeMix<S: Store>: Sized {
 
 /// A version's time mix on the GPU.
 pub trait TimeMix: LoadTimeMix<Gpu> + Send + Sync + 'static {
-    /// Intermediate values, made once per session and shared by all layers.
+    /// Intermediate values of a step of `rows` rows, shared by all layers.
     type Scratch;
     /// The `wkv` state of one layer before the first token.
     fn initial_state(config: &ModelConfig) -> Vec<f32>;
-    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Self::Scratch>;
-    /// Records `x += TimeMix(xa)` for one token, with `streams` = (xa = LN1(x), x), updating
-    /// `att_x` and `wkv`.
+    fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Self::Scratch>;
+    /// Records `x += TimeMix(xa)` for the rows of a step, with `streams` = (xa = LN1(x), x),
+    /// updating the sequences' `att_x` and `wkv`.
     fn record(
         &self,
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        streams: (&GpuVector, &GpuVector),
+        streams: (&GpuTensor, &GpuTensor),
         state: &LayerState,
         scratch: &Self::Scratch,
     ) -> Result<()>;
@@ -74,8 +75,19 @@ impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
 pub trait Layers: Send + Sync {
     /// The `wkv` state of one layer before the first token.
     fn initial_state(&self) -> Vec<f32>;
-    /// Records one token's pass through every block: `x` is the residual stream.
-    fn record(&self, rec: &mut Recorder, x: &GpuVector, state: &[LayerState]) -> Result<()>;
+    /// The number of values of one layer's `wkv` state.
+    fn state_len(&self) -> usize {
+        self.initial_state().len()
+    }
+    /// Records a step's pass through every block: `x` ([rows, C]) is the residual stream,
+    /// scratch tensors come from `pool`.
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        pool: &ScratchPool,
+        x: &GpuTensor,
+        state: &[LayerState],
+    ) -> Result<()>;
 }
 
 /// The blocks of one version.
@@ -89,13 +101,20 @@ impl<T: TimeMix> Layers for Blocks<T> {
         T::initial_state(&self.config)
     }
 
-    fn record(&self, rec: &mut Recorder, x: &GpuVector, state: &[LayerState]) -> Result<()> {
+    fn record(
+        &self,
+        rec: &mut Recorder,
+        pool: &ScratchPool,
+        x: &GpuTensor,
+        state: &[LayerState],
+    ) -> Result<()> {
         let gpu = rec.gpu;
         let config = &self.config;
-        let att_scratch = T::scratch(gpu, config)?;
-        let ffn_scratch = ChannelScratch::new(gpu, config)?;
-        let xa = GpuVector::zeros(gpu, "xa", config.embd)?;
-        let xf = GpuVector::zeros(gpu, "xf", config.embd)?;
+        let rows = x.rows;
+        let att_scratch = T::scratch(gpu, pool, config, rows)?;
+        let ffn_scratch = ChannelScratch::new(gpu, pool, config, rows)?;
+        let xa = pool.tensor(gpu, "xa", rows, config.embd)?;
+        let xf = pool.tensor(gpu, "xf", rows, config.embd)?;
         for (layer, (block, state)) in self.blocks.iter().zip(state).enumerate() {
             kernels::layer_norm(rec, &format!("L{layer}.ln1"), x, &block.ln1, &xa)?;
             block.att.record(rec, config, layer, (&xa, x), state, &att_scratch)?;

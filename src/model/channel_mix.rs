@@ -5,7 +5,7 @@
 use super::config::{ModelConfig, Version};
 use super::loader::{Loader, Store};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder};
 
 /// `blocks.N.ffn.*`
@@ -46,21 +46,21 @@ impl<S: Store> ChannelMix<S> {
 /// Intermediate values of the channel mix, shared by all layers.
 pub struct ChannelScratch {
     /// x_k (and x_r), one stack.
-    shifted: Vec<GpuVector>,
+    shifted: Vec<GpuTensor>,
     stride: usize,
-    hidden: GpuVector,
-    gate: GpuVector,
+    hidden: GpuTensor,
+    gate: GpuTensor,
 }
 
 impl ChannelScratch {
-    pub fn new(gpu: &Gpu, config: &ModelConfig) -> Result<ChannelScratch> {
+    pub fn new(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<ChannelScratch> {
         let mixes = if config.version == Version::V7 { 1 } else { 2 };
-        let (shifted, stride) = GpuVector::stack(gpu, "ffn.shifted", mixes, config.embd)?;
+        let (shifted, stride) = pool.stack(gpu, "ffn.shifted", mixes, rows, config.embd)?;
         Ok(ChannelScratch {
             shifted,
             stride,
-            hidden: GpuVector::zeros(gpu, "ffn.hidden", config.ffn)?,
-            gate: GpuVector::zeros(gpu, "ffn.gate", config.embd)?,
+            hidden: pool.tensor(gpu, "ffn.hidden", rows, config.ffn)?,
+            gate: pool.tensor(gpu, "ffn.gate", rows, config.embd)?,
         })
     }
 }
@@ -71,21 +71,21 @@ impl ChannelMix<Gpu> {
         &self,
         rec: &mut Recorder,
         layer: usize,
-        (xf, prev): (&GpuVector, &GpuVector),
-        x: &GpuVector,
+        (xf, prev): (&GpuTensor, &GpuTensor),
+        x: &GpuTensor,
         s: &ChannelScratch,
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.ffn.{op}");
-        let matvec = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
-            kernels::matvec(rec, &label(op), m, x, y, e)
+        let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
+            kernels::linear(rec, &label(op), m, x, y, e)
         };
         let mixes = Mixes::Packed(&self.mixes);
         kernels::token_shift(rec, &label("shift"), (xf, prev), mixes, &s.shifted, s.stride, Prev::Update)?;
-        matvec(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
+        linear(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
         match &self.receptance {
-            None => matvec(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE),
+            None => linear(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE),
             Some(receptance) => {
-                matvec(
+                linear(
                     rec,
                     "receptance",
                     receptance,
@@ -93,7 +93,7 @@ impl ChannelMix<Gpu> {
                     &s.gate,
                     Epilogue::then(Activation::Sigmoid),
                 )?;
-                matvec(rec, "value", &self.value, &s.hidden, x, Epilogue::gated_accumulate(&s.gate))
+                linear(rec, "value", &self.value, &s.hidden, x, Epilogue::gated_accumulate(&s.gate))
             }
         }
     }

@@ -16,6 +16,9 @@ pub enum Version {
 }
 
 impl Version {
+    pub const ALL: [Version; 6] =
+        [Version::V4, Version::V5_0, Version::V5_1, Version::V5_2, Version::V6, Version::V7];
+
     pub fn name(self) -> &'static str {
         match self {
             Version::V4 => "RWKV-4",

@@ -6,23 +6,28 @@ use half::f16;
 
 use super::source::{DType, TensorData, TensorSource};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
 
 /// Where loaded weights go.
 pub trait Store {
     type Vector;
     type Matrix;
-    fn vector(&self, name: &str, data: Vec<f32>) -> Result<Self::Vector>;
+    /// f32 values as rows of `cols`.
+    fn rows(&self, name: &str, cols: usize, data: Vec<f32>) -> Result<Self::Vector>;
+    /// f32 values as one row.
+    fn vector(&self, name: &str, data: Vec<f32>) -> Result<Self::Vector> {
+        self.rows(name, data.len(), data)
+    }
     /// A row-major `[rows, cols]` matrix.
     fn matrix(&self, name: &str, rows: usize, cols: usize, data: Vec<f16>) -> Result<Self::Matrix>;
 }
 
 impl Store for Gpu {
-    type Vector = GpuVector;
+    type Vector = GpuTensor;
     type Matrix = GpuMatrix;
 
-    fn vector(&self, name: &str, data: Vec<f32>) -> Result<GpuVector> {
-        GpuVector::from_slice(self, name, &data)
+    fn rows(&self, name: &str, cols: usize, data: Vec<f32>) -> Result<GpuTensor> {
+        GpuTensor::from_rows(self, name, cols, &data)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize, data: Vec<f16>) -> Result<GpuMatrix> {
@@ -45,7 +50,7 @@ impl Store for Host {
     type Vector = Vec<f32>;
     type Matrix = HostMatrix;
 
-    fn vector(&self, _name: &str, data: Vec<f32>) -> Result<Vec<f32>> {
+    fn rows(&self, _name: &str, _cols: usize, data: Vec<f32>) -> Result<Vec<f32>> {
         Ok(data)
     }
 
@@ -61,7 +66,7 @@ impl Store for Validate {
     type Vector = ();
     type Matrix = ();
 
-    fn vector(&self, _name: &str, _data: Vec<f32>) -> Result<()> {
+    fn rows(&self, _name: &str, _cols: usize, _data: Vec<f32>) -> Result<()> {
         Ok(())
     }
 
@@ -140,7 +145,7 @@ impl<'a, S: Store> Loader<'a, S> {
         for name in names {
             data.extend(self.vector_f32(name, len)?);
         }
-        self.store.vector(label, data)
+        self.store.rows(label, len, data)
     }
 
     /// Like [`Loader::stacked`], storing `1 − m` for each value `m`: RWKV-4 and 5 write their token
@@ -150,7 +155,7 @@ impl<'a, S: Store> Loader<'a, S> {
         for name in names {
             data.extend(self.vector_f32(name, len)?.into_iter().map(|m| 1.0 - m));
         }
-        self.store.vector(label, data)
+        self.store.rows(label, len, data)
     }
 
     /// A norm's `{prefix}.weight` and `{prefix}.bias`, stacked as [weight; bias].

@@ -29,7 +29,7 @@ use self::embedding::Embedding;
 use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +40,9 @@ pub struct Model {
     pub gpu: Arc<Gpu>,
     pub config: Arc<ModelConfig>,
     /// `blocks.0.ln0`, applied to the embedding row: [weight; bias].
-    pub ln0: GpuVector,
+    pub ln0: GpuTensor,
     pub layers: Box<dyn Layers>,
-    pub ln_out: GpuVector,
+    pub ln_out: GpuTensor,
     /// [V, C]
     pub head: GpuMatrix,
     pub embedding: Embedding,

@@ -10,7 +10,7 @@ use super::source::TensorSource;
 use super::v7::{TimeMix7, ValueResidual};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, OperandRef, Prev};
-use crate::runtime::StateSnapshot;
+use crate::runtime::{LayerValues, State};
 
 pub struct ReferenceModel {
     pub config: ModelConfig,
@@ -22,7 +22,7 @@ pub struct ReferenceModel {
 }
 
 fn matvec(m: &HostMatrix, x: &[f32], operand: OperandRef, activation: Activation) -> Vec<f32> {
-    kernels::matvec_ref(&m.data, x, operand, activation, None)
+    kernels::linear_ref(&m.data, m.cols, x, operand, activation, None)
 }
 
 fn plain(m: &HostMatrix, x: &[f32]) -> Vec<f32> {
@@ -60,14 +60,18 @@ impl ReferenceModel {
         })
     }
 
-    pub fn zero_state(&self) -> StateSnapshot {
+    pub fn zero_state(&self) -> State {
         let c = &self.config;
-        let layers = |len: usize| vec![vec![0.0; len]; c.layers];
-        StateSnapshot { att_x: layers(c.embd), wkv: layers(c.embd * c.head_size), ffn_x: layers(c.embd) }
+        let layer = LayerValues {
+            att_x: vec![0.0; c.embd],
+            wkv: vec![0.0; c.embd * c.head_size],
+            ffn_x: vec![0.0; c.embd],
+        };
+        State { version: c.version, embd: c.embd, layers: vec![layer; c.layers] }
     }
 
     /// Feeds one token and returns the logits.
-    pub fn forward(&self, token: u32, state: &mut StateSnapshot) -> Result<Vec<f32>> {
+    pub fn forward(&self, token: u32, state: &mut State) -> Result<Vec<f32>> {
         let mut x = layer_norm(&self.embedding.row(token)?, &self.ln0);
         let mut v_first = Vec::new();
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -75,7 +79,8 @@ impl ReferenceModel {
             add(&mut x, &self.time_mix(layer, &block.att, &xa, &mut v_first, state));
             let xf = layer_norm(&x, &block.ln2);
             let ffn = &block.ffn;
-            let shifted = kernels::token_shift_ref(&xf, &mut state.ffn_x[layer], &ffn.mixes, Prev::Update);
+            let shifted =
+                kernels::token_shift_ref(&xf, &mut state.layers[layer].ffn_x, &ffn.mixes, Prev::Update);
             let hidden = matvec(&ffn.key, &shifted[0], OperandRef::None, Activation::ReluSquared);
             add(&mut x, &plain(&ffn.value, &hidden));
         }
@@ -88,10 +93,10 @@ impl ReferenceModel {
         att: &TimeMix7<Host>,
         xa: &[f32],
         v_first: &mut Vec<f32>,
-        state: &mut StateSnapshot,
+        state: &mut State,
     ) -> Vec<f32> {
         let heads = self.config.heads;
-        let mixed = kernels::token_shift_ref(xa, &mut state.att_x[layer], &att.mixes, Prev::Update);
+        let mixed = kernels::token_shift_ref(xa, &mut state.layers[layer].att_x, &att.mixes, Prev::Update);
         let [xr, xw, xk, xv, xa, xg] = [0, 1, 2, 3, 4, 5].map(|i| &mixed[i][..]);
         let r = plain(&att.receptance, xr);
         let k = plain(&att.key, xk);
@@ -108,7 +113,7 @@ impl ReferenceModel {
         }
         let g = plain(&att.g2, &matvec(&att.g1, xg, OperandRef::None, Activation::Sigmoid));
         let (kk, k) = kernels::wkv7_keys_ref(heads, &k, &a, &att.k_k, &att.k_a);
-        let y = kernels::wkv7_ref(heads, &mut state.wkv[layer], &r, &decay, &k, &v, &kk, &a);
+        let y = kernels::wkv7_ref(heads, &mut state.layers[layer].wkv, &r, &decay, &k, &v, &kk, &a);
         let (weight, bias) = att.ln_x.split_at(att.ln_x.len() / 2);
         let y = kernels::group_norm_bonus_gate_ref(heads, &y, (weight, bias), &r, &k, &v, &att.r_k, &g);
         plain(&att.output, &y)

@@ -6,7 +6,7 @@ use super::block::{LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuVector};
+use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
 
 /// `blocks.N.att.*`
@@ -45,12 +45,12 @@ impl<S: Store> LoadTimeMix<S> for TimeMix4<S> {
 /// Intermediate values of one token's time mix, shared by every layer.
 pub struct Scratch4 {
     /// x_k, x_v, x_r.
-    shifted: [GpuVector; 3],
+    shifted: [GpuTensor; 3],
     stride: usize,
-    r: GpuVector,
-    k: GpuVector,
-    v: GpuVector,
-    y: GpuVector,
+    r: GpuTensor,
+    k: GpuTensor,
+    v: GpuTensor,
+    y: GpuTensor,
 }
 
 impl TimeMix for TimeMix4<Gpu> {
@@ -62,10 +62,10 @@ impl TimeMix for TimeMix4<Gpu> {
         [vec![0.0; 2 * c], vec![WKV4_INITIAL_PP; c]].concat()
     }
 
-    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch4> {
+    fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch4> {
         let c = config.embd;
-        let (shifted, stride) = GpuVector::stack_of(gpu, "att.shifted", c)?;
-        let vector = |name: &str| GpuVector::zeros(gpu, &format!("att.{name}"), c);
+        let (shifted, stride) = pool.stack_of(gpu, "att.shifted", rows, c)?;
+        let vector = |name: &str| pool.tensor(gpu, &format!("att.{name}"), rows, c);
         Ok(Scratch4 { shifted, stride, r: vector("r")?, k: vector("k")?, v: vector("v")?, y: vector("y")? })
     }
 
@@ -74,7 +74,7 @@ impl TimeMix for TimeMix4<Gpu> {
         rec: &mut Recorder,
         _config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuVector, &GpuVector),
+        (xa, x): (&GpuTensor, &GpuTensor),
         state: &LayerState,
         s: &Scratch4,
     ) -> Result<()> {
@@ -93,13 +93,13 @@ impl TimeMix for TimeMix4<Gpu> {
         )?;
         // 2. r = σ(W_r·x_r), k = W_k·x_k, v = W_v·x_v
         let r_epilogue = Epilogue::then(Activation::Sigmoid);
-        kernels::matvec(rec, &label("receptance"), &self.receptance, xr, &s.r, r_epilogue)?;
-        kernels::matvec(rec, &label("key"), &self.key, xk, &s.k, Epilogue::PLAIN)?;
-        kernels::matvec(rec, &label("value"), &self.value, xv, &s.v, Epilogue::PLAIN)?;
+        kernels::linear(rec, &label("receptance"), &self.receptance, xr, &s.r, r_epilogue)?;
+        kernels::linear(rec, &label("key"), &self.key, xk, &s.k, Epilogue::PLAIN)?;
+        kernels::linear(rec, &label("value"), &self.value, xv, &s.v, Epilogue::PLAIN)?;
         // 3. y = r ⊙ (Σ e^(w·age + k)·v + e^(u + k)·v) / (same without v), updating aa, bb, pp
         let inputs = Wkv4Inputs { r: &s.r, k: &s.k, v: &s.v, w: &self.decay, u: &self.first };
         kernels::wkv4(rec, &label("wkv"), &state.wkv, inputs, &s.y)?;
         // 4. x += W_o·y
-        kernels::matvec(rec, &label("output"), &self.output, &s.y, x, Epilogue::ACCUMULATE)
+        kernels::linear(rec, &label("output"), &self.output, &s.y, x, Epilogue::ACCUMULATE)
     }
 }

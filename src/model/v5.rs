@@ -11,7 +11,7 @@ use super::block::{LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuVector};
+use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv5Inputs};
 
 /// `blocks.N.att.*`
@@ -105,17 +105,17 @@ impl<S: Store> LoadTimeMix<S> for TimeMix5<S> {
 
 /// Intermediate values of [`Core5`], shared by every layer.
 pub struct CoreScratch {
-    r: GpuVector,
-    k: GpuVector,
-    v: GpuVector,
-    g: GpuVector,
-    y: GpuVector,
-    y_normed: GpuVector,
+    r: GpuTensor,
+    k: GpuTensor,
+    v: GpuTensor,
+    g: GpuTensor,
+    y: GpuTensor,
+    y_normed: GpuTensor,
 }
 
 impl CoreScratch {
-    pub fn new(gpu: &Gpu, config: &ModelConfig) -> Result<CoreScratch> {
-        let vector = |name: &str| GpuVector::zeros(gpu, &format!("att.{name}"), config.embd);
+    pub fn new(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<CoreScratch> {
+        let vector = |name: &str| pool.tensor(gpu, &format!("att.{name}"), rows, config.embd);
         Ok(CoreScratch {
             r: vector("r")?,
             k: vector("k")?,
@@ -129,22 +129,22 @@ impl CoreScratch {
 
 /// The token-shifted inputs of [`Core5`]; `g` only where the model has a gate.
 pub struct Shifted<'a> {
-    pub r: &'a GpuVector,
-    pub k: &'a GpuVector,
-    pub v: &'a GpuVector,
-    pub g: Option<&'a GpuVector>,
+    pub r: &'a GpuTensor,
+    pub k: &'a GpuTensor,
+    pub v: &'a GpuTensor,
+    pub g: Option<&'a GpuTensor>,
 }
 
 impl Core5<Gpu> {
     /// Records `r, k, v = W·x_*` and, with a gate, `g = silu(W_g·x_g)`.
     pub fn project(&self, rec: &mut Recorder, layer: usize, x: Shifted, s: &CoreScratch) -> Result<()> {
         let label = |op: &str| format!("L{layer}.att.{op}");
-        kernels::matvec(rec, &label("receptance"), &self.receptance, x.r, &s.r, Epilogue::PLAIN)?;
-        kernels::matvec(rec, &label("key"), &self.key, x.k, &s.k, Epilogue::PLAIN)?;
-        kernels::matvec(rec, &label("value"), &self.value, x.v, &s.v, Epilogue::PLAIN)?;
+        kernels::linear(rec, &label("receptance"), &self.receptance, x.r, &s.r, Epilogue::PLAIN)?;
+        kernels::linear(rec, &label("key"), &self.key, x.k, &s.k, Epilogue::PLAIN)?;
+        kernels::linear(rec, &label("value"), &self.value, x.v, &s.v, Epilogue::PLAIN)?;
         match (&self.gate, x.g) {
             (Some(gate), Some(xg)) => {
-                kernels::matvec(rec, &label("gate"), gate, xg, &s.g, Epilogue::then(Activation::Silu))
+                kernels::linear(rec, &label("gate"), gate, xg, &s.g, Epilogue::then(Activation::Silu))
             }
             (None, None) => Ok(()),
             _ => Err(Error::InvalidArgument(format!(
@@ -160,8 +160,8 @@ impl Core5<Gpu> {
         &self,
         rec: &mut Recorder,
         (layer, heads): (usize, usize),
-        w: &GpuVector,
-        (state, x): (&GpuVector, &GpuVector),
+        w: &GpuTensor,
+        (state, x): (&GpuTensor, &GpuTensor),
         s: &CoreScratch,
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.att.{op}");
@@ -169,14 +169,14 @@ impl Core5<Gpu> {
         kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &s.y)?;
         let gate = self.gate.as_ref().map(|_| &s.g);
         kernels::group_norm(rec, &label("ln_x"), heads, &s.y, &self.ln_x, gate, &s.y_normed)?;
-        kernels::matvec(rec, &label("output"), &self.output, &s.y_normed, x, Epilogue::ACCUMULATE)
+        kernels::linear(rec, &label("output"), &self.output, &s.y_normed, x, Epilogue::ACCUMULATE)
     }
 }
 
 /// Intermediate values of one token's time mix, shared by every layer.
 pub struct Scratch5 {
     /// x_k, x_v, x_r and, with a gate, x_g.
-    shifted: [GpuVector; 4],
+    shifted: [GpuTensor; 4],
     stride: usize,
     core: CoreScratch,
 }
@@ -188,9 +188,9 @@ impl TimeMix for TimeMix5<Gpu> {
         vec![0.0; config.embd * config.head_size]
     }
 
-    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch5> {
-        let (shifted, stride) = GpuVector::stack_of(gpu, "att.shifted", config.embd)?;
-        Ok(Scratch5 { shifted, stride, core: CoreScratch::new(gpu, config)? })
+    fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch5> {
+        let (shifted, stride) = pool.stack_of(gpu, "att.shifted", rows, config.embd)?;
+        Ok(Scratch5 { shifted, stride, core: CoreScratch::new(gpu, pool, config, rows)? })
     }
 
     fn record(
@@ -198,7 +198,7 @@ impl TimeMix for TimeMix5<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuVector, &GpuVector),
+        (xa, x): (&GpuTensor, &GpuTensor),
         state: &LayerState,
         s: &Scratch5,
     ) -> Result<()> {

@@ -8,7 +8,7 @@ use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuVector};
+use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
 use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder};
 
@@ -61,19 +61,19 @@ impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
 
 /// Intermediate values of one token's time mix, shared by every layer.
 pub struct Scratch6 {
-    xxx: [GpuVector; 1],
+    xxx: [GpuTensor; 1],
     xxx_stride: usize,
     /// tanh(xxx·W1), one row of D per mix.
-    mix_hidden: [GpuVector; 5],
+    mix_hidden: [GpuTensor; 5],
     mix_hidden_stride: usize,
     /// The five mixes of this token.
-    mixes: [GpuVector; 5],
+    mixes: [GpuTensor; 5],
     mixes_stride: usize,
     /// x_w, x_k, x_v, x_r, x_g.
-    shifted: [GpuVector; 5],
+    shifted: [GpuTensor; 5],
     shifted_stride: usize,
-    decay_hidden: GpuVector,
-    w: GpuVector,
+    decay_hidden: GpuTensor,
+    w: GpuTensor,
     core: CoreScratch,
 }
 
@@ -84,13 +84,13 @@ impl TimeMix for TimeMix6<Gpu> {
         vec![0.0; config.embd * config.head_size]
     }
 
-    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch6> {
+    fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch6> {
         let c = config.embd;
-        let (xxx, xxx_stride) = GpuVector::stack_of(gpu, "att.xxx", c)?;
+        let (xxx, xxx_stride) = pool.stack_of(gpu, "att.xxx", rows, c)?;
         let (mix_hidden, mix_hidden_stride) =
-            GpuVector::stack_of(gpu, "att.mix_hidden", config.rank("token shift"))?;
-        let (mixes, mixes_stride) = GpuVector::stack_of(gpu, "att.mixes", c)?;
-        let (shifted, shifted_stride) = GpuVector::stack_of(gpu, "att.shifted", c)?;
+            pool.stack_of(gpu, "att.mix_hidden", rows, config.rank("token shift"))?;
+        let (mixes, mixes_stride) = pool.stack_of(gpu, "att.mixes", rows, c)?;
+        let (shifted, shifted_stride) = pool.stack_of(gpu, "att.shifted", rows, c)?;
         Ok(Scratch6 {
             xxx,
             xxx_stride,
@@ -100,9 +100,9 @@ impl TimeMix for TimeMix6<Gpu> {
             mixes_stride,
             shifted,
             shifted_stride,
-            decay_hidden: GpuVector::zeros(gpu, "att.decay_hidden", config.rank("decay"))?,
-            w: GpuVector::zeros(gpu, "att.w", c)?,
-            core: CoreScratch::new(gpu, config)?,
+            decay_hidden: pool.tensor(gpu, "att.decay_hidden", rows, config.rank("decay"))?,
+            w: pool.tensor(gpu, "att.w", rows, c)?,
+            core: CoreScratch::new(gpu, pool, config, rows)?,
         })
     }
 
@@ -111,7 +111,7 @@ impl TimeMix for TimeMix6<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuVector, &GpuVector),
+        (xa, x): (&GpuTensor, &GpuTensor),
         state: &LayerState,
         s: &Scratch6,
     ) -> Result<()> {
@@ -129,7 +129,7 @@ impl TimeMix for TimeMix6<Gpu> {
         )?;
         // 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
         let hidden = (&s.mix_hidden[..], s.mix_hidden_stride);
-        kernels::matvec_into_rows(
+        kernels::linear_into(
             rec,
             &label("maa_w1"),
             &self.maa_w1,
@@ -142,7 +142,7 @@ impl TimeMix for TimeMix6<Gpu> {
         for ((name, (w2, bias)), (hidden, mix)) in
             MIXES.iter().zip(projections).zip(s.mix_hidden.iter().zip(&s.mixes))
         {
-            kernels::matvec(
+            kernels::linear(
                 rec,
                 &label(&format!("maa_w2.{name}")),
                 w2,
@@ -158,8 +158,8 @@ impl TimeMix for TimeMix6<Gpu> {
         // 4. r, k, v = W·x_*; g = silu(W_g·x_g)
         self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: Some(xg) }, &s.core)?;
         // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
-        kernels::matvec(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
-        kernels::matvec(
+        kernels::linear(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
+        kernels::linear(
             rec,
             &label("decay_w2"),
             &self.decay_w2,

@@ -7,7 +7,7 @@ use super::block::{LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuMatrix, GpuVector};
+use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay7, Sigmoid, Tanh};
 use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Mixes, Prev, Recorder, Wkv7Inputs};
 
@@ -96,27 +96,27 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
 /// Intermediate values of one token's time mix, shared by every layer and step.
 pub struct Scratch7 {
     /// Token-shifted inputs x_r … x_g, one stack written by one dispatch.
-    mixed: [GpuVector; 6],
+    mixed: [GpuTensor; 6],
     mixed_stride: usize,
-    r: GpuVector,
-    k: GpuVector,
-    v: GpuVector,
+    r: GpuTensor,
+    k: GpuTensor,
+    v: GpuTensor,
     /// A later layer's own value, before the pull towards `v_first`.
-    v_own: GpuVector,
+    v_own: GpuTensor,
     /// Layer 0's value, which every later layer mixes in.
-    v_first: GpuVector,
-    v_mix: GpuVector,
-    w: GpuVector,
-    a: GpuVector,
-    g: GpuVector,
-    kk: GpuVector,
-    k_shaped: GpuVector,
-    y: GpuVector,
-    y_gated: GpuVector,
-    decay_hidden: GpuVector,
-    rate_hidden: GpuVector,
-    value_hidden: GpuVector,
-    gate_hidden: GpuVector,
+    v_first: GpuTensor,
+    v_mix: GpuTensor,
+    w: GpuTensor,
+    a: GpuTensor,
+    g: GpuTensor,
+    kk: GpuTensor,
+    k_shaped: GpuTensor,
+    y: GpuTensor,
+    y_gated: GpuTensor,
+    decay_hidden: GpuTensor,
+    rate_hidden: GpuTensor,
+    value_hidden: GpuTensor,
+    gate_hidden: GpuTensor,
 }
 
 impl TimeMix for TimeMix7<Gpu> {
@@ -126,10 +126,10 @@ impl TimeMix for TimeMix7<Gpu> {
         vec![0.0; config.embd * config.head_size]
     }
 
-    fn scratch(gpu: &Gpu, config: &ModelConfig) -> Result<Scratch7> {
+    fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch7> {
         let c = config.embd;
-        let vector = |name: &str, len: usize| GpuVector::zeros(gpu, &format!("att.{name}"), len);
-        let (mixed, mixed_stride) = GpuVector::stack_of(gpu, "att.mixed", c)?;
+        let vector = |name: &str, len: usize| pool.tensor(gpu, &format!("att.{name}"), rows, len);
+        let (mixed, mixed_stride) = pool.stack_of(gpu, "att.mixed", rows, c)?;
         Ok(Scratch7 {
             mixed,
             mixed_stride,
@@ -158,14 +158,14 @@ impl TimeMix for TimeMix7<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa_norm, x): (&GpuVector, &GpuVector),
+        (xa_norm, x): (&GpuTensor, &GpuTensor),
         state: &LayerState,
         s: &Scratch7,
     ) -> Result<()> {
         let heads = config.heads;
         let label = |op: &str| format!("L{layer}.att.{op}");
-        let matvec = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
-            kernels::matvec(rec, &label(op), m, x, y, e)
+        let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
+            kernels::linear(rec, &label(op), m, x, y, e)
         };
         let [xr, xw, xk, xv, xa, xg] = &s.mixed;
 
@@ -182,28 +182,28 @@ impl TimeMix for TimeMix7<Gpu> {
         )?;
         // 2. r = W_r·x_r, k = W_k·x_k, v = W_v·x_v (layer 0's value is v_first itself)
         let v_own = if layer == 0 { &s.v_first } else { &s.v_own };
-        matvec(rec, "receptance", &self.receptance, xr, &s.r, Epilogue::PLAIN)?;
-        matvec(rec, "key", &self.key, xk, &s.k, Epilogue::PLAIN)?;
-        matvec(rec, "value", &self.value, xv, v_own, Epilogue::PLAIN)?;
+        linear(rec, "receptance", &self.receptance, xr, &s.r, Epilogue::PLAIN)?;
+        linear(rec, "key", &self.key, xk, &s.k, Epilogue::PLAIN)?;
+        linear(rec, "value", &self.value, xv, v_own, Epilogue::PLAIN)?;
         // 3. w = exp(−e^−0.5 · σ(w0 + tanh(x_w·w1)·w2))
-        matvec(rec, "w1", &self.w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
-        matvec(rec, "w2", &self.w2, &s.decay_hidden, &s.w, Epilogue::bias(&self.w0, Decay7))?;
+        linear(rec, "w1", &self.w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
+        linear(rec, "w2", &self.w2, &s.decay_hidden, &s.w, Epilogue::bias(&self.w0, Decay7))?;
         // 4. a = σ(a0 + (x_a·a1)·a2)
-        matvec(rec, "a1", &self.a1, xa, &s.rate_hidden, Epilogue::PLAIN)?;
-        matvec(rec, "a2", &self.a2, &s.rate_hidden, &s.a, Epilogue::bias(&self.a0, Sigmoid))?;
+        linear(rec, "a1", &self.a1, xa, &s.rate_hidden, Epilogue::PLAIN)?;
+        linear(rec, "a2", &self.a2, &s.rate_hidden, &s.a, Epilogue::bias(&self.a0, Sigmoid))?;
         // 5. v = v + (v_first − v) ⊙ σ(v0 + (x_v·v1)·v2), except in layer 0
         let v = match &self.value_residual {
             ValueResidual::First => &s.v_first,
             ValueResidual::Mix { v0, v1, v2 } => {
-                matvec(rec, "v1", v1, xv, &s.value_hidden, Epilogue::PLAIN)?;
-                matvec(rec, "v2", v2, &s.value_hidden, &s.v_mix, Epilogue::bias(v0, Sigmoid))?;
+                linear(rec, "v1", v1, xv, &s.value_hidden, Epilogue::PLAIN)?;
+                linear(rec, "v2", v2, &s.value_hidden, &s.v_mix, Epilogue::bias(v0, Sigmoid))?;
                 kernels::lerp(rec, &label("value_residual"), &s.v_own, &s.v_first, &s.v_mix, &s.v)?;
                 &s.v
             }
         };
         // 6. g = σ(x_g·g1)·g2
-        matvec(rec, "g1", &self.g1, xg, &s.gate_hidden, Epilogue::then(Sigmoid))?;
-        matvec(rec, "g2", &self.g2, &s.gate_hidden, &s.g, Epilogue::PLAIN)?;
+        linear(rec, "g1", &self.g1, xg, &s.gate_hidden, Epilogue::then(Sigmoid))?;
+        linear(rec, "g2", &self.g2, &s.gate_hidden, &s.g, Epilogue::PLAIN)?;
         // 7. kk = normalize(k ⊙ k_k) per head; k = k ⊙ (1 + (a − 1) ⊙ k_a)
         let keys = KeyInputs { k: &s.k, a: &s.a, k_k: &self.k_k, k_a: &self.k_a };
         kernels::wkv7_keys(rec, &label("keys"), heads, keys, &s.kk, &s.k_shaped)?;
@@ -214,6 +214,6 @@ impl TimeMix for TimeMix7<Gpu> {
         let bonus_gate = BonusGate { r: &s.r, k: &s.k_shaped, v, r_k: &self.r_k, g: &s.g };
         kernels::group_norm_bonus_gate(rec, &label("ln_x"), heads, &s.y, &self.ln_x, bonus_gate, &s.y_gated)?;
         // 10. x += W_o·y
-        matvec(rec, "output", &self.output, &s.y_gated, x, Epilogue::ACCUMULATE)
+        linear(rec, "output", &self.output, &s.y_gated, x, Epilogue::ACCUMULATE)
     }
 }

@@ -1,7 +1,12 @@
-//! Running a loaded model: sessions that own a recurrent state, and sampling.
+//! Running a loaded model: the engine (state slots and recorded steps), sessions, states as
+//! values, and sampling.
 
+mod engine;
 mod sampler;
 mod session;
+mod state;
 
+pub use self::engine::{Engine, EngineOptions, Logits, Work};
 pub use self::sampler::{Sampler, SamplerOptions};
-pub use self::session::{Session, StateSnapshot};
+pub use self::session::Session;
+pub use self::state::{LayerValues, State};

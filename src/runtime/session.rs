@@ -1,146 +1,105 @@
-//! A session: one sequence's recurrent state on the GPU, and the recorded step that advances it.
+//! A session: one sequence, its state in one of the engine's slots.
 
+use super::engine::{Engine, Logits, Work};
+use super::state::{LayerValues, State};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuVector, Readback, Step};
-use crate::kernels::{self, Epilogue, Recorder};
-use crate::model::block::LayerState;
-use crate::model::Model;
-
-/// The recurrent state copied to the CPU, one entry per layer, in the official layout:
-/// `wkv` is [H, N (key), N (value)] for RWKV-5/6, [H, N (value), N (key)] for RWKV-7, and
-/// [aa; bb; pp] (3 × C) for RWKV-4.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateSnapshot {
-    /// The last LN1 output, [C] per layer.
-    pub att_x: Vec<Vec<f32>>,
-    /// The time mix's own state.
-    pub wkv: Vec<Vec<f32>>,
-    /// The last LN2 output, [C] per layer.
-    pub ffn_x: Vec<Vec<f32>>,
-}
 
 /// One sequence being read or generated. Feeding tokens advances its state, which stays on the
-/// GPU; logits come back only when asked for.
-pub struct Session<'m> {
-    model: &'m Model,
-    state: Vec<LayerState>,
-    /// The `wkv` state of a layer before the first token.
-    initial_wkv: Vec<f32>,
-    /// The embedding row of the token being fed, uploaded each step.
-    input: GpuVector,
-    logits: GpuVector,
-    /// Embedding norm → every layer: recorded once, replayed for every token.
-    layers: Step,
-    /// Final norm and head: only run when logits are wanted.
-    head: Step,
-    readback: Readback,
+/// GPU; long inputs are read in chunks of the engine's chunk size, and logits come back only
+/// when asked for. Dropping the session frees its slot.
+pub struct Session {
+    engine: Engine,
+    slot: usize,
 }
 
-impl<'m> Session<'m> {
-    /// A session starting from the initial state.
-    pub fn new(model: &'m Model) -> Result<Session<'m>> {
-        let gpu = model.gpu.as_ref();
-        let config = &model.config;
-        let c = config.embd;
-        let initial_wkv = model.layers.initial_state();
-        let state = (0..config.layers)
-            .map(|layer| {
-                Ok(LayerState {
-                    att_x: GpuVector::zeros(gpu, &format!("L{layer}.state.att_x"), c)?,
-                    wkv: GpuVector::from_slice(gpu, &format!("L{layer}.state.wkv"), &initial_wkv)?,
-                    ffn_x: GpuVector::zeros(gpu, &format!("L{layer}.state.ffn_x"), c)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let input = GpuVector::zeros(gpu, "embedding row", c)?;
-        let x = GpuVector::zeros(gpu, "x", c)?;
-        let x_out = GpuVector::zeros(gpu, "x_out", c)?;
-        let logits = GpuVector::zeros(gpu, "logits", config.vocab)?;
-
-        // Bind groups keep the buffers they bind alive, so the recorded steps own x, x_out and
-        // the scratch buffers from here on.
-        let mut rec = Recorder::new(gpu);
-        kernels::layer_norm(&mut rec, "ln0", &input, &model.ln0, &x)?;
-        model.layers.record(&mut rec, &x, &state)?;
-        let layers = rec.finish();
-
-        let mut rec = Recorder::new(gpu);
-        kernels::layer_norm(&mut rec, "ln_out", &x, &model.ln_out, &x_out)?;
-        kernels::matvec(&mut rec, "head", &model.head, &x_out, &logits, Epilogue::PLAIN)?;
-        let head = rec.finish();
-
-        let readback = Readback::new(gpu, "logits readback", config.vocab)?;
-        gpu.check()?;
-        Ok(Session { model, state, initial_wkv, input, logits, layers, head, readback })
+impl Session {
+    /// A session in the initial state.
+    pub fn new(engine: &Engine) -> Result<Session> {
+        Ok(Session { slot: engine.allocate()?, engine: engine.clone() })
     }
 
-    pub fn model(&self) -> &Model {
-        self.model
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
-    /// Dispatches per token: (without the head, with it).
-    pub fn dispatches(&self) -> (usize, usize) {
-        (self.layers.len(), self.layers.len() + self.head.len())
+    /// The engine slot holding this session's state (for [`Engine::step`]).
+    pub fn slot(&self) -> usize {
+        self.slot
     }
 
-    /// Feeds one token and returns the logits that predict the next one.
-    pub fn feed(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.run(token, true)?;
-        self.readback.read(&self.model.gpu)
+    /// Reads `tokens` and returns the logits that predict the next token.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = self.read(tokens, Logits::Last)?;
+        logits.pop().ok_or_else(|| Error::InvalidArgument("no tokens to feed".into()))
     }
 
-    /// Feeds one token without computing or reading logits (for all but the last prompt token).
-    pub fn advance(&mut self, token: u32) -> Result<()> {
-        self.run(token, false)?;
-        self.model.gpu.check()
+    /// Reads `tokens` and returns the logits after each of them, `tokens.len() × V` values.
+    pub fn feed_positions(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        Ok(self.read(tokens, Logits::All)?.concat())
     }
 
-    /// Feeds tokens in order and returns the logits after the last one.
-    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let Some((&last, rest)) = tokens.split_last() else {
+    /// Reads `tokens` without computing logits.
+    pub fn advance(&mut self, tokens: &[u32]) -> Result<()> {
+        self.read(tokens, Logits::None).map(drop)
+    }
+
+    /// Reads `tokens` chunk by chunk; returns each chunk's logits (only the last chunk's for
+    /// [`Logits::Last`]).
+    fn read(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<Vec<f32>>> {
+        if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
-        };
-        for &token in rest {
-            self.advance(token)?;
         }
-        self.feed(last)
-    }
-
-    /// One submit per token: the embedding row upload, every layer, and (if wanted) the head
-    /// plus the copy of the logits into the readback buffer.
-    fn run(&mut self, token: u32, with_logits: bool) -> Result<()> {
-        let gpu = self.model.gpu.as_ref();
-        let row = self.model.embedding.row(token)?;
-        self.input.write(gpu, &row)?;
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
-        self.layers.encode(&mut encoder);
-        if with_logits {
-            self.head.encode(&mut encoder);
-            self.readback.copy_from(&mut encoder, &self.logits);
+        let chunk = self.engine.options().chunk;
+        let chunks = tokens.chunks(chunk).count();
+        let mut out = Vec::with_capacity(chunks);
+        for (index, tokens) in tokens.chunks(chunk).enumerate() {
+            let wanted = match logits {
+                Logits::Last if index + 1 < chunks => Logits::None,
+                other => other,
+            };
+            let mut result = self.engine.step(&[Work { slot: self.slot, tokens, logits: wanted }])?;
+            if wanted != Logits::None {
+                out.append(&mut result);
+            }
         }
-        gpu.queue.submit([encoder.finish()]);
-        Ok(())
+        Ok(out)
     }
 
     /// Back to the initial state.
     pub fn reset(&mut self) -> Result<()> {
-        let gpu = self.model.gpu.as_ref();
-        let zeros = vec![0.0; self.model.config.embd];
-        for layer in &self.state {
-            layer.att_x.write(gpu, &zeros)?;
-            layer.wkv.write(gpu, &self.initial_wkv)?;
-            layer.ffn_x.write(gpu, &zeros)?;
-        }
-        gpu.check()
+        self.engine.reset(self.slot)
+    }
+
+    /// A new session starting from this one's state (copied on the GPU).
+    pub fn fork(&self) -> Result<Session> {
+        let copy = Session::new(&self.engine)?;
+        self.engine.copy_slot(self.slot, copy.slot)?;
+        Ok(copy)
     }
 
     /// Copies the state to the CPU.
-    pub fn read_state(&self) -> Result<StateSnapshot> {
-        let gpu = self.model.gpu.as_ref();
-        let read = |pick: fn(&LayerState) -> &GpuVector| -> Result<Vec<Vec<f32>>> {
-            self.state.iter().map(|layer| pick(layer).read(gpu)).collect()
-        };
-        Ok(StateSnapshot { att_x: read(|l| &l.att_x)?, wkv: read(|l| &l.wkv)?, ffn_x: read(|l| &l.ffn_x)? })
+    pub fn state(&self) -> Result<State> {
+        let config = &self.engine.model().config;
+        let layers = self
+            .engine
+            .read_slot(self.slot)?
+            .into_iter()
+            .map(|[att_x, wkv, ffn_x]| LayerValues { att_x, wkv, ffn_x })
+            .collect();
+        Ok(State { version: config.version, embd: config.embd, layers })
+    }
+
+    /// Replaces the state, which must belong to a model of this shape.
+    pub fn set_state(&mut self, state: &State) -> Result<()> {
+        state.check_fits(&self.engine.model().config, self.engine.wkv_len())?;
+        let layers: Vec<[Vec<f32>; 3]> =
+            state.layers.iter().map(|l| [l.att_x.clone(), l.wkv.clone(), l.ffn_x.clone()]).collect();
+        self.engine.write_slot(self.slot, &layers)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.engine.release(self.slot);
     }
 }

@@ -1,7 +1,10 @@
 //! Shared test set-up: the GPU variants every kernel test runs on, and comparisons.
 #![allow(dead_code)]
 
-use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, RowMapping};
+use std::path::{Path, PathBuf};
+
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, GpuTensor, RowMapping};
+use rwkv_wgpu::npy::{self, Array};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
 /// native f16 or packed weights, thread-per-row (CPU drivers) or workgroup-per-row (GPUs).
@@ -97,4 +100,45 @@ pub fn assert_close(what: &str, found: &[f32], expected: &[f32], tolerance: f64)
         found[i],
         expected[i]
     );
+}
+
+/// Uploads row-major values as rows of `cols`.
+pub fn upload(gpu: &Gpu, cols: usize, data: &[f32]) -> GpuTensor {
+    GpuTensor::from_rows(gpu, "input", cols, data).unwrap()
+}
+
+/// A fixture folder: tests/fixtures/<version>/<case>.
+pub fn fixture_dir(version: &str, case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version).join(case)
+}
+
+pub fn load_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    match npy::read(path).unwrap() {
+        Array::F32 { shape, data } => (shape, data),
+        other => panic!("{}: expected float32, got {other:?}", path.display()),
+    }
+}
+
+pub fn load_tokens(path: &Path) -> Vec<u32> {
+    match npy::read(path).unwrap() {
+        Array::I64 { data, .. } => data.into_iter().map(|t| u32::try_from(t).unwrap()).collect(),
+        other => panic!("{}: expected integers, got {other:?}", path.display()),
+    }
+}
+
+pub fn std_dev(values: &[f32]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    (values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+/// Largest |found − expected| relative to std(expected).
+pub fn relative_error(found: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(found.len(), expected.len());
+    let worst =
+        found.iter().zip(expected).map(|(&f, &e)| (f64::from(f) - f64::from(e)).abs()).fold(0.0, f64::max);
+    if found.iter().any(|f| !f.is_finite()) {
+        return f64::INFINITY;
+    }
+    worst / std_dev(expected).max(1e-12)
 }

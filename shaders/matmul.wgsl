@@ -1,0 +1,192 @@
+// Matrix-matrix product for the tokens of a step, with the epilogue of matvec.wgsl:
+//   y[r, out(o)] (+)= activate(W[o, :] · x[r, :] + bias[o])       operand used as a bias, or
+//   y[r, out(o)] (+)= activate(W[o, :] · x[r, :]) · gate[r, o]     operand used as a gate
+// where out(o) lays the output columns out in blocks of block_cols, each block a [rows,
+// block_cols] tensor block_stride apart (identity when block_cols = out_cols).
+// Needs a weights prelude (binding 1, load_weight4) and activation.wgsl.
+//
+// Two tilings, chosen per adapter like matvec's row mappings:
+//   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
+//   tiled    a 16×16 workgroup computes 64 × 64 outputs through workgroup memory (GPUs)
+//
+// binding 0  params
+// binding 1  weights  [out_cols, stride] f16       (from the prelude)
+// binding 2  x        [rows, cols4] vec4<f32>
+// binding 3  y        rows × out_cols, laid out by out(o)
+// binding 4  operand  [out_cols] (bias) or [rows, out_cols] (gate)   *_operand entry points only
+
+struct Params {
+    rows: u32,
+    out_cols: u32,
+    cols4: u32,    // vec4s per row of x and per row of W that hold data
+    stride4: u32,  // vec4s from one row of W to the next
+    block_cols: u32,
+    block_stride: u32,
+    _padding0: u32,
+    _padding1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> operand: array<f32>;
+
+override ACTIVATION: u32 = 0u;
+override ACCUMULATE: bool = false;
+const OPERAND_BIAS: u32 = 1u;
+const OPERAND_GATE: u32 = 2u;
+override OPERAND: u32 = OPERAND_BIAS;
+
+fn padded(cols: u32) -> u32 {
+    return (cols + 3u) & ~3u;
+}
+
+fn store(r: u32, o: u32, value: f32) {
+    let block = o / params.block_cols;
+    let at = block * params.block_stride + r * padded(params.block_cols) + o % params.block_cols;
+    if ACCUMULATE {
+        y[at] += value;
+    } else {
+        y[at] = value;
+    }
+}
+
+fn with_operand(r: u32, o: u32, dot: f32) -> f32 {
+    if OPERAND == OPERAND_GATE {
+        return activate(ACTIVATION, dot) * operand[r * padded(params.out_cols) + o];
+    }
+    return activate(ACTIVATION, dot + operand[o]);
+}
+
+// A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j.
+fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < params.cols4; k++) {
+        var xs: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            if row0 + i < params.rows {
+                xs[i] = x[(row0 + i) * params.cols4 + k];
+            }
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if col0 + j < params.out_cols {
+                let wv = load_weight4((col0 + j) * params.stride4 + k);
+                for (var i = 0u; i < 4u; i++) {
+                    acc[i][j] += dot(xs[i], wv);
+                }
+            }
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
+    let row0 = id.y * 4u;
+    let col0 = id.x * 4u;
+    if col0 >= params.out_cols {
+        return;
+    }
+    let acc = block_dots(row0, col0);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if row0 + i < params.rows && col0 + j < params.out_cols {
+                store(row0 + i, col0 + j, activate(ACTIVATION, acc[i][j]));
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn blocked_operand(@builtin(global_invocation_id) id: vec3<u32>) {
+    let row0 = id.y * 4u;
+    let col0 = id.x * 4u;
+    if col0 >= params.out_cols {
+        return;
+    }
+    let acc = block_dots(row0, col0);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if row0 + i < params.rows && col0 + j < params.out_cols {
+                store(row0 + i, col0 + j, with_operand(row0 + i, col0 + j, acc[i][j]));
+            }
+        }
+    }
+}
+
+const TILE: u32 = 64u;
+// 16 values of the inner dimension per round, as 4 vec4s.
+const ROUND4: u32 = 4u;
+
+var<workgroup> x_tile: array<vec4<f32>, 256>;  // [TILE rows][ROUND4]
+var<workgroup> w_tile: array<vec4<f32>, 256>;  // [TILE columns][ROUND4]
+
+// acc[i][j] for rows row0 + 4·local.y + i and columns col0 + 4·local.x + j.
+fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    // Each of the 256 threads loads one vec4 of each tile per round.
+    let tile_line = thread / ROUND4;
+    let part = thread % ROUND4;
+    for (var k0 = 0u; k0 < params.cols4; k0 += ROUND4) {
+        let k = k0 + part;
+        var xv = vec4<f32>(0.0);
+        if row0 + tile_line < params.rows && k < params.cols4 {
+            xv = x[(row0 + tile_line) * params.cols4 + k];
+        }
+        x_tile[thread] = xv;
+        var wv = vec4<f32>(0.0);
+        if col0 + tile_line < params.out_cols && k < params.cols4 {
+            wv = load_weight4((col0 + tile_line) * params.stride4 + k);
+        }
+        w_tile[thread] = wv;
+        workgroupBarrier();
+        for (var kk = 0u; kk < ROUND4; kk++) {
+            var ws: array<vec4<f32>, 4>;
+            for (var j = 0u; j < 4u; j++) {
+                ws[j] = w_tile[(local.x * 4u + j) * ROUND4 + kk];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                let xi = x_tile[(local.y * 4u + i) * ROUND4 + kk];
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += dot(xi, ws[j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+@compute @workgroup_size(16, 16)
+fn tiled(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>,
+         @builtin(local_invocation_index) thread: u32) {
+    let row0 = group.y * TILE;
+    let col0 = group.x * TILE;
+    let acc = tile_dots(row0, col0, local, thread);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            let r = row0 + local.y * 4u + i;
+            let o = col0 + local.x * 4u + j;
+            if r < params.rows && o < params.out_cols {
+                store(r, o, activate(ACTIVATION, acc[i][j]));
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn tiled_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>,
+                 @builtin(local_invocation_index) thread: u32) {
+    let row0 = group.y * TILE;
+    let col0 = group.x * TILE;
+    let acc = tile_dots(row0, col0, local, thread);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            let r = row0 + local.y * 4u + i;
+            let o = col0 + local.x * 4u + j;
+            if r < params.rows && o < params.out_cols {
+                store(r, o, with_operand(r, o, acc[i][j]));
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Buffers for the intermediate values of steps, shared by every recorded step.
+//!
+//! Steps of different sizes (a prompt chunk of 256 tokens, a decode step of 4 sequences) are
+//! recorded separately, but they never run at the same time, so they can share their scratch
+//! memory: each named tensor gets one buffer sized for the largest step, and each recording
+//! takes a view of the rows it needs. Names keep tensors in separate buffers, because WebGPU
+//! forbids binding one buffer as both read and written in the same dispatch.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::buffer::GpuTensor;
+use super::Gpu;
+use crate::error::{Error, Result};
+
+pub struct ScratchPool {
+    /// The most rows (tokens) a step may have.
+    pub max_rows: usize,
+    tensors: Mutex<HashMap<String, Vec<GpuTensor>>>,
+}
+
+impl ScratchPool {
+    pub fn new(max_rows: usize) -> ScratchPool {
+        ScratchPool { max_rows, tensors: Mutex::default() }
+    }
+
+    /// The first `rows` rows of the `[max_rows, cols]` tensor called `label`.
+    pub fn tensor(&self, gpu: &Gpu, label: &str, rows: usize, cols: usize) -> Result<GpuTensor> {
+        let (entries, _) = self.stack(gpu, label, 1, rows, cols)?;
+        Ok(entries.into_iter().next().expect("a stack of one has one entry"))
+    }
+
+    /// [`GpuTensor::stack`] of `count` entries of `[max_rows, cols]`, each viewed as `rows` rows.
+    pub fn stack(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Vec<GpuTensor>, usize)> {
+        if rows > self.max_rows {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: a step of {rows} rows exceeds {}",
+                self.max_rows
+            )));
+        }
+        let mut tensors = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = match tensors.get(label) {
+            Some(entries) if entries.len() == count && entries[0].cols == cols => entries.clone(),
+            Some(_) => return Err(Error::Gpu(format!("scratch tensor {label} requested with two shapes"))),
+            None => {
+                let (entries, _) = GpuTensor::stack(gpu, label, count, self.max_rows, cols)?;
+                tensors.insert(label.to_string(), entries.clone());
+                entries
+            }
+        };
+        let stride = if count > 1 { ((entries[1].offset - entries[0].offset) / 4) as usize } else { 0 };
+        Ok((entries.iter().map(|e| e.first_rows(rows)).collect(), stride))
+    }
+
+    /// [`ScratchPool::stack`] with the number of entries fixed at compile time.
+    pub fn stack_of<const N: usize>(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<([GpuTensor; N], usize)> {
+        let (entries, stride) = self.stack(gpu, label, N, rows, cols)?;
+        let entries = entries.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} entries")))?;
+        Ok((entries, stride))
+    }
+}

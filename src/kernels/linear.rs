@@ -1,0 +1,259 @@
+//! Linear layers over the rows of a step: `y[r] (+)= act(W·x[r] + bias)` or
+//! `y[r] (+)= act(W·x[r]) ⊙ gate[r]`, with f16 weights and f32 arithmetic. One row (decoding
+//! one sequence) runs the matrix-vector kernels; more rows run the tiled matrix-matrix kernels.
+
+use half::f16;
+
+use super::{check_stack, expect_shape, to_u32, wgsl, Activation, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Binding, GpuMatrix, GpuTensor, KernelSource, RowMapping};
+
+const MATVEC_F16: KernelSource = KernelSource {
+    name: "matvec_f16",
+    parts: &[wgsl::WEIGHTS_F16, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::MATVEC],
+};
+const MATVEC_PACKED: KernelSource = KernelSource {
+    name: "matvec_packed",
+    parts: &[wgsl::WEIGHTS_PACKED, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::MATVEC],
+};
+const MATMUL_F16: KernelSource =
+    KernelSource { name: "matmul_f16", parts: &[wgsl::WEIGHTS_F16, wgsl::ACTIVATION, wgsl::MATMUL] };
+const MATMUL_PACKED: KernelSource =
+    KernelSource { name: "matmul_packed", parts: &[wgsl::WEIGHTS_PACKED, wgsl::ACTIVATION, wgsl::MATMUL] };
+
+const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
+const BINDINGS_OPERAND: &[Access] =
+    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
+
+/// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
+/// drivers (`blocked`).
+const TILE: usize = 64;
+const BLOCK: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatvecParams {
+    rows: u32,
+    cols4: u32,
+    stride4: u32,
+    block_rows: u32,
+    block_stride: u32,
+    padding: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    rows: u32,
+    out_cols: u32,
+    cols4: u32,
+    stride4: u32,
+    block_cols: u32,
+    block_stride: u32,
+    padding: [u32; 2],
+}
+
+/// A vector that takes part in the epilogue.
+#[derive(Debug, Clone, Copy)]
+pub enum Operand<'a> {
+    None,
+    /// Added to `W·x` before the activation: one per output, [1, out].
+    Bias(&'a GpuTensor),
+    /// Multiplies the activated result, one per output and row, [rows, out] (RWKV-4…6's
+    /// receptance gate on the channel mix).
+    Gate(&'a GpuTensor),
+}
+
+/// What happens to `W·x` before it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub operand: Operand<'a>,
+    pub activation: Activation,
+    /// Add to the output instead of overwriting it (a residual connection).
+    pub accumulate: bool,
+}
+
+impl Epilogue<'_> {
+    pub const PLAIN: Epilogue<'static> =
+        Epilogue { operand: Operand::None, activation: Activation::None, accumulate: false };
+    pub const ACCUMULATE: Epilogue<'static> = Epilogue { accumulate: true, ..Epilogue::PLAIN };
+
+    pub fn then(activation: Activation) -> Epilogue<'static> {
+        Epilogue { activation, ..Epilogue::PLAIN }
+    }
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn bias(bias: &'a GpuTensor, activation: Activation) -> Epilogue<'a> {
+        Epilogue { operand: Operand::Bias(bias), activation, accumulate: false }
+    }
+
+    /// `y += gate ⊙ W·x`.
+    pub fn gated_accumulate(gate: &'a GpuTensor) -> Epilogue<'a> {
+        Epilogue { operand: Operand::Gate(gate), activation: Activation::None, accumulate: true }
+    }
+}
+
+/// Records `y[r] (+)= …` for every row of `x` ([rows, matrix.cols] → [rows, matrix.rows]).
+pub fn linear(
+    rec: &mut Recorder,
+    label: &str,
+    matrix: &GpuMatrix,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    epilogue: Epilogue,
+) -> Result<()> {
+    expect_shape(label, "y", y, x.rows, matrix.rows)?;
+    record(rec, label, matrix, x, (y.binding(), matrix.rows, 0), epilogue)
+}
+
+/// Records a product whose output columns fill `out`, consecutive entries of one stack `stride`
+/// apart: the first `out[0].cols` outputs of every row go to `out[0]`, the next to `out[1]`…
+pub fn linear_into(
+    rec: &mut Recorder,
+    label: &str,
+    matrix: &GpuMatrix,
+    x: &GpuTensor,
+    out: &[GpuTensor],
+    stride: usize,
+    epilogue: Epilogue,
+) -> Result<()> {
+    check_stack(label, "output", out, stride)?;
+    let first = &out[0];
+    expect_shape(label, "output", first, x.rows, first.cols)?;
+    if out.len() * first.cols != matrix.rows {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: {} outputs of {} for a matrix of {} rows",
+            out.len(),
+            first.cols,
+            matrix.rows
+        )));
+    }
+    record(rec, label, matrix, x, (first.entries_binding(out.len(), stride), first.cols, stride), epilogue)
+}
+
+/// `output` is (binding, outputs per block, distance between blocks).
+fn record(
+    rec: &mut Recorder,
+    label: &str,
+    matrix: &GpuMatrix,
+    x: &GpuTensor,
+    output: (Binding, usize, usize),
+    epilogue: Epilogue,
+) -> Result<()> {
+    if x.cols != matrix.cols {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: `x` has {} columns, the matrix takes {}",
+            x.cols, matrix.cols
+        )));
+    }
+    let (operand, operand_kind) = match epilogue.operand {
+        Operand::None => (None, 0.0),
+        Operand::Bias(bias) => {
+            expect_shape(label, "bias", bias, 1, matrix.rows)?;
+            (Some(bias), 1.0)
+        }
+        Operand::Gate(gate) => {
+            expect_shape(label, "gate", gate, x.rows, matrix.rows)?;
+            (Some(gate), 2.0)
+        }
+    };
+    let gpu = rec.gpu;
+    let mut constants = vec![
+        ("ACTIVATION", epilogue.activation as u32 as f64),
+        ("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 }),
+    ];
+    if operand.is_some() {
+        constants.push(("OPERAND", operand_kind));
+    }
+    let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
+    let (y, block, block_stride) = output;
+    let mut storage = vec![matrix.binding(), x.binding(), y];
+    storage.extend(operand.map(GpuTensor::binding));
+    let with_operand = operand.is_some();
+    let (cols4, stride4) = (to_u32(label, matrix.cols.div_ceil(4))?, to_u32(label, matrix.stride / 4)?);
+    let (block, block_stride) = (to_u32(label, block.max(1))?, to_u32(label, block_stride)?);
+
+    if x.rows == 1 {
+        let source = if gpu.f16 { &MATVEC_F16 } else { &MATVEC_PACKED };
+        let (entry, rows_per_group) = match (gpu.row_mapping, with_operand) {
+            (RowMapping::ThreadPerRow, false) => ("thread_per_row", 64),
+            (RowMapping::ThreadPerRow, true) => ("thread_per_row_operand", 64),
+            (RowMapping::WorkgroupPerRow, false) => ("workgroup_per_row", 1),
+            (RowMapping::WorkgroupPerRow, true) => ("workgroup_per_row_operand", 1),
+        };
+        let pipeline = gpu.pipeline(source, entry, bindings, &constants)?;
+        let params = MatvecParams {
+            rows: to_u32(label, matrix.rows)?,
+            cols4,
+            stride4,
+            block_rows: block,
+            block_stride,
+            padding: [0; 3],
+        };
+        let workgroups = gpu.grid(to_u32(label, matrix.rows.div_ceil(rows_per_group))?);
+        return rec.record(&pipeline, label, &params, &storage, workgroups);
+    }
+
+    let source = if gpu.f16 { &MATMUL_F16 } else { &MATMUL_PACKED };
+    let blocked = [matrix.rows.div_ceil(BLOCK).div_ceil(64), x.rows.div_ceil(BLOCK)];
+    let tiled = [matrix.rows.div_ceil(TILE), x.rows.div_ceil(TILE)];
+    let (entry, workgroups) = match (gpu.row_mapping, with_operand) {
+        (RowMapping::ThreadPerRow, false) => ("blocked", blocked),
+        (RowMapping::ThreadPerRow, true) => ("blocked_operand", blocked),
+        (RowMapping::WorkgroupPerRow, false) => ("tiled", tiled),
+        (RowMapping::WorkgroupPerRow, true) => ("tiled_operand", tiled),
+    };
+    let pipeline = gpu.pipeline(source, entry, bindings, &constants)?;
+    let params = MatmulParams {
+        rows: to_u32(label, x.rows)?,
+        out_cols: to_u32(label, matrix.rows)?,
+        cols4,
+        stride4,
+        block_cols: block,
+        block_stride,
+        padding: [0; 2],
+    };
+    let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
+    rec.record(&pipeline, label, &params, &storage, workgroups)
+}
+
+/// The operand of [`linear_ref`].
+#[derive(Debug, Clone, Copy)]
+pub enum OperandRef<'a> {
+    None,
+    /// One per output.
+    Bias(&'a [f32]),
+    /// One per output and row.
+    Gate(&'a [f32]),
+}
+
+/// CPU reference of [`linear`]: `matrix` is row-major `[out, in]` with `in` = `in_cols`, `x` rows
+/// of `in_cols`; `accumulate_into` holds the previous output when accumulating.
+pub fn linear_ref(
+    matrix: &[f16],
+    in_cols: usize,
+    x: &[f32],
+    operand: OperandRef,
+    activation: Activation,
+    accumulate_into: Option<&[f32]>,
+) -> Vec<f32> {
+    let outputs = matrix.len() / in_cols.max(1);
+    let mut y = Vec::with_capacity(x.len() / in_cols.max(1) * outputs);
+    for (r, x_row) in x.chunks_exact(in_cols.max(1)).enumerate() {
+        for o in 0..outputs {
+            let weights = &matrix[o * in_cols..(o + 1) * in_cols];
+            let dot: f64 =
+                weights.iter().zip(x_row).map(|(w, &x)| f64::from(w.to_f32()) * f64::from(x)).sum();
+            let value = match operand {
+                OperandRef::None => activation.apply(dot),
+                OperandRef::Bias(bias) => activation.apply(dot + f64::from(bias[o])),
+                OperandRef::Gate(gate) => activation.apply(dot) * f64::from(gate[r * outputs + o]),
+            };
+            let at = r * outputs + o;
+            let base = accumulate_into.map_or(0.0, |y| f64::from(y[at]));
+            y.push((base + value) as f32);
+        }
+    }
+    y
+}

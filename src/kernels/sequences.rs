@@ -1,0 +1,66 @@
+//! The sequence table of a step: which rows belong to which sequence, and which state slot each
+//! sequence keeps its recurrent state in. Written each step into a small uniform buffer that
+//! the recorded dispatches bind once.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// The most sequences one step can hold (the size of the uniform array in `sequences.wgsl`).
+pub const MAX_SEQUENCES: usize = 256;
+
+/// One sequence of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceEntry {
+    /// Its state slot.
+    pub slot: usize,
+    /// Its first row in the step.
+    pub first_row: usize,
+    /// How many rows (tokens) it has in the step.
+    pub rows: usize,
+}
+
+/// The GPU copy of a step's sequence table, for a step of `count` sequences.
+pub struct Sequences {
+    pub buffer: wgpu::Buffer,
+    pub count: usize,
+}
+
+impl Sequences {
+    pub fn new(gpu: &Gpu, count: usize) -> Result<Sequences> {
+        if count == 0 || count > MAX_SEQUENCES {
+            return Err(Error::InvalidArgument(format!(
+                "a step holds 1 to {MAX_SEQUENCES} sequences, not {count}"
+            )));
+        }
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("sequences"),
+            size: ((MAX_SEQUENCES + 1) * 16) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Sequences { buffer, count })
+    }
+
+    /// Writes the table for the next submitted step.
+    pub fn write(&self, gpu: &Gpu, entries: &[SequenceEntry]) -> Result<()> {
+        if entries.len() != self.count {
+            return Err(Error::InvalidArgument(format!(
+                "{} sequences for a step recorded for {}",
+                entries.len(),
+                self.count
+            )));
+        }
+        let mut words = vec![0u32; 4 + 4 * entries.len()];
+        words[0] = entries.len() as u32;
+        for (i, entry) in entries.iter().enumerate() {
+            let field = |value: usize| {
+                u32::try_from(value).map_err(|_| Error::TooBig(format!("sequence table value {value}")))
+            };
+            words[4 + 4 * i] = field(entry.slot)?;
+            words[5 + 4 * i] = field(entry.first_row)?;
+            words[6 + 4 * i] = field(entry.rows)?;
+        }
+        gpu.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(&words));
+        Ok(())
+    }
+}

@@ -1,0 +1,428 @@
+//! The engine: one model's recurrent states on the GPU, in slots, and the steps that advance
+//! them.
+//!
+//! A step takes the tokens of one or more sequences at once: each sequence contributes as many
+//! rows as it has tokens (a whole prompt chunk, or the one token it is generating), the
+//! projections run as matrix-matrix products over all rows, and the recurrences walk each
+//! sequence's rows in order. A step of a given shape (rows, sequences, which logits) is recorded
+//! once and replayed: each run only uploads the embedding rows and the sequence table, encodes
+//! the recorded dispatches, and submits once.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool, Step};
+use crate::kernels::{self, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
+use crate::model::block::LayerState;
+use crate::model::Model;
+
+/// How many sequences and tokens an engine serves at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// States kept on the GPU: the most sessions that can be open at once.
+    pub slots: usize,
+    /// The most tokens of one sequence read in one step; longer prompts are split into chunks
+    /// of this size. Also the most rows of any step.
+    pub chunk: usize,
+}
+
+impl EngineOptions {
+    /// 128 tokens per chunk: enough rows for the matrix-matrix kernels to reach their speed,
+    /// small enough that a chunk's scratch memory and logits stay modest.
+    pub const DEFAULT_CHUNK: usize = 128;
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { slots: 8, chunk: Self::DEFAULT_CHUNK }
+    }
+}
+
+/// Which logits a sequence wants back from a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Logits {
+    /// None: the tokens only advance the state.
+    None,
+    /// After its last token (predicting the next one).
+    Last,
+    /// After each of its tokens.
+    All,
+}
+
+/// One sequence's part of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct Work<'a> {
+    pub slot: usize,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// The shape a step is recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    rows: usize,
+    sequences: usize,
+    logits: Logits,
+}
+
+/// A step recorded for one shape.
+struct Recorded {
+    sequences: Sequences,
+    body: Step,
+    head: Option<(Step, GpuTensor)>,
+}
+
+/// What runs steps; one at a time, since steps share the scratch memory.
+struct Runner {
+    recorded: HashMap<Shape, Recorded>,
+    readback: Readback,
+}
+
+struct Inner {
+    model: Arc<Model>,
+    options: EngineOptions,
+    max_rows: usize,
+    pool: ScratchPool,
+    state: Vec<LayerState>,
+    initial_wkv: Vec<f32>,
+    in_use: Mutex<Vec<bool>>,
+    runner: Mutex<Runner>,
+}
+
+/// A model ready to run: its state slots and recorded steps. Cheap to clone; clones share
+/// everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Engine {
+    pub fn new(model: Arc<Model>, options: EngineOptions) -> Result<Engine> {
+        if options.slots == 0 || options.chunk == 0 {
+            return Err(Error::InvalidArgument(
+                "an engine needs at least one slot and a chunk of one token".into(),
+            ));
+        }
+        let gpu = model.gpu.as_ref();
+        let config = &model.config;
+        let max_rows = options.chunk.max(options.slots.min(MAX_SEQUENCES));
+        let initial_wkv = model.layers.initial_state();
+        let state = (0..config.layers)
+            .map(|layer| {
+                let wkv = initial_wkv.repeat(options.slots);
+                Ok(LayerState {
+                    att_x: GpuTensor::zeros(
+                        gpu,
+                        &format!("L{layer}.state.att_x"),
+                        options.slots,
+                        config.embd,
+                    )?,
+                    wkv: GpuTensor::from_rows(gpu, &format!("L{layer}.state.wkv"), initial_wkv.len(), &wkv)?,
+                    ffn_x: GpuTensor::zeros(
+                        gpu,
+                        &format!("L{layer}.state.ffn_x"),
+                        options.slots,
+                        config.embd,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let readback = Readback::new(gpu, "logits readback", max_rows, config.vocab)?;
+        gpu.check()?;
+        let runner = Mutex::new(Runner { recorded: HashMap::new(), readback });
+        let inner = Inner {
+            pool: ScratchPool::new(max_rows),
+            max_rows,
+            options,
+            state,
+            initial_wkv,
+            in_use: Mutex::new(vec![false; options.slots]),
+            runner,
+            model,
+        };
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.inner.model
+    }
+
+    pub fn options(&self) -> EngineOptions {
+        self.inner.options
+    }
+
+    fn gpu(&self) -> &Gpu {
+        self.inner.model.gpu.as_ref()
+    }
+
+    /// Takes a free slot and sets it to the initial state.
+    pub fn allocate(&self) -> Result<usize> {
+        let slot = {
+            let mut in_use = locked(&self.inner.in_use);
+            let slot = in_use.iter().position(|used| !used).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "all {} state slots are in use: close a session or make the engine with more slots",
+                    in_use.len()
+                ))
+            })?;
+            in_use[slot] = true;
+            slot
+        };
+        self.reset(slot)?;
+        Ok(slot)
+    }
+
+    /// Returns a slot to the free list.
+    pub fn release(&self, slot: usize) {
+        if let Some(used) = locked(&self.inner.in_use).get_mut(slot) {
+            *used = false;
+        }
+    }
+
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        match locked(&self.inner.in_use).get(slot) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::InvalidArgument(format!("state slot {slot} is not allocated"))),
+            None => Err(Error::InvalidArgument(format!(
+                "state slot {slot} is out of range: the engine has {} slots",
+                self.inner.options.slots
+            ))),
+        }
+    }
+
+    /// Sets a slot to the initial state.
+    pub fn reset(&self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        let zeros = vec![0.0; self.inner.model.config.embd];
+        let gpu = self.gpu();
+        for layer in &self.inner.state {
+            layer.att_x.write_rows(gpu, slot, &zeros)?;
+            layer.wkv.write_rows(gpu, slot, &self.inner.initial_wkv)?;
+            layer.ffn_x.write_rows(gpu, slot, &zeros)?;
+        }
+        gpu.check()
+    }
+
+    /// Copies slot `from`'s state into slot `to` on the GPU.
+    pub fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
+        self.check_slot(from)?;
+        self.check_slot(to)?;
+        let gpu = self.gpu();
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy state") });
+        for layer in &self.inner.state {
+            for tensor in [&layer.att_x, &layer.wkv, &layer.ffn_x] {
+                let row = (tensor.stride() * 4) as u64;
+                let (source, target) = (tensor.offset + from as u64 * row, tensor.offset + to as u64 * row);
+                encoder.copy_buffer_to_buffer(&tensor.buffer, source, &tensor.buffer, target, Some(row));
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+        gpu.check()
+    }
+
+    /// A slot's state, per layer: (att_x, wkv, ffn_x).
+    pub(crate) fn read_slot(&self, slot: usize) -> Result<Vec<[Vec<f32>; 3]>> {
+        self.check_slot(slot)?;
+        let gpu = self.gpu();
+        let row = |tensor: &GpuTensor| -> Result<Vec<f32>> {
+            let view = GpuTensor {
+                offset: tensor.offset + (slot * tensor.stride() * 4) as u64,
+                rows: 1,
+                ..tensor.clone()
+            };
+            view.read(gpu)
+        };
+        self.inner
+            .state
+            .iter()
+            .map(|layer| Ok([row(&layer.att_x)?, row(&layer.wkv)?, row(&layer.ffn_x)?]))
+            .collect()
+    }
+
+    /// Overwrites a slot's state, per layer: (att_x, wkv, ffn_x).
+    pub(crate) fn write_slot(&self, slot: usize, layers: &[[Vec<f32>; 3]]) -> Result<()> {
+        self.check_slot(slot)?;
+        if layers.len() != self.inner.state.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a state of {} layers for a model of {}",
+                layers.len(),
+                self.inner.state.len()
+            )));
+        }
+        let gpu = self.gpu();
+        for (layer, [att_x, wkv, ffn_x]) in self.inner.state.iter().zip(layers) {
+            layer.att_x.write_rows(gpu, slot, att_x)?;
+            layer.wkv.write_rows(gpu, slot, wkv)?;
+            layer.ffn_x.write_rows(gpu, slot, ffn_x)?;
+        }
+        gpu.check()
+    }
+
+    /// The number of values of one layer's `wkv` state.
+    pub fn wkv_len(&self) -> usize {
+        self.inner.initial_wkv.len()
+    }
+
+    /// Advances each sequence of `work` by its tokens, all in one step, and returns the logits each
+    /// asked for: `V` values for [`Logits::Last`], `tokens × V` for [`Logits::All`], none for
+    /// [`Logits::None`].
+    pub fn step(&self, work: &[Work]) -> Result<Vec<Vec<f32>>> {
+        let shape = self.check(work)?;
+        let inner = &*self.inner;
+        let gpu = inner.model.gpu.as_ref();
+        let vocab = inner.model.config.vocab;
+        let mut runner = locked(&inner.runner);
+        self.ensure_recorded(&mut runner, shape)?;
+        let Runner { recorded, readback } = &mut *runner;
+        let recorded = &recorded[&shape];
+
+        let mut rows = Vec::with_capacity(shape.rows * inner.model.config.embd);
+        let mut entries = Vec::with_capacity(work.len());
+        for item in work {
+            entries.push(SequenceEntry {
+                slot: item.slot,
+                first_row: rows.len() / inner.model.config.embd,
+                rows: item.tokens.len(),
+            });
+            for &token in item.tokens {
+                rows.extend(inner.model.embedding.row(token)?);
+            }
+        }
+        inner.pool.tensor(gpu, "input", shape.rows, inner.model.config.embd)?.write(gpu, &rows)?;
+        recorded.sequences.write(gpu, &entries)?;
+
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        recorded.body.encode(&mut encoder);
+        if let Some((head, logits)) = &recorded.head {
+            head.encode(&mut encoder);
+            readback.copy_from(&mut encoder, logits);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let Some((_, logits)) = &recorded.head else {
+            gpu.check()?;
+            return Ok(vec![Vec::new(); work.len()]);
+        };
+        let values = readback.read_rows(gpu, logits.rows)?;
+        let row = |r: usize| values[r * vocab..(r + 1) * vocab].to_vec();
+        Ok(work
+            .iter()
+            .zip(&entries)
+            .enumerate()
+            .map(|(s, (item, entry))| match (item.logits, shape.logits) {
+                (Logits::None, _) => Vec::new(),
+                (Logits::Last, Logits::Last) => row(s),
+                (Logits::Last, _) => row(entry.first_row + entry.rows - 1),
+                (Logits::All, _) => {
+                    values[entry.first_row * vocab..(entry.first_row + entry.rows) * vocab].to_vec()
+                }
+            })
+            .collect())
+    }
+
+    fn ensure_recorded(&self, runner: &mut Runner, shape: Shape) -> Result<()> {
+        if let Entry::Vacant(entry) = runner.recorded.entry(shape) {
+            entry.insert(self.record(shape)?);
+        }
+        Ok(())
+    }
+
+    /// Validates a step's work and returns its shape.
+    fn check(&self, work: &[Work]) -> Result<Shape> {
+        if work.is_empty() || work.len() > MAX_SEQUENCES {
+            return Err(Error::InvalidArgument(format!(
+                "a step holds 1 to {MAX_SEQUENCES} sequences, not {}",
+                work.len()
+            )));
+        }
+        let vocab = self.inner.model.config.vocab;
+        let mut seen = Vec::with_capacity(work.len());
+        for item in work {
+            self.check_slot(item.slot)?;
+            if seen.contains(&item.slot) {
+                return Err(Error::InvalidArgument(format!(
+                    "state slot {} appears twice in one step",
+                    item.slot
+                )));
+            }
+            seen.push(item.slot);
+            if item.tokens.is_empty() {
+                return Err(Error::InvalidArgument("a sequence in a step has no tokens".into()));
+            }
+            if let Some(&id) = item.tokens.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::TokenOutOfRange { id, vocab });
+            }
+        }
+        let rows: usize = work.iter().map(|item| item.tokens.len()).sum();
+        if rows > self.inner.max_rows {
+            return Err(Error::InvalidArgument(format!(
+                "a step of {rows} tokens exceeds the engine's {} (split prompts into chunks)",
+                self.inner.max_rows
+            )));
+        }
+        let wants = |kind| work.iter().any(|item| item.logits == kind);
+        let logits = if wants(Logits::All) {
+            Logits::All
+        } else if wants(Logits::Last) {
+            Logits::Last
+        } else {
+            Logits::None
+        };
+        Ok(Shape { rows, sequences: work.len(), logits })
+    }
+
+    /// Records the step for one shape: embedding norm, every block, and the head for the rows
+    /// whose logits are read.
+    fn record(&self, shape: Shape) -> Result<Recorded> {
+        let inner = &*self.inner;
+        let model = &inner.model;
+        let gpu = model.gpu.as_ref();
+        let (pool, c, vocab) = (&inner.pool, model.config.embd, model.config.vocab);
+        let sequences = Sequences::new(gpu, shape.sequences)?;
+        let mut rec = Recorder::with_sequences(gpu, &sequences);
+        let input = pool.tensor(gpu, "input", shape.rows, c)?;
+        let x = pool.tensor(gpu, "x", shape.rows, c)?;
+        kernels::layer_norm(&mut rec, "ln0", &input, &model.ln0, &x)?;
+        model.layers.record(&mut rec, pool, &x, &inner.state)?;
+        let body = std::mem::take(&mut rec.step);
+
+        let head_rows = match shape.logits {
+            Logits::None => None,
+            Logits::Last => {
+                let last = pool.tensor(gpu, "x_last", shape.sequences, c)?;
+                kernels::gather_last_rows(&mut rec, "gather", &x, &last)?;
+                Some(last)
+            }
+            Logits::All => Some(x),
+        };
+        let head = match head_rows {
+            None => None,
+            Some(rows) => {
+                let normed = pool.tensor(gpu, "x_out", rows.rows, c)?;
+                let logits = pool.tensor(gpu, "logits", rows.rows, vocab)?;
+                kernels::layer_norm(&mut rec, "ln_out", &rows, &model.ln_out, &normed)?;
+                kernels::linear(&mut rec, "head", &model.head, &normed, &logits, Epilogue::PLAIN)?;
+                Some((std::mem::take(&mut rec.step), logits))
+            }
+        };
+        drop(rec);
+        gpu.check()?;
+        Ok(Recorded { sequences, body, head })
+    }
+
+    /// Dispatches of the recorded step for `rows` tokens of one sequence, with logits of the last.
+    pub fn dispatches(&self, rows: usize) -> Result<usize> {
+        let shape = Shape { rows, sequences: 1, logits: Logits::Last };
+        let mut runner = locked(&self.inner.runner);
+        self.ensure_recorded(&mut runner, shape)?;
+        let recorded = &runner.recorded[&shape];
+        Ok(recorded.body.len() + recorded.head.as_ref().map_or(0, |(head, _)| head.len()))
+    }
+}
