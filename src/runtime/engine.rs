@@ -87,6 +87,9 @@ struct Inner {
     pool: ScratchPool,
     state: Vec<LayerState>,
     initial_wkv: Vec<f32>,
+    /// Room for one slot's whole state: a buffer cannot be copied onto itself, so copies between
+    /// slots go through here.
+    staging: wgpu::Buffer,
     in_use: Mutex<Vec<bool>>,
     runner: Mutex<Runner>,
 }
@@ -133,6 +136,17 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let slot_bytes: u64 = state
+            .iter()
+            .flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x])
+            .map(|tensor| (tensor.stride() * 4) as u64)
+            .sum();
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("state copy"),
+            size: slot_bytes,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let readback = Readback::new(gpu, "logits readback", max_rows, config.vocab)?;
         gpu.check()?;
         let runner = Mutex::new(Runner { recorded: HashMap::new(), readback });
@@ -142,6 +156,7 @@ impl Engine {
             options,
             state,
             initial_wkv,
+            staging,
             in_use: Mutex::new(vec![false; options.slots]),
             runner,
             model,
@@ -216,12 +231,31 @@ impl Engine {
         let gpu = self.gpu();
         let mut encoder =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy state") });
-        for layer in &self.inner.state {
-            for tensor in [&layer.att_x, &layer.wkv, &layer.ffn_x] {
-                let row = (tensor.stride() * 4) as u64;
-                let (source, target) = (tensor.offset + from as u64 * row, tensor.offset + to as u64 * row);
-                encoder.copy_buffer_to_buffer(&tensor.buffer, source, &tensor.buffer, target, Some(row));
-            }
+        let tensors = || self.inner.state.iter().flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x]);
+        let staging = &self.inner.staging;
+        let mut at = 0;
+        for tensor in tensors() {
+            let row = (tensor.stride() * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                &tensor.buffer,
+                tensor.offset + from as u64 * row,
+                staging,
+                at,
+                Some(row),
+            );
+            at += row;
+        }
+        at = 0;
+        for tensor in tensors() {
+            let row = (tensor.stride() * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                staging,
+                at,
+                &tensor.buffer,
+                tensor.offset + to as u64 * row,
+                Some(row),
+            );
+            at += row;
         }
         gpu.queue.submit([encoder.finish()]);
         gpu.check()
