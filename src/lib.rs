@@ -7,21 +7,23 @@
 //! use std::sync::Arc;
 //! use rwkv_wgpu::gpu::{Gpu, GpuOptions};
 //! use rwkv_wgpu::model::{LoadOptions, Model};
-//! use rwkv_wgpu::runtime::{Sampler, SamplerOptions, Session};
+//! use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 //! use rwkv_wgpu::tokenizer::Tokenizer;
 //!
 //! # fn main() -> rwkv_wgpu::Result<()> {
 //! let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
 //! let model = Model::load(gpu, "rwkv7-g1-0.1b.pth".as_ref(), &LoadOptions::default())?;
+//! let engine = Engine::new(Arc::new(model), EngineOptions::default())?;
 //! let tokenizer = Tokenizer::world()?;
-//! let mut session = Session::new(&model)?;
+//! let mut session = Session::new(&engine)?;
 //! let mut sampler = Sampler::new(SamplerOptions::default())?; // greedy
 //!
-//! let mut logits = session.feed_all(&tokenizer.encode("The Eiffel tower is in the city of")?)?;
+//! // The prompt is read as matrix-matrix work, in chunks of EngineOptions::chunk tokens.
+//! let mut logits = session.feed(&tokenizer.encode("The Eiffel tower is in the city of")?)?;
 //! for _ in 0..10 {
 //!     let token = sampler.sample(&logits)?;
 //!     print!("{}", tokenizer.decode(&[token])?);
-//!     logits = session.feed(token)?;
+//!     logits = session.feed(&[token])?;
 //! }
 //! # Ok(())
 //! # }
@@ -29,7 +31,9 @@
 //!
 //! Modules, by concern: [`gpu`] (device, pipelines, buffers), [`kernels`] (one per WGSL
 //! family, each with a CPU reference), [`model`] (files, validation, the RWKV-7 layer),
-//! [`runtime`] (sessions and sampling), [`tokenizer`] (World and Hugging Face).
+//! [`runtime`] (the engine, sessions, batching, states, generation and sampling), [`tokenizer`]
+//! (World and Hugging Face). [`runtime::generate`](runtime::Session::generate) streams text with
+//! stop strings and cancellation; [`runtime::Engine::step`] advances many sequences in one step.
 
 pub mod error;
 pub mod gpu;

@@ -2,11 +2,13 @@
 //! values, and sampling.
 
 mod engine;
+mod generate;
 mod sampler;
 mod session;
 mod state;
 
 pub use self::engine::{Engine, EngineOptions, Logits, Work};
+pub use self::generate::{generate_stream, CancelToken, Finish, GenerateOptions, Generation, Piece};
 pub use self::sampler::{Sampler, SamplerOptions};
 pub use self::session::Session;
 pub use self::state::{LayerValues, State};

@@ -1,0 +1,259 @@
+//! Generating text from a session: an iterator of pieces, a callback, or an async stream, with
+//! stop strings, a length limit and cancellation.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rwkv_wgpu::gpu::{Gpu, GpuOptions};
+//! use rwkv_wgpu::model::{LoadOptions, Model};
+//! use rwkv_wgpu::runtime::{Engine, EngineOptions, GenerateOptions, Session};
+//! use rwkv_wgpu::tokenizer::Tokenizer;
+//!
+//! # fn main() -> rwkv_wgpu::Result<()> {
+//! let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
+//! let model = Model::load(gpu, "rwkv7-g1-0.1b.pth".as_ref(), &LoadOptions::default())?;
+//! let engine = Engine::new(Arc::new(model), EngineOptions::default())?;
+//! let tokenizer = Tokenizer::world()?;
+//! let mut session = Session::new(&engine)?;
+//!
+//! let options = GenerateOptions { max_tokens: 100, stop: vec!["\n\n".into()], ..Default::default() };
+//! for piece in session.generate(&tokenizer, "User: Hi!\n\nAssistant:", &options)? {
+//!     print!("{}", piece?.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::sampler::{Sampler, SamplerOptions};
+use super::session::Session;
+use crate::error::Result;
+use crate::tokenizer::{TextStream, Tokenizer};
+
+/// How to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop before the first occurrence of any of these in the generated text (which is not
+    /// returned).
+    pub stop: Vec<String>,
+    /// Stop at the tokenizer's end-of-text token.
+    pub stop_at_end_of_text: bool,
+    pub sampler: SamplerOptions,
+    /// Set it from anywhere to stop the generation before its next token.
+    pub cancel: CancelToken,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 200,
+            stop: Vec::new(),
+            stop_at_end_of_text: true,
+            sampler: SamplerOptions::default(),
+            cancel: CancelToken::default(),
+        }
+    }
+}
+
+/// A flag that stops a generation; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One generated token and the text it completes (possibly empty: part of a character, or text
+/// held back because it may begin a stop string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub token: u32,
+    pub text: String,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    MaxTokens,
+    /// The generated text reached this stop string.
+    Stop(String),
+    EndOfText,
+    Cancelled,
+}
+
+/// The generation in progress, yielding one [`Piece`] per token. The prompt has been read when
+/// it is made; each `next` samples a token and feeds it back.
+pub struct Generation<'s> {
+    session: &'s mut Session,
+    tokenizer: &'s Tokenizer,
+    text: TextStream<'s>,
+    sampler: Sampler,
+    options: GenerateOptions,
+    logits: Vec<f32>,
+    generated: usize,
+    /// Text decoded but not yet returned: it may be the beginning of a stop string.
+    held: String,
+    finish: Option<Finish>,
+}
+
+impl Session {
+    /// Reads `prompt` and returns the generation that continues it.
+    pub fn generate<'s>(
+        &'s mut self,
+        tokenizer: &'s Tokenizer,
+        prompt: &str,
+        options: &GenerateOptions,
+    ) -> Result<Generation<'s>> {
+        let tokens = tokenizer.encode(prompt)?;
+        self.generate_tokens(tokenizer, &tokens, options)
+    }
+
+    /// Like [`Session::generate`], from prompt tokens.
+    pub fn generate_tokens<'s>(
+        &'s mut self,
+        tokenizer: &'s Tokenizer,
+        prompt: &[u32],
+        options: &GenerateOptions,
+    ) -> Result<Generation<'s>> {
+        let sampler = Sampler::new(options.sampler.clone())?;
+        let logits = self.feed(prompt)?;
+        Ok(Generation {
+            session: self,
+            tokenizer,
+            text: tokenizer.stream(),
+            sampler,
+            options: options.clone(),
+            logits,
+            generated: 0,
+            held: String::new(),
+            finish: None,
+        })
+    }
+
+    /// Generates with a callback that receives each piece and may stop the generation by
+    /// returning [`ControlFlow::Break`]. Returns why it ended.
+    pub fn generate_with(
+        &mut self,
+        tokenizer: &Tokenizer,
+        prompt: &str,
+        options: &GenerateOptions,
+        mut on_piece: impl FnMut(&Piece) -> ControlFlow<()>,
+    ) -> Result<Finish> {
+        let mut generation = self.generate(tokenizer, prompt, options)?;
+        for piece in generation.by_ref() {
+            if on_piece(&piece?).is_break() {
+                return Ok(Finish::Cancelled);
+            }
+        }
+        Ok(generation.finish().unwrap_or(Finish::MaxTokens))
+    }
+}
+
+impl Generation<'_> {
+    /// Why the generation ended, once it has.
+    pub fn finish(&self) -> Option<Finish> {
+        self.finish.clone()
+    }
+
+    /// Splits off the text that can be returned: everything up to a stop string (ending the
+    /// generation), or everything except a tail that could still become one.
+    fn release(&mut self) -> String {
+        let stops = &self.options.stop;
+        if let Some((at, stop)) =
+            stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s))).min()
+        {
+            self.finish = Some(Finish::Stop(stop.clone()));
+            let text = self.held[..at].to_string();
+            self.held.clear();
+            return text;
+        }
+        let keep = stops
+            .iter()
+            .flat_map(|stop| (1..stop.len()).filter(|&n| stop.is_char_boundary(n)).map(move |n| &stop[..n]))
+            .filter(|prefix| self.held.ends_with(prefix))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let split = self.held.len() - keep;
+        let rest = self.held.split_off(split);
+        std::mem::replace(&mut self.held, rest)
+    }
+
+    fn step(&mut self) -> Result<Piece> {
+        let token = self.sampler.sample(&self.logits)?;
+        self.generated += 1;
+        if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
+            self.finish = Some(Finish::EndOfText);
+            let text = std::mem::take(&mut self.held) + &self.text.finish()?;
+            return Ok(Piece { token, text });
+        }
+        self.held += &self.text.push(token)?;
+        let mut text = self.release();
+        if self.finish.is_none() {
+            if self.generated >= self.options.max_tokens {
+                self.finish = Some(Finish::MaxTokens);
+                self.held += &self.text.finish()?;
+                text += &std::mem::take(&mut self.held);
+            } else {
+                self.logits = self.session.feed(&[token])?;
+            }
+        }
+        Ok(Piece { token, text })
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<Piece>;
+
+    fn next(&mut self) -> Option<Result<Piece>> {
+        if self.finish.is_none() && self.options.cancel.is_cancelled() {
+            self.finish = Some(Finish::Cancelled);
+        }
+        if self.finish.is_some() || self.generated >= self.options.max_tokens {
+            return None;
+        }
+        let piece = self.step();
+        if piece.is_err() {
+            self.finish = Some(Finish::Cancelled);
+        }
+        Some(piece)
+    }
+}
+
+/// Generates on a thread of its own and streams the pieces, for async code: it awaits each piece
+/// instead of blocking on the GPU. Dropping the stream, or cancelling through the options, stops
+/// the generation; the session lives on that thread and is dropped when the generation ends.
+pub fn generate_stream(
+    mut session: Session,
+    tokenizer: Arc<Tokenizer>,
+    prompt: String,
+    options: GenerateOptions,
+) -> impl futures_core::Stream<Item = Result<Piece>> + Send + 'static {
+    let (sender, receiver) = futures_channel::mpsc::unbounded();
+    std::thread::spawn(move || {
+        let generation = match session.generate(&tokenizer, &prompt, &options) {
+            Ok(generation) => generation,
+            Err(error) => {
+                let _ = sender.unbounded_send(Err(error));
+                return;
+            }
+        };
+        for piece in generation {
+            // A closed receiver means the stream was dropped: stop generating.
+            if sender.unbounded_send(piece).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
