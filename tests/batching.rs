@@ -9,7 +9,9 @@ use common::{fixture_dir, load_f32, load_tokens, relative_error, Rng};
 use rwkv_wgpu::gpu::Gpu;
 use rwkv_wgpu::model::source;
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::runtime::{Engine, EngineOptions, Logits, Session, State, Work};
+use rwkv_wgpu::runtime::{
+    Batch, BatchEvent, Engine, EngineOptions, Finish, Logits, RequestOptions, Session, State, Work,
+};
 
 /// Batched and chunked paths against the one-token path: the same f32 math in other orders.
 const BOUND: f64 = 1e-4;
@@ -228,4 +230,59 @@ fn bad_steps_are_errors() {
     let _second = Session::new(&engine).unwrap();
     let error = Session::new(&engine).err().expect("a third session on two slots").to_string();
     assert!(error.contains("all 2 state slots are in use"), "{error}");
+}
+
+/// The continuous-batching scheduler: requests of different prompt lengths and limits, greedy,
+/// generate exactly what each generates alone.
+#[test]
+fn batch_scheduler_generates_what_each_request_generates_alone() {
+    let gpu = Arc::new(common::default_gpu());
+    for (version, case) in [("v7", "tiny"), ("v5.2", "A")] {
+        let engine = engine(&gpu, version, case, EngineOptions { slots: 3, chunk: 8 });
+        let vocab = engine.model().config.vocab;
+        let mut rng = Rng::new(5);
+        let requests: Vec<(Vec<u32>, usize)> = vec![
+            (random_tokens(&mut rng, vocab, 20), 6),
+            (random_tokens(&mut rng, vocab, 3), 10),
+            (random_tokens(&mut rng, vocab, 11), 4),
+        ];
+        let alone: Vec<Vec<u32>> = requests
+            .iter()
+            .map(|(prompt, max)| {
+                let mut session = Session::new(&engine).unwrap();
+                let mut logits = session.feed(prompt).unwrap();
+                let mut tokens = Vec::new();
+                for _ in 0..*max {
+                    let best = (0..vocab).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
+                    tokens.push(best);
+                    logits = session.feed(&[best]).unwrap();
+                }
+                tokens
+            })
+            .collect();
+        let mut batch = Batch::new(&engine);
+        let ids: Vec<u64> = requests
+            .iter()
+            .map(|(prompt, max)| {
+                let options =
+                    RequestOptions { max_tokens: *max, stop_token: None, ..RequestOptions::default() };
+                batch.add(prompt.clone(), options).unwrap()
+            })
+            .collect();
+        let mut generated: Vec<Vec<u32>> = vec![Vec::new(); ids.len()];
+        let mut finished = 0;
+        while !batch.is_empty() {
+            for event in batch.step().unwrap() {
+                match event {
+                    BatchEvent::Token { request, token } => generated[request as usize].push(token),
+                    BatchEvent::Finished { finish, .. } => {
+                        assert_eq!(finish, Finish::MaxTokens);
+                        finished += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(finished, ids.len());
+        assert_eq!(generated, alone, "{version}");
+    }
 }

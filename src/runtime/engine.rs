@@ -172,6 +172,11 @@ impl Engine {
         self.inner.options
     }
 
+    /// The most tokens one step can hold, over all its sequences.
+    pub fn max_rows(&self) -> usize {
+        self.inner.max_rows
+    }
+
     fn gpu(&self) -> &Gpu {
         self.inner.model.gpu.as_ref()
     }

@@ -1,12 +1,14 @@
 //! Running a loaded model: the engine (state slots and recorded steps), sessions, states as
 //! values, and sampling.
 
+mod batch;
 mod engine;
 mod generate;
 mod sampler;
 mod session;
 mod state;
 
+pub use self::batch::{Batch, BatchEvent, RequestOptions};
 pub use self::engine::{Engine, EngineOptions, Logits, Work};
 pub use self::generate::{generate_stream, CancelToken, Finish, GenerateOptions, Generation, Piece};
 pub use self::sampler::{Sampler, SamplerOptions};

@@ -1,0 +1,170 @@
+//! Continuous batching: many generation requests advanced together, one step at a time.
+//!
+//! Each step gives every generating request one row (its last token) and fills the rest of the
+//! step with prompt chunks of requests still reading, so a new request's prompt is read while
+//! the others keep generating. Requests join with [`Batch::add`] and leave when they finish or
+//! with [`Batch::remove`], between any two steps.
+//!
+//! ```no_run
+//! # use rwkv_wgpu::runtime::{Batch, BatchEvent, Engine, RequestOptions};
+//! # fn demo(engine: &Engine, prompts: Vec<Vec<u32>>) -> rwkv_wgpu::Result<()> {
+//! let mut batch = Batch::new(engine);
+//! for prompt in prompts {
+//!     batch.add(prompt, RequestOptions::default())?;
+//! }
+//! while !batch.is_empty() {
+//!     for event in batch.step()? {
+//!         if let BatchEvent::Token { request, token } = event {
+//!             println!("request {request}: token {token}");
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use super::engine::{Engine, Logits, Work};
+use super::generate::Finish;
+use super::sampler::{Sampler, SamplerOptions};
+use super::session::Session;
+use crate::error::{Error, Result};
+
+/// What a request generates.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    pub max_tokens: usize,
+    /// Finish when this token is generated (e.g. end of text).
+    pub stop_token: Option<u32>,
+    pub sampler: SamplerOptions,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions { max_tokens: 200, stop_token: Some(0), sampler: SamplerOptions::default() }
+    }
+}
+
+/// Something that happened to a request during a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEvent {
+    Token { request: u64, token: u32 },
+    Finished { request: u64, finish: Finish },
+}
+
+struct Request {
+    id: u64,
+    session: Session,
+    /// Tokens to read before generating (the prompt, or the last generated token).
+    input: Vec<u32>,
+    read: usize,
+    sampler: Sampler,
+    options: RequestOptions,
+    generated: usize,
+}
+
+/// Generation requests served together on one engine.
+pub struct Batch {
+    engine: Engine,
+    requests: Vec<Request>,
+    next_id: u64,
+}
+
+impl Batch {
+    pub fn new(engine: &Engine) -> Batch {
+        Batch { engine: engine.clone(), requests: Vec::new(), next_id: 0 }
+    }
+
+    /// Queues a request; its prompt is read over the next steps. Returns its id.
+    pub fn add(&mut self, prompt: Vec<u32>, options: RequestOptions) -> Result<u64> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("a request needs a prompt of at least one token".into()));
+        }
+        let sampler = Sampler::new(options.sampler.clone())?;
+        let session = Session::new(&self.engine)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.requests.push(Request { id, session, input: prompt, read: 0, sampler, options, generated: 0 });
+        Ok(id)
+    }
+
+    /// Drops a request (its state slot is freed).
+    pub fn remove(&mut self, request: u64) {
+        self.requests.retain(|r| r.id != request);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Runs one step and returns its events.
+    pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        if self.requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunk = self.engine.options().chunk;
+        let mut budget = self.engine.max_rows();
+        // Generating requests first (one row each), so prompts never starve them.
+        let mut order: Vec<usize> = (0..self.requests.len()).collect();
+        order.sort_by_key(|&i| self.requests[i].input.len() - self.requests[i].read > 1);
+        let mut plan = Vec::new();
+        for i in order {
+            let request = &self.requests[i];
+            let left = request.input.len() - request.read;
+            let take = left.min(chunk).min(budget);
+            if take == 0 {
+                continue;
+            }
+            budget -= take;
+            let logits = if take == left { Logits::Last } else { Logits::None };
+            plan.push((i, take, logits));
+        }
+        let work: Vec<Work> = plan
+            .iter()
+            .map(|&(i, take, logits)| {
+                let request = &self.requests[i];
+                Work {
+                    slot: request.session.slot(),
+                    tokens: &request.input[request.read..request.read + take],
+                    logits,
+                }
+            })
+            .collect();
+        let results = self.engine.step(&work)?;
+
+        let mut events = Vec::new();
+        let mut finished = Vec::new();
+        for (&(i, take, _), logits) in plan.iter().zip(results) {
+            let request = &mut self.requests[i];
+            request.read += take;
+            if logits.is_empty() {
+                continue;
+            }
+            let token = request.sampler.sample(&logits)?;
+            request.generated += 1;
+            events.push(BatchEvent::Token { request: request.id, token });
+            let finish = if Some(token) == request.options.stop_token {
+                Some(Finish::EndOfText)
+            } else if request.generated >= request.options.max_tokens {
+                Some(Finish::MaxTokens)
+            } else {
+                None
+            };
+            match finish {
+                Some(finish) => {
+                    events.push(BatchEvent::Finished { request: request.id, finish });
+                    finished.push(request.id);
+                }
+                None => {
+                    request.input = vec![token];
+                    request.read = 0;
+                }
+            }
+        }
+        self.requests.retain(|r| !finished.contains(&r.id));
+        Ok(events)
+    }
+}
