@@ -17,6 +17,26 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Writes a little-endian f32 array of `shape`.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(&f32_bytes(shape, data)).map_err(|e| Error::io(path, e))
+}
+
+/// Writes several f32 arrays as a NumPy `.npz` (a zip of `.npy` files, stored uncompressed).
+pub fn write_npz(path: &Path, arrays: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let failed = |e: zip::result::ZipError| Error::io(path, std::io::Error::other(e));
+    for (name, shape, data) in arrays {
+        zip.start_file(format!("{name}.npy"), options).map_err(failed)?;
+        zip.write_all(&f32_bytes(shape, data)).map_err(|e| Error::io(path, e))?;
+    }
+    zip.finish().map_err(failed)?;
+    Ok(())
+}
+
+/// The `.npy` encoding of a little-endian f32 array of `shape`.
+pub fn f32_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_text =
         if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
@@ -33,8 +53,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     for value in data {
         bytes.extend_from_slice(&value.to_le_bytes());
     }
-    let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(&bytes).map_err(|e| Error::io(path, e))
+    bytes
 }
 
 /// Reads an `.npy` file of f32, i32 or i64 values.

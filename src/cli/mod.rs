@@ -1,8 +1,12 @@
 //! The `rwkv-wgpu` command line.
 
+mod bench;
+mod chat;
 mod generate;
 mod info;
 mod logits;
+mod perplexity;
+mod sampling;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rwkv_wgpu::gpu::{self, Backend, Gpu, GpuOptions};
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::{source, LoadOptions, Model};
+use rwkv_wgpu::runtime::{Engine, EngineOptions};
+use rwkv_wgpu::tokenizer::Tokenizer;
 use rwkv_wgpu::Result;
 
 #[derive(Parser)]
@@ -85,9 +91,15 @@ enum Command {
     Info(info::InfoArgs),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(generate::GenerateArgs),
-    /// Feed tokens one at a time from the zero state and write the logits after each as a
-    /// float32 .npy of shape [T, V].
+    /// Chat interactively ("User: …\n\nAssistant: …"), keeping the state between turns.
+    Chat(chat::ChatArgs),
+    /// Write the logits after every token as a float32 .npy [T, V] (or an .npz for several
+    /// token lists run as one batch).
     Logits(logits::LogitsArgs),
+    /// Average loss and perplexity of a model on a text file.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Measure prefill and decode speed on a model file or a synthetic model of a standard shape.
+    Bench(bench::BenchArgs),
 }
 
 /// A model file argument shared by the commands.
@@ -106,6 +118,49 @@ impl ModelArg {
         ModelConfig::from_source(source.as_ref())?;
         Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions::default())
     }
+
+    /// The model on an engine with room for `slots` sequences.
+    fn engine(&self, gpu_args: &GpuArgs, chunk: &ChunkArg, slots: usize) -> Result<Engine> {
+        let model = Arc::new(self.load(gpu_args)?);
+        Engine::new(model, EngineOptions { slots, chunk: chunk.chunk })
+    }
+}
+
+/// How many tokens of a prompt one step reads.
+#[derive(Args)]
+struct ChunkArg {
+    /// Prompt tokens read per step (prefill chunk size).
+    #[arg(long, default_value_t = EngineOptions::DEFAULT_CHUNK, value_parser = clap::value_parser!(usize))]
+    chunk: usize,
+}
+
+/// The tokenizer for text commands.
+#[derive(Args)]
+struct TokenizerArg {
+    /// A Hugging Face tokenizer.json, for models not trained on the RWKV World vocabulary.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+impl TokenizerArg {
+    fn load(&self) -> Result<Tokenizer> {
+        match &self.tokenizer {
+            Some(path) => Tokenizer::from_file(path),
+            None => Tokenizer::world(),
+        }
+    }
+}
+
+/// Encodes `text` and checks that every id fits the model.
+fn encode(tokenizer: &Tokenizer, text: &str, vocab: usize) -> Result<Vec<u32>> {
+    let tokens = tokenizer.encode(text)?;
+    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+        return Err(rwkv_wgpu::Error::InvalidArgument(format!(
+            "the text encodes to token {id}, outside the model's vocabulary of {vocab}: is this the model's tokenizer? \
+             (pass --tokenizer tokenizer.json for models not trained on the World vocabulary)"
+        )));
+    }
+    Ok(tokens)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -124,6 +179,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Info(args) => info::run(&cli.gpu, args),
         Command::Generate(args) => generate::run(&cli.gpu, args),
+        Command::Chat(args) => chat::run(&cli.gpu, args),
         Command::Logits(args) => logits::run(&cli.gpu, args),
+        Command::Perplexity(args) => perplexity::run(&cli.gpu, args),
+        Command::Bench(args) => bench::run(&cli.gpu, args),
     }
 }

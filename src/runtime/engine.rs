@@ -456,9 +456,10 @@ impl Engine {
         Ok(Recorded { sequences, body, head })
     }
 
-    /// Dispatches of the recorded step for `rows` tokens of one sequence, with logits of the last.
-    pub fn dispatches(&self, rows: usize) -> Result<usize> {
-        let shape = Shape { rows, sequences: 1, logits: Logits::Last };
+    /// Records the step for `rows` tokens of one sequence ahead of time, so that the first run
+    /// does not pay for compiling pipelines; returns its number of dispatches.
+    pub fn prepare(&self, rows: usize, logits: Logits) -> Result<usize> {
+        let shape = Shape { rows, sequences: 1, logits };
         let mut runner = locked(&self.inner.runner);
         self.ensure_recorded(&mut runner, shape)?;
         let recorded = &runner.recorded[&shape];

@@ -104,6 +104,8 @@ pub struct Generation<'s> {
     /// Text decoded but not yet returned: it may be the beginning of a stop string.
     held: String,
     finish: Option<Finish>,
+    /// The last token, when the generation ended without feeding it to the session.
+    unfed: Option<u32>,
 }
 
 impl Session {
@@ -137,6 +139,7 @@ impl Session {
             generated: 0,
             held: String::new(),
             finish: None,
+            unfed: None,
         })
     }
 
@@ -163,6 +166,12 @@ impl Generation<'_> {
     /// Why the generation ended, once it has.
     pub fn finish(&self) -> Option<Finish> {
         self.finish.clone()
+    }
+
+    /// The last generated token, if the generation ended before feeding it to the session: a
+    /// conversation that goes on should feed it first.
+    pub fn unfed_token(&self) -> Option<u32> {
+        self.unfed
     }
 
     /// Splits off the text that can be returned: everything up to a stop string (ending the
@@ -194,19 +203,21 @@ impl Generation<'_> {
         self.generated += 1;
         if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
             self.finish = Some(Finish::EndOfText);
+            self.unfed = Some(token);
             let text = std::mem::take(&mut self.held) + &self.text.finish()?;
             return Ok(Piece { token, text });
         }
         self.held += &self.text.push(token)?;
         let mut text = self.release();
-        if self.finish.is_none() {
-            if self.generated >= self.options.max_tokens {
-                self.finish = Some(Finish::MaxTokens);
-                self.held += &self.text.finish()?;
-                text += &std::mem::take(&mut self.held);
-            } else {
-                self.logits = self.session.feed(&[token])?;
-            }
+        if self.finish.is_some() {
+            self.unfed = Some(token);
+        } else if self.generated >= self.options.max_tokens {
+            self.finish = Some(Finish::MaxTokens);
+            self.unfed = Some(token);
+            self.held += &self.text.finish()?;
+            text += &std::mem::take(&mut self.held);
+        } else {
+            self.logits = self.session.feed(&[token])?;
         }
         Ok(Piece { token, text })
     }

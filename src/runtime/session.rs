@@ -35,7 +35,31 @@ impl Session {
 
     /// Reads `tokens` and returns the logits after each of them, `tokens.len() × V` values.
     pub fn feed_positions(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        Ok(self.read(tokens, Logits::All)?.concat())
+        let mut all = Vec::with_capacity(tokens.len() * self.engine.model().config.vocab);
+        self.feed_positions_with(tokens, |_, logits| {
+            all.extend_from_slice(logits);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Reads `tokens` chunk by chunk and hands each chunk's logits (its tokens × V values) to
+    /// `each`, with the position of the chunk's first token, so that memory stays one chunk's
+    /// worth however long the input.
+    pub fn feed_positions_with(
+        &mut self,
+        tokens: &[u32],
+        mut each: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to feed".into()));
+        }
+        let chunk = self.engine.options().chunk;
+        for (index, tokens) in tokens.chunks(chunk).enumerate() {
+            let logits = self.engine.step(&[Work { slot: self.slot, tokens, logits: Logits::All }])?;
+            each(index * chunk, &logits.concat())?;
+        }
+        Ok(())
     }
 
     /// Reads `tokens` without computing logits.
@@ -43,8 +67,7 @@ impl Session {
         self.read(tokens, Logits::None).map(drop)
     }
 
-    /// Reads `tokens` chunk by chunk; returns each chunk's logits (only the last chunk's for
-    /// [`Logits::Last`]).
+    /// Reads `tokens` chunk by chunk; returns the last chunk's logits for [`Logits::Last`].
     fn read(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<Vec<f32>>> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
