@@ -44,15 +44,15 @@ impl StandardShape {
             StandardShape::B29 => (32, 2560),
             StandardShape::B7 => (32, 4096),
         };
-        custom(layers, embd, 65536)
+        custom(layers, embd, 65536, 64)
     }
 }
 
-fn custom(layers: usize, embd: usize, vocab: usize) -> Shape {
+fn custom(layers: usize, embd: usize, vocab: usize, head_size: usize) -> Shape {
     Shape {
         layers,
-        heads: embd / 64,
-        head_size: 64,
+        heads: embd / head_size,
+        head_size,
         ffn: 4 * embd,
         vocab,
         lora: [lora(embd, 2.5), lora(embd, 2.5), lora(embd, 1.7), lora(embd, 5.0)],
@@ -72,6 +72,8 @@ pub struct BenchArgs {
     embd: Option<usize>,
     #[arg(long, default_value_t = 65536)]
     vocab: usize,
+    #[arg(long, default_value_t = 64)]
+    head_size: usize,
     /// Prompt tokens read through prefill.
     #[arg(long, default_value_t = 512)]
     prefill: usize,
@@ -140,8 +142,17 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
             (Model::from_source(gpu, &source, &LoadOptions::default())?, format!("synthetic {shape:?}"))
         }
         (None, None, Some((layers, embd))) => {
-            let source = SyntheticV7::new(custom(layers, embd, args.vocab), 1);
-            (Model::from_source(gpu, &source, &LoadOptions::default())?, format!("synthetic L{layers} D{embd}"))
+            if args.head_size == 0 || embd % args.head_size != 0 || layers == 0 || args.vocab == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "--embd {embd} must be a positive multiple of --head-size {}, with at least one layer and token",
+                    args.head_size
+                )));
+            }
+            let source = SyntheticV7::new(custom(layers, embd, args.vocab, args.head_size), 1);
+            (
+                Model::from_source(gpu, &source, &LoadOptions::default())?,
+                format!("synthetic L{layers} D{embd}"),
+            )
         }
         _ => return Err(Error::InvalidArgument("give --model, --shape, or --layers and --embd".into())),
     };
@@ -179,12 +190,21 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
         println!("{value:#}");
         return Ok(());
     }
-    println!("model:        {name} ({}, {} layers, {} channels, vocab {})", config.version.name(), config.layers, config.embd, config.vocab);
+    println!(
+        "model:        {name} ({}, {} layers, {} channels, vocab {})",
+        config.version.name(),
+        config.layers,
+        config.embd,
+        config.vocab
+    );
     println!("adapter:      {}", gpu.describe());
     println!("per token:    {dispatches} dispatches, 1 submit");
     println!("prefill:      {prefill:.1} tokens/s ({} tokens, chunks of {})", args.prefill, args.chunk);
     for (sequences, rate) in decode_rates {
-        println!("decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)", rate / sequences as f64);
+        println!(
+            "decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)",
+            rate / sequences as f64
+        );
     }
     Ok(())
 }

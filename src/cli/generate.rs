@@ -48,7 +48,12 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
     generate(&engine, &tokenizer, &prompt, &options)
 }
 
-fn generate(engine: &Engine, tokenizer: &rwkv_wgpu::tokenizer::Tokenizer, prompt: &[u32], options: &GenerateOptions) -> Result<()> {
+fn generate(
+    engine: &Engine,
+    tokenizer: &rwkv_wgpu::tokenizer::Tokenizer,
+    prompt: &[u32],
+    options: &GenerateOptions,
+) -> Result<()> {
     let mut session = Session::new(engine)?;
     // Record the steps this run will take before timing it.
     let chunk = engine.options().chunk;
@@ -68,7 +73,9 @@ fn generate(engine: &Engine, tokenizer: &rwkv_wgpu::tokenizer::Tokenizer, prompt
     for piece in generation.by_ref() {
         let piece = piece?;
         generated += 1;
-        write!(stdout, "{}", piece.text).and_then(|()| stdout.flush()).map_err(|e| Error::io("<stdout>", e))?;
+        write!(stdout, "{}", piece.text)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Error::io("<stdout>", e))?;
     }
     writeln!(stdout).map_err(|e| Error::io("<stdout>", e))?;
     let generate_time = started.elapsed();

@@ -44,13 +44,22 @@ fn token_lists(args: &LogitsArgs) -> Result<Vec<Vec<u32>>> {
         Some(path) => vec![match npy::read(path)? {
             Array::I64 { shape, data } if shape.len() == 1 => data
                 .into_iter()
-                .map(|id| u32::try_from(id).map_err(|_| Error::InvalidArgument(format!("token id {id} is not valid"))))
+                .map(|id| {
+                    u32::try_from(id)
+                        .map_err(|_| Error::InvalidArgument(format!("token id {id} is not valid")))
+                })
                 .collect::<Result<_>>()?,
             Array::I64 { shape, .. } => {
-                return Err(Error::InvalidArgument(format!("{}: expected a 1-D array, found shape {shape:?}", path.display())))
+                return Err(Error::InvalidArgument(format!(
+                    "{}: expected a 1-D array, found shape {shape:?}",
+                    path.display()
+                )))
             }
             Array::F32 { .. } => {
-                return Err(Error::InvalidArgument(format!("{}: token ids must be int32 or int64, found float32", path.display())))
+                return Err(Error::InvalidArgument(format!(
+                    "{}: token ids must be int32 or int64, found float32",
+                    path.display()
+                )))
             }
         }],
         None => args
@@ -60,7 +69,9 @@ fn token_lists(args: &LogitsArgs) -> Result<Vec<Vec<u32>>> {
                 list.split(',')
                     .filter(|id| !id.trim().is_empty())
                     .map(|id| {
-                        id.trim().parse::<u32>().map_err(|_| Error::InvalidArgument(format!("`{id}` is not a token id")))
+                        id.trim()
+                            .parse::<u32>()
+                            .map_err(|_| Error::InvalidArgument(format!("`{id}` is not a token id")))
                     })
                     .collect::<Result<Vec<u32>>>()
             })
@@ -85,7 +96,11 @@ fn run_batch(engine: &Engine, lists: &[Vec<u32>], per_step: usize) -> Result<Vec
             let take = (list.len() - fed[i]).min(per_step).min(budget);
             if take > 0 {
                 budget -= take;
-                work.push(Work { slot: sessions[i].slot(), tokens: &list[fed[i]..fed[i] + take], logits: Logits::All });
+                work.push(Work {
+                    slot: sessions[i].slot(),
+                    tokens: &list[fed[i]..fed[i] + take],
+                    logits: Logits::All,
+                });
                 members.push(i);
             }
         }

@@ -37,7 +37,10 @@ pub fn run(gpu_args: &GpuArgs, args: PerplexityArgs) -> Result<()> {
     let vocab = engine.model().config.vocab;
     let tokens = encode(&tokenizer, &text, vocab)?;
     if tokens.len() < 2 {
-        return Err(Error::InvalidArgument(format!("{}: needs at least two tokens of text", args.text.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{}: needs at least two tokens of text",
+            args.text.display()
+        )));
     }
     let mut session = Session::new(&engine)?;
     let started = Instant::now();
@@ -57,6 +60,11 @@ pub fn run(gpu_args: &GpuArgs, args: PerplexityArgs) -> Result<()> {
     println!("loss:        {average:.6} nats per token");
     println!("perplexity:  {:.4}", average.exp());
     println!("bits/byte:   {:.4}", total / std::f64::consts::LN_2 / text.len() as f64);
-    eprintln!("read {} tokens in {seconds:.2} s ({:.1} tokens/s, chunks of {})", inputs.len(), predicted / seconds.max(1e-9), engine.options().chunk);
+    eprintln!(
+        "read {} tokens in {seconds:.2} s ({:.1} tokens/s, chunks of {})",
+        inputs.len(),
+        predicted / seconds.max(1e-9),
+        engine.options().chunk
+    );
     Ok(())
 }

@@ -1,0 +1,202 @@
+//! The command line end to end on the committed fixture models.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{fixture_dir, relative_error};
+use rwkv_wgpu::npy::{self, Array};
+use rwkv_wgpu::runtime::State;
+
+fn model() -> PathBuf {
+    fixture_dir("v7", "tiny").join("model.pth")
+}
+
+fn tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/bytes256.json")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwkv-wgpu"))
+        .args(["--backend", "vulkan"])
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "rwkv-wgpu {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    match npy::read(path).unwrap() {
+        Array::F32 { shape, data } => (shape, data),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `logits --mode seq` reads through prefill and matches `--mode rnn`; several `--tokens` lists
+/// run as one batch into an .npz whose arrays match running each list alone.
+#[test]
+fn logits_modes_and_batches_agree() {
+    let model = model();
+    let model = model.to_str().unwrap();
+    let (rnn, seq) = (scratch("rnn.npy"), scratch("seq.npy"));
+    let tokens = "5,9,200,3,3,77,1,0,255,42";
+    run(&["logits", "--model", model, "--tokens", tokens, "--out", rnn.to_str().unwrap()], None);
+    run(
+        &[
+            "logits",
+            "--model",
+            model,
+            "--tokens",
+            tokens,
+            "--mode",
+            "seq",
+            "--chunk",
+            "3",
+            "--out",
+            seq.to_str().unwrap(),
+        ],
+        None,
+    );
+    let ((shape, rnn), (_, seq)) = (read_f32(&rnn), read_f32(&seq));
+    assert_eq!(shape, vec![10, 256]);
+    assert!(relative_error(&seq, &rnn) <= 1e-4);
+
+    let npz = scratch("batch.npz");
+    let args =
+        ["logits", "--model", model, "--tokens", tokens, "--tokens", "7,8,9", "--mode", "seq", "--out"];
+    run(&[&args[..], &[npz.to_str().unwrap()]].concat(), None);
+    let file = std::fs::File::open(&npz).unwrap();
+    let mut archive = zip::ZipArchive::new(file).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut archive.by_name("seq0.npy").unwrap(), &mut bytes).unwrap();
+    let Array::F32 { shape, data } = npy::parse(&bytes).unwrap() else { panic!("seq0 is not float32") };
+    assert_eq!(shape, vec![10, 256]);
+    assert!(relative_error(&data, &rnn) <= 1e-4);
+    assert!(archive.by_name("seq1.npy").is_ok());
+}
+
+/// The perplexity command's loss equals the mean −log p(next token) computed from `logits`.
+#[test]
+fn perplexity_matches_the_logits() {
+    let text = "To be, or not to be, that is the question.";
+    let path = scratch("text.txt");
+    std::fs::write(&path, text).unwrap();
+    let model = model();
+    let (model, tokenizer) = (model.to_str().unwrap(), tokenizer());
+    let output = run(
+        &[
+            "perplexity",
+            "--model",
+            model,
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--text",
+            path.to_str().unwrap(),
+            "--chunk",
+            "8",
+        ],
+        None,
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let reported: f64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("loss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // bytes256.json maps each byte to its own id.
+    let ids: Vec<String> = text.bytes().map(|b| b.to_string()).collect();
+    let out = scratch("perplexity.npy");
+    run(&["logits", "--model", model, "--tokens", &ids.join(","), "--out", out.to_str().unwrap()], None);
+    let (_, logits) = read_f32(&out);
+    let bytes = text.as_bytes();
+    let mut total = 0.0;
+    for t in 0..bytes.len() - 1 {
+        let row = &logits[t * 256..(t + 1) * 256];
+        let max = row.iter().fold(f32::MIN, |m, &x| m.max(x));
+        let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+        total += sum.ln() - f64::from(row[bytes[t + 1] as usize] - max);
+    }
+    let expected = total / (bytes.len() - 1) as f64;
+    assert!((reported - expected).abs() < 1e-4, "reported {reported}, expected {expected}");
+}
+
+#[test]
+fn chat_keeps_state_between_turns_and_saves_it() {
+    let state = scratch("chat.state");
+    let (model, tokenizer) = (model(), tokenizer());
+    let args = [
+        "chat",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "-n",
+        "12",
+        "--seed",
+        "3",
+        "--save-state",
+        state.to_str().unwrap(),
+    ];
+    let output = run(&args, Some("Hello there\nHow are you?\n"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("Assistant:").count(), 2, "{stdout}");
+    let saved = State::load(&state).unwrap();
+    assert_eq!(saved.layers.len(), 2);
+    // A later chat can start from it.
+    let resumed = [&args[..9], &["--load-state", state.to_str().unwrap()]].concat();
+    run(&resumed, Some("And now?\n"));
+}
+
+#[test]
+fn bench_reports_prefill_and_batched_decode() {
+    let output = run(
+        &[
+            "bench",
+            "--layers",
+            "1",
+            "--embd",
+            "32",
+            "--head-size",
+            "16",
+            "--vocab",
+            "64",
+            "--prefill",
+            "8",
+            "--gen",
+            "2",
+            "--batch",
+            "1,3",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["decode_tokens_per_s_by_batch"]["3"].as_f64().unwrap() > 0.0);
+    assert!(report["dispatches_per_token"].as_u64().unwrap() > 0);
+}
