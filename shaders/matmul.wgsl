@@ -58,26 +58,39 @@ fn with_operand(r: u32, o: u32, dot: f32) -> f32 {
     return activate(ACTIVATION, dot + operand[o]);
 }
 
-// A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j.
+// A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j. Written out
+// without loops or dynamic indices so that the accumulators stay in registers; rows and columns
+// past the end read the last valid one (their results are never stored).
 fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
+    let last_row = params.rows - 1u;
+    let last_col = params.out_cols - 1u;
+    let x0 = min(row0, last_row) * params.cols4;
+    let x1 = min(row0 + 1u, last_row) * params.cols4;
+    let x2 = min(row0 + 2u, last_row) * params.cols4;
+    let x3 = min(row0 + 3u, last_row) * params.cols4;
+    let w0 = min(col0, last_col) * params.stride4;
+    let w1 = min(col0 + 1u, last_col) * params.stride4;
+    let w2 = min(col0 + 2u, last_col) * params.stride4;
+    let w3 = min(col0 + 3u, last_col) * params.stride4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k = 0u; k < params.cols4; k++) {
-        var xs: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            if row0 + i < params.rows {
-                xs[i] = x[(row0 + i) * params.cols4 + k];
-            }
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if col0 + j < params.out_cols {
-                let wv = load_weight4((col0 + j) * params.stride4 + k);
-                for (var i = 0u; i < 4u; i++) {
-                    acc[i][j] += dot(xs[i], wv);
-                }
-            }
-        }
+        let a = load_weight4(w0 + k);
+        let b = load_weight4(w1 + k);
+        let c = load_weight4(w2 + k);
+        let d = load_weight4(w3 + k);
+        let r0 = x[x0 + k];
+        let r1 = x[x1 + k];
+        let r2 = x[x2 + k];
+        let r3 = x[x3 + k];
+        acc0 += vec4<f32>(dot(r0, a), dot(r0, b), dot(r0, c), dot(r0, d));
+        acc1 += vec4<f32>(dot(r1, a), dot(r1, b), dot(r1, c), dot(r1, d));
+        acc2 += vec4<f32>(dot(r2, a), dot(r2, b), dot(r2, c), dot(r2, d));
+        acc3 += vec4<f32>(dot(r3, a), dot(r3, b), dot(r3, c), dot(r3, d));
     }
-    return acc;
+    return array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
 }
 
 @compute @workgroup_size(64)
