@@ -1,9 +1,6 @@
-// Matrix-matrix product for the tokens of a step, with the epilogue of matvec.wgsl:
-//   y[r, out(o)] (+)= activate(W[o, :] · x[r, :] + bias[o])       operand used as a bias, or
-//   y[r, out(o)] (+)= activate(W[o, :] · x[r, :]) · gate[r, o]     operand used as a gate
-// where out(o) lays the output columns out in blocks of block_cols, each block a [rows,
-// block_cols] tensor block_stride apart (identity when block_cols = out_cols).
-// Needs a weights prelude (binding 1, load_weight4) and activation.wgsl.
+// Matrix-matrix product for the rows (tokens) of a step: y[r] (+)= epilogue(W · x[r]).
+// Needs a weights prelude (binding 1, load_weight4), activation.wgsl and linear_epilogue.wgsl
+// (bindings 3 and 4, store and with_operand).
 //
 // Two tilings, chosen per adapter like matvec's row mappings:
 //   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
@@ -12,8 +9,8 @@
 // binding 0  params
 // binding 1  weights  [out_cols, stride] f16       (from the prelude)
 // binding 2  x        [rows, cols4] vec4<f32>
-// binding 3  y        rows × out_cols, laid out by out(o)
-// binding 4  operand  [out_cols] (bias) or [rows, out_cols] (gate)   *_operand entry points only
+// binding 3  y        (from linear_epilogue.wgsl)
+// binding 4  operand  (from linear_epilogue.wgsl)
 
 struct Params {
     rows: u32,
@@ -28,36 +25,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> operand: array<f32>;
-
-override ACTIVATION: u32 = 0u;
-override ACCUMULATE: bool = false;
-const OPERAND_BIAS: u32 = 1u;
-const OPERAND_GATE: u32 = 2u;
-override OPERAND: u32 = OPERAND_BIAS;
-
-fn padded(cols: u32) -> u32 {
-    return (cols + 3u) & ~3u;
-}
-
-fn store(r: u32, o: u32, value: f32) {
-    let block = o / params.block_cols;
-    let at = block * params.block_stride + r * padded(params.block_cols) + o % params.block_cols;
-    if ACCUMULATE {
-        y[at] += value;
-    } else {
-        y[at] = value;
-    }
-}
-
-fn with_operand(r: u32, o: u32, dot: f32) -> f32 {
-    if OPERAND == OPERAND_GATE {
-        return activate(ACTIVATION, dot) * operand[r * padded(params.out_cols) + o];
-    }
-    return activate(ACTIVATION, dot + operand[o]);
-}
-
 // A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j. Written out
 // without loops or dynamic indices so that the accumulators stay in registers; rows and columns
 // past the end read the last valid one (their results are never stored).

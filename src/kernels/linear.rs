@@ -10,16 +10,20 @@ use crate::gpu::{Access, Binding, GpuMatrix, GpuTensor, KernelSource, RowMapping
 
 const MATVEC_F16: KernelSource = KernelSource {
     name: "matvec_f16",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::MATVEC],
+    parts: &[wgsl::WEIGHTS_F16, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
 };
 const MATVEC_PACKED: KernelSource = KernelSource {
     name: "matvec_packed",
-    parts: &[wgsl::WEIGHTS_PACKED, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::MATVEC],
+    parts: &[wgsl::WEIGHTS_PACKED, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
 };
-const MATMUL_F16: KernelSource =
-    KernelSource { name: "matmul_f16", parts: &[wgsl::WEIGHTS_F16, wgsl::ACTIVATION, wgsl::MATMUL] };
-const MATMUL_PACKED: KernelSource =
-    KernelSource { name: "matmul_packed", parts: &[wgsl::WEIGHTS_PACKED, wgsl::ACTIVATION, wgsl::MATMUL] };
+const MATMUL_F16: KernelSource = KernelSource {
+    name: "matmul_f16",
+    parts: &[wgsl::WEIGHTS_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+};
+const MATMUL_PACKED: KernelSource = KernelSource {
+    name: "matmul_packed",
+    parts: &[wgsl::WEIGHTS_PACKED, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+};
 
 const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 const BINDINGS_OPERAND: &[Access] =
@@ -33,10 +37,10 @@ const BLOCK: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct MatvecParams {
-    rows: u32,
+    out_cols: u32,
     cols4: u32,
     stride4: u32,
-    block_rows: u32,
+    block_cols: u32,
     block_stride: u32,
     padding: [u32; 3],
 }
@@ -184,10 +188,10 @@ fn record(
         };
         let pipeline = gpu.pipeline(source, entry, bindings, &constants)?;
         let params = MatvecParams {
-            rows: to_u32(label, matrix.rows)?,
+            out_cols: to_u32(label, matrix.rows)?,
             cols4,
             stride4,
-            block_rows: block,
+            block_cols: block,
             block_stride,
             padding: [0; 3],
         };

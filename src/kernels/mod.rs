@@ -37,6 +37,7 @@ mod wgsl {
     pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");
     pub const SEQUENCES: &str = include_str!("../../shaders/sequences.wgsl");
+    pub const LINEAR_EPILOGUE: &str = include_str!("../../shaders/linear_epilogue.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");

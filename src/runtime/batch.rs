@@ -28,6 +28,7 @@ use super::generate::Finish;
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use crate::error::{Error, Result};
+use crate::kernels::MAX_SEQUENCES;
 
 /// What a request generates.
 #[derive(Debug, Clone)]
@@ -112,6 +113,9 @@ impl Batch {
         order.sort_by_key(|&i| self.requests[i].input.len() - self.requests[i].read > 1);
         let mut plan = Vec::new();
         for i in order {
+            if plan.len() == MAX_SEQUENCES {
+                break;
+            }
             let request = &self.requests[i];
             let left = request.input.len() - request.read;
             let take = left.min(chunk).min(budget);
