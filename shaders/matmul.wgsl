@@ -1,4 +1,6 @@
-// Matrix-matrix product for the rows (tokens) of a step: y[r] (+)= epilogue(W · x[r]).
+// Matrix-matrix product for the rows (tokens) of a step: y[r] (+)= epilogue(W · x[r]). W may be
+// one part of a matrix split by rows: its rows are the output columns col_offset .. col_offset +
+// part_cols.
 // Needs a weights prelude (binding 1, load_weight4), activation.wgsl and linear_epilogue.wgsl
 // (bindings 3 and 4, store and with_operand).
 //
@@ -7,7 +9,7 @@
 //   tiled    a 16×16 workgroup computes 64 × 64 outputs through workgroup memory (GPUs)
 //
 // binding 0  params
-// binding 1  weights  [out_cols, stride] f16       (from the prelude)
+// binding 1  weights  [part_cols rows]             (from the prelude)
 // binding 2  x        [rows, cols4] vec4<f32>
 // binding 3  y        (from linear_epilogue.wgsl)
 // binding 4  operand  (from linear_epilogue.wgsl)
@@ -15,12 +17,16 @@
 struct Params {
     rows: u32,
     out_cols: u32,
-    cols4: u32,    // vec4s per row of x and per row of W that hold data
-    stride4: u32,  // vec4s from one row of W to the next
+    part_cols: u32,
+    col_offset: u32,
+    cols4: u32,          // vec4s per row of x and per row of W that hold data
+    stride4: u32,        // vec4s from one row of W to the next
+    scales_offset: u32,  // where quantized formats keep their block parameters
     block_cols: u32,
     block_stride: u32,
     _padding0: u32,
     _padding1: u32,
+    _padding2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -30,7 +36,7 @@ struct Params {
 // past the end read the last valid one (their results are never stored).
 fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
     let last_row = params.rows - 1u;
-    let last_col = params.out_cols - 1u;
+    let last_col = params.part_cols - 1u;
     let x0 = min(row0, last_row) * params.cols4;
     let x1 = min(row0 + 1u, last_row) * params.cols4;
     let x2 = min(row0 + 2u, last_row) * params.cols4;
@@ -64,14 +70,14 @@ fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
 fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
     let row0 = id.y * 4u;
     let col0 = id.x * 4u;
-    if col0 >= params.out_cols {
+    if col0 >= params.part_cols {
         return;
     }
     let acc = block_dots(row0, col0);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            if row0 + i < params.rows && col0 + j < params.out_cols {
-                store(row0 + i, col0 + j, activate(ACTIVATION, acc[i][j]));
+            if row0 + i < params.rows && col0 + j < params.part_cols {
+                store(row0 + i, params.col_offset + col0 + j, activate(ACTIVATION, acc[i][j]));
             }
         }
     }
@@ -81,14 +87,15 @@ fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
 fn blocked_operand(@builtin(global_invocation_id) id: vec3<u32>) {
     let row0 = id.y * 4u;
     let col0 = id.x * 4u;
-    if col0 >= params.out_cols {
+    if col0 >= params.part_cols {
         return;
     }
     let acc = block_dots(row0, col0);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            if row0 + i < params.rows && col0 + j < params.out_cols {
-                store(row0 + i, col0 + j, with_operand(row0 + i, col0 + j, acc[i][j]));
+            if row0 + i < params.rows && col0 + j < params.part_cols {
+                let o = params.col_offset + col0 + j;
+                store(row0 + i, o, with_operand(row0 + i, o, acc[i][j]));
             }
         }
     }
@@ -115,7 +122,7 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
         }
         x_tile[thread] = xv;
         var wv = vec4<f32>(0.0);
-        if col0 + tile_line < params.out_cols && k < params.cols4 {
+        if col0 + tile_line < params.part_cols && k < params.cols4 {
             wv = load_weight4((col0 + tile_line) * params.stride4 + k);
         }
         w_tile[thread] = wv;
@@ -147,8 +154,8 @@ fn tiled(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) 
         for (var j = 0u; j < 4u; j++) {
             let r = row0 + local.y * 4u + i;
             let o = col0 + local.x * 4u + j;
-            if r < params.rows && o < params.out_cols {
-                store(r, o, activate(ACTIVATION, acc[i][j]));
+            if r < params.rows && o < params.part_cols {
+                store(r, params.col_offset + o, activate(ACTIVATION, acc[i][j]));
             }
         }
     }
@@ -164,8 +171,8 @@ fn tiled_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocat
         for (var j = 0u; j < 4u; j++) {
             let r = row0 + local.y * 4u + i;
             let o = col0 + local.x * 4u + j;
-            if r < params.rows && o < params.out_cols {
-                store(r, o, with_operand(r, o, acc[i][j]));
+            if r < params.rows && o < params.part_cols {
+                store(r, params.col_offset + o, with_operand(r, params.col_offset + o, acc[i][j]));
             }
         }
     }

@@ -40,6 +40,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod quant;
 pub mod runtime;
 pub mod tokenizer;
 

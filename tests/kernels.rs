@@ -5,8 +5,9 @@ mod common;
 
 use common::{assert_close, describe, upload, variants, Rng};
 use half::f16;
-use rwkv_wgpu::gpu::{Gpu, GpuMatrix, GpuTensor};
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuMatrix, GpuOptions, GpuTensor};
 use rwkv_wgpu::kernels::{self, Activation, BonusGate, Epilogue, KeyInputs, Operand, OperandRef, Recorder};
+use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
 
 /// f32 arithmetic in a different order than the f64 reference: a few ulps per term.
 const F32_TOLERANCE: f64 = 2e-5;
@@ -18,8 +19,16 @@ fn run(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> rwkv_wgpu::Result<()>) {
     gpu.wait().expect("GPU error");
 }
 
-fn random_matrix(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f16> {
-    rng.vec(rows * cols, -1.0, 1.0).into_iter().map(f16::from_f32).collect()
+/// A random matrix in `format`, uploaded, with the values the GPU decodes from it.
+fn random_matrix(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    format: MatrixFormat,
+    rows: usize,
+    cols: usize,
+) -> (GpuMatrix, Vec<f32>) {
+    let packed = PackedMatrix::pack(format, rows, cols, &rng.vec(rows * cols, -1.0, 1.0)).unwrap();
+    (GpuMatrix::upload(gpu, "w", &packed).unwrap(), packed.unpack())
 }
 
 /// How a linear test case uses its operand vector.
@@ -41,19 +50,21 @@ fn epilogue_cases() -> Vec<(Activation, OperandKind, bool)> {
     activations.chain(operands).collect()
 }
 
-/// Every shape × epilogue, for one row count.
-fn check_linear(gpu: &Gpu, rows: usize) {
+/// Every shape × epilogue, for one row count and weight format.
+fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
     // Odd column counts exercise the row padding; 130 and 300 outputs the workgroup and tile tails.
     for (case, &(outputs, cols)) in [(1, 4), (2, 7), (130, 33), (67, 256), (300, 129)].iter().enumerate() {
-        for (e, (activation, kind, accumulate)) in epilogue_cases().into_iter().enumerate() {
+        let cases = epilogue_cases();
+        // The epilogue is the same code for every format: quantized formats try two of them.
+        let cases = if format == MatrixFormat::F16 { &cases[..] } else { &cases[cases.len() - 2..] };
+        for (e, &(activation, kind, accumulate)) in cases.iter().enumerate() {
             let seed = (rows * 100_000 + case * 1000 + e) as u64;
             let mut rng = Rng::new(seed);
-            let weights = random_matrix(&mut rng, outputs, cols);
+            let (matrix, weights) = random_matrix(gpu, &mut rng, format, outputs, cols);
             let x = rng.vec(rows * cols, -1.0, 1.0);
             let operand_len = if kind == OperandKind::Gate { rows * outputs } else { outputs };
             let operand = rng.vec(operand_len, -1.0, 1.0);
             let y0 = rng.vec(rows * outputs, -1.0, 1.0);
-            let matrix = GpuMatrix::from_f16(gpu, "w", outputs, cols, &weights).unwrap();
             let (x_gpu, operand_gpu, y_gpu) =
                 (upload(gpu, cols, &x), upload(gpu, outputs, &operand), upload(gpu, outputs, &y0));
             let (gpu_operand, ref_operand) = match kind {
@@ -66,7 +77,7 @@ fn check_linear(gpu: &Gpu, rows: usize) {
             let previous = accumulate.then_some(&y0[..]);
             let expected = kernels::linear_ref(&weights, cols, &x, ref_operand, activation, previous);
             let what = format!(
-                "{} linear {rows}×{cols} → {outputs} {activation:?} {kind:?} acc={accumulate} seed={seed}",
+                "{} {format:?} linear {rows}×{cols} → {outputs} {activation:?} {kind:?} acc={accumulate} seed={seed}",
                 describe(gpu)
             );
             assert_close(&what, &y_gpu.read(gpu).unwrap(), &expected, F32_TOLERANCE);
@@ -74,11 +85,23 @@ fn check_linear(gpu: &Gpu, rows: usize) {
     }
 }
 
+/// The weight formats to test on a variant: int8 and nf4 read their codes the same way with or
+/// without SHADER_F16, so they run on the f16 variants only (both row mappings).
+fn formats_for(gpu: &Gpu) -> Vec<MatrixFormat> {
+    if gpu.f16 {
+        MatrixFormat::ALL.to_vec()
+    } else {
+        vec![MatrixFormat::F16]
+    }
+}
+
 /// One row runs the matrix-vector kernels.
 #[test]
 fn linear_one_row_matches_reference() {
     for gpu in variants() {
-        check_linear(&gpu, 1);
+        for format in formats_for(&gpu) {
+            check_linear(&gpu, 1, format);
+        }
     }
 }
 
@@ -86,8 +109,44 @@ fn linear_one_row_matches_reference() {
 #[test]
 fn linear_many_rows_matches_reference() {
     for gpu in variants() {
-        for rows in [2, 5, 67] {
-            check_linear(&gpu, rows);
+        for format in formats_for(&gpu) {
+            for rows in [2, 67] {
+                check_linear(&gpu, rows, format);
+            }
+        }
+    }
+}
+
+/// A matrix larger than a storage binding may hold is split into parts by rows; the result is
+/// the same as unsplit, for every format, one row and many.
+#[test]
+fn matrices_split_over_small_bindings_give_the_same_results() {
+    let whole = common::default_gpu();
+    let options =
+        GpuOptions { backend: Some(Backend::Vulkan), binding_limit: Some(8192), ..GpuOptions::default() };
+    let small = common::open(&options);
+    for format in MatrixFormat::ALL {
+        for rows in [1, 6] {
+            let mut rng = Rng::new(77);
+            let (outputs, cols) = (300, 129);
+            let packed =
+                PackedMatrix::pack(format, outputs, cols, &rng.vec(outputs * cols, -1.0, 1.0)).unwrap();
+            let x = rng.vec(rows * cols, -1.0, 1.0);
+            let bias = rng.vec(outputs, -1.0, 1.0);
+            let results: Vec<Vec<f32>> = [&whole, &small]
+                .iter()
+                .map(|gpu| {
+                    let matrix = GpuMatrix::upload(gpu, "w", &packed).unwrap();
+                    let (x_gpu, bias_gpu) = (upload(gpu, cols, &x), upload(gpu, outputs, &bias));
+                    let y = GpuTensor::zeros(gpu, "y", rows, outputs).unwrap();
+                    let epilogue = Epilogue::bias(&bias_gpu, Activation::Tanh);
+                    run(gpu, |rec| kernels::linear(rec, "split", &matrix, &x_gpu, &y, epilogue));
+                    y.read(gpu).unwrap()
+                })
+                .collect();
+            let parts = GpuMatrix::upload(&small, "w", &packed).unwrap().parts.len();
+            assert!(parts > 2, "{format:?}: expected a split into several parts, got {parts}");
+            assert_close(&format!("{format:?} {rows} rows split in {parts}"), &results[1], &results[0], 0.0);
         }
     }
 }
@@ -99,9 +158,9 @@ fn linear_into_lays_out_blocks() {
         for rows in [1, 3, 70] {
             let mut rng = Rng::new(31 + rows as u64);
             let (blocks, block_cols, cols) = (3, 5, 9);
-            let weights = random_matrix(&mut rng, blocks * block_cols, cols);
+            let (matrix, weights) =
+                random_matrix(&gpu, &mut rng, MatrixFormat::F16, blocks * block_cols, cols);
             let x = rng.vec(rows * cols, -1.0, 1.0);
-            let matrix = GpuMatrix::from_f16(&gpu, "w", blocks * block_cols, cols, &weights).unwrap();
             let x_gpu = upload(&gpu, cols, &x);
             let (entries, stride) = GpuTensor::stack(&gpu, "entries", blocks, rows, block_cols).unwrap();
             let epilogue = Epilogue::then(Activation::Tanh);

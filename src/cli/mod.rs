@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rwkv_wgpu::gpu::{self, Backend, Gpu, GpuOptions};
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::{source, LoadOptions, Model};
+use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::{Engine, EngineOptions};
 use rwkv_wgpu::tokenizer::Tokenizer;
 use rwkv_wgpu::Result;
@@ -72,6 +73,7 @@ impl GpuArgs {
             high_performance: !self.low_power,
             allow_f16: !self.no_f16,
             row_mapping: None,
+            binding_limit: None,
         }
     }
 
@@ -105,9 +107,34 @@ enum Command {
 /// A model file argument shared by the commands.
 #[derive(Args)]
 struct ModelArg {
-    /// Model file: .safetensors (f16/bf16/f32) or an official PyTorch .pth checkpoint.
+    /// Model file: .safetensors (f16/bf16/f32, or pre-quantized by `quantize`) or an official
+    /// PyTorch .pth checkpoint.
     #[arg(long, short = 'm')]
     model: PathBuf,
+    /// Format of the large weight matrices, quantized while loading.
+    #[arg(long, value_enum, default_value = "f16")]
+    quant: FormatArg,
+    /// Format of the head (the largest matrix); defaults to --quant.
+    #[arg(long, value_enum)]
+    quant_head: Option<FormatArg>,
+}
+
+/// A weight format on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    F16,
+    Int8,
+    Nf4,
+}
+
+impl From<FormatArg> for MatrixFormat {
+    fn from(arg: FormatArg) -> MatrixFormat {
+        match arg {
+            FormatArg::F16 => MatrixFormat::F16,
+            FormatArg::Int8 => MatrixFormat::Int8,
+            FormatArg::Nf4 => MatrixFormat::Nf4,
+        }
+    }
 }
 
 impl ModelArg {
@@ -116,7 +143,17 @@ impl ModelArg {
     fn load(&self, gpu_args: &GpuArgs) -> Result<Model> {
         let source = source::open(&self.model)?;
         ModelConfig::from_source(source.as_ref())?;
-        Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions::default())
+        Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions { quant: self.plan() })
+    }
+
+    /// The quantization the options ask for.
+    fn plan(&self) -> QuantPlan {
+        let layers = MatrixFormat::from(self.quant);
+        QuantPlan {
+            layers,
+            head: self.quant_head.map_or(layers, MatrixFormat::from),
+            layer_overrides: Vec::new(),
+        }
     }
 
     /// The model on an engine with room for `slots` sequences.

@@ -5,11 +5,8 @@
 //!   several sequences, per-channel parameters). Each row is padded to a multiple of 4 elements,
 //!   zero-filled, so kernels may read rows as `vec4<f32>`; kernels find a row at
 //!   `row * stride` with `stride = (cols + 3) & ~3`.
-//! - [`GpuMatrix`]: an f16 weight matrix `[rows, cols]`, row-major, each row padded with zeros to
-//!   a multiple of 4 elements so a row is a whole number of `vec4<f16>` (or `vec2<u32>` when
-//!   packed for adapters without SHADER_F16: the bytes are the same).
+//! - [`super::GpuMatrix`] (in `matrix.rs`): a weight matrix in f16, int8 or nf4.
 
-use half::f16;
 use wgpu::util::DeviceExt;
 
 use super::kernel::Binding;
@@ -23,11 +20,11 @@ pub fn padded4(len: usize) -> usize {
     len.div_ceil(4) * 4
 }
 
-fn storage_usage() -> wgpu::BufferUsages {
+pub(super) fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
 }
 
-fn check_size(gpu: &Gpu, label: &str, bytes: u64) -> Result<()> {
+pub(super) fn check_size(gpu: &Gpu, label: &str, bytes: u64) -> Result<()> {
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
     let max_buffer = gpu.limits.max_buffer_size;
     if bytes > max_binding || bytes > max_buffer {
@@ -200,61 +197,6 @@ impl GpuTensor {
         readback.copy_from(&mut encoder, self);
         gpu.queue.submit([encoder.finish()]);
         readback.read(gpu)
-    }
-}
-
-/// An f16 matrix `[rows, cols]` on the GPU (see the module docs for the layout).
-#[derive(Debug, Clone)]
-pub struct GpuMatrix {
-    pub buffer: wgpu::Buffer,
-    pub rows: usize,
-    pub cols: usize,
-    /// Elements from the start of one row to the next (`cols` rounded up to 4).
-    pub stride: usize,
-}
-
-impl GpuMatrix {
-    /// Uploads a row-major `[rows, cols]` matrix of f16 values.
-    pub fn from_f16(gpu: &Gpu, label: &str, rows: usize, cols: usize, data: &[f16]) -> Result<GpuMatrix> {
-        if data.len() != rows * cols {
-            return Err(Error::InvalidArgument(format!(
-                "{label}: {} values for a [{rows}, {cols}] matrix",
-                data.len()
-            )));
-        }
-        let stride = padded4(cols.max(1));
-        let bytes = (rows.max(1) * stride) as u64 * 2;
-        check_size(gpu, label, bytes)?;
-        let padded: Vec<f16> = if stride == cols {
-            data.to_vec()
-        } else {
-            let mut padded = vec![f16::ZERO; rows * stride];
-            for (dst, src) in padded.chunks_exact_mut(stride).zip(data.chunks_exact(cols.max(1))) {
-                dst[..cols].copy_from_slice(src);
-            }
-            padded
-        };
-        let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(&padded),
-            usage: storage_usage(),
-        });
-        Ok(GpuMatrix { buffer, rows, cols, stride })
-    }
-
-    /// Uploads a row-major `[rows, cols]` matrix given in f32, rounding to f16.
-    pub fn from_f32(gpu: &Gpu, label: &str, rows: usize, cols: usize, data: &[f32]) -> Result<GpuMatrix> {
-        let halves: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
-        Self::from_f16(gpu, label, rows, cols, &halves)
-    }
-
-    pub fn binding(&self) -> Binding {
-        Binding::whole(&self.buffer)
-    }
-
-    /// Bytes the matrix occupies on the GPU.
-    pub fn bytes(&self) -> u64 {
-        self.buffer.size()
     }
 }
 

@@ -6,13 +6,15 @@
 
 mod buffer;
 mod kernel;
+mod matrix;
 mod pool;
 
 use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
-pub use self::buffer::{GpuMatrix, GpuTensor, Readback};
+pub use self::buffer::{GpuTensor, Readback};
 pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step};
+pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
 
 use crate::error::{Error, Result};
@@ -61,11 +63,21 @@ pub struct GpuOptions {
     pub allow_f16: bool,
     /// Override the row mapping chosen from the adapter type (for tests and tuning).
     pub row_mapping: Option<RowMapping>,
+    /// Act as if storage bindings could hold at most this many bytes (to test how large
+    /// matrices are split, as browsers' 128 MiB limit requires).
+    pub binding_limit: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        Self { backend: None, adapter: None, high_performance: true, allow_f16: true, row_mapping: None }
+        Self {
+            backend: None,
+            adapter: None,
+            high_performance: true,
+            allow_f16: true,
+            row_mapping: None,
+            binding_limit: None,
+        }
     }
 }
 
@@ -182,6 +194,10 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", describe_adapter(&info))))?;
+        let mut limits = limits;
+        if let Some(limit) = options.binding_limit {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(limit);
+        }
 
         let errors: ErrorSlot = Arc::default();
         let slot = errors.clone();

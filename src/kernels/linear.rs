@@ -2,12 +2,13 @@
 //! `y[r] (+)= act(W·x[r]) ⊙ gate[r]`, with f16 weights and f32 arithmetic. One row (decoding
 //! one sequence) runs the matrix-vector kernels; more rows run the tiled matrix-matrix kernels.
 
-use half::f16;
-
 use super::{check_stack, expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Binding, GpuMatrix, GpuTensor, KernelSource, RowMapping};
+use crate::quant::MatrixFormat;
 
+// The kernel assemblies: matrix-vector (with the workgroup reduction) and matrix-matrix, for
+// each way of storing weights.
 const MATVEC_F16: KernelSource = KernelSource {
     name: "matvec_f16",
     parts: &[wgsl::WEIGHTS_F16, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
@@ -15,6 +16,14 @@ const MATVEC_F16: KernelSource = KernelSource {
 const MATVEC_PACKED: KernelSource = KernelSource {
     name: "matvec_packed",
     parts: &[wgsl::WEIGHTS_PACKED, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
+};
+const MATVEC_INT8: KernelSource = KernelSource {
+    name: "matvec_int8",
+    parts: &[wgsl::WEIGHTS_INT8, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
+};
+const MATVEC_NF4: KernelSource = KernelSource {
+    name: "matvec_nf4",
+    parts: &[wgsl::WEIGHTS_NF4, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
 };
 const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
@@ -24,6 +33,28 @@ const MATMUL_PACKED: KernelSource = KernelSource {
     name: "matmul_packed",
     parts: &[wgsl::WEIGHTS_PACKED, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
+const MATMUL_INT8: KernelSource = KernelSource {
+    name: "matmul_int8",
+    parts: &[wgsl::WEIGHTS_INT8, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+};
+const MATMUL_NF4: KernelSource = KernelSource {
+    name: "matmul_nf4",
+    parts: &[wgsl::WEIGHTS_NF4, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+};
+
+/// The assembly for a matrix format, one or more rows, and the adapter's features.
+fn source(format: MatrixFormat, one_row: bool, native_f16: bool) -> &'static KernelSource {
+    match (format, one_row, native_f16) {
+        (MatrixFormat::F16, true, true) => &MATVEC_F16,
+        (MatrixFormat::F16, true, false) => &MATVEC_PACKED,
+        (MatrixFormat::Int8, true, _) => &MATVEC_INT8,
+        (MatrixFormat::Nf4, true, _) => &MATVEC_NF4,
+        (MatrixFormat::F16, false, true) => &MATMUL_F16,
+        (MatrixFormat::F16, false, false) => &MATMUL_PACKED,
+        (MatrixFormat::Int8, false, _) => &MATMUL_INT8,
+        (MatrixFormat::Nf4, false, _) => &MATMUL_NF4,
+    }
+}
 
 const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 const BINDINGS_OPERAND: &[Access] =
@@ -34,15 +65,31 @@ const BINDINGS_OPERAND: &[Access] =
 const TILE: usize = 64;
 const BLOCK: usize = 4;
 
+/// The shape of one dispatch over one part of a matrix: `Params` of matvec.wgsl and matmul.wgsl.
+#[derive(Clone, Copy)]
+struct PartShape {
+    rows: u32,
+    out_cols: u32,
+    part_cols: u32,
+    col_offset: u32,
+    cols4: u32,
+    stride4: u32,
+    scales_offset: u32,
+    block_cols: u32,
+    block_stride: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct MatvecParams {
     out_cols: u32,
+    part_cols: u32,
+    col_offset: u32,
     cols4: u32,
     stride4: u32,
+    scales_offset: u32,
     block_cols: u32,
     block_stride: u32,
-    padding: [u32; 3],
 }
 
 #[repr(C)]
@@ -50,11 +97,14 @@ struct MatvecParams {
 struct MatmulParams {
     rows: u32,
     out_cols: u32,
+    part_cols: u32,
+    col_offset: u32,
     cols4: u32,
     stride4: u32,
+    scales_offset: u32,
     block_cols: u32,
     block_stride: u32,
-    padding: [u32; 2],
+    padding: [u32; 3],
 }
 
 /// A vector that takes part in the epilogue.
@@ -172,54 +222,108 @@ fn record(
     }
     let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
     let (y, block, block_stride) = output;
-    let mut storage = vec![matrix.binding(), x.binding(), y];
-    storage.extend(operand.map(GpuTensor::binding));
     let with_operand = operand.is_some();
-    let (cols4, stride4) = (to_u32(label, matrix.cols.div_ceil(4))?, to_u32(label, matrix.stride / 4)?);
-    let (block, block_stride) = (to_u32(label, block.max(1))?, to_u32(label, block_stride)?);
-
-    if x.rows == 1 {
-        let source = if gpu.f16 { &MATVEC_F16 } else { &MATVEC_PACKED };
-        let (entry, rows_per_group) = match (gpu.row_mapping, with_operand) {
-            (RowMapping::ThreadPerRow, false) => ("thread_per_row", 64),
-            (RowMapping::ThreadPerRow, true) => ("thread_per_row_operand", 64),
-            (RowMapping::WorkgroupPerRow, false) => ("workgroup_per_row", 1),
-            (RowMapping::WorkgroupPerRow, true) => ("workgroup_per_row_operand", 1),
-        };
-        let pipeline = gpu.pipeline(source, entry, bindings, &constants)?;
-        let params = MatvecParams {
+    let one_row = x.rows == 1;
+    let pipeline = gpu.pipeline(
+        source(matrix.format, one_row, gpu.f16),
+        entry(gpu.row_mapping, one_row, with_operand),
+        bindings,
+        &constants,
+    )?;
+    for part in &matrix.parts {
+        let mut storage = vec![part.binding(), x.binding(), y.clone()];
+        storage.extend(operand.map(GpuTensor::binding));
+        let shape = PartShape {
+            rows: to_u32(label, x.rows)?,
             out_cols: to_u32(label, matrix.rows)?,
+            part_cols: to_u32(label, part.rows)?,
+            col_offset: to_u32(label, part.first_row)?,
+            cols4: to_u32(label, matrix.cols.div_ceil(4))?,
+            stride4: to_u32(label, matrix.row_vec4s())?,
+            scales_offset: to_u32(label, part.scales_offset)?,
+            block_cols: to_u32(label, block.max(1))?,
+            block_stride: to_u32(label, block_stride)?,
+        };
+        if one_row {
+            let rows_per_group = if gpu.row_mapping == RowMapping::ThreadPerRow { 64 } else { 1 };
+            let workgroups = gpu.grid(to_u32(label, part.rows.div_ceil(rows_per_group))?);
+            rec.record(&pipeline, label, &shape.matvec(), &storage, workgroups)?;
+        } else {
+            let workgroups = match gpu.row_mapping {
+                RowMapping::ThreadPerRow => [part.rows.div_ceil(BLOCK).div_ceil(64), x.rows.div_ceil(BLOCK)],
+                RowMapping::WorkgroupPerRow => [part.rows.div_ceil(TILE), x.rows.div_ceil(TILE)],
+            };
+            let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
+            rec.record(&pipeline, label, &shape.matmul(), &storage, workgroups)?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel entry point for a row mapping, one row or many, and whether an operand is bound.
+fn entry(mapping: RowMapping, one_row: bool, with_operand: bool) -> &'static str {
+    match (mapping, one_row, with_operand) {
+        (RowMapping::ThreadPerRow, true, false) => "thread_per_row",
+        (RowMapping::ThreadPerRow, true, true) => "thread_per_row_operand",
+        (RowMapping::WorkgroupPerRow, true, false) => "workgroup_per_row",
+        (RowMapping::WorkgroupPerRow, true, true) => "workgroup_per_row_operand",
+        (RowMapping::ThreadPerRow, false, false) => "blocked",
+        (RowMapping::ThreadPerRow, false, true) => "blocked_operand",
+        (RowMapping::WorkgroupPerRow, false, false) => "tiled",
+        (RowMapping::WorkgroupPerRow, false, true) => "tiled_operand",
+    }
+}
+
+impl PartShape {
+    fn matvec(self) -> MatvecParams {
+        let PartShape {
+            out_cols,
+            part_cols,
+            col_offset,
             cols4,
             stride4,
-            block_cols: block,
+            scales_offset,
+            block_cols,
             block_stride,
-            padding: [0; 3],
-        };
-        let workgroups = gpu.grid(to_u32(label, matrix.rows.div_ceil(rows_per_group))?);
-        return rec.record(&pipeline, label, &params, &storage, workgroups);
+            ..
+        } = self;
+        MatvecParams {
+            out_cols,
+            part_cols,
+            col_offset,
+            cols4,
+            stride4,
+            scales_offset,
+            block_cols,
+            block_stride,
+        }
     }
 
-    let source = if gpu.f16 { &MATMUL_F16 } else { &MATMUL_PACKED };
-    let blocked = [matrix.rows.div_ceil(BLOCK).div_ceil(64), x.rows.div_ceil(BLOCK)];
-    let tiled = [matrix.rows.div_ceil(TILE), x.rows.div_ceil(TILE)];
-    let (entry, workgroups) = match (gpu.row_mapping, with_operand) {
-        (RowMapping::ThreadPerRow, false) => ("blocked", blocked),
-        (RowMapping::ThreadPerRow, true) => ("blocked_operand", blocked),
-        (RowMapping::WorkgroupPerRow, false) => ("tiled", tiled),
-        (RowMapping::WorkgroupPerRow, true) => ("tiled_operand", tiled),
-    };
-    let pipeline = gpu.pipeline(source, entry, bindings, &constants)?;
-    let params = MatmulParams {
-        rows: to_u32(label, x.rows)?,
-        out_cols: to_u32(label, matrix.rows)?,
-        cols4,
-        stride4,
-        block_cols: block,
-        block_stride,
-        padding: [0; 2],
-    };
-    let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
-    rec.record(&pipeline, label, &params, &storage, workgroups)
+    fn matmul(self) -> MatmulParams {
+        let PartShape {
+            rows,
+            out_cols,
+            part_cols,
+            col_offset,
+            cols4,
+            stride4,
+            scales_offset,
+            block_cols,
+            block_stride,
+        } = self;
+        MatmulParams {
+            rows,
+            out_cols,
+            part_cols,
+            col_offset,
+            cols4,
+            stride4,
+            scales_offset,
+            block_cols,
+            block_stride,
+            padding: [0; 3],
+        }
+    }
 }
 
 /// The operand of [`linear_ref`].
@@ -232,10 +336,11 @@ pub enum OperandRef<'a> {
     Gate(&'a [f32]),
 }
 
-/// CPU reference of [`linear`]: `matrix` is row-major `[out, in]` with `in` = `in_cols`, `x` rows
-/// of `in_cols`; `accumulate_into` holds the previous output when accumulating.
+/// CPU reference of [`linear`]: `matrix` is row-major `[out, in]` with `in` = `in_cols` (the
+/// values the GPU decodes from its format), `x` rows of `in_cols`; `accumulate_into` holds the
+/// previous output when accumulating.
 pub fn linear_ref(
-    matrix: &[f16],
+    matrix: &[f32],
     in_cols: usize,
     x: &[f32],
     operand: OperandRef,
@@ -247,8 +352,7 @@ pub fn linear_ref(
     for (r, x_row) in x.chunks_exact(in_cols.max(1)).enumerate() {
         for o in 0..outputs {
             let weights = &matrix[o * in_cols..(o + 1) * in_cols];
-            let dot: f64 =
-                weights.iter().zip(x_row).map(|(w, &x)| f64::from(w.to_f32()) * f64::from(x)).sum();
+            let dot: f64 = weights.iter().zip(x_row).map(|(&w, &x)| f64::from(w) * f64::from(x)).sum();
             let value = match operand {
                 OperandRef::None => activation.apply(dot),
                 OperandRef::Bias(bias) => activation.apply(dot + f64::from(bias[o])),

@@ -36,6 +36,8 @@ mod wgsl {
     pub const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
     pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");
+    pub const WEIGHTS_INT8: &str = include_str!("../../shaders/weights_int8.wgsl");
+    pub const WEIGHTS_NF4: &str = include_str!("../../shaders/weights_nf4.wgsl");
     pub const SEQUENCES: &str = include_str!("../../shaders/sequences.wgsl");
     pub const LINEAR_EPILOGUE: &str = include_str!("../../shaders/linear_epilogue.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");

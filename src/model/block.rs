@@ -10,6 +10,7 @@ use super::source::TensorSource;
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Recorder};
+use crate::quant::QuantPlan;
 
 /// A layer's recurrent states on the GPU, one row per state slot: the last LN1 output
 /// (`att_x`, [slots, C]), the time mix's own state (`wkv`, its layout chosen by the version) and
@@ -64,9 +65,14 @@ impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
         })
     }
 
-    /// Every block of the model.
-    pub fn load_all(source: &dyn TensorSource, config: &ModelConfig, store: &S) -> Result<Vec<Self>> {
-        let loader = Loader::new(source, store);
+    /// Every block of the model, its large matrices stored as `plan` says.
+    pub fn load_all(
+        source: &dyn TensorSource,
+        config: &ModelConfig,
+        store: &S,
+        plan: &QuantPlan,
+    ) -> Result<Vec<Self>> {
+        let loader = Loader::with_plan(source, store, plan.clone());
         (0..config.layers).map(|layer| Self::load(&loader, config, layer)).collect()
     }
 }

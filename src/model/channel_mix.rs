@@ -33,11 +33,11 @@ impl<S: Store> ChannelMix<S> {
             Version::V6 => (loader.stacked(&label, &names(&["time_maa_k", "time_maa_r"]), c)?, true),
             Version::V7 => (loader.stacked(&label, &names(&["x_k"]), c)?, false),
         };
-        let receptance = if gated { Some(loader.matrix(&ffn("receptance.weight"), c, c)?) } else { None };
+        let receptance = if gated { Some(loader.linear(&ffn("receptance.weight"), c, c)?) } else { None };
         Ok(ChannelMix {
             mixes,
-            key: loader.matrix(&ffn("key.weight"), config.ffn, c)?,
-            value: loader.matrix(&ffn("value.weight"), c, config.ffn)?,
+            key: loader.linear(&ffn("key.weight"), config.ffn, c)?,
+            value: loader.linear(&ffn("value.weight"), c, config.ffn)?,
             receptance,
         })
     }

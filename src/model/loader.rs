@@ -2,24 +2,26 @@
 //! reference. Every check of presence, dtype and shape happens here, and every error names the
 //! tensor.
 
-use half::f16;
-
-use super::source::{DType, TensorData, TensorSource};
+use super::source::{TensorData, TensorSource};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
+use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
 
 /// Where loaded weights go.
 pub trait Store {
     type Vector;
     type Matrix;
+    /// Whether the store keeps values; if not, the loader checks names, shapes and dtypes but
+    /// converts nothing.
+    const KEEPS_VALUES: bool = true;
     /// f32 values as rows of `cols`.
     fn rows(&self, name: &str, cols: usize, data: Vec<f32>) -> Result<Self::Vector>;
     /// f32 values as one row.
     fn vector(&self, name: &str, data: Vec<f32>) -> Result<Self::Vector> {
         self.rows(name, data.len(), data)
     }
-    /// A row-major `[rows, cols]` matrix.
-    fn matrix(&self, name: &str, rows: usize, cols: usize, data: Vec<f16>) -> Result<Self::Matrix>;
+    /// A weight matrix, already in its format.
+    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<Self::Matrix>;
 }
 
 impl Store for Gpu {
@@ -30,20 +32,20 @@ impl Store for Gpu {
         GpuTensor::from_rows(self, name, cols, &data)
     }
 
-    fn matrix(&self, name: &str, rows: usize, cols: usize, data: Vec<f16>) -> Result<GpuMatrix> {
-        GpuMatrix::from_f16(self, name, rows, cols, &data)
+    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<GpuMatrix> {
+        GpuMatrix::upload(self, name, &matrix)
     }
 }
 
 /// Weights kept on the CPU, for the reference implementation.
 pub struct Host;
 
-/// A row-major f16 matrix on the CPU.
+/// A row-major matrix on the CPU: the values the GPU decodes from its format.
 #[derive(Debug, Clone)]
 pub struct HostMatrix {
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f16>,
+    pub values: Vec<f32>,
 }
 
 impl Store for Host {
@@ -54,8 +56,8 @@ impl Store for Host {
         Ok(data)
     }
 
-    fn matrix(&self, _name: &str, rows: usize, cols: usize, data: Vec<f16>) -> Result<HostMatrix> {
-        Ok(HostMatrix { rows, cols, data })
+    fn matrix(&self, _name: &str, matrix: PackedMatrix) -> Result<HostMatrix> {
+        Ok(HostMatrix { rows: matrix.rows, cols: matrix.cols, values: matrix.unpack() })
     }
 }
 
@@ -65,12 +67,13 @@ pub struct Validate;
 impl Store for Validate {
     type Vector = ();
     type Matrix = ();
+    const KEEPS_VALUES: bool = false;
 
     fn rows(&self, _name: &str, _cols: usize, _data: Vec<f32>) -> Result<()> {
         Ok(())
     }
 
-    fn matrix(&self, _name: &str, _rows: usize, _cols: usize, _data: Vec<f16>) -> Result<()> {
+    fn matrix(&self, _name: &str, _matrix: PackedMatrix) -> Result<()> {
         Ok(())
     }
 }
@@ -79,11 +82,18 @@ impl Store for Validate {
 pub struct Loader<'a, S: Store> {
     source: &'a dyn TensorSource,
     pub store: &'a S,
+    plan: QuantPlan,
 }
 
 impl<'a, S: Store> Loader<'a, S> {
+    /// A loader that keeps every matrix in f16.
     pub fn new(source: &'a dyn TensorSource, store: &'a S) -> Self {
-        Loader { source, store }
+        Loader { source, store, plan: QuantPlan::default() }
+    }
+
+    /// A loader that stores the large matrices as `plan` says.
+    pub fn with_plan(source: &'a dyn TensorSource, store: &'a S, plan: QuantPlan) -> Self {
+        Loader { source, store, plan }
     }
 
     /// A tensor that must exist, in a float dtype, with exactly `expected` elements laid out as
@@ -163,24 +173,60 @@ impl<'a, S: Store> Loader<'a, S> {
         self.stacked(prefix, &[format!("{prefix}.weight"), format!("{prefix}.bias")], len)
     }
 
-    /// A linear layer's weight as stored, `[out, in]`.
+    /// A matrix stored `[out, in]`, kept in f16 whatever the plan (LoRA factors and other small
+    /// matrices).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
         let tensor = self.fetch(name, &[rows, cols])?;
-        self.store.matrix(name, rows, cols, to_f16(&tensor, name)?)
+        self.pack(name, MatrixFormat::F16, rows, cols, |tensor| tensor.to_f32(name), tensor)
     }
 
-    /// A matrix stored `[in, out]` (RWKV-7's LoRA factors, used as `x @ W`), transposed to the
-    /// `[out, in]` layout the matrix-vector kernels read.
+    /// One of the model's large matrices, stored `[out, in]`: in the format the plan gives it,
+    /// or in its own format if the file holds it pre-quantized.
+    pub fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
+        if let Some(packed) = self.source.packed(name)? {
+            if (packed.rows, packed.cols) != (rows, cols) {
+                return Err(Error::Shape {
+                    name: name.into(),
+                    expected: vec![rows, cols],
+                    found: vec![packed.rows, packed.cols],
+                });
+            }
+            return self.store.matrix(name, packed);
+        }
+        let tensor = self.fetch(name, &[rows, cols])?;
+        self.pack(name, self.plan.format_of(name), rows, cols, |tensor| tensor.to_f32(name), tensor)
+    }
+
+    /// A matrix stored `[in, out]` (RWKV-6/7's LoRA factors, used as `x @ W`), transposed to the
+    /// `[out, in]` layout the kernels read, in f16.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
         let tensor = self.fetch(name, &[inputs, outputs])?;
-        let transposed = transpose(&to_f16(&tensor, name)?, inputs, outputs);
-        self.store.matrix(name, outputs, inputs, transposed)
+        let values = |tensor: TensorData| Ok(transpose(&tensor.to_f32(name)?, inputs, outputs));
+        self.pack(name, MatrixFormat::F16, outputs, inputs, values, tensor)
+    }
+
+    /// Converts a checked tensor and packs it, unless the store keeps no values.
+    fn pack(
+        &self,
+        name: &str,
+        format: MatrixFormat,
+        rows: usize,
+        cols: usize,
+        values: impl FnOnce(TensorData) -> Result<Vec<f32>>,
+        tensor: TensorData,
+    ) -> Result<S::Matrix> {
+        let packed = if S::KEEPS_VALUES {
+            PackedMatrix::pack(format, rows, cols, &values(tensor)?)?
+        } else {
+            PackedMatrix { format, rows, cols, words: Vec::new() }
+        };
+        self.store.matrix(name, packed)
     }
 }
 
 impl<S: Store> Loader<'_, S> {
     /// `count` matrices stored as one `[count, inputs, outputs]` tensor (RWKV-6's
-    /// `time_maa_w2`), each transposed to `[outputs, inputs]`.
+    /// `time_maa_w2`), each transposed to `[outputs, inputs]`, in f16.
     pub fn matrices_transposed(
         &self,
         name: &str,
@@ -189,39 +235,30 @@ impl<S: Store> Loader<'_, S> {
         outputs: usize,
     ) -> Result<Vec<S::Matrix>> {
         let tensor = self.fetch(name, &[count, inputs, outputs])?;
-        let stored = to_f16(&tensor, name)?;
+        let stored = if S::KEEPS_VALUES { tensor.to_f32(name)? } else { vec![0.0; count * inputs * outputs] };
         stored
-            .chunks_exact(inputs * outputs)
+            .chunks_exact((inputs * outputs).max(1))
             .enumerate()
             .map(|(index, slice)| {
-                self.store.matrix(
-                    &format!("{name}[{index}]"),
-                    outputs,
-                    inputs,
-                    transpose(slice, inputs, outputs),
-                )
+                let values = if S::KEEPS_VALUES { transpose(slice, inputs, outputs) } else { Vec::new() };
+                let packed = if S::KEEPS_VALUES {
+                    PackedMatrix::pack(MatrixFormat::F16, outputs, inputs, &values)?
+                } else {
+                    PackedMatrix { format: MatrixFormat::F16, rows: outputs, cols: inputs, words: Vec::new() }
+                };
+                self.store.matrix(&format!("{name}[{index}]"), packed)
             })
             .collect()
     }
 }
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
-fn transpose(matrix: &[f16], rows: usize, cols: usize) -> Vec<f16> {
-    let mut transposed = vec![f16::ZERO; matrix.len()];
+fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut transposed = vec![0.0; matrix.len()];
     for r in 0..rows {
         for c in 0..cols {
             transposed[c * rows + r] = matrix[r * cols + c];
         }
     }
     transposed
-}
-
-/// Matrices are stored on the GPU as f16; bf16 and f32 inputs are rounded to nearest.
-fn to_f16(tensor: &TensorData, name: &str) -> Result<Vec<f16>> {
-    let bytes = &tensor.bytes[..];
-    Ok(match tensor.dtype {
-        DType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect(),
-        DType::BF16 | DType::F32 => tensor.to_f32(name)?.into_iter().map(f16::from_f32).collect(),
-        DType::Other(dtype) => return Err(Error::DType { name: name.into(), dtype: dtype.into() }),
-    })
 }

@@ -30,10 +30,14 @@ use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
+use crate::quant::QuantPlan;
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
-pub struct LoadOptions {}
+pub struct LoadOptions {
+    /// The format of each large weight matrix (f16, int8 or nf4), quantized as it is loaded.
+    pub quant: QuantPlan,
+}
 
 /// A loaded model: its shape, its weights on the GPU and its embedding table in host memory.
 pub struct Model {
@@ -56,19 +60,20 @@ fn load_blocks<T: TimeMix>(
     source: &dyn TensorSource,
     config: &Arc<ModelConfig>,
     gpu: &Gpu,
+    plan: &QuantPlan,
 ) -> Result<Box<dyn Layers>> {
-    let blocks = Block::<Gpu, T>::load_all(source, config, gpu)?;
+    let blocks = Block::<Gpu, T>::load_all(source, config, gpu, plan)?;
     Ok(Box::new(Blocks { config: config.clone(), blocks }))
 }
 
 fn check_blocks<T: LoadTimeMix<Validate>>(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
-    Block::<Validate, T>::load_all(source, config, &Validate).map(drop)
+    Block::<Validate, T>::load_all(source, config, &Validate, &QuantPlan::default()).map(drop)
 }
 
 /// Checks every tensor of the model (presence, shape, dtype) without keeping any of it.
 pub fn validate(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
     in_version(config.version, validate_blocks(source, config))?;
-    in_version(config.version, Outer::load(source, config, &Validate).map(drop))
+    in_version(config.version, Outer::load(source, config, &Validate, &QuantPlan::default()).map(drop))
 }
 
 fn validate_blocks(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
@@ -91,12 +96,12 @@ struct Outer<S: Store> {
 }
 
 impl<S: Store> Outer<S> {
-    fn load(source: &dyn TensorSource, config: &ModelConfig, store: &S) -> Result<Self> {
-        let loader = Loader::new(source, store);
+    fn load(source: &dyn TensorSource, config: &ModelConfig, store: &S, plan: &QuantPlan) -> Result<Self> {
+        let loader = Loader::with_plan(source, store, plan.clone());
         Ok(Outer {
             ln0: loader.norm("blocks.0.ln0", config.embd)?,
             ln_out: loader.norm("ln_out", config.embd)?,
-            head: loader.matrix("head.weight", config.vocab, config.embd)?,
+            head: loader.linear("head.weight", config.vocab, config.embd)?,
         })
     }
 }
@@ -120,18 +125,18 @@ impl Model {
     }
 
     /// Loads a model from any tensor source (a file, or a synthetic model made in memory).
-    pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, _options: &LoadOptions) -> Result<Model> {
+    pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, options: &LoadOptions) -> Result<Model> {
         let config = Arc::new(ModelConfig::from_source(source)?);
         let uploaded = gpu.scoped("uploading the weights", || {
             let layers = match config.version {
-                Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu)?,
+                Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu, &options.quant)?,
                 Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-                    load_blocks::<v5::TimeMix5<Gpu>>(source, &config, &gpu)?
+                    load_blocks::<v5::TimeMix5<Gpu>>(source, &config, &gpu, &options.quant)?
                 }
-                Version::V6 => load_blocks::<v6::TimeMix6<Gpu>>(source, &config, &gpu)?,
-                Version::V7 => load_blocks::<v7::TimeMix7<Gpu>>(source, &config, &gpu)?,
+                Version::V6 => load_blocks::<v6::TimeMix6<Gpu>>(source, &config, &gpu, &options.quant)?,
+                Version::V7 => load_blocks::<v7::TimeMix7<Gpu>>(source, &config, &gpu, &options.quant)?,
             };
-            Ok((layers, Outer::load(source, &config, gpu.as_ref())?))
+            Ok((layers, Outer::load(source, &config, gpu.as_ref(), &options.quant)?))
         });
         let (layers, outer) = in_version(config.version, uploaded)?;
         let embedding = Embedding::load(source, config.vocab, config.embd)?;

@@ -10,6 +10,7 @@ use super::source::TensorSource;
 use super::v7::{TimeMix7, ValueResidual};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, OperandRef, Prev};
+use crate::quant::QuantPlan;
 use crate::runtime::{LayerValues, State};
 
 pub struct ReferenceModel {
@@ -22,7 +23,7 @@ pub struct ReferenceModel {
 }
 
 fn matvec(m: &HostMatrix, x: &[f32], operand: OperandRef, activation: Activation) -> Vec<f32> {
-    kernels::linear_ref(&m.data, m.cols, x, operand, activation, None)
+    kernels::linear_ref(&m.values, m.cols, x, operand, activation, None)
 }
 
 fn plain(m: &HostMatrix, x: &[f32]) -> Vec<f32> {
@@ -48,12 +49,12 @@ impl ReferenceModel {
                 config.version.name()
             )));
         }
-        let blocks = Block::load_all(source, &config, &Host)?;
+        let blocks = Block::load_all(source, &config, &Host, &QuantPlan::default())?;
         let loader = Loader::new(source, &Host);
         Ok(ReferenceModel {
             ln0: loader.norm("blocks.0.ln0", config.embd)?,
             ln_out: loader.norm("ln_out", config.embd)?,
-            head: loader.matrix("head.weight", config.vocab, config.embd)?,
+            head: loader.linear("head.weight", config.vocab, config.embd)?,
             embedding: Embedding::load(source, config.vocab, config.embd)?,
             blocks,
             config,

@@ -27,7 +27,7 @@ impl<S: Store> LoadTimeMix<S> for TimeMix4<S> {
     fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
+        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
         let mixes = ["time_mix_k", "time_mix_v", "time_mix_r"].map(att);
         let decay = loader.vector_f32(&att("time_decay"), c)?.into_iter().map(|d| -d.exp()).collect();
         Ok(TimeMix4 {

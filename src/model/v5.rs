@@ -72,7 +72,7 @@ impl<S: Store> Core5<S> {
     pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
+        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
         Ok(Core5 {
             receptance: linear("receptance")?,
             key: linear("key")?,

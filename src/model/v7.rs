@@ -57,7 +57,7 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
         let vector = |name: &str| loader.vector(&att(name), c);
         let lora_in = |name: &str, rank| loader.matrix_transposed(&att(name), c, rank);
         let lora_out = |name: &str, rank| loader.matrix_transposed(&att(name), rank, c);
-        let linear = |name: &str| loader.matrix(&att(&format!("{name}.weight")), c, c);
+        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
         let (decay, rate, gate) = (config.rank("decay"), config.rank("in-context rate"), config.rank("gate"));
 
         let mix_names: Vec<String> = TIME_MIXES.iter().map(|m| att(m)).collect();

@@ -91,6 +91,10 @@ pub trait TensorSource: Send + Sync {
     fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)>;
     /// One tensor's data. Borrowed from the memory map where the layout allows it.
     fn tensor(&self, name: &str) -> Result<TensorData<'_>>;
+    /// A matrix the file holds already quantized (written by `rwkv-wgpu quantize`), if this one is.
+    fn packed(&self, _name: &str) -> Result<Option<crate::quant::PackedMatrix>> {
+        Ok(None)
+    }
 }
 
 /// Opens a model file, choosing the reader by the file's first bytes rather than its name.

@@ -1,0 +1,92 @@
+//! Weight matrices on the GPU, in any [`MatrixFormat`], split by rows into parts that each fit
+//! one storage binding.
+//!
+//! Browsers and many GPUs limit one storage binding to 128 MiB (WebGPU's default) while the f16
+//! head of a 2.9B model is 320 MiB: such a matrix becomes several parts, each its own buffer
+//! holding whole rows, and the linear kernels run once per part, writing that part's output
+//! columns. Everything else sees one matrix.
+
+use half::f16;
+use wgpu::util::DeviceExt;
+
+use super::buffer::{check_size, storage_usage};
+use super::kernel::Binding;
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::quant::{MatrixFormat, PackedMatrix};
+
+/// Rows `first_row .. first_row + rows` of a matrix, in one buffer: their codes, then their
+/// block parameters from `scales_offset` (in u32 words) on.
+#[derive(Debug, Clone)]
+pub struct MatrixPart {
+    pub buffer: wgpu::Buffer,
+    pub first_row: usize,
+    pub rows: usize,
+    pub scales_offset: usize,
+}
+
+impl MatrixPart {
+    pub fn binding(&self) -> Binding {
+        Binding::whole(&self.buffer)
+    }
+}
+
+/// A `[rows, cols]` weight matrix (`rows` outputs of `cols` inputs) on the GPU.
+#[derive(Debug, Clone)]
+pub struct GpuMatrix {
+    pub format: MatrixFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub parts: Vec<MatrixPart>,
+}
+
+impl GpuMatrix {
+    /// Uploads a packed matrix, split into as few parts as the adapter's binding limit allows.
+    pub fn upload(gpu: &Gpu, label: &str, matrix: &PackedMatrix) -> Result<GpuMatrix> {
+        let PackedMatrix { format, rows, cols, .. } = *matrix;
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let row_bytes = format.bytes(1, cols) + 4;
+        let rows_per_part = (limit / row_bytes) as usize;
+        if rows_per_part == 0 {
+            return Err(Error::TooBig(format!(
+                "{label}: one row of {cols} {} weights ({row_bytes} bytes) exceeds the adapter's {limit}-byte storage bindings",
+                format.name()
+            )));
+        }
+        let mut parts = Vec::with_capacity(rows.div_ceil(rows_per_part));
+        for first_row in (0..rows.max(1)).step_by(rows_per_part) {
+            let part_rows = rows_per_part.min(rows - first_row.min(rows));
+            let words = matrix.rows_words(first_row, part_rows);
+            check_size(gpu, label, (words.len() * 4) as u64)?;
+            let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&words),
+                usage: storage_usage(),
+            });
+            let scales_offset = part_rows * format.row_words(cols);
+            parts.push(MatrixPart { buffer, first_row, rows: part_rows, scales_offset });
+        }
+        Ok(GpuMatrix { format, rows, cols, parts })
+    }
+
+    /// Uploads a row-major `[rows, cols]` matrix of f16 values, as f16.
+    pub fn from_f16(gpu: &Gpu, label: &str, rows: usize, cols: usize, data: &[f16]) -> Result<GpuMatrix> {
+        let values: Vec<f32> = data.iter().map(|x| x.to_f32()).collect();
+        Self::from_f32(gpu, label, rows, cols, &values)
+    }
+
+    /// Uploads a row-major `[rows, cols]` matrix given in f32, rounding to f16.
+    pub fn from_f32(gpu: &Gpu, label: &str, rows: usize, cols: usize, data: &[f32]) -> Result<GpuMatrix> {
+        Self::upload(gpu, label, &PackedMatrix::pack(MatrixFormat::F16, rows, cols, data)?)
+    }
+
+    /// `vec4`s of weights from one row to the next.
+    pub fn row_vec4s(&self) -> usize {
+        self.format.row_vec4s(self.cols)
+    }
+
+    /// Bytes the matrix occupies on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|part| part.buffer.size()).sum()
+    }
+}

@@ -1,0 +1,354 @@
+//! Weight formats: f16, and the blockwise quantizations int8 and nf4.
+//!
+//! Layouts, chosen so that a kernel reads four weights (one `vec4`) with one or two loads and
+//! finds its block's parameters by dividing the `vec4` index by a constant:
+//! - **int8**: blocks of [`INT8_BLOCK`] weights along a row. Each weight is a byte `q`, and
+//!   `w = q · scale + min` with the block's `scale = (max − min) / 255`. The codes fill whole u32
+//!   words (4 weights each); a row is padded to whole blocks. Each block's (scale, min) is one u32
+//!   of two f16s, after all the codes.
+//! - **nf4**: blocks of [`NF4_BLOCK`] weights. Each weight is a 4-bit index into the
+//!   NormalFloat table [`NF4_CODES`] (QLoRA's quantiles of a normal distribution), scaled by the
+//!   block's absolute maximum. Eight codes per u32, low nibble first; each block's absmax is an
+//!   f16, two per u32, after all the codes.
+
+use half::f16;
+
+use crate::error::{Error, Result};
+
+/// Weights per int8 block.
+pub const INT8_BLOCK: usize = 128;
+/// Weights per nf4 block.
+pub const NF4_BLOCK: usize = 64;
+
+/// The 16 NormalFloat-4 levels in [−1, 1].
+pub const NF4_CODES: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+/// How a weight matrix is stored on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum MatrixFormat {
+    F16,
+    Int8,
+    Nf4,
+}
+
+impl MatrixFormat {
+    pub const ALL: [MatrixFormat; 3] = [MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatrixFormat::F16 => "f16",
+            MatrixFormat::Int8 => "int8",
+            MatrixFormat::Nf4 => "nf4",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<MatrixFormat> {
+        MatrixFormat::ALL.into_iter().find(|format| format.name() == text).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown weight format `{text}`: use f16, int8 or nf4"))
+        })
+    }
+
+    /// Weights per block (1 for f16, which has none).
+    pub fn block(self) -> usize {
+        match self {
+            MatrixFormat::F16 => 4,
+            MatrixFormat::Int8 => INT8_BLOCK,
+            MatrixFormat::Nf4 => NF4_BLOCK,
+        }
+    }
+
+    /// `vec4`s of weights from one row to the next (rows are padded to whole blocks).
+    pub fn row_vec4s(self, cols: usize) -> usize {
+        cols.div_ceil(self.block()) * self.block() / 4
+    }
+
+    /// u32 words of codes per row.
+    pub fn row_words(self, cols: usize) -> usize {
+        match self {
+            MatrixFormat::F16 => self.row_vec4s(cols) * 2,
+            MatrixFormat::Int8 => self.row_vec4s(cols),
+            MatrixFormat::Nf4 => self.row_vec4s(cols) / 2,
+        }
+    }
+
+    /// u32 words of block parameters for `rows` rows.
+    pub fn scale_words(self, rows: usize, cols: usize) -> usize {
+        let blocks = rows * cols.div_ceil(self.block());
+        match self {
+            MatrixFormat::F16 => 0,
+            MatrixFormat::Int8 => blocks,
+            MatrixFormat::Nf4 => blocks.div_ceil(2),
+        }
+    }
+
+    /// Bytes a `[rows, cols]` matrix takes on the GPU.
+    pub fn bytes(self, rows: usize, cols: usize) -> u64 {
+        ((rows * self.row_words(cols) + self.scale_words(rows, cols)) * 4) as u64
+    }
+}
+
+/// A matrix in one of the formats, as the u32 words the GPU reads: the codes of every row, then
+/// the block parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedMatrix {
+    pub format: MatrixFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub words: Vec<u32>,
+}
+
+fn pack_f16_pair(low: f16, high: f16) -> u32 {
+    u32::from(low.to_bits()) | (u32::from(high.to_bits()) << 16)
+}
+
+impl PackedMatrix {
+    /// Packs a row-major `[rows, cols]` matrix of f32 values into `format`.
+    pub fn pack(format: MatrixFormat, rows: usize, cols: usize, values: &[f32]) -> Result<PackedMatrix> {
+        if values.len() != rows * cols {
+            return Err(Error::InvalidArgument(format!(
+                "{} values for a [{rows}, {cols}] matrix",
+                values.len()
+            )));
+        }
+        let block = format.block();
+        let padded = format.row_vec4s(cols) * 4;
+        let mut codes: Vec<u32> = Vec::with_capacity(rows * format.row_words(cols));
+        let mut scales: Vec<f16> = Vec::new();
+        let mut row_values = vec![0.0f32; padded];
+        for row in values.chunks_exact(cols.max(1)).take(rows) {
+            row_values[..cols].copy_from_slice(row);
+            row_values[cols..].fill(0.0);
+            match format {
+                MatrixFormat::F16 => {
+                    for pair in row_values.chunks_exact(2) {
+                        codes.push(pack_f16_pair(f16::from_f32(pair[0]), f16::from_f32(pair[1])));
+                    }
+                }
+                MatrixFormat::Int8 => {
+                    for (b, weights) in row_values.chunks_exact(block).enumerate() {
+                        // Only real weights set the range; padding decodes to whatever it is.
+                        let real = &weights[..cols.saturating_sub(b * block).min(block)];
+                        let (min, max) =
+                            real.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+                        let (min, max) = if real.is_empty() { (0.0, 0.0) } else { (min, max) };
+                        // The stored f16 parameters are what the GPU decodes with: quantize against them.
+                        let scale = f16::from_f32((max - min) / 255.0);
+                        let offset = f16::from_f32(min);
+                        scales.push(scale);
+                        scales.push(offset);
+                        let (scale, offset) = (scale.to_f32(), offset.to_f32());
+                        for four in weights.chunks_exact(4) {
+                            let mut word = 0u32;
+                            for (i, &w) in four.iter().enumerate() {
+                                let q = if scale > 0.0 {
+                                    ((w - offset) / scale).round().clamp(0.0, 255.0)
+                                } else {
+                                    0.0
+                                };
+                                word |= (q as u32) << (8 * i);
+                            }
+                            codes.push(word);
+                        }
+                    }
+                }
+                MatrixFormat::Nf4 => {
+                    for weights in row_values.chunks_exact(block) {
+                        let absmax = f16::from_f32(weights.iter().fold(0.0f32, |m, &w| m.max(w.abs())));
+                        scales.push(absmax);
+                        let absmax = absmax.to_f32();
+                        for eight in weights.chunks_exact(8) {
+                            let mut word = 0u32;
+                            for (i, &w) in eight.iter().enumerate() {
+                                let unit = if absmax > 0.0 { w / absmax } else { 0.0 };
+                                word |= (nearest_nf4(unit) as u32) << (4 * i);
+                            }
+                            codes.push(word);
+                        }
+                    }
+                }
+            }
+        }
+        let mut words = codes;
+        match format {
+            MatrixFormat::F16 => {}
+            // Each int8 block: (scale, min) in one word.
+            MatrixFormat::Int8 => words.extend(scales.chunks_exact(2).map(|p| pack_f16_pair(p[0], p[1]))),
+            MatrixFormat::Nf4 => {
+                words.extend(scales.chunks(2).map(|p| pack_f16_pair(p[0], *p.get(1).unwrap_or(&f16::ZERO))))
+            }
+        }
+        Ok(PackedMatrix { format, rows, cols, words })
+    }
+
+    /// The words of rows `first .. first + count` alone: their codes, then their block parameters.
+    pub fn rows_words(&self, first: usize, count: usize) -> Vec<u32> {
+        let format = self.format;
+        let row_words = format.row_words(self.cols);
+        let code_words = self.rows * row_words;
+        let mut words = self.words[first * row_words..(first + count) * row_words].to_vec();
+        let per_row = self.cols.div_ceil(format.block());
+        let (blocks, end) = (first * per_row, (first + count) * per_row);
+        match format {
+            MatrixFormat::F16 => {}
+            MatrixFormat::Int8 => words.extend_from_slice(&self.words[code_words + blocks..code_words + end]),
+            // Two absmax per word: re-pair them, since the part may start at an odd block.
+            MatrixFormat::Nf4 => {
+                let half = |block: usize| {
+                    let word = self.words[code_words + block / 2];
+                    f16::from_bits(if block % 2 == 1 { (word >> 16) as u16 } else { word as u16 })
+                };
+                let halves: Vec<f16> = (blocks..end).map(half).collect();
+                words.extend(halves.chunks(2).map(|p| pack_f16_pair(p[0], *p.get(1).unwrap_or(&f16::ZERO))));
+            }
+        }
+        words
+    }
+
+    /// The values the GPU decodes, row-major `[rows, cols]` (the CPU reference of every format).
+    pub fn unpack(&self) -> Vec<f32> {
+        let (format, cols) = (self.format, self.cols);
+        let row_words = format.row_words(cols);
+        let code_words = self.rows * row_words;
+        let half = |word: u32, high: bool| {
+            f16::from_bits(if high { (word >> 16) as u16 } else { word as u16 }).to_f32()
+        };
+        let mut out = Vec::with_capacity(self.rows * cols);
+        for row in 0..self.rows {
+            for c in 0..cols {
+                let index = row * format.row_vec4s(cols) * 4 + c;
+                let value = match format {
+                    MatrixFormat::F16 => half(self.words[index / 2], index % 2 == 1),
+                    MatrixFormat::Int8 => {
+                        let q = (self.words[index / 4] >> (8 * (index % 4))) & 0xff;
+                        let block = self.words[code_words + index / INT8_BLOCK];
+                        q as f32 * half(block, false) + half(block, true)
+                    }
+                    MatrixFormat::Nf4 => {
+                        let q = (self.words[index / 8] >> (4 * (index % 8))) & 0xf;
+                        let block = index / NF4_BLOCK;
+                        NF4_CODES[q as usize] * half(self.words[code_words + block / 2], block % 2 == 1)
+                    }
+                };
+                out.push(value);
+            }
+        }
+        debug_assert_eq!(code_words, self.rows * row_words);
+        out
+    }
+}
+
+/// The index of the NormalFloat level nearest to `unit` (in [−1, 1]).
+fn nearest_nf4(unit: f32) -> usize {
+    let mut best = 0;
+    for (i, &code) in NF4_CODES.iter().enumerate() {
+        if (code - unit).abs() < (NF4_CODES[best] - unit).abs() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Which format each weight matrix gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantPlan {
+    /// The large matrices of every layer (projections, gate, output, channel mix).
+    pub layers: MatrixFormat,
+    /// `head.weight`, the largest single matrix.
+    pub head: MatrixFormat,
+    /// Per-layer exceptions: (layer, format).
+    pub layer_overrides: Vec<(usize, MatrixFormat)>,
+}
+
+impl Default for QuantPlan {
+    fn default() -> Self {
+        QuantPlan { layers: MatrixFormat::F16, head: MatrixFormat::F16, layer_overrides: Vec::new() }
+    }
+}
+
+impl QuantPlan {
+    /// Everything in one format.
+    pub fn all(format: MatrixFormat) -> QuantPlan {
+        QuantPlan { layers: format, head: format, layer_overrides: Vec::new() }
+    }
+
+    /// The format of a quantizable matrix called `name`.
+    pub fn format_of(&self, name: &str) -> MatrixFormat {
+        if name == "head.weight" {
+            return self.head;
+        }
+        let layer =
+            name.strip_prefix("blocks.").and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
+        layer
+            .and_then(|layer| self.layer_overrides.iter().rev().find(|(l, _)| *l == layer).map(|(_, f)| *f))
+            .unwrap_or(self.layers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect()
+    }
+
+    #[test]
+    fn f16_round_trips() {
+        let v: Vec<f32> = values(3 * 7).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        assert_eq!(PackedMatrix::pack(MatrixFormat::F16, 3, 7, &v).unwrap().unpack(), v);
+    }
+
+    /// int8 error is at most half a step of its block; nf4's at most half the widest gap between
+    /// levels times the absmax.
+    #[test]
+    fn quantization_error_is_bounded() {
+        for (rows, cols) in [(2, 128), (3, 200), (1, 7)] {
+            let v = values(rows * cols);
+            let int8 = PackedMatrix::pack(MatrixFormat::Int8, rows, cols, &v).unwrap().unpack();
+            let step = 0.6 / 255.0;
+            assert!(
+                v.iter().zip(&int8).all(|(a, b)| (a - b).abs() <= step * 0.51 + 1e-3),
+                "int8 {rows}x{cols}"
+            );
+            let nf4 = PackedMatrix::pack(MatrixFormat::Nf4, rows, cols, &v).unwrap().unpack();
+            assert!(v.iter().zip(&nf4).all(|(a, b)| (a - b).abs() <= 0.3 * 0.16 + 1e-3), "nf4 {rows}x{cols}");
+        }
+    }
+
+    #[test]
+    fn sizes_per_weight() {
+        // A 4096-wide row: int8 is 1 byte + 4 bytes per 128; nf4 half a byte + 2 bytes per 64.
+        assert_eq!(MatrixFormat::Int8.bytes(1, 4096), 4096 + 32 * 4);
+        assert_eq!(MatrixFormat::Nf4.bytes(1, 4096), 2048 + 32 * 4);
+        assert_eq!(MatrixFormat::F16.bytes(1, 4096), 8192);
+    }
+
+    #[test]
+    fn plans_pick_per_name() {
+        let plan = QuantPlan {
+            layers: MatrixFormat::Int8,
+            head: MatrixFormat::F16,
+            layer_overrides: vec![(0, MatrixFormat::Nf4)],
+        };
+        assert_eq!(plan.format_of("head.weight"), MatrixFormat::F16);
+        assert_eq!(plan.format_of("blocks.0.att.key.weight"), MatrixFormat::Nf4);
+        assert_eq!(plan.format_of("blocks.10.ffn.value.weight"), MatrixFormat::Int8);
+    }
+}
