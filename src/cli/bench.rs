@@ -15,9 +15,9 @@ use rwkv_wgpu::model::{source, LoadOptions, Model};
 use rwkv_wgpu::runtime::{Batch, Engine, EngineOptions, Logits, RequestOptions, SamplerOptions, Session};
 use rwkv_wgpu::{Error, Result};
 
-/// The released RWKV-7 sizes.
+/// The released RWKV-7 sizes, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum StandardShape {
+pub enum StandardShape {
     #[value(name = "0.1b")]
     B01,
     #[value(name = "0.4b")]
@@ -30,13 +30,8 @@ enum StandardShape {
     B7,
 }
 
-/// LoRA ranks as RWKV-LM sizes them: max(32, round(factor·√C / 32)·32).
-fn lora(embd: usize, factor: f64) -> usize {
-    (((factor * (embd as f64).sqrt()) / 32.0).round() as usize * 32).max(32)
-}
-
 impl StandardShape {
-    fn shape(self) -> Shape {
+    pub fn shape(self) -> Shape {
         let (layers, embd) = match self {
             StandardShape::B01 => (12, 768),
             StandardShape::B04 => (24, 1024),
@@ -44,18 +39,7 @@ impl StandardShape {
             StandardShape::B29 => (32, 2560),
             StandardShape::B7 => (32, 4096),
         };
-        custom(layers, embd, 65536, 64)
-    }
-}
-
-fn custom(layers: usize, embd: usize, vocab: usize, head_size: usize) -> Shape {
-    Shape {
-        layers,
-        heads: embd / head_size,
-        head_size,
-        ffn: 4 * embd,
-        vocab,
-        lora: [lora(embd, 2.5), lora(embd, 2.5), lora(embd, 1.7), lora(embd, 5.0)],
+        Shape::rwkv7(layers, embd, 65536, 64)
     }
 }
 
@@ -148,7 +132,7 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
                     args.head_size
                 )));
             }
-            let source = SyntheticV7::new(custom(layers, embd, args.vocab, args.head_size), 1);
+            let source = SyntheticV7::new(Shape::rwkv7(layers, embd, args.vocab, args.head_size), 1);
             (
                 Model::from_source(gpu, &source, &LoadOptions::default())?,
                 format!("synthetic L{layers} D{embd}"),

@@ -2,22 +2,43 @@
 
 use clap::Args;
 
-use super::{GpuArgs, ModelArg};
+use std::path::PathBuf;
+
+use super::bench::StandardShape;
+use super::GpuArgs;
 use rwkv_wgpu::model::config::ModelConfig;
-use rwkv_wgpu::model::{gpu_bytes, source, validate};
+use rwkv_wgpu::model::memory::memory;
+use rwkv_wgpu::model::source::TensorSource;
+use rwkv_wgpu::model::synthetic::SyntheticV7;
+use rwkv_wgpu::model::{source, validate};
+use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
+use rwkv_wgpu::runtime::EngineOptions;
+use rwkv_wgpu::Error;
 use rwkv_wgpu::Result;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    #[command(flatten)]
-    model: ModelArg,
+    /// Model file (.safetensors or .pth).
+    #[arg(long, short = 'm', required_unless_present = "shape")]
+    model: Option<PathBuf>,
+    /// Instead of a file, a synthetic RWKV-7 of a released size (memory figures without a download).
+    #[arg(long, value_enum, conflicts_with = "model")]
+    shape: Option<StandardShape>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
-    let source = source::open(&args.model.model)?;
+    let source: Box<dyn TensorSource> = match (&args.model, args.shape) {
+        (Some(path), _) => source::open(path)?,
+        (None, Some(shape)) => Box::new(SyntheticV7::new(shape.shape(), 0)),
+        (None, None) => return Err(Error::InvalidArgument("give --model or --shape".into())),
+    };
+    let file = args
+        .model
+        .as_ref()
+        .map_or_else(|| format!("synthetic {:?}", args.shape), |p| p.display().to_string());
     let config = ModelConfig::from_source(source.as_ref())?;
     // Reads and checks every tensor's presence, shape and dtype, so `info` also says whether the
     // file will load.
@@ -30,27 +51,27 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         .sum();
     let dtype = source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
     let gpu = gpu_args.open()?;
-    let weights = gpu_bytes(source.as_ref());
-    let state_per_layer =
-        if config.heads == 0 { 5 * config.embd } else { config.embd * (config.head_size + 2) };
-    let state = (config.layers * state_per_layer * 4) as u64;
+    let rows = EngineOptions::DEFAULT_CHUNK;
+    let mut choices = Vec::new();
+    for format in MatrixFormat::ALL {
+        choices.push((format.name(), memory(source.as_ref(), &config, &QuantPlan::all(format), rows)?));
+    }
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     if args.json {
         let value = serde_json::json!({
-            "file": args.model.model.display().to_string(),
+            "file": file,
             "format": source.format(),
             "dtype": dtype,
             "config": config,
             "parameters": parameters,
-            "gpu_weight_bytes": weights,
-            "state_bytes": state,
+            "memory_by_format": choices.iter().map(|(name, m)| (name.to_string(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
             "adapter": gpu.describe(),
             "shader_f16": gpu.f16,
         });
         println!("{value:#}");
         return Ok(());
     }
-    println!("file:        {} ({}, {dtype})", args.model.model.display(), source.format());
+    println!("file:        {file} ({}, {dtype})", source.format());
     println!("version:     {}", config.version.name());
     println!("layers:      {}", config.layers);
     println!("embedding:   {}", config.embd);
@@ -66,11 +87,15 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     }
     println!("vocabulary:  {}", config.vocab);
     println!("parameters:  {parameters} ({:.3} B)", parameters as f64 / 1e9);
-    println!(
-        "GPU memory:  {:.1} MiB weights (f16 matrices) + {:.2} MiB state per sequence; embedding stays in host memory",
-        mib(weights),
-        mib(state)
-    );
+    println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps (the embedding stays in host memory)");
+    for (name, m) in &choices {
+        println!(
+            "  {name:<5} {:>10.1} MiB + {:.2} MiB per sequence + {:.1} MiB",
+            mib(m.weights),
+            mib(m.state_per_sequence),
+            mib(m.scratch)
+        );
+    }
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);
     Ok(())
 }

@@ -6,6 +6,7 @@ mod generate;
 mod info;
 mod logits;
 mod perplexity;
+mod quantize;
 mod sampling;
 
 use std::path::PathBuf;
@@ -102,6 +103,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Measure prefill and decode speed on a model file or a synthetic model of a standard shape.
     Bench(bench::BenchArgs),
+    /// Write a pre-quantized model (int8 or nf4) that loads without quantizing again.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// A model file argument shared by the commands.
@@ -220,5 +223,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logits(args) => logits::run(&cli.gpu, args),
         Command::Perplexity(args) => perplexity::run(&cli.gpu, args),
         Command::Bench(args) => bench::run(&cli.gpu, args),
+        Command::Quantize(args) => quantize::run(args),
     }
 }

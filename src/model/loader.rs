@@ -96,20 +96,27 @@ impl<'a, S: Store> Loader<'a, S> {
         Loader { source, store, plan }
     }
 
-    /// A tensor that must exist, in a float dtype, with exactly `expected` elements laid out as
+    /// Checks that a tensor exists, in a float dtype, with exactly `expected` elements laid out as
     /// `expected` once dimensions of size 1 are ignored (checkpoints store `x_r` as [1, 1, C]).
-    fn fetch(&self, name: &str, expected: &[usize]) -> Result<TensorData<'a>> {
-        let tensor = self.source.tensor(name).map_err(|e| match e {
-            Error::MissingTensor { .. } => Error::MissingTensor { name: name.into(), hint: String::new() },
-            other => other,
-        })?;
-        if tensor.dtype.size().is_none() {
-            return Err(Error::DType { name: name.into(), dtype: tensor.dtype.to_string() });
+    fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
+        let (dtype, shape) = self
+            .source
+            .meta(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.into(), hint: String::new() })?;
+        if dtype.size().is_none() {
+            return Err(Error::DType { name: name.into(), dtype: dtype.to_string() });
         }
         let squeeze = |shape: &[usize]| shape.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-        if squeeze(&tensor.shape) != squeeze(expected) {
-            return Err(Error::Shape { name: name.into(), expected: expected.to_vec(), found: tensor.shape });
+        if squeeze(&shape) != squeeze(expected) {
+            return Err(Error::Shape { name: name.into(), expected: expected.to_vec(), found: shape });
         }
+        Ok(())
+    }
+
+    /// A checked tensor's data.
+    fn fetch(&self, name: &str, expected: &[usize]) -> Result<TensorData<'a>> {
+        self.check(name, expected)?;
+        let tensor = self.source.tensor(name)?;
         let bytes_expected = tensor.len() * tensor.dtype.size().unwrap_or(0);
         if tensor.bytes.len() != bytes_expected {
             return Err(Error::malformed(
@@ -118,6 +125,17 @@ impl<'a, S: Store> Loader<'a, S> {
             ));
         }
         Ok(tensor)
+    }
+
+    /// A checked tensor's values in f32; zeros of the right length for stores that keep nothing
+    /// (so that checking a file reads no data).
+    fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        if S::KEEPS_VALUES {
+            self.fetch(name, expected)?.to_f32(name)
+        } else {
+            self.check(name, expected)?;
+            Ok(vec![0.0; expected.iter().product()])
+        }
     }
 
     /// Whether the file has a tensor of this name.
@@ -137,12 +155,12 @@ impl<'a, S: Store> Loader<'a, S> {
 
     /// A vector of `len` values, converted to f32.
     pub fn vector_f32(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        self.fetch(name, &[len])?.to_f32(name)
+        self.values(name, &[len])
     }
 
     /// A `[rows, cols]` matrix as stored, converted to f32.
     pub fn matrix_f32(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.fetch(name, &[rows, cols])?.to_f32(name)
+        self.values(name, &[rows, cols])
     }
 
     pub fn vector(&self, name: &str, len: usize) -> Result<S::Vector> {
@@ -176,8 +194,8 @@ impl<'a, S: Store> Loader<'a, S> {
     /// A matrix stored `[out, in]`, kept in f16 whatever the plan (LoRA factors and other small
     /// matrices).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
-        let tensor = self.fetch(name, &[rows, cols])?;
-        self.pack(name, MatrixFormat::F16, rows, cols, |tensor| tensor.to_f32(name), tensor)
+        self.check(name, &[rows, cols])?;
+        self.pack(name, MatrixFormat::F16, rows, cols, || self.values(name, &[rows, cols]))
     }
 
     /// One of the model's large matrices, stored `[out, in]`: in the format the plan gives it,
@@ -193,30 +211,29 @@ impl<'a, S: Store> Loader<'a, S> {
             }
             return self.store.matrix(name, packed);
         }
-        let tensor = self.fetch(name, &[rows, cols])?;
-        self.pack(name, self.plan.format_of(name), rows, cols, |tensor| tensor.to_f32(name), tensor)
+        self.check(name, &[rows, cols])?;
+        self.pack(name, self.plan.format_of(name), rows, cols, || self.values(name, &[rows, cols]))
     }
 
     /// A matrix stored `[in, out]` (RWKV-6/7's LoRA factors, used as `x @ W`), transposed to the
     /// `[out, in]` layout the kernels read, in f16.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
-        let tensor = self.fetch(name, &[inputs, outputs])?;
-        let values = |tensor: TensorData| Ok(transpose(&tensor.to_f32(name)?, inputs, outputs));
-        self.pack(name, MatrixFormat::F16, outputs, inputs, values, tensor)
+        self.check(name, &[inputs, outputs])?;
+        let values = || Ok(transpose(&self.values(name, &[inputs, outputs])?, inputs, outputs));
+        self.pack(name, MatrixFormat::F16, outputs, inputs, values)
     }
 
-    /// Converts a checked tensor and packs it, unless the store keeps no values.
+    /// Packs a checked matrix's values, unless the store keeps no values.
     fn pack(
         &self,
         name: &str,
         format: MatrixFormat,
         rows: usize,
         cols: usize,
-        values: impl FnOnce(TensorData) -> Result<Vec<f32>>,
-        tensor: TensorData,
+        values: impl FnOnce() -> Result<Vec<f32>>,
     ) -> Result<S::Matrix> {
         let packed = if S::KEEPS_VALUES {
-            PackedMatrix::pack(format, rows, cols, &values(tensor)?)?
+            PackedMatrix::pack(format, rows, cols, &values()?)?
         } else {
             PackedMatrix { format, rows, cols, words: Vec::new() }
         };
@@ -234,8 +251,7 @@ impl<S: Store> Loader<'_, S> {
         inputs: usize,
         outputs: usize,
     ) -> Result<Vec<S::Matrix>> {
-        let tensor = self.fetch(name, &[count, inputs, outputs])?;
-        let stored = if S::KEEPS_VALUES { tensor.to_f32(name)? } else { vec![0.0; count * inputs * outputs] };
+        let stored = self.values(name, &[count, inputs, outputs])?;
         stored
             .chunks_exact((inputs * outputs).max(1))
             .enumerate()

@@ -12,6 +12,7 @@ pub mod channel_mix;
 pub mod config;
 pub mod embedding;
 pub mod loader;
+pub mod memory;
 pub mod reference;
 pub mod source;
 pub mod synthetic;
@@ -30,7 +31,8 @@ use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
-use crate::quant::QuantPlan;
+use crate::quant::file::PlannedMatrix;
+use crate::quant::{PackedMatrix, QuantPlan};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
@@ -66,26 +68,87 @@ fn load_blocks<T: TimeMix>(
     Ok(Box::new(Blocks { config: config.clone(), blocks }))
 }
 
-fn check_blocks<T: LoadTimeMix<Validate>>(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
-    Block::<Validate, T>::load_all(source, config, &Validate, &QuantPlan::default()).map(drop)
+/// Refuses, before anything is allocated, a model with a matrix whose single row would not fit
+/// one storage binding (larger matrices are split by rows, so rows are what must fit).
+fn check_fits(gpu: &Gpu, matrices: &[PlannedMatrix]) -> Result<()> {
+    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    for m in matrices {
+        let row = m.format.bytes(1, m.cols) + 4;
+        if row > limit {
+            return Err(Error::TooBig(format!(
+                "`{}`: one row of {} {} weights takes {row} bytes, more than the adapter's {limit}-byte storage bindings",
+                m.name,
+                m.cols,
+                m.format.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads every tensor of the model into `store`, whatever the version: with a store that keeps
+/// nothing, this checks the file, or lists its matrices.
+fn walk<S: Store>(source: &dyn TensorSource, config: &ModelConfig, store: &S, plan: &QuantPlan) -> Result<()>
+where
+    v4::TimeMix4<S>: LoadTimeMix<S>,
+    v5::TimeMix5<S>: LoadTimeMix<S>,
+    v6::TimeMix6<S>: LoadTimeMix<S>,
+    v7::TimeMix7<S>: LoadTimeMix<S>,
+{
+    let blocks = match config.version {
+        Version::V4 => Block::<S, v4::TimeMix4<S>>::load_all(source, config, store, plan).map(drop),
+        Version::V5_0 | Version::V5_1 | Version::V5_2 => {
+            Block::<S, v5::TimeMix5<S>>::load_all(source, config, store, plan).map(drop)
+        }
+        Version::V6 => Block::<S, v6::TimeMix6<S>>::load_all(source, config, store, plan).map(drop),
+        Version::V7 => Block::<S, v7::TimeMix7<S>>::load_all(source, config, store, plan).map(drop),
+    };
+    in_version(config.version, blocks)?;
+    in_version(config.version, Outer::load(source, config, store, plan).map(drop))
 }
 
 /// Checks every tensor of the model (presence, shape, dtype) without keeping any of it.
 pub fn validate(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
-    in_version(config.version, validate_blocks(source, config))?;
-    in_version(config.version, Outer::load(source, config, &Validate, &QuantPlan::default()).map(drop))
+    walk(source, config, &Validate, &QuantPlan::default())
 }
 
-fn validate_blocks(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
-    match config.version {
-        Version::V4 => check_blocks::<v4::TimeMix4<Validate>>(source, config)?,
-        Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-            check_blocks::<v5::TimeMix5<Validate>>(source, config)?
-        }
-        Version::V6 => check_blocks::<v6::TimeMix6<Validate>>(source, config)?,
-        Version::V7 => check_blocks::<v7::TimeMix7<Validate>>(source, config)?,
+/// Every weight matrix of the model with the format `plan` gives it (or the format the file
+/// already holds it in), in loading order.
+pub fn planned_matrices(
+    source: &dyn TensorSource,
+    config: &ModelConfig,
+    plan: &QuantPlan,
+) -> Result<Vec<PlannedMatrix>> {
+    let planner = Planner::default();
+    walk(source, config, &planner, plan)?;
+    Ok(planner.matrices.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// A store that only records each matrix's name, format and shape.
+#[derive(Default)]
+struct Planner {
+    matrices: std::sync::Mutex<Vec<PlannedMatrix>>,
+}
+
+impl Store for Planner {
+    type Vector = ();
+    type Matrix = ();
+    const KEEPS_VALUES: bool = false;
+
+    fn rows(&self, _name: &str, _cols: usize, _data: Vec<f32>) -> Result<()> {
+        Ok(())
     }
-    Ok(())
+
+    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<()> {
+        let planned = PlannedMatrix {
+            name: name.to_string(),
+            format: matrix.format,
+            rows: matrix.rows,
+            cols: matrix.cols,
+        };
+        self.matrices.lock().unwrap_or_else(|p| p.into_inner()).push(planned);
+        Ok(())
+    }
 }
 
 /// The weights outside the blocks.
@@ -127,6 +190,7 @@ impl Model {
     /// Loads a model from any tensor source (a file, or a synthetic model made in memory).
     pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, options: &LoadOptions) -> Result<Model> {
         let config = Arc::new(ModelConfig::from_source(source)?);
+        check_fits(&gpu, &planned_matrices(source, &config, &options.quant)?)?;
         let uploaded = gpu.scoped("uploading the weights", || {
             let layers = match config.version {
                 Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu, &options.quant)?,
@@ -154,23 +218,4 @@ impl Model {
             file_dtype,
         })
     }
-}
-
-/// Bytes of GPU memory a model's weights take: matrices in f16 (rows padded to 4), vectors in
-/// f32. The embedding stays in host memory.
-pub fn gpu_bytes(source: &dyn TensorSource) -> u64 {
-    source
-        .names()
-        .iter()
-        .filter(|name| name.as_str() != "emb.weight")
-        .filter_map(|name| source.meta(name))
-        .map(|(_, shape)| {
-            let dims: Vec<u64> = shape.iter().map(|&d| d as u64).filter(|&d| d != 1).collect();
-            match dims[..] {
-                [] => 16,
-                [len] => len.div_ceil(4) * 16,
-                [.., last] => dims.iter().product::<u64>() / last * last.div_ceil(4) * 4 * 2,
-            }
-        })
-        .sum()
 }

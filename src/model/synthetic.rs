@@ -26,6 +26,22 @@ pub struct Shape {
     pub lora: [usize; 4],
 }
 
+impl Shape {
+    /// An RWKV-7 of `layers` × `embd` as RWKV-LM sizes its parts: FFN 4·C, LoRA ranks
+    /// max(32, round(f·√C / 32)·32) with f = 2.5 (decay, in-context rate), 1.7 (value), 5 (gate).
+    pub fn rwkv7(layers: usize, embd: usize, vocab: usize, head_size: usize) -> Shape {
+        let rank = |factor: f64| (((factor * (embd as f64).sqrt()) / 32.0).round() as usize * 32).max(32);
+        Shape {
+            layers,
+            heads: embd / head_size.max(1),
+            head_size,
+            ffn: 4 * embd,
+            vocab,
+            lora: [rank(2.5), rank(2.5), rank(1.7), rank(5.0)],
+        }
+    }
+}
+
 pub struct SyntheticV7 {
     pub config: ModelConfig,
     seed: u64,

@@ -11,6 +11,8 @@
 //!   block's absolute maximum. Eight codes per u32, low nibble first; each block's absmax is an
 //!   f16, two per u32, after all the codes.
 
+pub mod file;
+
 use half::f16;
 
 use crate::error::{Error, Result};

@@ -5,8 +5,12 @@ use std::borrow::Cow;
 use safetensors::tensor::{Metadata, SafeTensors};
 use safetensors::Dtype;
 
+use std::collections::HashMap;
+
 use super::{DType, TensorData, TensorSource};
 use crate::error::{Error, Result};
+use crate::quant::file::QUANTIZED_PREFIX;
+use crate::quant::{MatrixFormat, PackedMatrix};
 
 /// A memory-mapped safetensors file whose header has been parsed and validated.
 pub struct SafetensorsFile {
@@ -14,6 +18,8 @@ pub struct SafetensorsFile {
     map: memmap2::Mmap,
     metadata: Metadata,
     data_start: usize,
+    /// Matrices written pre-quantized by `rwkv-wgpu quantize`: name → (format, rows, cols).
+    quantized: HashMap<String, (MatrixFormat, usize, usize)>,
 }
 
 impl SafetensorsFile {
@@ -22,13 +28,44 @@ impl SafetensorsFile {
         // and that the data section ends exactly at the end of the file.
         let (header_len, metadata) = SafeTensors::read_metadata(&map)
             .map_err(|e| Error::malformed(&name, format!("invalid safetensors file: {e}")))?;
-        Ok(Self { name, map, metadata, data_start: 8 + header_len })
+        let quantized = quantized_matrices(&name, &metadata)?;
+        Ok(Self { name, map, metadata, data_start: 8 + header_len, quantized })
     }
 
     /// The free-form `__metadata__` map of the header, if any.
     pub fn header_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
         self.metadata.metadata().as_ref()
     }
+}
+
+/// The pre-quantized matrices a header declares in its metadata (see `quant::file`).
+fn quantized_matrices(
+    file: &str,
+    metadata: &Metadata,
+) -> Result<HashMap<String, (MatrixFormat, usize, usize)>> {
+    let Some(entries) = metadata.metadata() else { return Ok(HashMap::new()) };
+    let mut quantized = HashMap::new();
+    for (key, value) in entries {
+        let Some(name) = key.strip_prefix(QUANTIZED_PREFIX) else { continue };
+        let bad = || Error::malformed(file, format!("bad quantization entry `{key}`: `{value}`"));
+        let mut fields = value.split_whitespace();
+        let format = MatrixFormat::parse(fields.next().ok_or_else(bad)?).map_err(|_| bad())?;
+        let rows: usize = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let cols: usize = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let info =
+            metadata.info(name).ok_or_else(|| Error::malformed(file, format!("`{key}` names no tensor")))?;
+        let words = rows
+            .checked_mul(format.row_words(cols))
+            .and_then(|w| w.checked_add(format.scale_words(rows, cols)));
+        if info.dtype != Dtype::U32 || Some(info.shape.iter().product::<usize>()) != words {
+            return Err(Error::malformed(
+                file,
+                format!("tensor `{name}` does not hold a [{rows}, {cols}] {} matrix", format.name()),
+            ));
+        }
+        quantized.insert(name.to_string(), (format, rows, cols));
+    }
+    Ok(quantized)
 }
 
 fn dtype_of(dtype: Dtype) -> DType {
@@ -41,6 +78,7 @@ fn dtype_of(dtype: Dtype) -> DType {
         Dtype::I32 => DType::Other("i32"),
         Dtype::I16 => DType::Other("i16"),
         Dtype::I8 => DType::Other("i8"),
+        Dtype::U32 => DType::Other("u32"),
         Dtype::U8 => DType::Other("u8"),
         Dtype::BOOL => DType::Other("bool"),
         _ => DType::Other("an unsupported type"),
@@ -57,6 +95,9 @@ impl TensorSource for SafetensorsFile {
     }
 
     fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        if let Some(&(format, rows, cols)) = self.quantized.get(name) {
+            return Some((DType::Other(format.name()), vec![rows, cols]));
+        }
         let info = self.metadata.info(name)?;
         Some((dtype_of(info.dtype), info.shape.clone()))
     }
@@ -72,5 +113,12 @@ impl TensorSource for SafetensorsFile {
             .get(self.data_start + begin..self.data_start + end)
             .ok_or_else(|| Error::malformed(&self.name, format!("tensor `{name}` lies outside the file")))?;
         Ok(TensorData { dtype: dtype_of(info.dtype), shape: info.shape.clone(), bytes: Cow::Borrowed(bytes) })
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let Some(&(format, rows, cols)) = self.quantized.get(name) else { return Ok(None) };
+        let tensor = self.tensor(name)?;
+        let words = bytemuck::pod_collect_to_vec(&tensor.bytes);
+        Ok(Some(PackedMatrix { format, rows, cols, words }))
     }
 }

@@ -1,0 +1,45 @@
+//! `rwkv-wgpu quantize`: writes a pre-quantized `.safetensors` that loads without quantizing again.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::ModelArg;
+use rwkv_wgpu::model::config::ModelConfig;
+use rwkv_wgpu::model::{planned_matrices, source};
+use rwkv_wgpu::quant::file;
+use rwkv_wgpu::quant::MatrixFormat;
+use rwkv_wgpu::{Error, Result};
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Where to write the quantized model (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let plan = args.model.plan();
+    if plan.layers == MatrixFormat::F16 && plan.head == MatrixFormat::F16 {
+        return Err(Error::InvalidArgument(
+            "choose --quant int8 or nf4 (and optionally --quant-head)".into(),
+        ));
+    }
+    let source = source::open(&args.model.model)?;
+    let config = ModelConfig::from_source(source.as_ref())?;
+    let matrices = planned_matrices(source.as_ref(), &config, &plan)?;
+    let scheme = format!("layers {}, head {}", plan.layers.name(), plan.head.name());
+    let written = file::write(source.as_ref(), &matrices, &scheme, &args.out)?;
+    let quantized = matrices.iter().filter(|m| m.format != MatrixFormat::F16).count();
+    let original =
+        std::fs::metadata(&args.model.model).map_err(|e| rwkv_wgpu::Error::io(&args.model.model, e))?.len();
+    eprintln!(
+        "wrote {} ({scheme}): {quantized} matrices quantized, {:.1} MiB (from {:.1} MiB)",
+        args.out.display(),
+        written as f64 / (1u64 << 20) as f64,
+        original as f64 / (1u64 << 20) as f64
+    );
+    Ok(())
+}

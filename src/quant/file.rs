@@ -1,0 +1,138 @@
+//! Pre-quantized model files: `.safetensors` in which each quantized matrix is one u32 tensor of
+//! the words the GPU reads (codes, then block parameters), declared in the header's metadata as
+//! `quantized.NAME = "FORMAT ROWS COLS"`. Every other tensor is copied as it was, so the file is
+//! still a model with the official names, and it loads without quantizing again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::Dtype;
+
+use super::{MatrixFormat, PackedMatrix};
+use crate::error::{Error, Result};
+use crate::model::source::{DType, TensorSource};
+
+/// Metadata key prefix declaring a pre-quantized matrix.
+pub const QUANTIZED_PREFIX: &str = "quantized.";
+
+/// A matrix to write quantized: its name, format and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMatrix {
+    pub name: String,
+    pub format: MatrixFormat,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// One tensor of the output, produced only when the writer asks for its bytes, so that a large
+/// model is quantized one tensor at a time.
+struct LazyTensor<'a> {
+    source: &'a dyn TensorSource,
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    quantize: Option<PlannedMatrix>,
+    len: usize,
+}
+
+impl safetensors::View for LazyTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        // The View trait cannot fail; errors were ruled out when the plan was made (every tensor
+        // was read and checked), and a failure here yields an empty tensor that makes the
+        // written file invalid rather than silently wrong.
+        let bytes = match &self.quantize {
+            Some(plan) => self
+                .source
+                .tensor(&self.name)
+                .and_then(|t| t.to_f32(&self.name))
+                .and_then(|values| PackedMatrix::pack(plan.format, plan.rows, plan.cols, &values))
+                .map(|packed| bytemuck::cast_slice(&packed.words).to_vec()),
+            None => self.source.tensor(&self.name).map(|t| t.bytes.into_owned()),
+        };
+        Cow::Owned(bytes.unwrap_or_default())
+    }
+
+    fn data_len(&self) -> usize {
+        self.len
+    }
+}
+
+fn safetensors_dtype(dtype: DType, name: &str) -> Result<Dtype> {
+    match dtype {
+        DType::F16 => Ok(Dtype::F16),
+        DType::BF16 => Ok(Dtype::BF16),
+        DType::F32 => Ok(Dtype::F32),
+        DType::Other(other) => Err(Error::DType { name: name.into(), dtype: other.into() }),
+    }
+}
+
+/// Writes `source` to `path` with the `matrices` (those not in f16) quantized, one tensor at a
+/// time; `scheme` describes the choice for the metadata. Returns the bytes written.
+pub fn write(
+    source: &dyn TensorSource,
+    matrices: &[PlannedMatrix],
+    scheme: &str,
+    path: &Path,
+) -> Result<u64> {
+    let quantized: HashMap<&str, &PlannedMatrix> =
+        matrices.iter().filter(|m| m.format != MatrixFormat::F16).map(|m| (m.name.as_str(), m)).collect();
+    let mut metadata = HashMap::from([
+        ("format".to_string(), "rwkv-wgpu quantized".to_string()),
+        ("scheme".into(), scheme.into()),
+    ]);
+    let mut tensors = Vec::new();
+    for name in source.names() {
+        if source.packed(&name)?.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "`{name}` is already quantized: quantize the original model instead"
+            )));
+        }
+        let (dtype, shape) = source
+            .meta(&name)
+            .ok_or_else(|| Error::MissingTensor { name: name.clone(), hint: String::new() })?;
+        let tensor = match quantized.get(name.as_str()) {
+            Some(plan) => {
+                let words = plan.rows * plan.format.row_words(plan.cols)
+                    + plan.format.scale_words(plan.rows, plan.cols);
+                metadata.insert(
+                    format!("{QUANTIZED_PREFIX}{name}"),
+                    format!("{} {} {}", plan.format.name(), plan.rows, plan.cols),
+                );
+                LazyTensor {
+                    source,
+                    name: name.clone(),
+                    dtype: Dtype::U32,
+                    shape: vec![words],
+                    quantize: Some((*plan).clone()),
+                    len: words * 4,
+                }
+            }
+            None => {
+                let len = shape.iter().product::<usize>() * dtype.size().unwrap_or(0);
+                LazyTensor {
+                    source,
+                    name: name.clone(),
+                    dtype: safetensors_dtype(dtype, &name)?,
+                    shape,
+                    quantize: None,
+                    len,
+                }
+            }
+        };
+        tensors.push((name, tensor));
+    }
+    safetensors::serialize_to_file(tensors, Some(metadata), path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    let written = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    // A tensor that failed to convert would have been written empty: read the file back.
+    crate::model::source::open(path).map(|_| written)
+}
