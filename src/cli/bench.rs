@@ -31,6 +31,11 @@ pub enum StandardShape {
 }
 
 impl StandardShape {
+    /// The name the command line takes, e.g. "2.9b".
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
     pub fn shape(self) -> Shape {
         let (layers, embd) = match self {
             StandardShape::B01 => (12, 768),

@@ -30,15 +30,14 @@ pub struct InfoArgs {
 }
 
 pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
-    let source: Box<dyn TensorSource> = match (&args.model, args.shape) {
-        (Some(path), _) => source::open(path)?,
-        (None, Some(shape)) => Box::new(SyntheticV7::new(shape.shape(), 0)),
+    let (source, file): (Box<dyn TensorSource>, String) = match (&args.model, args.shape) {
+        (Some(path), _) => (source::open(path)?, path.display().to_string()),
+        (None, Some(shape)) => (
+            Box::new(SyntheticV7::new(shape.shape(), 0)),
+            format!("none: random weights in the shape of RWKV-7 {}", shape.name()),
+        ),
         (None, None) => return Err(Error::InvalidArgument("give --model or --shape".into())),
     };
-    let file = args
-        .model
-        .as_ref()
-        .map_or_else(|| format!("synthetic {:?}", args.shape), |p| p.display().to_string());
     let config = ModelConfig::from_source(source.as_ref())?;
     // Reads and checks every tensor's presence, shape and dtype, so `info` also says whether the
     // file will load.
