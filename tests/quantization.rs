@@ -5,9 +5,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 
-use common::{fixture_dir, load_f32, load_tokens, relative_error};
+use common::{divergence, fixture_dir, load_f32, load_tokens, relative_error};
 use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions};
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
@@ -25,40 +26,15 @@ const CASES: [(&str, &str); 8] = [
     ("v7", "small"),
 ];
 
-fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::MIN, |m, &x| m.max(x));
-    let exp: Vec<f64> = logits.iter().map(|&x| f64::from(x - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.into_iter().map(|e| e / sum).collect()
-}
-
-/// KL(p ‖ q) in nats.
-fn kl(official: &[f32], ours: &[f32]) -> f64 {
-    let (p, q) = (softmax(official), softmax(ours));
-    p.iter().zip(&q).filter(|(&p, _)| p > 0.0).map(|(&p, &q)| p * (p / q.max(1e-300)).ln()).sum()
-}
-
-fn argmax(values: &[f32]) -> usize {
-    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
-}
-
-/// Mean KL and argmax agreement of one fixture read with `plan`.
-fn measure(gpu: &Arc<Gpu>, (version, case): (&str, &str), plan: &QuantPlan) -> (f64, f64) {
-    let dir = fixture_dir(version, case);
-    let model =
-        Model::load(gpu.clone(), &dir.join("model.pth"), &LoadOptions { quant: plan.clone() }).unwrap();
+/// Mean KL and argmax agreement of `model` read with `plan`, against the official logits in
+/// `fixtures` (tokens.npy, logits.npy).
+fn measure(gpu: &Arc<Gpu>, model: &Path, fixtures: &Path, plan: &QuantPlan) -> (f64, f64) {
+    let model = Model::load(gpu.clone(), model, &LoadOptions { quant: plan.clone() }).unwrap();
     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 32 }).unwrap();
-    let tokens = load_tokens(&dir.join("tokens.npy"));
-    let (shape, official) = load_f32(&dir.join("logits.npy"));
-    let vocab = shape[1];
+    let tokens = load_tokens(&fixtures.join("tokens.npy"));
+    let (shape, official) = load_f32(&fixtures.join("logits.npy"));
     let ours = Session::new(&engine).unwrap().feed_positions(&tokens).unwrap();
-    let (mut divergence, mut agree) = (0.0, 0);
-    for t in 0..tokens.len() {
-        let (o, q) = (&official[t * vocab..(t + 1) * vocab], &ours[t * vocab..(t + 1) * vocab]);
-        divergence += kl(o, q);
-        agree += usize::from(argmax(o) == argmax(q));
-    }
-    (divergence / tokens.len() as f64, agree as f64 / tokens.len() as f64)
+    divergence(&official, &ours, shape[1])
 }
 
 /// Mean KL and argmax agreement over every version's random-weight fixtures in `format` (head
@@ -67,7 +43,8 @@ fn random_fixture_figures(gpu: &Arc<Gpu>, format: MatrixFormat) -> (f64, f64, St
     let mut report = Vec::new();
     let (mut total_kl, mut total_agreement) = (0.0, 0.0);
     for case in CASES {
-        let (divergence, agreement) = measure(gpu, case, &QuantPlan::all(format));
+        let dir = fixture_dir(case.0, case.1);
+        let (divergence, agreement) = measure(gpu, &dir.join("model.pth"), &dir, &QuantPlan::all(format));
         report.push(format!("{}/{}: KL {divergence:.2e}, argmax {:.1}%", case.0, case.1, agreement * 100.0));
         total_kl += divergence;
         total_agreement += agreement;
@@ -105,6 +82,33 @@ fn int8_on_random_fixtures() {
 #[test]
 fn nf4_on_random_fixtures() {
     check_random_fixtures(&Arc::new(common::default_gpu()), MatrixFormat::Nf4, RANDOM_NF4);
+}
+
+/// The trained demo model (assets/demo, tools/train_demo.py) on held-out text against the
+/// official package, every matrix quantized, the head included: the bounds.
+fn check_demo(format: MatrixFormat, head: MatrixFormat, (max_kl, min_agreement): (f64, f64)) {
+    let gpu = Arc::new(common::default_gpu());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plan = QuantPlan { head, ..QuantPlan::all(format) };
+    let (kl, agreement) =
+        measure(&gpu, &root.join("assets/demo/model.safetensors"), &root.join("tests/fixtures/demo"), &plan);
+    println!("demo model, {format:?} (head {head:?}): mean KL {kl:.2e}, argmax {:.1}%", agreement * 100.0);
+    assert!(
+        kl <= max_kl && agreement >= min_agreement,
+        "demo model {format:?} (head {head:?}): mean KL {kl:.2e} (bound {max_kl:.0e}), argmax {:.1}% (bound {:.0}%)",
+        agreement * 100.0,
+        min_agreement * 100.0
+    );
+}
+
+#[test]
+fn int8_on_the_trained_demo_model() {
+    check_demo(MatrixFormat::Int8, MatrixFormat::Int8, (1e-3, 0.97));
+}
+
+#[test]
+fn nf4_on_the_trained_demo_model() {
+    check_demo(MatrixFormat::Nf4, MatrixFormat::Nf4, (2e-2, 0.85));
 }
 
 /// The quantized kernels without SHADER_F16 or subgroups (wgpu's GL backend).

@@ -142,3 +142,33 @@ pub fn relative_error(found: &[f32], expected: &[f32]) -> f64 {
     }
     worst / std_dev(expected).max(1e-12)
 }
+
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::MIN, |m, &x| m.max(x));
+    let exp: Vec<f64> = logits.iter().map(|&x| f64::from(x - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// KL(official ‖ ours) in nats between the distributions two logit rows define.
+pub fn kl(official: &[f32], ours: &[f32]) -> f64 {
+    let (p, q) = (softmax(official), softmax(ours));
+    p.iter().zip(&q).filter(|(&p, _)| p > 0.0).map(|(&p, &q)| p * (p / q.max(1e-300)).ln()).sum()
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
+}
+
+/// Mean KL(official ‖ ours) and the share of positions whose most likely token agrees, over
+/// rows of `vocab` logits.
+pub fn divergence(official: &[f32], ours: &[f32], vocab: usize) -> (f64, f64) {
+    assert_eq!(official.len(), ours.len());
+    let rows = official.len() / vocab;
+    let (mut total, mut agree) = (0.0, 0);
+    for (o, q) in official.chunks(vocab).zip(ours.chunks(vocab)) {
+        total += kl(o, q);
+        agree += usize::from(argmax(o) == argmax(q));
+    }
+    (total / rows as f64, agree as f64 / rows as f64)
+}
