@@ -73,19 +73,15 @@ fn batched_sequences_match_running_alone() {
                 .map(|&i| {
                     let (tokens, per_step, _) = &plans[i];
                     let end = (fed[i] + per_step).min(tokens.len());
-                    Work {
-                        slot: sessions[i].as_ref().unwrap().slot(),
-                        tokens: &tokens[fed[i]..end],
-                        logits: Logits::All,
-                    }
+                    Work::new(sessions[i].as_ref().unwrap().slot(), &tokens[fed[i]..end], Logits::All)
                 })
                 .collect();
             if work.is_empty() {
                 continue;
             }
             let results = engine.step(&work).unwrap();
-            for (&i, (item, logits)) in active.iter().zip(work.iter().zip(&results)) {
-                for (t, row) in logits.chunks_exact(vocab).enumerate() {
+            for (&i, (item, output)) in active.iter().zip(work.iter().zip(&results)) {
+                for (t, row) in output.logits.chunks_exact(vocab).enumerate() {
                     let position = fed[i] + t;
                     let error = relative_error(row, &alone[i][position]);
                     assert!(
@@ -212,16 +208,10 @@ fn bad_steps_are_errors() {
     let slot = session.slot();
     let too_long = [1u32; 5];
     let cases: [(&[Work], &str); 4] = [
-        (&[Work { slot, tokens: &too_long, logits: Logits::Last }], "exceeds"),
-        (&[Work { slot: 1, tokens: &[1], logits: Logits::Last }], "not allocated"),
-        (&[Work { slot: 9, tokens: &[1], logits: Logits::Last }], "out of range"),
-        (
-            &[
-                Work { slot, tokens: &[1], logits: Logits::Last },
-                Work { slot, tokens: &[2], logits: Logits::Last },
-            ],
-            "twice",
-        ),
+        (&[Work::new(slot, &too_long, Logits::Last)], "exceeds"),
+        (&[Work::new(1, &[1], Logits::Last)], "not allocated"),
+        (&[Work::new(9, &[1], Logits::Last)], "out of range"),
+        (&[Work::new(slot, &[1], Logits::Last), Work::new(slot, &[2], Logits::Last)], "twice"),
     ];
     for (work, expected) in cases {
         let error = engine.step(work).unwrap_err().to_string();

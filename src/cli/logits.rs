@@ -96,17 +96,13 @@ fn run_batch(engine: &Engine, lists: &[Vec<u32>], per_step: usize) -> Result<Vec
             let take = (list.len() - fed[i]).min(per_step).min(budget);
             if take > 0 {
                 budget -= take;
-                work.push(Work {
-                    slot: sessions[i].slot(),
-                    tokens: &list[fed[i]..fed[i] + take],
-                    logits: Logits::All,
-                });
+                work.push(Work::new(sessions[i].slot(), &list[fed[i]..fed[i] + take], Logits::All));
                 members.push(i);
             }
         }
-        for (i, values) in members.iter().zip(engine.step(&work)?) {
-            fed[*i] += values.len() / engine.model().config.vocab;
-            logits[*i].extend(values);
+        for (i, output) in members.iter().zip(engine.step(&work)?) {
+            fed[*i] += output.logits.len() / engine.model().config.vocab;
+            logits[*i].extend(output.logits);
         }
     }
     Ok(logits)

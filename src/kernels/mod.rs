@@ -6,6 +6,7 @@ mod elementwise;
 mod gather;
 mod linear;
 mod norm;
+mod sample;
 mod sequences;
 mod token_shift;
 mod wkv4;
@@ -19,6 +20,7 @@ pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
     BonusGate, GN_EPS, LN_EPS,
 };
+pub use self::sample::{sample, sample_ref, Choice};
 pub use self::sequences::{SequenceEntry, Sequences, MAX_SEQUENCES};
 pub use self::token_shift::{token_shift, token_shift_ref, Mixes, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
@@ -51,6 +53,7 @@ mod wgsl {
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
+    pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
 }
 
 /// Element-wise functions applied to a kernel's result. The numbering matches `activation.wgsl`.

@@ -82,6 +82,7 @@ impl Batch {
         }
         let sampler = Sampler::new(options.sampler.clone())?;
         let session = Session::new(&self.engine)?;
+        self.engine.clear_counts(session.slot())?;
         let id = self.next_id;
         self.next_id += 1;
         self.requests.push(Request { id, session, input: prompt, read: 0, sampler, options, generated: 0 });
@@ -123,31 +124,30 @@ impl Batch {
                 continue;
             }
             budget -= take;
-            let logits = if take == left { Logits::Last } else { Logits::None };
-            plan.push((i, take, logits));
+            plan.push((i, take, take == left));
         }
+        let choices: Vec<_> =
+            plan.iter().map(|&(i, _, chooses)| chooses.then(|| self.requests[i].sampler.choice())).collect();
         let work: Vec<Work> = plan
             .iter()
-            .map(|&(i, take, logits)| {
+            .zip(choices)
+            .map(|(&(i, take, _), sample)| {
                 let request = &self.requests[i];
-                Work {
-                    slot: request.session.slot(),
-                    tokens: &request.input[request.read..request.read + take],
-                    logits,
-                }
+                let tokens = &request.input[request.read..request.read + take];
+                Work { sample, ..Work::new(request.session.slot(), tokens, Logits::None) }
             })
             .collect();
         let results = self.engine.step(&work)?;
 
         let mut events = Vec::new();
         let mut finished = Vec::new();
-        for (&(i, take, _), logits) in plan.iter().zip(results) {
+        for (&(i, take, _), output) in plan.iter().zip(results) {
             let request = &mut self.requests[i];
             request.read += take;
-            if logits.is_empty() {
+            let Some(token) = output.token else {
                 continue;
-            }
-            let token = request.sampler.sample(&logits)?;
+            };
+            request.sampler.count(token);
             request.generated += 1;
             events.push(BatchEvent::Token { request: request.id, token });
             let finish = if Some(token) == request.options.stop_token {

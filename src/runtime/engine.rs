@@ -6,7 +6,8 @@
 //! projections run as matrix-matrix products over all rows, and the recurrences walk each
 //! sequence's rows in order. A step of a given shape (rows, sequences, which logits) is recorded
 //! once and replayed: each run only uploads the embedding rows and the sequence table, encodes
-//! the recorded dispatches, and submits once.
+//! the recorded dispatches, and submits once. A sequence that only wants its next token has it
+//! chosen on the GPU (kernels::sample): 4 bytes come back instead of a row of logits.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool, Step};
-use crate::kernels::{self, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
+use crate::kernels::{self, Choice, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
 
@@ -57,6 +58,24 @@ pub struct Work<'a> {
     pub slot: usize,
     pub tokens: &'a [u32],
     pub logits: Logits,
+    /// Choose the next token on the GPU, from the logits after the last of `tokens`.
+    pub sample: Option<Choice>,
+}
+
+impl<'a> Work<'a> {
+    /// Work that reads `tokens` and returns `logits`, choosing no token.
+    pub fn new(slot: usize, tokens: &'a [u32], logits: Logits) -> Self {
+        Work { slot, tokens, logits, sample: None }
+    }
+}
+
+/// What a step returns for one sequence.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// The logits it asked for (see [`Logits`]).
+    pub logits: Vec<f32>,
+    /// The token chosen on the GPU, when it asked for one.
+    pub token: Option<u32>,
 }
 
 /// The shape a step is recorded for.
@@ -72,12 +91,23 @@ struct Recorded {
     sequences: Sequences,
     body: Step,
     head: Option<(Step, GpuTensor)>,
+    /// Choosing tokens from the head's rows (steps whose head gives one row per sequence).
+    sample: Option<Step>,
 }
 
 /// What runs steps; one at a time, since steps share the scratch memory.
 struct Runner {
     recorded: HashMap<Shape, Recorded>,
     readback: Readback,
+    tokens_readback: Readback,
+}
+
+/// The GPU side of choosing tokens: each row's choice, each slot's counts of the tokens it
+/// generated (u32, for the penalties), and the chosen tokens (u32).
+struct Sampling {
+    choices: GpuTensor,
+    counts: GpuTensor,
+    tokens: GpuTensor,
 }
 
 struct Inner {
@@ -90,6 +120,7 @@ struct Inner {
     /// Room for one slot's whole state: a buffer cannot be copied onto itself, so copies between
     /// slots go through here.
     staging: wgpu::Buffer,
+    sampling: Sampling,
     in_use: Mutex<Vec<bool>>,
     runner: Mutex<Runner>,
 }
@@ -148,8 +179,15 @@ impl Engine {
             mapped_at_creation: false,
         });
         let readback = Readback::new(gpu, "logits readback", max_rows, config.vocab)?;
+        let most_sequences = max_rows.min(MAX_SEQUENCES);
+        let sampling = Sampling {
+            choices: GpuTensor::zeros(gpu, "sample choices", most_sequences, Choice::COLS)?,
+            counts: GpuTensor::zeros(gpu, "generated token counts", options.slots, config.vocab)?,
+            tokens: GpuTensor::zeros(gpu, "sampled tokens", 1, most_sequences)?,
+        };
+        let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
         gpu.check()?;
-        let runner = Mutex::new(Runner { recorded: HashMap::new(), readback });
+        let runner = Mutex::new(Runner { recorded: HashMap::new(), readback, tokens_readback });
         let inner = Inner {
             pool: ScratchPool::new(max_rows),
             max_rows,
@@ -157,6 +195,7 @@ impl Engine {
             state,
             initial_wkv,
             staging,
+            sampling,
             in_use: Mutex::new(vec![false; options.slots]),
             runner,
             model,
@@ -226,6 +265,15 @@ impl Engine {
             layer.wkv.write_rows(gpu, slot, &self.inner.initial_wkv)?;
             layer.ffn_x.write_rows(gpu, slot, &zeros)?;
         }
+        self.clear_counts(slot)
+    }
+
+    /// Forgets which tokens a slot generated: the penalties of GPU sampling start afresh.
+    pub fn clear_counts(&self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        let gpu = self.gpu();
+        let zeros = vec![0.0; self.inner.model.config.vocab];
+        self.inner.sampling.counts.write_rows(gpu, slot, &zeros)?;
         gpu.check()
     }
 
@@ -309,59 +357,96 @@ impl Engine {
         self.inner.initial_wkv.len()
     }
 
-    /// Advances each sequence of `work` by its tokens, all in one step, and returns the logits each
-    /// asked for: `V` values for [`Logits::Last`], `tokens × V` for [`Logits::All`], none for
-    /// [`Logits::None`].
-    pub fn step(&self, work: &[Work]) -> Result<Vec<Vec<f32>>> {
+    /// Advances each sequence of `work` by its tokens, all in one step, and returns what each asked
+    /// for: logits (`V` values for [`Logits::Last`], `tokens × V` for [`Logits::All`], none for
+    /// [`Logits::None`]) and, with `sample`, the token chosen on the GPU.
+    pub fn step(&self, work: &[Work]) -> Result<Vec<Output>> {
         let shape = self.check(work)?;
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
-        let vocab = inner.model.config.vocab;
+        let (vocab, embd) = (inner.model.config.vocab, inner.model.config.embd);
         let mut runner = locked(&inner.runner);
         self.ensure_recorded(&mut runner, shape)?;
-        let Runner { recorded, readback } = &mut *runner;
+        let Runner { recorded, readback, tokens_readback } = &mut *runner;
         let recorded = &recorded[&shape];
 
-        let mut rows = Vec::with_capacity(shape.rows * inner.model.config.embd);
+        let mut rows = Vec::with_capacity(shape.rows * embd);
         let mut entries = Vec::with_capacity(work.len());
         for item in work {
             entries.push(SequenceEntry {
                 slot: item.slot,
-                first_row: rows.len() / inner.model.config.embd,
+                first_row: rows.len() / embd,
                 rows: item.tokens.len(),
             });
             for &token in item.tokens {
                 rows.extend(inner.model.embedding.row(token)?);
             }
         }
-        inner.pool.tensor(gpu, "input", shape.rows, inner.model.config.embd)?.write(gpu, &rows)?;
+        inner.pool.tensor(gpu, "input", shape.rows, embd)?.write(gpu, &rows)?;
         recorded.sequences.write(gpu, &entries)?;
+        let sampled = work.iter().any(|item| item.sample.is_some());
+        if sampled {
+            let choices: Vec<Choice> = work
+                .iter()
+                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
+                .collect();
+            let choices = bytemuck::cast_slice::<Choice, f32>(&choices);
+            inner.sampling.choices.write_rows(gpu, 0, choices)?;
+        }
+        let wants_logits = work.iter().any(|item| item.logits != Logits::None);
 
         let mut encoder =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         recorded.body.encode(&mut encoder);
         if let Some((head, logits)) = &recorded.head {
             head.encode(&mut encoder);
-            readback.copy_from(&mut encoder, logits);
+            if wants_logits {
+                readback.copy_from(&mut encoder, logits);
+            }
+        }
+        if let (true, Some(sample)) = (sampled, &recorded.sample) {
+            sample.encode(&mut encoder);
+            tokens_readback.copy_from(&mut encoder, &inner.sampling.tokens);
         }
         gpu.queue.submit([encoder.finish()]);
-        let Some((_, logits)) = &recorded.head else {
-            gpu.check()?;
-            return Ok(vec![Vec::new(); work.len()]);
+
+        let tokens: Vec<u32> = if sampled {
+            tokens_readback.read_rows(gpu, 1)?.into_iter().map(f32::to_bits).collect()
+        } else {
+            Vec::new()
         };
-        let values = readback.read_rows(gpu, logits.rows)?;
+        if let Some(s) = work
+            .iter()
+            .enumerate()
+            .position(|(s, item)| item.sample.is_some() && tokens[s] == Choice::NAN_LOGITS)
+        {
+            return Err(Error::Gpu(format!(
+                "the model produced NaN logits for the sequence in slot {}",
+                work[s].slot
+            )));
+        }
+        let values = match (&recorded.head, wants_logits) {
+            (Some((_, logits)), true) => readback.read_rows(gpu, logits.rows)?,
+            _ => {
+                gpu.check()?;
+                Vec::new()
+            }
+        };
         let row = |r: usize| values[r * vocab..(r + 1) * vocab].to_vec();
         Ok(work
             .iter()
             .zip(&entries)
             .enumerate()
-            .map(|(s, (item, entry))| match (item.logits, shape.logits) {
-                (Logits::None, _) => Vec::new(),
-                (Logits::Last, Logits::Last) => row(s),
-                (Logits::Last, _) => row(entry.first_row + entry.rows - 1),
-                (Logits::All, _) => {
-                    values[entry.first_row * vocab..(entry.first_row + entry.rows) * vocab].to_vec()
-                }
+            .map(|(s, (item, entry))| Output {
+                logits: match (item.logits, shape.logits) {
+                    (Logits::None, _) => Vec::new(),
+                    (Logits::Last, Logits::Last) => row(s),
+                    (Logits::Last, _) => row(entry.first_row + entry.rows - 1),
+                    (Logits::All, _) => {
+                        values[entry.first_row * vocab..(entry.first_row + entry.rows) * vocab].to_vec()
+                    }
+                },
+                token: item.sample.map(|_| tokens[s]),
             })
             .collect())
     }
@@ -392,6 +477,12 @@ impl Engine {
                 )));
             }
             seen.push(item.slot);
+            if item.sample.is_some() && item.logits == Logits::All {
+                return Err(Error::InvalidArgument(
+                    "a token is chosen from the logits after the last token: ask for Logits::Last or None with it"
+                        .into(),
+                ));
+            }
             if item.tokens.is_empty() {
                 return Err(Error::InvalidArgument("a sequence in a step has no tokens".into()));
             }
@@ -407,9 +498,15 @@ impl Engine {
             )));
         }
         let wants = |kind| work.iter().any(|item| item.logits == kind);
+        let sampled = work.iter().any(|item| item.sample.is_some());
         let logits = if wants(Logits::All) {
+            if sampled {
+                return Err(Error::InvalidArgument(
+                    "a step cannot both return every position's logits and choose tokens".into(),
+                ));
+            }
             Logits::All
-        } else if wants(Logits::Last) {
+        } else if wants(Logits::Last) || sampled {
             Logits::Last
         } else {
             Logits::None
@@ -451,9 +548,20 @@ impl Engine {
                 Some((std::mem::take(&mut rec.step), logits))
             }
         };
+        let sample = match (&head, shape.logits) {
+            (Some((_, logits)), Logits::Last) => {
+                let Sampling { choices, counts, tokens } = &inner.sampling;
+                let rows = logits.rows;
+                let choices = GpuTensor { rows, ..choices.clone() };
+                let tokens = GpuTensor { cols: rows, ..tokens.clone() };
+                kernels::sample(&mut rec, "sample", logits, &choices, counts, &tokens)?;
+                Some(std::mem::take(&mut rec.step))
+            }
+            _ => None,
+        };
         drop(rec);
         gpu.check()?;
-        Ok(Recorded { sequences, body, head })
+        Ok(Recorded { sequences, body, head, sample })
     }
 
     /// Records the step for `rows` tokens of one sequence ahead of time, so that the first run

@@ -92,14 +92,16 @@ pub enum Finish {
 }
 
 /// The generation in progress, yielding one [`Piece`] per token. The prompt has been read when
-/// it is made; each `next` samples a token and feeds it back.
+/// it is made; each `next` returns the token chosen on the GPU and feeds it back, which chooses
+/// the one after.
 pub struct Generation<'s> {
     session: &'s mut Session,
     tokenizer: &'s Tokenizer,
     text: TextStream<'s>,
     sampler: Sampler,
     options: GenerateOptions,
-    logits: Vec<f32>,
+    /// The token chosen but not yet returned.
+    next: u32,
     generated: usize,
     /// Text decoded but not yet returned: it may be the beginning of a stop string.
     held: String,
@@ -127,15 +129,16 @@ impl Session {
         prompt: &[u32],
         options: &GenerateOptions,
     ) -> Result<Generation<'s>> {
-        let sampler = Sampler::new(options.sampler.clone())?;
-        let logits = self.feed(prompt)?;
+        let mut sampler = Sampler::new(options.sampler.clone())?;
+        self.clear_counts()?;
+        let next = self.feed_and_sample(prompt, &mut sampler)?;
         Ok(Generation {
             session: self,
             tokenizer,
             text: tokenizer.stream(),
             sampler,
             options: options.clone(),
-            logits,
+            next,
             generated: 0,
             held: String::new(),
             finish: None,
@@ -199,7 +202,7 @@ impl Generation<'_> {
     }
 
     fn step(&mut self) -> Result<Piece> {
-        let token = self.sampler.sample(&self.logits)?;
+        let token = self.next;
         self.generated += 1;
         if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
             self.finish = Some(Finish::EndOfText);
@@ -217,7 +220,7 @@ impl Generation<'_> {
             self.held += &self.text.finish()?;
             text += &std::mem::take(&mut self.held);
         } else {
-            self.logits = self.session.feed(&[token])?;
+            self.next = self.session.feed_and_sample(&[token], &mut self.sampler)?;
         }
         Ok(Piece { token, text })
     }

@@ -1,5 +1,6 @@
 //! Choosing the next token from logits: greedy, or temperature with top-k / top-p, after
-//! presence and frequency penalties on the tokens generated so far.
+//! presence and frequency penalties on the tokens generated so far. The engine does it on the
+//! GPU from a [`Sampler::choice`]; [`Sampler::sample`] does the same on the CPU.
 
 use std::collections::HashMap;
 
@@ -7,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
+use crate::kernels::{self, Choice};
 
 /// How to sample. `Default` is greedy.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +62,9 @@ impl SamplerOptions {
     }
 }
 
-/// Samples tokens and remembers what it generated, for the penalties.
+/// Samples tokens and remembers what it generated, for the penalties. The choice itself is
+/// [`kernels::sample_ref`]'s: the same definition the GPU kernel runs, so that a generation
+/// chooses the same tokens whether its logits come back or not.
 pub struct Sampler {
     options: SamplerOptions,
     rng: StdRng,
@@ -77,63 +81,44 @@ impl Sampler {
         Ok(Sampler { options, rng, counts: HashMap::new() })
     }
 
-    /// Picks the next token and counts it towards the penalties.
-    pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
-        let token = self.choose(logits)?;
-        *self.counts.entry(token).or_default() += 1;
-        Ok(token)
+    /// The next choice for the GPU (slot filled in by the engine), with a fresh random draw.
+    pub fn choice(&mut self) -> Choice {
+        let o = &self.options;
+        Choice {
+            slot: 0,
+            mode: if o.greedy { Choice::GREEDY } else { Choice::DRAW },
+            top_k: u32::try_from(o.top_k).unwrap_or(u32::MAX),
+            temperature: o.temperature,
+            top_p: o.top_p,
+            presence: o.presence_penalty,
+            frequency: o.frequency_penalty,
+            draw: self.rng.random::<f32>(),
+        }
     }
 
-    fn choose(&mut self, logits: &[f32]) -> Result<u32> {
+    /// Counts a token chosen elsewhere (on the GPU) towards the penalties.
+    pub fn count(&mut self, token: u32) {
+        *self.counts.entry(token).or_default() += 1;
+    }
+
+    /// Picks the next token from logits on the CPU and counts it towards the penalties.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
         if let Some(bad) = logits.iter().position(|x| x.is_nan()) {
             return Err(Error::Gpu(format!("the model produced NaN logits (token {bad})")));
         }
-        let o = &self.options;
-        let mut logits = logits.to_vec();
+        let mut counts = vec![0; logits.len()];
         for (&token, &count) in &self.counts {
-            if let Some(logit) = logits.get_mut(token as usize) {
-                *logit -= o.presence_penalty + count as f32 * o.frequency_penalty;
+            if let Some(slot) = counts.get_mut(token as usize) {
+                *slot = count;
             }
         }
-        let argmax = |values: &[f32]| {
-            values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best }) as u32
-        };
-        if o.greedy {
-            return Ok(argmax(&logits));
-        }
-        // Most likely first; softmax at temperature in f64.
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        if o.top_k > 0 {
-            order.truncate(o.top_k);
-        }
-        let max = f64::from(logits[order[0]]);
-        let mut probs: Vec<f64> =
-            order.iter().map(|&i| ((f64::from(logits[i]) - max) / f64::from(o.temperature)).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        let mut kept = 0.0;
-        let mut keep = probs.len();
-        for (n, p) in probs.iter_mut().enumerate() {
-            *p /= total;
-            kept += *p;
-            if kept >= f64::from(o.top_p) {
-                keep = n + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-        let mass: f64 = probs.iter().sum();
-        let mut draw = self.rng.random::<f64>() * mass;
-        for (n, p) in probs.iter().enumerate() {
-            draw -= p;
-            if draw <= 0.0 {
-                return Ok(order[n] as u32);
-            }
-        }
-        Ok(order[keep - 1] as u32)
+        let choice = self.choice();
+        let token = kernels::sample_ref(logits, &counts, &choice).unwrap_or(0);
+        self.count(token);
+        Ok(token)
     }
 }
 
@@ -165,7 +150,7 @@ mod tests {
     fn top_p_drops_the_tail() {
         let logits = [6f32.ln(), 3f32.ln(), 0.0];
         let mut s = sampler(SamplerOptions { greedy: false, top_p: 0.85, ..SamplerOptions::default() });
-        let draws: Vec<u32> = (0..300).map(|_| s.choose(&logits).unwrap()).collect();
+        let draws: Vec<u32> = (0..300).map(|_| s.sample(&logits).unwrap()).collect();
         assert!(!draws.contains(&2));
         let ones = draws.iter().filter(|&&t| t == 1).count();
         assert!((60..140).contains(&ones), "token 1 drawn {ones} times of 300, expected about 100");

@@ -1,6 +1,7 @@
 //! A session: one sequence, its state in one of the engine's slots.
 
 use super::engine::{Engine, Logits, Work};
+use super::sampler::Sampler;
 use super::state::{LayerValues, State};
 use crate::error::{Error, Result};
 
@@ -56,8 +57,8 @@ impl Session {
         }
         let chunk = self.engine.options().chunk;
         for (index, tokens) in tokens.chunks(chunk).enumerate() {
-            let logits = self.engine.step(&[Work { slot: self.slot, tokens, logits: Logits::All }])?;
-            each(index * chunk, &logits.concat())?;
+            let mut outputs = self.engine.step(&[Work::new(self.slot, tokens, Logits::All)])?;
+            each(index * chunk, &outputs.pop().map(|o| o.logits).unwrap_or_default())?;
         }
         Ok(())
     }
@@ -65,6 +66,27 @@ impl Session {
     /// Reads `tokens` without computing logits.
     pub fn advance(&mut self, tokens: &[u32]) -> Result<()> {
         self.read(tokens, Logits::None).map(drop)
+    }
+
+    /// Reads `tokens` and returns the next token, chosen by `sampler` on the GPU: no logits come
+    /// back. The sampler counts it towards its penalties.
+    pub fn feed_and_sample(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
+        let Some((last, before)) = split_last_chunk(tokens, self.engine.options().chunk) else {
+            return Err(Error::InvalidArgument("no tokens to feed".into()));
+        };
+        if !before.is_empty() {
+            self.advance(before)?;
+        }
+        let work = Work { sample: Some(sampler.choice()), ..Work::new(self.slot, last, Logits::None) };
+        let token = self.engine.step(&[work])?.pop().and_then(|o| o.token);
+        let token = token.ok_or_else(|| Error::Gpu("the step chose no token".into()))?;
+        sampler.count(token);
+        Ok(token)
+    }
+
+    /// Forgets the tokens generated so far, for GPU sampling's penalties (a new generation).
+    pub fn clear_counts(&mut self) -> Result<()> {
+        self.engine.clear_counts(self.slot)
     }
 
     /// Reads `tokens` chunk by chunk; returns the last chunk's logits for [`Logits::Last`].
@@ -80,9 +102,9 @@ impl Session {
                 Logits::Last if index + 1 < chunks => Logits::None,
                 other => other,
             };
-            let mut result = self.engine.step(&[Work { slot: self.slot, tokens, logits: wanted }])?;
+            let result = self.engine.step(&[Work::new(self.slot, tokens, wanted)])?;
             if wanted != Logits::None {
-                out.append(&mut result);
+                out.extend(result.into_iter().map(|o| o.logits));
             }
         }
         Ok(out)
@@ -125,4 +147,14 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.engine.release(self.slot);
     }
+}
+
+/// `tokens` as (the last chunk, everything before it), chunks counted from the start as
+/// [`Session::advance`] reads them.
+fn split_last_chunk(tokens: &[u32], chunk: usize) -> Option<(&[u32], &[u32])> {
+    if tokens.is_empty() {
+        return None;
+    }
+    let at = (tokens.len() - 1) / chunk * chunk;
+    Some((&tokens[at..], &tokens[..at]))
 }

@@ -1,0 +1,245 @@
+// Choosing each sequence's next token on the GPU, so that only its id travels back to the CPU.
+// One workgroup per row of logits.
+//
+// The token's logit is first lowered by the penalties of the tokens this sequence generated so
+// far (counts, kept per state slot on the GPU and bumped here). Greedy takes the first largest
+// logit. Otherwise the kept set is every token whose logit reaches a threshold: the k-th largest
+// logit (top-k), raised to the largest logit whose tokens at or above it carry top-p of the top-k
+// mass at the temperature. Both thresholds are found by bisection over the logits' order-keeping
+// u32 keys (32 halvings reach the exact value), each halving one pass over the row. The draw walks
+// the kept set in token order. `sample_ref` in src/kernels/sample.rs is the same definition.
+//
+// 256 threads, because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
+// once the invocation has run about 65535 loop iterations in all: with 64 threads a top-k and
+// top-p choice over 65536 tokens would need ~66000 per thread and silently end unfinished.
+//
+// binding 0  params
+// binding 1  logits  [rows, stride]
+// binding 2  choices [rows]            how to choose for each row (Choice below)
+// binding 3  counts  [slots, stride]   u32: times each token was generated
+// binding 4  tokens  [rows]            u32 out: the chosen token (NAN_LOGITS: none could be)
+
+struct Params {
+    vocab: u32,
+    stride: u32,
+    rows: u32,
+    _padding: u32,
+}
+
+const SKIP: u32 = 0u;
+const GREEDY: u32 = 1u;
+const NAN_LOGITS: u32 = 0xffffffffu;  // the token written when the logits hold a NaN
+
+struct Choice {
+    slot: u32,
+    mode: u32,        // SKIP, GREEDY, or 2: draw
+    top_k: u32,       // 0 keeps all
+    temperature: f32,
+    top_p: f32,
+    presence: f32,
+    frequency: f32,
+    draw: f32,        // uniform in [0, 1)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> choices: array<Choice>;
+@group(0) @binding(3) var<storage, read_write> counts: array<u32>;
+@group(0) @binding(4) var<storage, read_write> tokens: array<u32>;
+
+const WORKGROUP_SIZE: u32 = 256u;
+
+var<workgroup> best_value: array<f32, WORKGROUP_SIZE>;
+var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE>;
+var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
+var<workgroup> uniform_flags: vec4<u32>;
+var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
+
+// Maps floats to u32 so that the order of the keys is the order of the floats.
+fn order_key(x: f32) -> u32 {
+    let bits = bitcast<u32>(x);
+    return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+fn penalized(row: u32, choice: Choice, token: u32) -> f32 {
+    let count = counts[choice.slot * params.stride + token];
+    let logit = logits[row * params.stride + token];
+    return select(logit, logit - choice.presence - f32(count) * choice.frequency, count > 0u);
+}
+
+// Must be called from uniform control flow by every thread of the workgroup.
+fn workgroup_sum(value: f32, thread: u32) -> f32 {
+    partial_sums[thread] = value;
+    workgroupBarrier();
+    for (var half_size = WORKGROUP_SIZE / 2u; half_size > 0u; half_size /= 2u) {
+        if thread < half_size {
+            partial_sums[thread] += partial_sums[thread + half_size];
+        }
+        workgroupBarrier();
+    }
+    let total = partial_sums[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Sum over the row of `weight(logit)` for tokens with key >= threshold; every thread gets it.
+fn mass_from(row: u32, choice: Choice, threshold: u32, max_logit: f32, thread: u32) -> f32 {
+    var sum = 0.0;
+    for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+        let logit = penalized(row, choice, t);
+        if order_key(logit) >= threshold {
+            sum += exp((logit - max_logit) / choice.temperature);
+        }
+    }
+    return workgroup_sum(sum, thread);
+}
+
+fn count_from(row: u32, choice: Choice, threshold: u32, thread: u32) -> f32 {
+    var n = 0.0;
+    for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+        n += select(0.0, 1.0, order_key(penalized(row, choice, t)) >= threshold);
+    }
+    return workgroup_sum(n, thread);
+}
+
+fn finish(choice: Choice, row: u32, token: u32) {
+    tokens[row] = token;
+    counts[choice.slot * params.stride + token] += 1u;
+}
+
+@compute @workgroup_size(256)
+fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
+    let row = group.x;
+    let choice = choices[row];
+
+    // The largest logit and its first token; NaNs are found by their bits, since WGSL may
+    // assume that floats are never NaN.
+    var value = -3.0e38;
+    var index = 0u;
+    var nans = 0.0;
+    for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+        let logit = penalized(row, choice, t);
+        if logit > value {
+            value = logit;
+            index = t;
+        }
+        nans += select(0.0, 1.0, (bitcast<u32>(logit) & 0x7fffffffu) > 0x7f800000u);
+    }
+    nans = workgroup_sum(nans, thread);
+    best_value[thread] = value;
+    best_index[thread] = index;
+    workgroupBarrier();
+    for (var half_size = WORKGROUP_SIZE / 2u; half_size > 0u; half_size /= 2u) {
+        if thread < half_size {
+            let other = best_value[thread + half_size];
+            let other_index = best_index[thread + half_size];
+            if other > best_value[thread] || (other == best_value[thread] && other_index < best_index[thread]) {
+                best_value[thread] = other;
+                best_index[thread] = other_index;
+            }
+        }
+        workgroupBarrier();
+    }
+    let max_logit = best_value[0];
+    let argmax = best_index[0];
+    if thread == 0u {
+        let all = choice.top_k == 0u || choice.top_k >= params.vocab;
+        uniform_flags = vec4<u32>(choice.mode, select(1u, 0u, all), select(1u, 0u, choice.top_p >= 1.0), u32(nans > 0.0));
+    }
+    let flags = workgroupUniformLoad(&uniform_flags);
+    if flags.x == SKIP {
+        return;
+    }
+    if flags.w != 0u {
+        if thread == 0u {
+            tokens[row] = NAN_LOGITS;
+        }
+        return;
+    }
+    if flags.x == GREEDY {
+        if thread == 0u {
+            finish(choice, row, argmax);
+        }
+        return;
+    }
+
+    // top-k: the largest key with at least k tokens at or above it. Every bisection keeps
+    // `low` a key that qualifies (key 0 is below every logit) and halves [low, high].
+    var low = 0u;
+    if flags.y != 0u {
+        var high = order_key(max_logit);
+        for (var i = 0u; i < 32u; i++) {
+            let middle = low + (high - low + 1u) / 2u;
+            let enough = count_from(row, choice, middle, thread) >= f32(choice.top_k);
+            low = select(low, middle, enough);
+            high = select(middle - 1u, high, enough);
+        }
+    }
+    // top-p: the largest key whose tokens at or above it carry top_p of the top-k mass.
+    if flags.z != 0u {
+        let wanted = choice.top_p * mass_from(row, choice, low, max_logit, thread);
+        var high = order_key(max_logit);
+        for (var i = 0u; i < 32u; i++) {
+            let middle = low + (high - low + 1u) / 2u;
+            let enough = mass_from(row, choice, middle, max_logit, thread) >= wanted;
+            low = select(low, middle, enough);
+            high = select(middle - 1u, high, enough);
+        }
+    }
+
+    // The draw: each thread sums a contiguous span of tokens, the spans' running sums locate the
+    // span holding the draw, and that thread walks it.
+    let span = (params.vocab + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+    let first = min(thread * span, params.vocab);
+    let end = min(first + span, params.vocab);
+    var sum = 0.0;
+    for (var t = first; t < end; t++) {
+        let logit = penalized(row, choice, t);
+        if order_key(logit) >= low {
+            sum += exp((logit - max_logit) / choice.temperature);
+        }
+    }
+    prefix[thread] = sum;
+    workgroupBarrier();
+    if thread == 0u {
+        var total = 0.0;
+        for (var i = 0u; i < WORKGROUP_SIZE; i++) {
+            total += prefix[i];
+        }
+        // The span holding the draw, and the mass before it; rounding can put the target at
+        // the very end, and then the last span with mass takes it.
+        let target_mass = choice.draw * total;
+        var running = 0.0;
+        var holder = 0u;
+        var before = 0.0;
+        for (var i = 0u; i < WORKGROUP_SIZE; i++) {
+            if prefix[i] > 0.0 {
+                holder = i;
+                before = running;
+                if target_mass < running + prefix[i] {
+                    break;
+                }
+            }
+            running += prefix[i];
+        }
+        best_index[0] = holder;
+        best_value[0] = target_mass - before;
+    }
+    workgroupBarrier();
+    if thread == best_index[0] {
+        let remaining = best_value[0];
+        var walked = 0.0;
+        var chosen = first;
+        for (var t = first; t < end; t++) {
+            let logit = penalized(row, choice, t);
+            if order_key(logit) >= low {
+                chosen = t;
+                walked += exp((logit - max_logit) / choice.temperature);
+                if walked > remaining {
+                    break;
+                }
+            }
+        }
+        finish(choice, row, chosen);
+    }
+}

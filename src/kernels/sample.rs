@@ -1,0 +1,155 @@
+//! Choosing next tokens on the GPU (greedy, or temperature with top-k / top-p, after presence
+//! and frequency penalties), so a decode step reads back token ids instead of logits.
+
+use super::{expect_shape, to_u32, wgsl, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, GpuTensor, KernelSource};
+
+const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[wgsl::SAMPLE] };
+const BINDINGS: &[Access] =
+    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    vocab: u32,
+    stride: u32,
+    rows: u32,
+    padding: u32,
+}
+
+/// How one row of logits becomes a token; mirrors `Choice` in `sample.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Choice {
+    /// The state slot whose generated-token counts the penalties read (and this choice bumps).
+    pub slot: u32,
+    /// [`Choice::SKIP`], [`Choice::GREEDY`] or [`Choice::DRAW`].
+    pub mode: u32,
+    /// Keep the k most likely tokens (and any tied with the k-th); 0 keeps all.
+    pub top_k: u32,
+    pub temperature: f32,
+    /// Then keep the most likely tokens carrying this share of the mass; 1 keeps all.
+    pub top_p: f32,
+    pub presence: f32,
+    pub frequency: f32,
+    /// The uniform random number in [0, 1) that picks from the kept tokens.
+    pub draw: f32,
+}
+
+impl Choice {
+    /// Leaves the row alone (a sequence of the step that wants no token).
+    pub const SKIP: u32 = 0;
+    pub const GREEDY: u32 = 1;
+    pub const DRAW: u32 = 2;
+
+    /// What the kernel writes instead of a token when the row's logits hold a NaN.
+    pub const NAN_LOGITS: u32 = u32::MAX;
+
+    /// Values per choice in the `choices` tensor.
+    pub const COLS: usize = std::mem::size_of::<Choice>() / 4;
+
+    pub fn skip() -> Choice {
+        Choice { mode: Choice::SKIP, temperature: 1.0, top_p: 1.0, ..bytemuck::Zeroable::zeroed() }
+    }
+}
+
+/// Records, for each row r of `logits` whose choice is not [`Choice::SKIP`]: pick a token as
+/// `choices` row r says, write it to `tokens[r]` (u32 bits in a `[1, rows]` tensor) and count
+/// it in `counts` (u32 bits, `[slots, V]`) row `slot`.
+pub fn sample(
+    rec: &mut Recorder,
+    label: &str,
+    logits: &GpuTensor,
+    choices: &GpuTensor,
+    counts: &GpuTensor,
+    tokens: &GpuTensor,
+) -> Result<()> {
+    expect_shape(label, "choices", choices, logits.rows, Choice::COLS)?;
+    expect_shape(label, "tokens", tokens, 1, logits.rows)?;
+    if counts.cols != logits.cols {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: counts hold {} tokens, the logits {}",
+            counts.cols, logits.cols
+        )));
+    }
+    let pipeline = rec.gpu.pipeline(&SAMPLE, "sample", BINDINGS, &[])?;
+    let rows = to_u32(label, logits.rows)?;
+    let params = Params {
+        vocab: to_u32(label, logits.cols)?,
+        stride: to_u32(label, logits.stride())?,
+        rows,
+        padding: 0,
+    };
+    let bindings = [logits.binding(), choices.binding(), counts.binding(), tokens.binding()];
+    rec.record(&pipeline, label, &params, &bindings, [rows, 1, 1])
+}
+
+/// Maps floats to integers in the same order, as the kernel does.
+fn order_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
+}
+
+fn from_order_key(key: u32) -> f32 {
+    f32::from_bits(if key & 0x8000_0000 != 0 { key & 0x7fff_ffff } else { !key })
+}
+
+/// CPU reference of [`sample`] for one row (`counts` are the row's slot's); `None` for SKIP.
+/// The kept set and draw are the kernel's definition, computed by sorting instead of bisection
+/// and in f64.
+pub fn sample_ref(logits: &[f32], counts: &[u32], choice: &Choice) -> Option<u32> {
+    if choice.mode == Choice::SKIP {
+        return None;
+    }
+    let penalized: Vec<f32> = logits
+        .iter()
+        .zip(counts)
+        .map(|(&l, &c)| if c > 0 { l - choice.presence - c as f32 * choice.frequency } else { l })
+        .collect();
+    let argmax =
+        (0..penalized.len()).fold(0, |best, i| if penalized[i] > penalized[best] { i } else { best });
+    if choice.mode == Choice::GREEDY {
+        return Some(argmax as u32);
+    }
+    let max = f64::from(penalized[argmax]);
+    let weight = |l: f32| ((f64::from(l) - max) / f64::from(choice.temperature)).exp();
+    let mut kept_keys: Vec<u32> = penalized.iter().map(|&l| order_key(l)).collect();
+    kept_keys.sort_unstable_by(|a, b| b.cmp(a));
+    let k = choice.top_k as usize;
+    let mut threshold = if k == 0 || k >= kept_keys.len() { 0 } else { kept_keys[k - 1] };
+    kept_keys.retain(|&key| key >= threshold);
+    if choice.top_p < 1.0 {
+        let weights: Vec<f64> = kept_keys.iter().map(|&key| weight(from_order_key(key))).collect();
+        let wanted = f64::from(choice.top_p) * weights.iter().sum::<f64>();
+        // The first key, most likely first, whose tokens at or above it reach the wanted mass.
+        let mut cumulative = 0.0;
+        for (i, (&key, w)) in kept_keys.iter().zip(&weights).enumerate() {
+            cumulative += w;
+            let last_of_key = kept_keys.get(i + 1) != Some(&key);
+            if last_of_key && cumulative >= wanted {
+                threshold = key;
+                break;
+            }
+        }
+    }
+    let kept = |l: f32| order_key(l) >= threshold;
+    let total: f64 = penalized.iter().filter(|&&l| kept(l)).map(|&l| weight(l)).sum();
+    let target = f64::from(choice.draw) * total;
+    let mut walked = 0.0;
+    let mut chosen = argmax;
+    for (t, &l) in penalized.iter().enumerate() {
+        if kept(l) {
+            chosen = t;
+            walked += weight(l);
+            if walked > target {
+                break;
+            }
+        }
+    }
+    Some(chosen as u32)
+}

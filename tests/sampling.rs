@@ -1,0 +1,163 @@
+//! Choosing tokens on the GPU: the kernel against its CPU reference on random logits (ties,
+//! penalties, every mode), and generation through the engine against sampling the read-back
+//! logits on the CPU.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fixture_dir, Rng};
+use rwkv_wgpu::gpu::{Gpu, GpuTensor};
+use rwkv_wgpu::kernels::{self, Choice, Recorder};
+use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
+
+fn bits(values: &[u32]) -> Vec<f32> {
+    values.iter().map(|&v| f32::from_bits(v)).collect()
+}
+
+/// Random choices covering every mode: greedy, plain temperature, top-k, top-p, both, penalties.
+fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice> {
+    (0..rows)
+        .map(|r| {
+            let kind = r % 7;
+            Choice {
+                slot: (r % slots) as u32,
+                mode: match kind {
+                    0 => Choice::GREEDY,
+                    6 => Choice::SKIP,
+                    _ => Choice::DRAW,
+                },
+                top_k: if matches!(kind, 2 | 4) { 1 + (rng.next_u64() % 40) as u32 } else { 0 },
+                temperature: rng.uniform(0.3, 2.0),
+                top_p: if matches!(kind, 3 | 4) { rng.uniform(0.2, 0.95) } else { 1.0 },
+                presence: if kind == 5 { rng.uniform(0.0, 2.0) } else { 0.0 },
+                frequency: if kind == 5 { rng.uniform(0.0, 1.0) } else { 0.0 },
+                draw: rng.uniform(0.0, 1.0).min(0.999_999),
+            }
+        })
+        .map(|c| if c.top_k as usize > vocab { Choice { top_k: 0, ..c } } else { c })
+        .collect()
+}
+
+/// One row per slot (as in an engine step: a slot appears once), one row of each kind.
+fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
+    let (rows, slots) = (7, 7);
+    let mut rng = Rng::new(seed);
+    // Logits on a coarse grid, so that ties are common.
+    let logits: Vec<f32> = (0..rows * vocab).map(|_| (rng.uniform(-8.0, 8.0) * 4.0).round() / 4.0).collect();
+    let counts: Vec<u32> = (0..slots * vocab)
+        .map(|_| if rng.next_u64() % 10 == 0 { (rng.next_u64() % 4) as u32 } else { 0 })
+        .collect();
+    let choices = choices(&mut rng, rows, slots, vocab);
+    let logits_gpu = GpuTensor::from_rows(gpu, "logits", vocab, &logits).unwrap();
+    let counts_gpu = GpuTensor::from_rows(gpu, "counts", vocab, &bits(&counts)).unwrap();
+    let choices_gpu =
+        GpuTensor::from_rows(gpu, "choices", Choice::COLS, bytemuck::cast_slice(&choices)).unwrap();
+    let tokens_gpu = GpuTensor::zeros(gpu, "tokens", 1, rows).unwrap();
+    let mut rec = Recorder::new(gpu);
+    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, &counts_gpu, &tokens_gpu).unwrap();
+    rec.finish().run(gpu);
+    let tokens: Vec<u32> = tokens_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
+    let counts_after: Vec<u32> = counts_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
+
+    let mut expected_counts = counts.clone();
+    for (r, choice) in choices.iter().enumerate() {
+        let slot = choice.slot as usize;
+        let expected = kernels::sample_ref(
+            &logits[r * vocab..(r + 1) * vocab],
+            &counts[slot * vocab..(slot + 1) * vocab],
+            choice,
+        );
+        match expected {
+            None => assert_eq!(tokens[r], 0, "row {r} (skipped) was written"),
+            Some(token) => {
+                assert_eq!(tokens[r], token, "{}: row {r} of {choice:?}", common::describe(gpu));
+                expected_counts[slot * vocab + token as usize] += 1;
+            }
+        }
+    }
+    assert_eq!(counts_after, expected_counts, "{}: the counts of chosen tokens", common::describe(gpu));
+}
+
+#[test]
+fn sampling_kernel_matches_reference() {
+    for gpu in [common::default_gpu(), common::gl_gpu()] {
+        for (vocab, seed) in [(7, 1), (300, 2), (1000, 3), (65536, 4)] {
+            for batch in 0..4 {
+                check_kernel(&gpu, vocab, seed * 10 + batch);
+            }
+        }
+    }
+}
+
+#[test]
+fn nan_logits_are_an_error_not_a_token() {
+    let gpu = Arc::new(common::default_gpu());
+    let model =
+        Model::load(gpu.clone(), &fixture_dir("v7", "tiny").join("model.pth"), &LoadOptions::default())
+            .unwrap();
+    let vocab = model.config.vocab;
+    let mut rec = Recorder::new(&gpu);
+    let mut logits = vec![0.5; vocab];
+    logits[3] = f32::NAN;
+    let logits = GpuTensor::from_rows(&gpu, "logits", vocab, &logits).unwrap();
+    let counts = GpuTensor::zeros(&gpu, "counts", 1, vocab).unwrap();
+    let choice = Choice { mode: Choice::GREEDY, ..Choice::skip() };
+    let choices =
+        GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
+    let tokens = GpuTensor::zeros(&gpu, "tokens", 1, 1).unwrap();
+    kernels::sample(&mut rec, "sample", &logits, &choices, &counts, &tokens).unwrap();
+    rec.finish().run(&gpu);
+    assert_eq!(tokens.read(&gpu).unwrap()[0].to_bits(), Choice::NAN_LOGITS);
+}
+
+/// A generation chooses on the GPU; choosing from the read-back logits with the same seed on the
+/// CPU gives the same tokens.
+#[test]
+fn gpu_sampling_generates_what_cpu_sampling_would() {
+    let gpu = Arc::new(common::default_gpu());
+    let model =
+        Model::load(gpu, &fixture_dir("v7", "tiny").join("model.pth"), &LoadOptions::default()).unwrap();
+    let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk: 8 }).unwrap();
+    let prompt: Vec<u32> = (0..11).map(|i| (i * 37 % 200) as u32).collect();
+    for options in [
+        SamplerOptions { seed: Some(5), ..SamplerOptions::default() },
+        SamplerOptions {
+            greedy: false,
+            temperature: 0.8,
+            top_p: 0.7,
+            seed: Some(6),
+            ..SamplerOptions::default()
+        },
+        SamplerOptions {
+            greedy: false,
+            top_k: 5,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.3,
+            seed: Some(7),
+            ..SamplerOptions::default()
+        },
+    ] {
+        let mut on_gpu = Vec::new();
+        let mut session = Session::new(&engine).unwrap();
+        let mut sampler = Sampler::new(options.clone()).unwrap();
+        session.clear_counts().unwrap();
+        let mut token = session.feed_and_sample(&prompt, &mut sampler).unwrap();
+        for _ in 0..24 {
+            on_gpu.push(token);
+            token = session.feed_and_sample(&[token], &mut sampler).unwrap();
+        }
+
+        let mut on_cpu = Vec::new();
+        let mut session = Session::new(&engine).unwrap();
+        let mut sampler = Sampler::new(options.clone()).unwrap();
+        let mut logits = session.feed(&prompt).unwrap();
+        for _ in 0..24 {
+            let token = sampler.sample(&logits).unwrap();
+            on_cpu.push(token);
+            logits = session.feed(&[token]).unwrap();
+        }
+        assert_eq!(on_gpu, on_cpu, "{options:?}");
+    }
+}
