@@ -171,32 +171,26 @@ fn chat_keeps_state_between_turns_and_saves_it() {
 }
 
 #[test]
-fn bench_reports_prefill_and_batched_decode() {
-    let output = run(
-        &[
-            "bench",
-            "--layers",
-            "1",
-            "--embd",
-            "32",
-            "--head-size",
-            "16",
-            "--vocab",
-            "64",
-            "--prefill",
-            "8",
-            "--gen",
-            "2",
-            "--batch",
-            "1,3",
-            "--repeats",
-            "1",
-            "--json",
-        ],
-        None,
-    );
+fn bench_reports_memory_speed_and_per_token_costs_for_each_format() {
+    let mut args = vec!["bench", "--layers", "1", "--embd", "32", "--head-size", "16", "--vocab", "64"];
+    args.extend(["--prefill", "8", "--gen", "2", "--batch", "1,3", "--repeats", "1", "--quant", "f16,nf4"]);
+    args.extend(["--profile", "--json"]);
+    let output = run(&args, None);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(report["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert!(report["decode_tokens_per_s_by_batch"]["3"].as_f64().unwrap() > 0.0);
-    assert!(report["dispatches_per_token"].as_u64().unwrap() > 0);
+    let measurements = report["measurements"].as_array().unwrap();
+    assert_eq!(measurements.len(), 2);
+    for (m, quant) in measurements.iter().zip(["f16", "nf4"]) {
+        assert_eq!(m["quant"], quant);
+        assert!(m["memory"]["weights"].as_u64().unwrap() > 0);
+        assert!(m["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+        let decode = m["decode_tokens_per_s_by_batch"].as_array().unwrap();
+        assert_eq!(decode[1][0], 3);
+        assert!(decode[1][1].as_f64().unwrap() > 0.0);
+        // Greedy decoding on the GPU: one submit and a 16-byte token readback per token.
+        assert_eq!(m["per_token"]["submits"], 1.0);
+        assert_eq!(m["per_token"]["bytes_read_back"], 16.0);
+        assert!(m["per_token"]["dispatches"].as_f64().unwrap() > 0.0);
+        let kernels = m["profile_decode"].as_array().unwrap();
+        assert!(kernels.iter().any(|k| k["kernel"].as_str().unwrap().starts_with("sample")), "{kernels:?}");
+    }
 }

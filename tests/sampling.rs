@@ -161,3 +161,25 @@ fn gpu_sampling_generates_what_cpu_sampling_would() {
         assert_eq!(on_gpu, on_cpu, "{options:?}");
     }
 }
+
+/// Decoding with GPU sampling: one submit per token, and only the token ids come back (padded to
+/// 16 bytes), never the logits.
+#[test]
+fn a_generated_token_costs_one_submit_and_reads_back_only_its_id() {
+    let gpu = Arc::new(common::default_gpu());
+    let model =
+        Model::load(gpu, &fixture_dir("v7", "tiny").join("model.pth"), &LoadOptions::default()).unwrap();
+    let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 8 }).unwrap();
+    let mut session = Session::new(&engine).unwrap();
+    let mut sampler = Sampler::new(SamplerOptions { seed: Some(1), ..SamplerOptions::default() }).unwrap();
+    let mut token = session.feed_and_sample(&[1, 2, 3], &mut sampler).unwrap();
+    engine.reset_counters();
+    for _ in 0..10 {
+        token = session.feed_and_sample(&[token], &mut sampler).unwrap();
+    }
+    let counters = engine.counters();
+    assert_eq!((counters.steps, counters.tokens, counters.submits), (10, 10, 10));
+    assert_eq!(counters.bytes_read_back, 10 * 16, "{counters:?}");
+    let per_token = engine.prepare(1, rwkv_wgpu::runtime::Logits::Last).unwrap() + 1;
+    assert_eq!(counters.dispatches, 10 * per_token as u64, "{counters:?}");
+}

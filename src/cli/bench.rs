@@ -2,17 +2,25 @@
 //! standard shape (random weights, made in memory: no file needed).
 //!
 //! Every figure is the median of several timed repeats after a warm-up run; steps are recorded
-//! before timing.
+//! before timing. Per quantization: GPU memory, prefill and decode speed, what a decoded token
+//! costs (dispatches, submits, bytes read back) and, with `--profile`, GPU time per kernel.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use super::GpuArgs;
+use super::{FormatArg, GpuArgs};
+use rwkv_wgpu::gpu::DispatchTime;
+use rwkv_wgpu::model::config::ModelConfig;
+use rwkv_wgpu::model::memory::{memory, Memory};
+use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
-use rwkv_wgpu::model::{source, LoadOptions, Model};
-use rwkv_wgpu::runtime::{Batch, Engine, EngineOptions, Logits, RequestOptions, SamplerOptions, Session};
+use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
+use rwkv_wgpu::runtime::{
+    Batch, Engine, EngineOptions, Logits, RequestOptions, Sampler, SamplerOptions, Session, Work,
+};
 use rwkv_wgpu::{Error, Result};
 
 /// The released RWKV-7 sizes, on the command line.
@@ -63,6 +71,9 @@ pub struct BenchArgs {
     vocab: usize,
     #[arg(long, default_value_t = 64)]
     head_size: usize,
+    /// Weight formats to measure, comma-separated (every large matrix and the head).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f16")]
+    quant: Vec<FormatArg>,
     /// Prompt tokens read through prefill.
     #[arg(long, default_value_t = 512)]
     prefill: usize,
@@ -77,6 +88,9 @@ pub struct BenchArgs {
     /// Timed repeats per measurement.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Also time every kernel of a decode step and a prefill step on the GPU (timestamp queries).
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -99,36 +113,118 @@ fn timed(repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(median(seconds))
 }
 
-/// Decode throughput of `sequences` sequences generating `tokens` tokens each, all together.
-fn decode(engine: &Engine, sequences: usize, tokens: usize, repeats: usize) -> Result<f64> {
+/// `sequences` sequences generating `tokens` tokens each, all together, greedily.
+fn decode_once(engine: &Engine, sequences: usize, tokens: usize) -> Result<()> {
     let options = RequestOptions {
         max_tokens: tokens,
         stop_token: None,
         sampler: SamplerOptions { greedy: true, ..SamplerOptions::default() },
     };
-    let seconds = timed(repeats, || {
-        let mut batch = Batch::new(engine);
-        for s in 0..sequences {
-            batch.add(vec![(s % 200 + 1) as u32], options.clone())?;
-        }
-        while !batch.is_empty() {
-            batch.step()?;
-        }
-        Ok(())
-    })?;
-    Ok((sequences * tokens) as f64 / seconds)
+    let mut batch = Batch::new(engine);
+    for s in 0..sequences {
+        batch.add(vec![(s % 200 + 1) as u32], options.clone())?;
+    }
+    while !batch.is_empty() {
+        batch.step()?;
+    }
+    Ok(())
 }
 
-pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
-    let gpu = gpu_args.open()?;
-    let (model, name) = match (&args.model, args.shape, args.layers.zip(args.embd)) {
-        (Some(path), _, _) => {
-            let source = source::open(path)?;
-            (Model::from_source(gpu, source.as_ref(), &LoadOptions::default())?, path.display().to_string())
+/// What one decoded token costs at batch 1.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct PerToken {
+    dispatches: f64,
+    submits: f64,
+    bytes_read_back: f64,
+}
+
+/// GPU time of one kernel over a profiled step.
+#[derive(Debug, Clone, serde::Serialize)]
+struct KernelTime {
+    kernel: String,
+    dispatches: usize,
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Measurement {
+    quant: &'static str,
+    memory: Memory,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s_by_batch: Vec<(usize, f64)>,
+    per_token: PerToken,
+    profile_decode: Vec<KernelTime>,
+    profile_prefill: Vec<KernelTime>,
+}
+
+/// Sums dispatch times by kernel, largest first.
+fn by_kernel(times: Vec<DispatchTime>) -> Vec<KernelTime> {
+    let mut kernels: Vec<KernelTime> = Vec::new();
+    for time in times {
+        match kernels.iter_mut().find(|k| k.kernel == time.kernel) {
+            Some(k) => {
+                k.dispatches += 1;
+                k.seconds += time.seconds;
+            }
+            None => kernels.push(KernelTime { kernel: time.kernel, dispatches: 1, seconds: time.seconds }),
         }
+    }
+    kernels.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    kernels
+}
+
+fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memory) -> Result<Measurement> {
+    let vocab = engine.model().config.vocab;
+    let prompt: Vec<u32> = (0..args.prefill).map(|i| (i * 7919 % vocab) as u32).collect();
+    let prefill_seconds = timed(args.repeats, || {
+        let mut session = Session::new(engine)?;
+        session.feed(&prompt).map(drop)
+    })?;
+    let mut decode = Vec::new();
+    for &sequences in &args.batch {
+        let sequences = sequences.max(1);
+        let seconds = timed(args.repeats, || decode_once(engine, sequences, args.gen))?;
+        decode.push((sequences, (sequences * args.gen) as f64 / seconds));
+    }
+    engine.reset_counters();
+    decode_once(engine, 1, args.gen)?;
+    let counters = engine.counters();
+    let steps = counters.steps.max(1) as f64;
+    let per_token = PerToken {
+        dispatches: counters.dispatches as f64 / steps,
+        submits: counters.submits as f64 / steps,
+        bytes_read_back: counters.bytes_read_back as f64 / steps,
+    };
+    let (mut profile_decode, mut profile_prefill) = (Vec::new(), Vec::new());
+    if args.profile {
+        let mut session = Session::new(engine)?;
+        let choice = Sampler::new(SamplerOptions::default())?.choice();
+        let token = [1];
+        let work = Work { sample: Some(choice), ..Work::new(session.slot(), &token, Logits::None) };
+        profile_decode = by_kernel(engine.profile(&[work])?);
+        let chunk = &prompt[..prompt.len().min(engine.options().chunk)];
+        if !chunk.is_empty() {
+            profile_prefill = by_kernel(engine.profile(&[Work::new(session.slot(), chunk, Logits::Last)])?);
+        }
+        session.reset()?;
+    }
+    Ok(Measurement {
+        quant,
+        memory,
+        prefill_tokens_per_s: args.prefill as f64 / prefill_seconds,
+        decode_tokens_per_s_by_batch: decode,
+        per_token,
+        profile_decode,
+        profile_prefill,
+    })
+}
+
+/// The model to measure: a file, or a synthetic RWKV-7 made in memory.
+fn open_source(args: &BenchArgs) -> Result<(Box<dyn TensorSource>, String)> {
+    match (&args.model, args.shape, args.layers.zip(args.embd)) {
+        (Some(path), _, _) => Ok((source::open(path)?, path.display().to_string())),
         (None, Some(shape), _) => {
-            let source = SyntheticV7::new(shape.shape(), 1);
-            (Model::from_source(gpu, &source, &LoadOptions::default())?, format!("synthetic {shape:?}"))
+            Ok((Box::new(SyntheticV7::new(shape.shape(), 1)), format!("synthetic {}", shape.name())))
         }
         (None, None, Some((layers, embd))) => {
             if args.head_size == 0 || embd % args.head_size != 0 || layers == 0 || args.vocab == 0 {
@@ -137,63 +233,97 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
                     args.head_size
                 )));
             }
-            let source = SyntheticV7::new(Shape::rwkv7(layers, embd, args.vocab, args.head_size), 1);
-            (
-                Model::from_source(gpu, &source, &LoadOptions::default())?,
-                format!("synthetic L{layers} D{embd}"),
-            )
+            let shape = Shape::rwkv7(layers, embd, args.vocab, args.head_size);
+            Ok((Box::new(SyntheticV7::new(shape, 1)), format!("synthetic L{layers} D{embd} V{}", args.vocab)))
         }
-        _ => return Err(Error::InvalidArgument("give --model, --shape, or --layers and --embd".into())),
-    };
-    let config = model.config.clone();
-    let most = args.batch.iter().copied().max().unwrap_or(1).max(1);
-    let engine = Engine::new(Arc::new(model), EngineOptions { slots: most, chunk: args.chunk })?;
-    let dispatches = engine.prepare(1, Logits::Last)?;
-    engine.prepare(args.chunk.min(args.prefill.max(1)), Logits::Last)?;
-
-    let prompt: Vec<u32> = (0..args.prefill).map(|i| (i * 7919 % config.vocab) as u32).collect();
-    let prefill_seconds = timed(args.repeats, || {
-        let mut session = Session::new(&engine)?;
-        session.feed(&prompt).map(drop)
-    })?;
-    let prefill = args.prefill as f64 / prefill_seconds;
-    let mut decode_rates = Vec::new();
-    for &sequences in &args.batch {
-        decode_rates.push((sequences, decode(&engine, sequences.max(1), args.gen, args.repeats)?));
+        _ => Err(Error::InvalidArgument("give --model, --shape, or --layers and --embd".into())),
     }
-    let gpu = &engine.model().gpu;
+}
+
+pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
+    let (source, name) = open_source(&args)?;
+    let config = ModelConfig::from_source(source.as_ref())?;
+    let gpu = gpu_args.open()?;
+    if args.profile && !gpu.timestamps {
+        return Err(Error::InvalidArgument(format!(
+            "--profile needs timestamp queries, which {} does not offer",
+            gpu.describe()
+        )));
+    }
+    let most = args.batch.iter().copied().max().unwrap_or(1).max(1);
+    let mut measurements = Vec::new();
+    for &format in &args.quant {
+        let format = MatrixFormat::from(format);
+        let plan = QuantPlan::all(format);
+        let memory = memory(source.as_ref(), &config, &plan, args.chunk)?;
+        let model = Model::from_source(gpu.clone(), source.as_ref(), &LoadOptions { quant: plan })?;
+        let engine = Engine::new(Arc::new(model), EngineOptions { slots: most, chunk: args.chunk })?;
+        engine.prepare(1, Logits::Last)?;
+        engine.prepare(args.chunk.min(args.prefill.max(1)), Logits::Last)?;
+        measurements.push(measure(&args, &engine, format.name(), memory)?);
+    }
     if args.json {
-        let batches: serde_json::Map<String, serde_json::Value> =
-            decode_rates.iter().map(|(b, rate)| (b.to_string(), serde_json::json!(rate))).collect();
         let value = serde_json::json!({
             "model": name,
             "adapter": gpu.describe(),
-            "config": config.as_ref(),
+            "config": &config,
             "chunk": args.chunk,
             "prefill_tokens": args.prefill,
-            "prefill_tokens_per_s": prefill,
-            "decode_tokens_per_s_by_batch": batches,
-            "dispatches_per_token": dispatches,
-            "submits_per_token": 1,
+            "gen_tokens": args.gen,
+            "repeats": args.repeats,
+            "measurements": measurements,
         });
         println!("{value:#}");
         return Ok(());
     }
     println!(
-        "model:        {name} ({}, {} layers, {} channels, vocab {})",
+        "model:    {name} ({}, {} layers, {} channels, vocab {})",
         config.version.name(),
         config.layers,
         config.embd,
         config.vocab
     );
-    println!("adapter:      {}", gpu.describe());
-    println!("per token:    {dispatches} dispatches, 1 submit");
-    println!("prefill:      {prefill:.1} tokens/s ({} tokens, chunks of {})", args.prefill, args.chunk);
-    for (sequences, rate) in decode_rates {
+    println!("adapter:  {}", gpu.describe());
+    println!(
+        "medians of {} runs after a warm-up; prefill of {} tokens in chunks of {}; decode of {} tokens",
+        args.repeats, args.prefill, args.chunk, args.gen
+    );
+    for m in &measurements {
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         println!(
-            "decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)",
-            rate / sequences as f64
+            "\n[{}] GPU memory {:.1} MiB weights + {:.2} MiB per sequence + {:.1} MiB scratch",
+            m.quant,
+            mib(m.memory.weights),
+            mib(m.memory.state_per_sequence),
+            mib(m.memory.scratch)
         );
+        println!(
+            "  per token: {:.0} dispatches, {:.0} submit, {:.0} bytes read back",
+            m.per_token.dispatches, m.per_token.submits, m.per_token.bytes_read_back
+        );
+        println!("  prefill:     {:.1} tokens/s", m.prefill_tokens_per_s);
+        for (sequences, rate) in &m.decode_tokens_per_s_by_batch {
+            println!(
+                "  decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)",
+                rate / *sequences as f64
+            );
+        }
+        for (what, kernels) in [("decode step", &m.profile_decode), ("prefill step", &m.profile_prefill)] {
+            if kernels.is_empty() {
+                continue;
+            }
+            let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+            println!("  GPU time of one {what}: {:.3} ms", total * 1e3);
+            for k in kernels {
+                println!(
+                    "    {:>9.3} ms {:>5.1}% {:>4}× {}",
+                    k.seconds * 1e3,
+                    100.0 * k.seconds / total.max(1e-12),
+                    k.dispatches,
+                    k.kernel
+                );
+            }
+        }
     }
     Ok(())
 }

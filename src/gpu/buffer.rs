@@ -223,11 +223,12 @@ impl Readback {
         Ok(Readback { buffer, rows, cols })
     }
 
-    /// Records a copy of `source`'s rows (as many as fit) into this buffer.
-    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, source: &GpuTensor) {
+    /// Records a copy of `source`'s rows (as many as fit) into this buffer; returns its bytes.
+    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, source: &GpuTensor) -> u64 {
         let rows = source.rows.min(self.rows);
         let bytes = (rows * source.stride()).max(4) as u64 * F32;
         encoder.copy_buffer_to_buffer(&source.buffer, source.offset, &self.buffer, 0, Some(bytes));
+        bytes
     }
 
     /// Waits for the copy, then returns the first `rows` rows without padding.
@@ -235,25 +236,10 @@ impl Readback {
         let rows = rows.min(self.rows);
         let stride = padded4(self.cols);
         let bytes = (rows * stride).max(4) as u64 * F32;
-        let (sender, receiver) = std::sync::mpsc::channel();
-        self.buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
-            // The receiver outlives this callback: `read_rows` waits for it below.
-            let _ = sender.send(result);
-        });
-        gpu.wait()?;
-        receiver
-            .recv()
-            .map_err(|_| Error::Gpu("the GPU never finished mapping the readback buffer".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping the readback buffer failed: {e}")))?;
-        let values = {
-            let view = self
-                .buffer
-                .get_mapped_range(..bytes)
-                .map_err(|e| Error::Gpu(format!("reading the readback buffer failed: {e}")))?;
-            let padded: &[f32] = bytemuck::cast_slice(&view);
+        let values = map_read(gpu, &self.buffer, bytes, |view| {
+            let padded: &[f32] = bytemuck::cast_slice(view);
             padded.chunks(stride).take(rows).flat_map(|row| &row[..self.cols]).copied().collect()
-        };
-        self.buffer.unmap();
+        })?;
         Ok(values)
     }
 
@@ -261,4 +247,32 @@ impl Readback {
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.read_rows(gpu, self.rows)
     }
+}
+
+/// Waits for the GPU, maps the first `bytes` of a MAP_READ buffer, reads them with `read`, and
+/// unmaps it.
+pub(crate) fn map_read<T>(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+    read: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
+        // The receiver outlives this callback: we wait for it below.
+        let _ = sender.send(result);
+    });
+    gpu.wait()?;
+    receiver
+        .recv()
+        .map_err(|_| Error::Gpu("the GPU never finished mapping a readback buffer".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
+    let value = {
+        let view = buffer
+            .get_mapped_range(..bytes)
+            .map_err(|e| Error::Gpu(format!("reading a readback buffer failed: {e}")))?;
+        read(&view)
+    };
+    buffer.unmap();
+    Ok(value)
 }

@@ -217,6 +217,20 @@ pub struct Dispatch {
     workgroups: [u32; 3],
 }
 
+impl Dispatch {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// The kernel it runs.
+    pub fn kernel(&self) -> &str {
+        &self.pipeline.label
+    }
+}
+
 /// The dispatches of one step, in order. Recorded once; encoded into one compute pass per run.
 #[derive(Default)]
 pub struct Step {
@@ -242,10 +256,7 @@ impl Step {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
         for dispatch in &self.dispatches {
-            pass.set_pipeline(&dispatch.pipeline.pipeline);
-            pass.set_bind_group(0, &dispatch.bind_group, &[]);
-            let [x, y, z] = dispatch.workgroups;
-            pass.dispatch_workgroups(x, y, z);
+            dispatch.encode(&mut pass);
         }
     }
 

@@ -8,6 +8,7 @@ mod buffer;
 mod kernel;
 mod matrix;
 mod pool;
+mod profile;
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,7 @@ pub use self::buffer::{GpuTensor, Readback};
 pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
+pub use self::profile::DispatchTime;
 
 use crate::error::{Error, Result};
 
@@ -131,6 +133,8 @@ pub struct Gpu {
     pub f16: bool,
     /// The adapter offers subgroup operations.
     pub subgroups: bool,
+    /// Compute passes can write GPU timestamps (for profiling).
+    pub timestamps: bool,
     pub row_mapping: RowMapping,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
@@ -181,6 +185,11 @@ impl Gpu {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        // Only `--profile` writes timestamps; asking costs nothing where they exist.
+        let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         // Ask for everything the adapter can do: WebGPU's defaults (e.g. 128 MiB per storage
         // binding) are far below what big models need on real hardware.
         let limits = adapter.limits();
@@ -227,6 +236,7 @@ impl Gpu {
             limits,
             f16,
             subgroups,
+            timestamps,
             row_mapping,
             pipelines: kernel::PipelineCache::default(),
             errors,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool, Step};
+use crate::gpu::{DispatchTime, Gpu, GpuTensor, Readback, ScratchPool, Step};
 use crate::kernels::{self, Choice, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
@@ -100,6 +100,20 @@ struct Runner {
     recorded: HashMap<Shape, Recorded>,
     readback: Readback,
     tokens_readback: Readback,
+    counters: Counters,
+}
+
+/// What an engine's steps have cost since it was made (or since [`Engine::reset_counters`]):
+/// for benchmarks and for tests that hold the per-token overhead down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub steps: u64,
+    /// Tokens read, over all sequences.
+    pub tokens: u64,
+    pub submits: u64,
+    pub dispatches: u64,
+    /// Bytes copied back to the CPU (logits and chosen tokens).
+    pub bytes_read_back: u64,
 }
 
 /// The GPU side of choosing tokens: each row's choice, each slot's counts of the tokens it
@@ -187,7 +201,12 @@ impl Engine {
         };
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
         gpu.check()?;
-        let runner = Mutex::new(Runner { recorded: HashMap::new(), readback, tokens_readback });
+        let runner = Mutex::new(Runner {
+            recorded: HashMap::new(),
+            readback,
+            tokens_readback,
+            counters: Counters::default(),
+        });
         let inner = Inner {
             pool: ScratchPool::new(max_rows),
             max_rows,
@@ -364,51 +383,41 @@ impl Engine {
         let shape = self.check(work)?;
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
-        let (vocab, embd) = (inner.model.config.vocab, inner.model.config.embd);
+        let vocab = inner.model.config.vocab;
         let mut runner = locked(&inner.runner);
         self.ensure_recorded(&mut runner, shape)?;
-        let Runner { recorded, readback, tokens_readback } = &mut *runner;
+        let Runner { recorded, readback, tokens_readback, counters } = &mut *runner;
         let recorded = &recorded[&shape];
-
-        let mut rows = Vec::with_capacity(shape.rows * embd);
-        let mut entries = Vec::with_capacity(work.len());
-        for item in work {
-            entries.push(SequenceEntry {
-                slot: item.slot,
-                first_row: rows.len() / embd,
-                rows: item.tokens.len(),
-            });
-            for &token in item.tokens {
-                rows.extend(inner.model.embedding.row(token)?);
-            }
-        }
-        inner.pool.tensor(gpu, "input", shape.rows, embd)?.write(gpu, &rows)?;
-        recorded.sequences.write(gpu, &entries)?;
+        let entries = self.upload(recorded, work, shape)?;
         let sampled = work.iter().any(|item| item.sample.is_some());
-        if sampled {
-            let choices: Vec<Choice> = work
-                .iter()
-                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
-                .collect();
-            let choices = bytemuck::cast_slice::<Choice, f32>(&choices);
-            inner.sampling.choices.write_rows(gpu, 0, choices)?;
-        }
         let wants_logits = work.iter().any(|item| item.logits != Logits::None);
 
         let mut encoder =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         recorded.body.encode(&mut encoder);
+        let mut dispatches = recorded.body.len();
+        let mut bytes_read_back = 0;
         if let Some((head, logits)) = &recorded.head {
             head.encode(&mut encoder);
+            dispatches += head.len();
             if wants_logits {
-                readback.copy_from(&mut encoder, logits);
+                bytes_read_back += readback.copy_from(&mut encoder, logits);
             }
         }
         if let (true, Some(sample)) = (sampled, &recorded.sample) {
             sample.encode(&mut encoder);
-            tokens_readback.copy_from(&mut encoder, &inner.sampling.tokens);
+            dispatches += sample.len();
+            let chosen = GpuTensor { cols: work.len(), ..inner.sampling.tokens.clone() };
+            bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
         }
         gpu.queue.submit([encoder.finish()]);
+        *counters = Counters {
+            steps: counters.steps + 1,
+            tokens: counters.tokens + shape.rows as u64,
+            submits: counters.submits + 1,
+            dispatches: counters.dispatches + dispatches as u64,
+            bytes_read_back: counters.bytes_read_back + bytes_read_back,
+        };
 
         let tokens: Vec<u32> = if sampled {
             tokens_readback.read_rows(gpu, 1)?.into_iter().map(f32::to_bits).collect()
@@ -449,6 +458,55 @@ impl Engine {
                 token: item.sample.map(|_| tokens[s]),
             })
             .collect())
+    }
+
+    /// Writes a step's inputs: the embedding rows of its tokens, its sequence table and, for GPU
+    /// sampling, its choices. Returns the sequence table.
+    fn upload(&self, recorded: &Recorded, work: &[Work], shape: Shape) -> Result<Vec<SequenceEntry>> {
+        let inner = &*self.inner;
+        let gpu = inner.model.gpu.as_ref();
+        let embd = inner.model.config.embd;
+        let mut rows = Vec::with_capacity(shape.rows * embd);
+        let mut entries = Vec::with_capacity(work.len());
+        for item in work {
+            entries.push(SequenceEntry {
+                slot: item.slot,
+                first_row: rows.len() / embd,
+                rows: item.tokens.len(),
+            });
+            for &token in item.tokens {
+                rows.extend(inner.model.embedding.row(token)?);
+            }
+        }
+        inner.pool.tensor(gpu, "input", shape.rows, embd)?.write(gpu, &rows)?;
+        recorded.sequences.write(gpu, &entries)?;
+        if work.iter().any(|item| item.sample.is_some()) {
+            let choices: Vec<Choice> = work
+                .iter()
+                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
+                .collect();
+            inner.sampling.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&choices))?;
+        }
+        Ok(entries)
+    }
+
+    /// Runs `work` as one step with every dispatch timed on the GPU ([`Step::profile`]): the
+    /// states advance as with [`Engine::step`]; nothing is read back.
+    pub fn profile(&self, work: &[Work]) -> Result<Vec<DispatchTime>> {
+        let shape = self.check(work)?;
+        let gpu = self.gpu();
+        let mut runner = locked(&self.inner.runner);
+        self.ensure_recorded(&mut runner, shape)?;
+        let recorded = &runner.recorded[&shape];
+        self.upload(recorded, work, shape)?;
+        let mut times = recorded.body.profile(gpu)?;
+        if let Some((head, _)) = &recorded.head {
+            times.extend(head.profile(gpu)?);
+        }
+        if let (true, Some(sample)) = (work.iter().any(|item| item.sample.is_some()), &recorded.sample) {
+            times.extend(sample.profile(gpu)?);
+        }
+        Ok(times)
     }
 
     fn ensure_recorded(&self, runner: &mut Runner, shape: Shape) -> Result<()> {
@@ -562,6 +620,15 @@ impl Engine {
         drop(rec);
         gpu.check()?;
         Ok(Recorded { sequences, body, head, sample })
+    }
+
+    /// What the steps so far have cost.
+    pub fn counters(&self) -> Counters {
+        locked(&self.inner.runner).counters
+    }
+
+    pub fn reset_counters(&self) {
+        locked(&self.inner.runner).counters = Counters::default();
     }
 
     /// Records the step for `rows` tokens of one sequence ahead of time, so that the first run

@@ -9,7 +9,7 @@ mod session;
 mod state;
 
 pub use self::batch::{Batch, BatchEvent, RequestOptions};
-pub use self::engine::{Engine, EngineOptions, Logits, Output, Work};
+pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work};
 pub use self::generate::{generate_stream, CancelToken, Finish, GenerateOptions, Generation, Piece};
 pub use self::sampler::{Sampler, SamplerOptions};
 pub use self::session::Session;
