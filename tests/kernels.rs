@@ -42,12 +42,14 @@ enum OperandKind {
 /// The epilogues a linear test runs: every activation alone, and every operand with and without
 /// accumulation (each combination is its own pipeline, and compiling them all takes minutes on
 /// a CPU driver).
-fn epilogue_cases() -> Vec<(Activation, OperandKind, bool)> {
-    let activations = Activation::ALL.iter().map(|&a| (a, OperandKind::None, false));
+/// The last case has an input of mostly zeros, read as sparse.
+fn epilogue_cases() -> Vec<(Activation, OperandKind, bool, bool)> {
+    let activations = Activation::ALL.iter().map(|&a| (a, OperandKind::None, false, false));
     let operands = [OperandKind::None, OperandKind::Bias, OperandKind::Gate]
         .into_iter()
-        .flat_map(|kind| [(Activation::Tanh, kind, false), (Activation::Silu, kind, true)]);
-    activations.chain(operands).collect()
+        .flat_map(|kind| [(Activation::Tanh, kind, false, false), (Activation::Silu, kind, true, false)]);
+    let sparse = (Activation::None, OperandKind::None, true, true);
+    activations.chain(operands).chain([sparse]).collect()
 }
 
 /// Every shape × epilogue, for one row count and weight format.
@@ -56,12 +58,20 @@ fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
     for (case, &(outputs, cols)) in [(1, 4), (2, 7), (130, 33), (67, 256), (300, 129)].iter().enumerate() {
         let cases = epilogue_cases();
         // The epilogue is the same code for every format: quantized formats try two of them.
-        let cases = if format == MatrixFormat::F16 { &cases[..] } else { &cases[cases.len() - 2..] };
-        for (e, &(activation, kind, accumulate)) in cases.iter().enumerate() {
+        let cases = if format == MatrixFormat::F16 { &cases[..] } else { &cases[cases.len() - 3..] };
+        for (e, &(activation, kind, accumulate, sparse_input)) in cases.iter().enumerate() {
             let seed = (rows * 100_000 + case * 1000 + e) as u64;
             let mut rng = Rng::new(seed);
             let (matrix, weights) = random_matrix(gpu, &mut rng, format, outputs, cols);
-            let x = rng.vec(rows * cols, -1.0, 1.0);
+            let mut x = rng.vec(rows * cols, -1.0, 1.0);
+            if sparse_input {
+                // Whole zero vec4s (skipped) and lone zeros beside non-zeros (not skipped).
+                for (i, value) in x.iter_mut().enumerate() {
+                    if (i / 4) % 3 != 0 || i % 5 == 0 {
+                        *value = 0.0;
+                    }
+                }
+            }
             let operand_len = if kind == OperandKind::Gate { rows * outputs } else { outputs };
             let operand = rng.vec(operand_len, -1.0, 1.0);
             let y0 = rng.vec(rows * outputs, -1.0, 1.0);
@@ -72,12 +82,12 @@ fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
                 OperandKind::Bias => (Operand::Bias(&operand_gpu), OperandRef::Bias(&operand)),
                 OperandKind::Gate => (Operand::Gate(&operand_gpu), OperandRef::Gate(&operand)),
             };
-            let epilogue = Epilogue { operand: gpu_operand, activation, accumulate };
+            let epilogue = Epilogue { operand: gpu_operand, activation, accumulate, sparse_input };
             run(gpu, |rec| kernels::linear(rec, "linear", &matrix, &x_gpu, &y_gpu, epilogue));
             let previous = accumulate.then_some(&y0[..]);
             let expected = kernels::linear_ref(&weights, cols, &x, ref_operand, activation, previous);
             let what = format!(
-                "{} {format:?} linear {rows}×{cols} → {outputs} {activation:?} {kind:?} acc={accumulate} seed={seed}",
+                "{} {format:?} linear {rows}×{cols} → {outputs} {activation:?} {kind:?} acc={accumulate} sparse={sparse_input} seed={seed}",
                 describe(gpu)
             );
             assert_close(&what, &y_gpu.read(gpu).unwrap(), &expected, F32_TOLERANCE);

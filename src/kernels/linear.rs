@@ -125,11 +125,18 @@ pub struct Epilogue<'a> {
     pub activation: Activation,
     /// Add to the output instead of overwriting it (a residual connection).
     pub accumulate: bool,
+    /// The input is mostly exact zeros (after a squared ReLU): the matrix-vector kernels skip
+    /// the weights that would multiply them, which saves reading them.
+    pub sparse_input: bool,
 }
 
 impl Epilogue<'_> {
-    pub const PLAIN: Epilogue<'static> =
-        Epilogue { operand: Operand::None, activation: Activation::None, accumulate: false };
+    pub const PLAIN: Epilogue<'static> = Epilogue {
+        operand: Operand::None,
+        activation: Activation::None,
+        accumulate: false,
+        sparse_input: false,
+    };
     pub const ACCUMULATE: Epilogue<'static> = Epilogue { accumulate: true, ..Epilogue::PLAIN };
 
     pub fn then(activation: Activation) -> Epilogue<'static> {
@@ -139,12 +146,17 @@ impl Epilogue<'_> {
 
 impl<'a> Epilogue<'a> {
     pub fn bias(bias: &'a GpuTensor, activation: Activation) -> Epilogue<'a> {
-        Epilogue { operand: Operand::Bias(bias), activation, accumulate: false }
+        Epilogue { operand: Operand::Bias(bias), activation, ..Epilogue::PLAIN }
     }
 
     /// `y += gate ⊙ W·x`.
     pub fn gated_accumulate(gate: &'a GpuTensor) -> Epilogue<'a> {
-        Epilogue { operand: Operand::Gate(gate), activation: Activation::None, accumulate: true }
+        Epilogue { operand: Operand::Gate(gate), accumulate: true, ..Epilogue::PLAIN }
+    }
+
+    /// The same, for an input that is mostly zeros.
+    pub fn sparse_input(self) -> Epilogue<'a> {
+        Epilogue { sparse_input: true, ..self }
     }
 }
 
@@ -220,10 +232,13 @@ fn record(
     if operand.is_some() {
         constants.push(("OPERAND", operand_kind));
     }
+    let one_row = x.rows == 1;
+    if epilogue.sparse_input && one_row {
+        constants.push(("SPARSE_INPUT", 1.0));
+    }
     let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
     let (y, block, block_stride) = output;
     let with_operand = operand.is_some();
-    let one_row = x.rows == 1;
     let pipeline = gpu.pipeline(
         source(matrix.format, one_row, gpu.f16),
         entry(gpu.row_mapping, one_row, with_operand),

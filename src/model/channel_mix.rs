@@ -83,7 +83,7 @@ impl ChannelMix<Gpu> {
         kernels::token_shift(rec, &label("shift"), (xf, prev), mixes, &s.shifted, s.stride, Prev::Update)?;
         linear(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
         match &self.receptance {
-            None => linear(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE),
+            None => linear(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE.sparse_input()),
             Some(receptance) => {
                 linear(
                     rec,
@@ -93,7 +93,14 @@ impl ChannelMix<Gpu> {
                     &s.gate,
                     Epilogue::then(Activation::Sigmoid),
                 )?;
-                linear(rec, "value", &self.value, &s.hidden, x, Epilogue::gated_accumulate(&s.gate))
+                linear(
+                    rec,
+                    "value",
+                    &self.value,
+                    &s.hidden,
+                    x,
+                    Epilogue::gated_accumulate(&s.gate).sparse_input(),
+                )
             }
         }
     }
