@@ -101,6 +101,25 @@ struct Runner {
     readback: Readback,
     tokens_readback: Readback,
     counters: Counters,
+    /// The next step's command buffer, encoded while the GPU ran the last one.
+    ahead: Option<Encoded>,
+}
+
+/// What a step's command buffer holds besides its shape's dispatches; steps alike share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Encoding {
+    shape: Shape,
+    wants_logits: bool,
+    sampled: bool,
+}
+
+/// A step's command buffer, encoded ahead of its inputs (they are written by the queue before it
+/// runs), with what it costs.
+struct Encoded {
+    encoding: Encoding,
+    commands: wgpu::CommandBuffer,
+    dispatches: usize,
+    bytes_read_back: u64,
 }
 
 /// What an engine's steps have cost since it was made (or since [`Engine::reset_counters`]):
@@ -206,6 +225,7 @@ impl Engine {
             readback,
             tokens_readback,
             counters: Counters::default(),
+            ahead: None,
         });
         let inner = Inner {
             pool: ScratchPool::new(max_rows),
@@ -386,38 +406,26 @@ impl Engine {
         let vocab = inner.model.config.vocab;
         let mut runner = locked(&inner.runner);
         self.ensure_recorded(&mut runner, shape)?;
-        let Runner { recorded, readback, tokens_readback, counters } = &mut *runner;
+        let Runner { recorded, readback, tokens_readback, counters, ahead } = &mut *runner;
         let recorded = &recorded[&shape];
         let entries = self.upload(recorded, work, shape)?;
         let sampled = work.iter().any(|item| item.sample.is_some());
         let wants_logits = work.iter().any(|item| item.logits != Logits::None);
-
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        recorded.body.encode(&mut encoder);
-        let mut dispatches = recorded.body.len();
-        let mut bytes_read_back = 0;
-        if let Some((head, logits)) = &recorded.head {
-            head.encode(&mut encoder);
-            dispatches += head.len();
-            if wants_logits {
-                bytes_read_back += readback.copy_from(&mut encoder, logits);
-            }
-        }
-        if let (true, Some(sample)) = (sampled, &recorded.sample) {
-            sample.encode(&mut encoder);
-            dispatches += sample.len();
-            let chosen = GpuTensor { cols: work.len(), ..inner.sampling.tokens.clone() };
-            bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
-        }
-        gpu.queue.submit([encoder.finish()]);
+        let encoding = Encoding { shape, wants_logits, sampled };
+        let encoded = match ahead.take() {
+            Some(encoded) if encoded.encoding == encoding => encoded,
+            _ => self.encode(recorded, (readback, tokens_readback), encoding),
+        };
+        gpu.queue.submit([encoded.commands]);
         *counters = Counters {
             steps: counters.steps + 1,
             tokens: counters.tokens + shape.rows as u64,
             submits: counters.submits + 1,
-            dispatches: counters.dispatches + dispatches as u64,
-            bytes_read_back: counters.bytes_read_back + bytes_read_back,
+            dispatches: counters.dispatches + encoded.dispatches as u64,
+            bytes_read_back: counters.bytes_read_back + encoded.bytes_read_back,
         };
+        // Decoding repeats the same step: encode the next one while the GPU runs this one.
+        *ahead = Some(self.encode(recorded, (readback, tokens_readback), encoding));
 
         let tokens: Vec<u32> = if sampled {
             tokens_readback.read_rows(gpu, 1)?.into_iter().map(f32::to_bits).collect()
@@ -458,6 +466,35 @@ impl Engine {
                 token: item.sample.map(|_| tokens[s]),
             })
             .collect())
+    }
+
+    /// Encodes a step: its dispatches and the copies of what it reads back.
+    fn encode(
+        &self,
+        recorded: &Recorded,
+        (readback, tokens_readback): (&Readback, &Readback),
+        e: Encoding,
+    ) -> Encoded {
+        let gpu = self.gpu();
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        recorded.body.encode(&mut encoder);
+        let mut dispatches = recorded.body.len();
+        let mut bytes_read_back = 0;
+        if let Some((head, logits)) = &recorded.head {
+            head.encode(&mut encoder);
+            dispatches += head.len();
+            if e.wants_logits {
+                bytes_read_back += readback.copy_from(&mut encoder, logits);
+            }
+        }
+        if let (true, Some(sample)) = (e.sampled, &recorded.sample) {
+            sample.encode(&mut encoder);
+            dispatches += sample.len();
+            let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
+            bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
+        }
+        Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
     }
 
     /// Writes a step's inputs: the embedding rows of its tokens, its sequence table and, for GPU
