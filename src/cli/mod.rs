@@ -43,8 +43,12 @@ struct GpuArgs {
     #[arg(long, global = true)]
     low_power: bool,
     /// Do not use native f16 shaders even where the adapter has them.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "f16")]
     no_f16: bool,
+    /// Use native f16 shaders wherever the adapter has them (by default CPU drivers use the
+    /// packed kernels, which are faster there).
+    #[arg(long, global = true)]
+    f16: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -72,7 +76,13 @@ impl GpuArgs {
             backend: self.backend.map(Backend::from),
             adapter: self.adapter.clone(),
             high_performance: !self.low_power,
-            allow_f16: !self.no_f16,
+            allow_f16: if self.no_f16 {
+                Some(false)
+            } else if self.f16 {
+                Some(true)
+            } else {
+                None
+            },
             row_mapping: None,
             binding_limit: None,
         }

@@ -10,7 +10,7 @@ use rwkv_wgpu::npy::{self, Array};
 /// native f16 or packed weights, thread-per-row (CPU drivers) or workgroup-per-row (GPUs).
 pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
-    for allow_f16 in [true, false] {
+    for allow_f16 in [Some(true), Some(false)] {
         for row_mapping in [RowMapping::ThreadPerRow, RowMapping::WorkgroupPerRow] {
             let options = GpuOptions {
                 backend: Some(Backend::Vulkan),
