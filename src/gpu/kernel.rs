@@ -255,8 +255,13 @@ impl Step {
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+        self.encode_into(&mut pass);
+    }
+
+    /// Appends every dispatch to a compute pass that others share.
+    pub fn encode_into(&self, pass: &mut wgpu::ComputePass) {
         for dispatch in &self.dispatches {
-            dispatch.encode(&mut pass);
+            dispatch.encode(pass);
         }
     }
 

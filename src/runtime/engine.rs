@@ -478,19 +478,22 @@ impl Engine {
         let gpu = self.gpu();
         let mut encoder =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        recorded.body.encode(&mut encoder);
-        let mut dispatches = recorded.body.len();
-        let mut bytes_read_back = 0;
-        if let Some((head, logits)) = &recorded.head {
-            head.encode(&mut encoder);
-            dispatches += head.len();
-            if e.wants_logits {
-                bytes_read_back += readback.copy_from(&mut encoder, logits);
-            }
+        let head = recorded.head.as_ref();
+        let sample = recorded.sample.as_ref().filter(|_| e.sampled);
+        let parts = [Some(&recorded.body), head.map(|(step, _)| step), sample];
+        // One compute pass for the whole step: every pass boundary costs on real GPUs.
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+        for step in parts.iter().flatten() {
+            step.encode_into(&mut pass);
         }
-        if let (true, Some(sample)) = (e.sampled, &recorded.sample) {
-            sample.encode(&mut encoder);
-            dispatches += sample.len();
+        drop(pass);
+        let dispatches = parts.iter().flatten().map(|step| step.len()).sum();
+        let mut bytes_read_back = 0;
+        if let (true, Some((_, logits))) = (e.wants_logits, head) {
+            bytes_read_back += readback.copy_from(&mut encoder, logits);
+        }
+        if sample.is_some() {
             let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
             bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
         }
