@@ -17,7 +17,7 @@
 // binding 1  logits  [rows, stride]
 // binding 2  choices [rows]            how to choose for each row (Choice below)
 // binding 3  counts  [slots, stride]   u32: times each token was generated
-// binding 4  tokens  [rows]            u32 out: the chosen token (NAN_LOGITS: none could be)
+// binding 4  tokens  [rows]            u32 out: the chosen token (NON_FINITE_LOGITS: none could be)
 
 struct Params {
     vocab: u32,
@@ -28,7 +28,7 @@ struct Params {
 
 const SKIP: u32 = 0u;
 const GREEDY: u32 = 1u;
-const NAN_LOGITS: u32 = 0xffffffffu;  // the token written when the logits hold a NaN
+const NON_FINITE_LOGITS: u32 = 0xffffffffu;  // the token written when a logit is NaN or infinite
 
 struct Choice {
     slot: u32,
@@ -55,9 +55,9 @@ var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
 var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
 
-// Maps floats to u32 so that the order of the keys is the order of the floats.
+// Maps floats to u32 so that the order of the keys is the order of the floats (−0 as +0).
 fn order_key(x: f32) -> u32 {
-    let bits = bitcast<u32>(x);
+    let bits = select(bitcast<u32>(x), 0u, bitcast<u32>(x) == 0x80000000u);
     return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
@@ -111,10 +111,13 @@ fn finish(choice: Choice, row: u32, token: u32) {
 fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
     let row = group.x;
     let choice = choices[row];
+    if choice.mode == SKIP {
+        return;
+    }
 
-    // The largest logit and its first token; NaNs are found by their bits, since WGSL may
-    // assume that floats are never NaN.
-    var value = -3.0e38;
+    // The largest logit and its first token; NaNs and infinities are found by their bits, since
+    // WGSL may assume that floats are finite.
+    var value = bitcast<f32>(0xff800000u);
     var index = 0u;
     var nans = 0.0;
     for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
@@ -123,7 +126,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
             value = logit;
             index = t;
         }
-        nans += select(0.0, 1.0, (bitcast<u32>(logit) & 0x7fffffffu) > 0x7f800000u);
+        nans += select(0.0, 1.0, (bitcast<u32>(logit) & 0x7fffffffu) >= 0x7f800000u);
     }
     nans = workgroup_sum(nans, thread);
     best_value[thread] = value;
@@ -147,12 +150,9 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         uniform_flags = vec4<u32>(choice.mode, select(1u, 0u, all), select(1u, 0u, choice.top_p >= 1.0), u32(nans > 0.0));
     }
     let flags = workgroupUniformLoad(&uniform_flags);
-    if flags.x == SKIP {
-        return;
-    }
     if flags.w != 0u {
         if thread == 0u {
-            tokens[row] = NAN_LOGITS;
+            tokens[row] = NON_FINITE_LOGITS;
         }
         return;
     }

@@ -92,24 +92,23 @@ fn sampling_kernel_matches_reference() {
 }
 
 #[test]
-fn nan_logits_are_an_error_not_a_token() {
+fn non_finite_logits_are_an_error_not_a_token() {
     let gpu = Arc::new(common::default_gpu());
-    let model =
-        Model::load(gpu.clone(), &fixture_dir("v7", "tiny").join("model.pth"), &LoadOptions::default())
-            .unwrap();
-    let vocab = model.config.vocab;
-    let mut rec = Recorder::new(&gpu);
-    let mut logits = vec![0.5; vocab];
-    logits[3] = f32::NAN;
-    let logits = GpuTensor::from_rows(&gpu, "logits", vocab, &logits).unwrap();
-    let counts = GpuTensor::zeros(&gpu, "counts", 1, vocab).unwrap();
-    let choice = Choice { mode: Choice::GREEDY, ..Choice::skip() };
-    let choices =
-        GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
-    let tokens = GpuTensor::zeros(&gpu, "tokens", 1, 1).unwrap();
-    kernels::sample(&mut rec, "sample", &logits, &choices, &counts, &tokens).unwrap();
-    rec.finish().run(&gpu);
-    assert_eq!(tokens.read(&gpu).unwrap()[0].to_bits(), Choice::NAN_LOGITS);
+    let vocab = 300;
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut logits = vec![0.5; vocab];
+        logits[3] = bad;
+        let logits = GpuTensor::from_rows(&gpu, "logits", vocab, &logits).unwrap();
+        let counts = GpuTensor::zeros(&gpu, "counts", 1, vocab).unwrap();
+        let choice = Choice { mode: Choice::DRAW, top_p: 0.9, ..Choice::skip() };
+        let choices =
+            GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
+        let tokens = GpuTensor::zeros(&gpu, "tokens", 1, 1).unwrap();
+        let mut rec = Recorder::new(&gpu);
+        kernels::sample(&mut rec, "sample", &logits, &choices, &counts, &tokens).unwrap();
+        rec.finish().run(&gpu);
+        assert_eq!(tokens.read(&gpu).unwrap()[0].to_bits(), Choice::NON_FINITE_LOGITS, "a logit of {bad}");
+    }
 }
 
 /// A generation chooses on the GPU; choosing from the read-back logits with the same seed on the

@@ -262,17 +262,19 @@ pub(crate) fn map_read<T>(
         // The receiver outlives this callback: we wait for it below.
         let _ = sender.send(result);
     });
-    gpu.wait()?;
-    receiver
-        .recv()
-        .map_err(|_| Error::Gpu("the GPU never finished mapping a readback buffer".into()))?
-        .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
-    let value = {
+    let value = (|| {
+        gpu.wait()?;
+        receiver
+            .recv()
+            .map_err(|_| Error::Gpu("the GPU never finished mapping a readback buffer".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
         let view = buffer
             .get_mapped_range(..bytes)
             .map_err(|e| Error::Gpu(format!("reading a readback buffer failed: {e}")))?;
-        read(&view)
-    };
+        Ok(read(&view))
+    })();
+    // Unmapped on every path, errors included: a buffer left mapped fails every later submit
+    // that copies into it.
     buffer.unmap();
-    Ok(value)
+    value
 }

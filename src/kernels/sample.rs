@@ -43,8 +43,8 @@ impl Choice {
     pub const GREEDY: u32 = 1;
     pub const DRAW: u32 = 2;
 
-    /// What the kernel writes instead of a token when the row's logits hold a NaN.
-    pub const NAN_LOGITS: u32 = u32::MAX;
+    /// What the kernel writes instead of a token when a logit of the row is NaN or infinite.
+    pub const NON_FINITE_LOGITS: u32 = u32::MAX;
 
     /// Values per choice in the `choices` tensor.
     pub const COLS: usize = std::mem::size_of::<Choice>() / 4;
@@ -85,9 +85,9 @@ pub fn sample(
     rec.record(&pipeline, label, &params, &bindings, [rows, 1, 1])
 }
 
-/// Maps floats to integers in the same order, as the kernel does.
+/// Maps floats to integers in the same order, −0 as +0, as the kernel does.
 fn order_key(x: f32) -> u32 {
-    let bits = x.to_bits();
+    let bits = if x.to_bits() == 0x8000_0000 { 0 } else { x.to_bits() };
     if bits & 0x8000_0000 != 0 {
         !bits
     } else {

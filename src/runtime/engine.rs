@@ -435,10 +435,10 @@ impl Engine {
         if let Some(s) = work
             .iter()
             .enumerate()
-            .position(|(s, item)| item.sample.is_some() && tokens[s] == Choice::NAN_LOGITS)
+            .position(|(s, item)| item.sample.is_some() && tokens[s] == Choice::NON_FINITE_LOGITS)
         {
             return Err(Error::Gpu(format!(
-                "the model produced NaN logits for the sequence in slot {}",
+                "the model produced NaN or infinite logits for the sequence in slot {}",
                 work[s].slot
             )));
         }

@@ -106,8 +106,8 @@ impl Sampler {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
-        if let Some(bad) = logits.iter().position(|x| x.is_nan()) {
-            return Err(Error::Gpu(format!("the model produced NaN logits (token {bad})")));
+        if let Some(bad) = logits.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Gpu(format!("the model produced a NaN or infinite logit (token {bad})")));
         }
         let mut counts = vec![0; logits.len()];
         for (&token, &count) in &self.counts {
