@@ -65,20 +65,7 @@ const BINDINGS_OPERAND: &[Access] =
 const TILE: usize = 64;
 const BLOCK: usize = 4;
 
-/// The shape of one dispatch over one part of a matrix: `Params` of matvec.wgsl and matmul.wgsl.
-#[derive(Clone, Copy)]
-struct PartShape {
-    rows: u32,
-    out_cols: u32,
-    part_cols: u32,
-    col_offset: u32,
-    cols4: u32,
-    stride4: u32,
-    scales_offset: u32,
-    block_cols: u32,
-    block_stride: u32,
-}
-
+/// One dispatch over one part of a matrix: `Params` of matvec.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct MatvecParams {
@@ -92,18 +79,12 @@ struct MatvecParams {
     block_stride: u32,
 }
 
+/// `Params` of matmul.wgsl: the rows of x, then the same fields as [`MatvecParams`].
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct MatmulParams {
     rows: u32,
-    out_cols: u32,
-    part_cols: u32,
-    col_offset: u32,
-    cols4: u32,
-    stride4: u32,
-    scales_offset: u32,
-    block_cols: u32,
-    block_stride: u32,
+    part: MatvecParams,
     padding: [u32; 3],
 }
 
@@ -248,8 +229,7 @@ fn record(
     for part in &matrix.parts {
         let mut storage = vec![part.binding(), x.binding(), y.clone()];
         storage.extend(operand.map(GpuTensor::binding));
-        let shape = PartShape {
-            rows: to_u32(label, x.rows)?,
+        let part_params = MatvecParams {
             out_cols: to_u32(label, matrix.rows)?,
             part_cols: to_u32(label, part.rows)?,
             col_offset: to_u32(label, part.first_row)?,
@@ -262,14 +242,15 @@ fn record(
         if one_row {
             let rows_per_group = if gpu.row_mapping == RowMapping::ThreadPerRow { 64 } else { 1 };
             let workgroups = gpu.grid(to_u32(label, part.rows.div_ceil(rows_per_group))?);
-            rec.record(&pipeline, label, &shape.matvec(), &storage, workgroups)?;
+            rec.record(&pipeline, label, &part_params, &storage, workgroups)?;
         } else {
             let workgroups = match gpu.row_mapping {
                 RowMapping::ThreadPerRow => [part.rows.div_ceil(BLOCK).div_ceil(64), x.rows.div_ceil(BLOCK)],
                 RowMapping::WorkgroupPerRow => [part.rows.div_ceil(TILE), x.rows.div_ceil(TILE)],
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
-            rec.record(&pipeline, label, &shape.matmul(), &storage, workgroups)?;
+            let params = MatmulParams { rows: to_u32(label, x.rows)?, part: part_params, padding: [0; 3] };
+            rec.record(&pipeline, label, &params, &storage, workgroups)?;
         }
     }
     Ok(())
@@ -286,58 +267,6 @@ fn entry(mapping: RowMapping, one_row: bool, with_operand: bool) -> &'static str
         (RowMapping::ThreadPerRow, false, true) => "blocked_operand",
         (RowMapping::WorkgroupPerRow, false, false) => "tiled",
         (RowMapping::WorkgroupPerRow, false, true) => "tiled_operand",
-    }
-}
-
-impl PartShape {
-    fn matvec(self) -> MatvecParams {
-        let PartShape {
-            out_cols,
-            part_cols,
-            col_offset,
-            cols4,
-            stride4,
-            scales_offset,
-            block_cols,
-            block_stride,
-            ..
-        } = self;
-        MatvecParams {
-            out_cols,
-            part_cols,
-            col_offset,
-            cols4,
-            stride4,
-            scales_offset,
-            block_cols,
-            block_stride,
-        }
-    }
-
-    fn matmul(self) -> MatmulParams {
-        let PartShape {
-            rows,
-            out_cols,
-            part_cols,
-            col_offset,
-            cols4,
-            stride4,
-            scales_offset,
-            block_cols,
-            block_stride,
-        } = self;
-        MatmulParams {
-            rows,
-            out_cols,
-            part_cols,
-            col_offset,
-            cols4,
-            stride4,
-            scales_offset,
-            block_cols,
-            block_stride,
-            padding: [0; 3],
-        }
     }
 }
 
