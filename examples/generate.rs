@@ -2,7 +2,7 @@
 //!
 //! cargo run --release --example generate -- MODEL [TOKENIZER_JSON] [PROMPT]
 //! e.g. cargo run --release --example generate -- tests/fixtures/v7/tiny/model.pth \
-//!          tests/fixtures/tokenizer/bytes256.json "Hello"
+//!          assets/demo/tokenizer.json "Hello"
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ fn main() -> rwkv_wgpu::Result<()> {
     let model_path = PathBuf::from(args.next().unwrap_or_else(|| "tests/fixtures/v7/tiny/model.pth".into()));
     let tokenizer = match args.next() {
         Some(path) => Tokenizer::from_file(path.as_ref())?,
-        None => Tokenizer::from_file("tests/fixtures/tokenizer/bytes256.json".as_ref())?,
+        None => Tokenizer::from_file("assets/demo/tokenizer.json".as_ref())?,
     };
     let prompt = args.next().unwrap_or_else(|| "Hello".into());
 

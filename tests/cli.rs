@@ -15,7 +15,7 @@ fn model() -> PathBuf {
 }
 
 fn tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/bytes256.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/tokenizer.json")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -51,6 +51,23 @@ fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         Array::F32 { shape, data } => (shape, data),
         other => panic!("{other:?}"),
     }
+}
+
+/// With no --model, `generate` runs the demo model built into the binary with its byte-level
+/// tokenizer: greedy decoding writes the official package's continuation (tests/fixtures/demo).
+#[test]
+fn generate_without_a_model_runs_the_built_in_demo() {
+    #[derive(serde::Deserialize)]
+    struct Greedy {
+        prompt: String,
+        continuation: String,
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo/greedy.json");
+    let greedy: Greedy = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let count = greedy.continuation.len().to_string();
+    let output = run(&["generate", "--prompt", &greedy.prompt, "-n", &count, "--greedy"], None);
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim_end_matches('\n'), greedy.continuation);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("built-in demo model"));
 }
 
 /// `logits --mode seq` reads through prefill and matches `--mode rnn`; several `--tokens` lists
@@ -126,7 +143,7 @@ fn perplexity_matches_the_logits() {
         .unwrap()
         .parse()
         .unwrap();
-    // bytes256.json maps each byte to its own id.
+    // The demo tokenizer maps each byte to its own id.
     let ids: Vec<String> = text.bytes().map(|b| b.to_string()).collect();
     let out = scratch("perplexity.npy");
     run(&["logits", "--model", model, "--tokens", &ids.join(","), "--out", out.to_str().unwrap()], None);

@@ -1,5 +1,6 @@
 //! The trained demo model (assets/demo, made by tools/train_demo.py) against the official package
-//! on held-out text: the same logits, the same greedy continuation, through the public API.
+//! on held-out text: the same logits, the same held-out loss, the same greedy continuation, through
+//! the public API.
 
 mod common;
 
@@ -20,10 +21,73 @@ fn fixtures() -> PathBuf {
 }
 
 fn engine(gpu: rwkv_wgpu::gpu::Gpu) -> Engine {
+    engine_with_chunk(gpu, 64)
+}
+
+/// `chunk` 1 reads every token through the one-token (matrix-vector) path, larger chunks through
+/// prefill (matrix-matrix).
+fn engine_with_chunk(gpu: rwkv_wgpu::gpu::Gpu, chunk: usize) -> Engine {
     let model =
         Model::load(Arc::new(gpu), &root().join("assets/demo/model.safetensors"), &LoadOptions::default())
             .unwrap();
-    Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 64 }).unwrap()
+    Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk }).unwrap()
+}
+
+/// Mean cross-entropy in nats of each position's logits predicting the next token.
+fn nats_per_token(logits: &[f32], tokens: &[u32]) -> f64 {
+    let vocab = logits.len() / tokens.len();
+    let total: f64 = logits
+        .chunks(vocab)
+        .zip(&tokens[1..])
+        .map(|(row, &next)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+            max + sum.ln() - row[next as usize] as f64
+        })
+        .sum();
+    total / (tokens.len() - 1) as f64
+}
+
+#[derive(serde::Deserialize)]
+struct Loss {
+    positions: usize,
+    official_nats_per_byte: f64,
+}
+
+#[test]
+fn demo_heldout_loss_is_the_official_one_through_prefill_and_one_token_steps() {
+    #[derive(serde::Deserialize)]
+    struct HeldoutLoss {
+        whole: Loss,
+        prefix: Loss,
+    }
+    let official: HeldoutLoss =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("heldout_loss.json")).unwrap())
+            .unwrap();
+    let text = std::fs::read(root().join("assets/demo/heldout.txt")).unwrap();
+    let bytes: Vec<u32> = text.iter().map(|&b| b as u32).collect();
+    let checks = [
+        ("prefill, whole held-out text", 64, &bytes[..], &official.whole),
+        ("one token per step, prefix", 1, &bytes[..official.prefix.positions + 1], &official.prefix),
+    ];
+    for (path, chunk, tokens, loss) in checks {
+        assert_eq!(tokens.len(), loss.positions + 1, "{path}: the fixture covers other text");
+        let logits = Session::new(&engine_with_chunk(common::default_gpu(), chunk))
+            .unwrap()
+            .feed_positions(tokens)
+            .unwrap();
+        let ours = nats_per_token(&logits, tokens);
+        let relative = (ours - loss.official_nats_per_byte).abs() / loss.official_nats_per_byte;
+        println!(
+            "{path}: ours {ours:.6} nats/byte, official {:.6} ({relative:.1e})",
+            loss.official_nats_per_byte
+        );
+        assert!(
+            relative <= 0.005,
+            "{path}: held-out loss {ours:.5} is not within 0.5% of the official {:.5}",
+            loss.official_nats_per_byte
+        );
+    }
 }
 
 #[test]
@@ -46,11 +110,20 @@ fn demo_greedy_continuation_is_the_official_one() {
         prompt_tokens: Vec<u32>,
         continuation_tokens: Vec<u32>,
         continuation: String,
+        /// The official run's gap between its top two logits at each generated token.
+        margins: Vec<f64>,
     }
     let greedy: Greedy =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("greedy.json")).unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_file(&root().join("tests/fixtures/tokenizer/bytes256.json")).unwrap();
+    let tokenizer = Tokenizer::from_file(&root().join("assets/demo/tokenizer.json")).unwrap();
     assert_eq!(tokenizer.encode(&greedy.prompt).unwrap(), greedy.prompt_tokens);
+    assert!(
+        greedy.continuation_tokens.len() >= 100 && greedy.margins.len() == greedy.continuation_tokens.len()
+    );
+    // Our logits are within ~1e-5 of the official ones, so a gap this wide cannot flip a choice:
+    // any difference below would be a real divergence, not rounding.
+    let narrowest = greedy.margins.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(narrowest >= 1e-3, "the fixture's prompt has a near tie ({narrowest:.1e}): choose another");
     let engine = engine(common::default_gpu());
     let mut session = Session::new(&engine).unwrap();
     let options = GenerateOptions {

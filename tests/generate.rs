@@ -18,8 +18,7 @@ fn setup() -> (Engine, Tokenizer) {
         Model::load(gpu, &fixture_dir("v7", "tiny").join("model-f16.safetensors"), &LoadOptions::default())
             .unwrap();
     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 4, chunk: 16 }).unwrap();
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/bytes256.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/tokenizer.json");
     (engine, Tokenizer::from_file(&path).unwrap())
 }
 

@@ -7,7 +7,7 @@ training on public-domain text gives weights with the structure of a trained mod
 to commit and to run in the test suite.
 
 The model is an RWKV-7 ("x070") with the official tensor names and shapes, written as f16
-safetensors, vocabulary = the 256 bytes (tests/fixtures/tokenizer/bytes256.json maps id = byte).
+safetensors, vocabulary = the 256 bytes (assets/demo/tokenizer.json maps id = byte).
 The forward pass below is the official single-token math (see tools/rwkv_fixtures/v7.py) unrolled
 over time with autograd, so the trained weights mean the same thing to the official package and to
 us; tools/make_demo_fixtures.py then records the official package's logits on held-out text.

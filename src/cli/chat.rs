@@ -43,7 +43,7 @@ pub fn run(gpu_args: &GpuArgs, args: ChatArgs) -> Result<()> {
         ..GenerateOptions::default()
     };
     options.sampler.validate()?;
-    let tokenizer = args.tokenizer.load()?;
+    let tokenizer = args.tokenizer.load(&args.model)?;
     let engine = args.model.engine(gpu_args, &args.chunk, 1)?;
     let vocab = engine.model().config.vocab;
     let mut session = Session::new(&engine)?;

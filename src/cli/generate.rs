@@ -39,7 +39,7 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
         ..GenerateOptions::default()
     };
     options.sampler.validate()?;
-    let tokenizer = args.tokenizer.load()?;
+    let tokenizer = args.tokenizer.load(&args.model)?;
     if args.prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod demo;
 mod generate;
 mod info;
 mod logits;
@@ -19,7 +20,7 @@ use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::{source, LoadOptions, Model};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::{Engine, EngineOptions};
-use rwkv_wgpu::tokenizer::Tokenizer;
+use rwkv_wgpu::tokenizer::{HuggingFaceTokenizer, Tokenizer};
 use rwkv_wgpu::Result;
 
 #[derive(Parser)]
@@ -121,9 +122,9 @@ enum Command {
 #[derive(Args)]
 struct ModelArg {
     /// Model file: .safetensors (f16/bf16/f32, or pre-quantized by `quantize`) or an official
-    /// PyTorch .pth checkpoint.
+    /// PyTorch .pth checkpoint. Without it, the small Shakespeare demo model built into the binary.
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Format of the large weight matrices, quantized while loading.
     #[arg(long, value_enum, default_value = "f16")]
     quant: FormatArg,
@@ -154,9 +155,28 @@ impl ModelArg {
     /// Opens and checks the file before touching the GPU, so a bad file fails fast and alone,
     /// then loads it onto the chosen adapter.
     fn load(&self, gpu_args: &GpuArgs) -> Result<Model> {
-        let source = source::open(&self.model)?;
+        let source = self.source()?;
         ModelConfig::from_source(source.as_ref())?;
         Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions { quant: self.plan() })
+    }
+
+    /// The file's tensors, or the demo model's when no file is given.
+    fn source(&self) -> Result<Box<dyn source::TensorSource>> {
+        match &self.model {
+            Some(path) => source::open(path),
+            None => {
+                eprintln!("model: {} (pass --model for a real one)", demo::NAME);
+                source::from_bytes(demo::NAME, source::FileBytes::Static(demo::MODEL))
+            }
+        }
+    }
+
+    /// The size of the model file in bytes.
+    fn file_len(&self) -> Result<u64> {
+        match &self.model {
+            Some(path) => Ok(std::fs::metadata(path).map_err(|e| rwkv_wgpu::Error::io(path, e))?.len()),
+            None => Ok(demo::MODEL.len() as u64),
+        }
     }
 
     /// The quantization the options ask for.
@@ -187,16 +207,20 @@ struct ChunkArg {
 /// The tokenizer for text commands.
 #[derive(Args)]
 struct TokenizerArg {
-    /// A Hugging Face tokenizer.json, for models not trained on the RWKV World vocabulary.
+    /// A Hugging Face tokenizer.json, for models not trained on the RWKV World vocabulary
+    /// (default: the World tokenizer, or the byte-level one of the built-in demo model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
 }
 
 impl TokenizerArg {
-    fn load(&self) -> Result<Tokenizer> {
-        match &self.tokenizer {
-            Some(path) => Tokenizer::from_file(path),
-            None => Tokenizer::world(),
+    fn load(&self, model: &ModelArg) -> Result<Tokenizer> {
+        match (&self.tokenizer, &model.model) {
+            (Some(path), _) => Tokenizer::from_file(path),
+            (None, Some(_)) => Tokenizer::world(),
+            (None, None) => {
+                Ok(Tokenizer::HuggingFace(Box::new(HuggingFaceTokenizer::from_json(demo::TOKENIZER)?)))
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ fn loss(logits: &[f32], target: u32) -> f64 {
 
 pub fn run(gpu_args: &GpuArgs, args: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.text).map_err(|e| Error::io(&args.text, e))?;
-    let tokenizer = args.tokenizer.load()?;
+    let tokenizer = args.tokenizer.load(&args.model)?;
     let engine = args.model.engine(gpu_args, &args.chunk, 1)?;
     let vocab = engine.model().config.vocab;
     let tokens = encode(&tokenizer, &text, vocab)?;

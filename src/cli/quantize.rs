@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::ModelArg;
 use rwkv_wgpu::model::config::ModelConfig;
-use rwkv_wgpu::model::{planned_matrices, source};
+use rwkv_wgpu::model::planned_matrices;
 use rwkv_wgpu::quant::file;
 use rwkv_wgpu::quant::MatrixFormat;
 use rwkv_wgpu::{Error, Result};
@@ -27,14 +27,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             "choose --quant int8 or nf4 (and optionally --quant-head)".into(),
         ));
     }
-    let source = source::open(&args.model.model)?;
+    let source = args.model.source()?;
     let config = ModelConfig::from_source(source.as_ref())?;
     let matrices = planned_matrices(source.as_ref(), &config, &plan)?;
     let scheme = format!("layers {}, head {}", plan.layers.name(), plan.head.name());
     let written = file::write(source.as_ref(), &matrices, &scheme, &args.out)?;
     let quantized = matrices.iter().filter(|m| m.format != MatrixFormat::F16).count();
-    let original =
-        std::fs::metadata(&args.model.model).map_err(|e| rwkv_wgpu::Error::io(&args.model.model, e))?.len();
+    let original = args.model.file_len()?;
     eprintln!(
         "wrote {} ({scheme}): {quantized} matrices quantized, {:.1} MiB (from {:.1} MiB)",
         args.out.display(),

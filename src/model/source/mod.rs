@@ -97,6 +97,26 @@ pub trait TensorSource: Send + Sync {
     }
 }
 
+/// The bytes of a model file: memory-mapped from disk, or already in memory (a model built into
+/// a binary, a file a browser handed over).
+pub enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Static(bytes) => bytes,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// Opens a model file, choosing the reader by the file's first bytes rather than its name.
 pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -108,20 +128,29 @@ pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
     // SAFETY: the map is read-only; as with every memory-mapped loader, the file must not be
     // truncated by another process while the model loads.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    if map.starts_with(b"version https://git-lfs") {
+    from_bytes(shown, FileBytes::Mapped(map))
+}
+
+/// Reads a model file held in memory; `name` is what error messages call it.
+pub fn from_bytes(name: impl Into<String>, bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
+    let name = name.into();
+    if bytes.is_empty() {
+        return Err(Error::malformed(name, "the file is empty"));
+    }
+    if bytes.starts_with(b"version https://git-lfs") {
         return Err(Error::malformed(
-            shown,
+            name,
             "this is a git-lfs pointer file, not the model: fetch the real file with `git lfs pull` or download it directly",
         ));
     }
-    if map.starts_with(b"PK\x03\x04") {
-        return Ok(Box::new(PthFile::from_mmap(shown, map)?));
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Ok(Box::new(PthFile::from_bytes(name, bytes)?));
     }
-    if map.len() >= 9 && map[8] == b'{' {
-        return Ok(Box::new(SafetensorsFile::from_mmap(shown, map)?));
+    if bytes.len() >= 9 && bytes[8] == b'{' {
+        return Ok(Box::new(SafetensorsFile::from_bytes(name, bytes)?));
     }
     Err(Error::malformed(
-        shown,
+        name,
         "not a model file: expected a .safetensors file or a PyTorch .pth checkpoint (zip)",
     ))
 }

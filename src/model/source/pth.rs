@@ -1,17 +1,16 @@
 //! PyTorch `.pth` checkpoints as written by `torch.save`: a zip archive holding `<top>/data.pkl`
 //! (the pickled dict of tensors) and one raw little-endian entry per storage, `<top>/data/<key>`.
-//! torch stores entries uncompressed, so tensors are borrowed straight from the memory map.
+//! torch stores entries uncompressed, so tensors are borrowed straight from the file's bytes.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::ops::Range;
 
-use memmap2::Mmap;
 use zip::{CompressionMethod, ZipArchive};
 
 use super::pickle::{self, clip, StorageRef, TensorDict, TensorRef};
-use super::{DType, TensorData, TensorSource};
+use super::{DType, FileBytes, TensorData, TensorSource};
 use crate::error::{Error, Result};
 
 /// Real `data.pkl` files take a few hundred bytes per tensor; the cap only stops a compressed
@@ -23,11 +22,11 @@ const MAX_EXPANDED_BYTES: usize = 16 << 20;
 
 type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
-/// A memory-mapped `.pth` checkpoint whose pickle has been read and whose tensor layouts have
+/// A `.pth` checkpoint whose pickle has been read and whose tensor layouts have
 /// been checked against the storages they view.
 pub struct PthFile {
     name: String,
-    map: Mmap,
+    map: FileBytes,
     storages: Vec<Storage>,
     tensors: Vec<Tensor>,
     /// Tensor names in saved order, with their index into `tensors`.
@@ -63,7 +62,7 @@ struct Index {
 }
 
 impl PthFile {
-    pub fn from_mmap(name: String, map: Mmap) -> Result<Self> {
+    pub fn from_bytes(name: String, map: FileBytes) -> Result<Self> {
         let Index { storages, tensors, names } =
             index(&map).map_err(|reason| Error::malformed(&name, reason))?;
         let by_name = names.iter().map(|(tensor_name, tensor)| (tensor_name.clone(), *tensor)).collect();

@@ -7,15 +7,15 @@ use safetensors::Dtype;
 
 use std::collections::HashMap;
 
-use super::{DType, TensorData, TensorSource};
+use super::{DType, FileBytes, TensorData, TensorSource};
 use crate::error::{Error, Result};
 use crate::quant::file::QUANTIZED_PREFIX;
 use crate::quant::{MatrixFormat, PackedMatrix};
 
-/// A memory-mapped safetensors file whose header has been parsed and validated.
+/// A safetensors file whose header has been parsed and validated.
 pub struct SafetensorsFile {
     name: String,
-    map: memmap2::Mmap,
+    map: FileBytes,
     metadata: Metadata,
     data_start: usize,
     /// Matrices written pre-quantized by `rwkv-wgpu quantize`: name → (format, rows, cols).
@@ -23,7 +23,7 @@ pub struct SafetensorsFile {
 }
 
 impl SafetensorsFile {
-    pub fn from_mmap(name: String, map: memmap2::Mmap) -> Result<Self> {
+    pub fn from_bytes(name: String, map: FileBytes) -> Result<Self> {
         // read_metadata checks that offsets are contiguous, sizes match the shapes and dtypes,
         // and that the data section ends exactly at the end of the file.
         let (header_len, metadata) = SafeTensors::read_metadata(&map)
