@@ -1,22 +1,51 @@
-// Prelude: how the linear kernels (matvec.wgsl, matmul.wgsl) finish and store an output value
-// of row r, output column o:
-//   y[r, out(o)] (+)= activate(dot + bias[o])          OPERAND_BIAS, or
-//   y[r, out(o)] (+)= activate(dot) · gate[r, o]       OPERAND_GATE
-// where out(o) lays the output columns out in blocks of block_cols, each block a [rows,
-// block_cols] tensor block_stride apart (identity when block_cols = out_cols). The kernel's
-// Params must have out_cols, block_cols and block_stride.
+// Prelude of the linear kernels (matvec.wgsl, matmul.wgsl): their parameters, and how they finish
+// and store an output value.
 //
-// binding 3  y        the output
+// A product may be *grouped*: the rows of W are several matrices stacked, each a segment of the
+// output columns with its own input, output and activation (RWKV-7's r, k and v projections read
+// x_r, x_k and x_v; its LoRA inputs each read their own token-shift mix). Segment s covers output
+// columns segment_start[s] .. segment_end[s]; its input starts at vec4 x_at[s] of binding 2 and its
+// output, a [rows, columns] tensor, at element y_at[s] of binding 3. A plain product is one segment.
+//
+// Output value for row r, output column o in segment s:
+//   y (+)= activate(dot)                                   no operand
+//   y (+)= activate(dot + bias[o])                         OPERAND_BIAS
+//   y (+)= activate(dot) · gate[r, o]                      OPERAND_GATE
+//   y  = y + (y[lerp_offset later] − y) · activate(dot + bias[o])   OPERAND_LERP: pull y towards
+//        the tensor lerp_offset elements further on in binding 3 (RWKV-7's value residual)
+//
+// binding 3  y        the outputs
 // binding 4  operand  [out_cols] (bias) or [rows, out_cols] (gate)   *_operand entry points only
 
+struct Params {
+    rows: u32,
+    out_cols: u32,
+    part_cols: u32,      // output columns this dispatch computes …
+    col_offset: u32,     // … starting at this one
+    weight_row0: u32,    // the row of the bound weights that holds output column col_offset
+    cols4: u32,          // vec4s per row of x and of W that hold data
+    stride4: u32,        // vec4s from one row of W to the next
+    scales_offset: u32,  // where quantized formats keep their block parameters
+    lerp_offset: u32,
+    _padding0: u32,
+    _padding1: u32,
+    _padding2: u32,
+    segment_start: array<vec4<u32>, 2>,
+    segment_end: array<vec4<u32>, 2>,   // past the last segment: 0xffffffff
+    x_at: array<vec4<u32>, 2>,
+    y_at: array<vec4<u32>, 2>,
+    activation: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> operand: array<f32>;
 
-override ACTIVATION: u32 = 0u;
 // Add to y instead of overwriting it (residual connections).
 override ACCUMULATE: bool = false;
 const OPERAND_BIAS: u32 = 1u;
 const OPERAND_GATE: u32 = 2u;
+const OPERAND_LERP: u32 = 3u;
 // How the *_operand entry points use binding 4.
 override OPERAND: u32 = OPERAND_BIAS;
 
@@ -24,8 +53,33 @@ fn padded(cols: u32) -> u32 {
     return (cols + 3u) & ~3u;
 }
 
-fn store(r: u32, o: u32, value: f32) {
-    let at = (o / params.block_cols) * params.block_stride + r * padded(params.block_cols) + o % params.block_cols;
+fn segment_of(o: u32) -> u32 {
+    let one = vec4<u32>(1u);
+    let zero = vec4<u32>(0u);
+    let past = select(zero, one, vec4<u32>(o) >= params.segment_end[0])
+        + select(zero, one, vec4<u32>(o) >= params.segment_end[1]);
+    return past.x + past.y + past.z + past.w;
+}
+
+// Where the input of output column o starts, in vec4s of binding 2.
+fn x_base(o: u32) -> u32 {
+    let s = segment_of(o);
+    return params.x_at[s / 4u][s % 4u];
+}
+
+// Where output column o of row r is stored in binding 3, and its segment's activation.
+fn output_at(r: u32, o: u32) -> u32 {
+    let s = segment_of(o);
+    let start = params.segment_start[s / 4u][s % 4u];
+    return params.y_at[s / 4u][s % 4u] + r * padded(params.segment_end[s / 4u][s % 4u] - start) + o - start;
+}
+
+fn activation_of(o: u32) -> u32 {
+    let s = segment_of(o);
+    return params.activation[s / 4u][s % 4u];
+}
+
+fn put(at: u32, value: f32) {
     if ACCUMULATE {
         y[at] += value;
     } else {
@@ -33,9 +87,24 @@ fn store(r: u32, o: u32, value: f32) {
     }
 }
 
-fn with_operand(r: u32, o: u32, dot: f32) -> f32 {
-    if OPERAND == OPERAND_GATE {
-        return activate(ACTIVATION, dot) * operand[r * padded(params.out_cols) + o];
+// The plain and operand entry points store through separate functions so that the plain ones
+// never touch binding 4 (their pipelines do not bind it).
+fn finish(r: u32, o: u32, dot: f32) {
+    put(output_at(r, o), activate(activation_of(o), dot));
+}
+
+fn finish_operand(r: u32, o: u32, dot: f32) {
+    let at = output_at(r, o);
+    let kind = activation_of(o);
+    switch OPERAND {
+        case OPERAND_LERP: {
+            y[at] += (y[at + params.lerp_offset] - y[at]) * activate(kind, dot + operand[o]);
+        }
+        case OPERAND_GATE: {
+            put(at, activate(kind, dot) * operand[r * padded(params.out_cols) + o]);
+        }
+        default: {
+            put(at, activate(kind, dot + operand[o]));
+        }
     }
-    return activate(ACTIVATION, dot + operand[o]);
 }

@@ -1,35 +1,20 @@
-// Matrix-matrix product for the rows (tokens) of a step: y[r] (+)= epilogue(W · x[r]). W may be
-// one part of a matrix split by rows: its rows are the output columns col_offset .. col_offset +
-// part_cols.
+// Matrix-matrix product for the rows (tokens) of a step: y[r] (+)= epilogue(W · x[r]). Each
+// dispatch computes output columns col_offset .. col_offset + part_cols of one segment (see
+// linear_epilogue.wgsl), from weight row weight_row0 of the bound part on, reading that segment's
+// input [rows, cols4] from x_at[segment] of binding 2.
 // Needs a weights prelude (binding 1, load_weight4), activation.wgsl and linear_epilogue.wgsl
-// (bindings 3 and 4, store and with_operand).
+// (params, bindings 3 and 4, x_base and finish).
 //
 // Two tilings, chosen per adapter like matvec's row mappings:
 //   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
 //   tiled    a 16×16 workgroup computes 64 × 64 outputs through workgroup memory (GPUs)
 //
 // binding 0  params
-// binding 1  weights  [part_cols rows]             (from the prelude)
-// binding 2  x        [rows, cols4] vec4<f32>
+// binding 1  weights  (from the prelude)
+// binding 2  x        [rows, cols4] vec4<f32> per segment
 // binding 3  y        (from linear_epilogue.wgsl)
 // binding 4  operand  (from linear_epilogue.wgsl)
 
-struct Params {
-    rows: u32,
-    out_cols: u32,
-    part_cols: u32,
-    col_offset: u32,
-    cols4: u32,          // vec4s per row of x and per row of W that hold data
-    stride4: u32,        // vec4s from one row of W to the next
-    scales_offset: u32,  // where quantized formats keep their block parameters
-    block_cols: u32,
-    block_stride: u32,
-    _padding0: u32,
-    _padding1: u32,
-    _padding2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 // A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j. Written out
 // without loops or dynamic indices so that the accumulators stay in registers; rows and columns
@@ -37,14 +22,16 @@ struct Params {
 fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
     let last_row = params.rows - 1u;
     let last_col = params.part_cols - 1u;
-    let x0 = min(row0, last_row) * params.cols4;
-    let x1 = min(row0 + 1u, last_row) * params.cols4;
-    let x2 = min(row0 + 2u, last_row) * params.cols4;
-    let x3 = min(row0 + 3u, last_row) * params.cols4;
-    let w0 = min(col0, last_col) * params.stride4;
-    let w1 = min(col0 + 1u, last_col) * params.stride4;
-    let w2 = min(col0 + 2u, last_col) * params.stride4;
-    let w3 = min(col0 + 3u, last_col) * params.stride4;
+    let input = x_base(params.col_offset);
+    let x0 = input + min(row0, last_row) * params.cols4;
+    let x1 = input + min(row0 + 1u, last_row) * params.cols4;
+    let x2 = input + min(row0 + 2u, last_row) * params.cols4;
+    let x3 = input + min(row0 + 3u, last_row) * params.cols4;
+    let w = params.weight_row0;
+    let w0 = (w + min(col0, last_col)) * params.stride4;
+    let w1 = (w + min(col0 + 1u, last_col)) * params.stride4;
+    let w2 = (w + min(col0 + 2u, last_col)) * params.stride4;
+    let w3 = (w + min(col0 + 3u, last_col)) * params.stride4;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -77,7 +64,7 @@ fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if row0 + i < params.rows && col0 + j < params.part_cols {
-                store(row0 + i, params.col_offset + col0 + j, activate(ACTIVATION, acc[i][j]));
+                finish(row0 + i, params.col_offset + col0 + j, acc[i][j]);
             }
         }
     }
@@ -94,8 +81,7 @@ fn blocked_operand(@builtin(global_invocation_id) id: vec3<u32>) {
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if row0 + i < params.rows && col0 + j < params.part_cols {
-                let o = params.col_offset + col0 + j;
-                store(row0 + i, o, with_operand(row0 + i, o, acc[i][j]));
+                finish_operand(row0 + i, params.col_offset + col0 + j, acc[i][j]);
             }
         }
     }
@@ -114,16 +100,17 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
     // Each of the 256 threads loads one vec4 of each tile per round.
     let tile_line = thread / ROUND4;
     let part = thread % ROUND4;
+    let input = x_base(params.col_offset);
     for (var k0 = 0u; k0 < params.cols4; k0 += ROUND4) {
         let k = k0 + part;
         var xv = vec4<f32>(0.0);
         if row0 + tile_line < params.rows && k < params.cols4 {
-            xv = x[(row0 + tile_line) * params.cols4 + k];
+            xv = x[input + (row0 + tile_line) * params.cols4 + k];
         }
         x_tile[thread] = xv;
         var wv = vec4<f32>(0.0);
         if col0 + tile_line < params.part_cols && k < params.cols4 {
-            wv = load_weight4((col0 + tile_line) * params.stride4 + k);
+            wv = load_weight4((params.weight_row0 + col0 + tile_line) * params.stride4 + k);
         }
         w_tile[thread] = wv;
         workgroupBarrier();
@@ -155,7 +142,7 @@ fn tiled(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) 
             let r = row0 + local.y * 4u + i;
             let o = col0 + local.x * 4u + j;
             if r < params.rows && o < params.part_cols {
-                store(r, params.col_offset + o, activate(ACTIVATION, acc[i][j]));
+                finish(r, params.col_offset + o, acc[i][j]);
             }
         }
     }
@@ -172,7 +159,7 @@ fn tiled_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocat
             let r = row0 + local.y * 4u + i;
             let o = col0 + local.x * 4u + j;
             if r < params.rows && o < params.part_cols {
-                store(r, params.col_offset + o, with_operand(r, params.col_offset + o, acc[i][j]));
+                finish_operand(r, params.col_offset + o, acc[i][j]);
             }
         }
     }

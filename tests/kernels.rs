@@ -161,39 +161,102 @@ fn matrices_split_over_small_bindings_give_the_same_results() {
     }
 }
 
-/// A matrix of 3 blocks of 5 outputs fills entries of a stack; the gaps stay zero.
+/// A grouped product: three matrices of 5, 12 and 7 rows stacked into one, each reading its own
+/// entry of an input stack and writing its own entry of an output stack with its own activation,
+/// plus a bias over all rows; every format, one row (one dispatch) and many (one per segment),
+/// whole and split over small bindings (parts that straddle segments). The gaps stay zero.
 #[test]
-fn linear_into_lays_out_blocks() {
-    for gpu in variants() {
-        for rows in [1, 3, 70] {
-            let mut rng = Rng::new(31 + rows as u64);
-            let (blocks, block_cols, cols) = (3, 5, 9);
-            let (matrix, weights) =
-                random_matrix(&gpu, &mut rng, MatrixFormat::F16, blocks * block_cols, cols);
-            let x = rng.vec(rows * cols, -1.0, 1.0);
-            let x_gpu = upload(&gpu, cols, &x);
-            let (entries, stride) = GpuTensor::stack(&gpu, "entries", blocks, rows, block_cols).unwrap();
-            let epilogue = Epilogue::then(Activation::Tanh);
-            run(&gpu, |rec| {
-                kernels::linear_into(rec, "blocked", &matrix, &x_gpu, &entries, stride, epilogue)
-            });
-            let expected = kernels::linear_ref(&weights, cols, &x, OperandRef::None, Activation::Tanh, None);
-            let per_row = blocks * block_cols;
-            for (b, entry) in entries.iter().enumerate() {
-                let wanted: Vec<f32> = (0..rows)
-                    .flat_map(|r| {
-                        expected[r * per_row + b * block_cols..r * per_row + (b + 1) * block_cols].to_vec()
+fn grouped_linear_gives_each_segment_its_input_output_and_activation() {
+    let small = common::open(&GpuOptions {
+        backend: Some(Backend::Vulkan),
+        binding_limit: Some(1536),
+        ..GpuOptions::default()
+    });
+    // The small bindings hold the stacks of one or two rows only.
+    let mut gpus: Vec<(Gpu, &[usize])> = variants().into_iter().map(|gpu| (gpu, &[1, 3, 70][..])).collect();
+    gpus.push((small, &[1, 2]));
+    let (widths, activations, cols) =
+        ([5, 12, 7], [Activation::Tanh, Activation::None, Activation::Sigmoid], 41);
+    let outputs: usize = widths.iter().sum();
+    for (gpu, row_counts) in gpus {
+        for format in formats_for(&gpu) {
+            for &rows in row_counts {
+                let mut rng = Rng::new(31 + rows as u64);
+                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, outputs, cols);
+                if row_counts.len() == 2 {
+                    assert!(matrix.parts.len() > 1, "{format:?}: the small bindings should split the matrix");
+                }
+                let (inputs, _) = GpuTensor::stack(&gpu, "inputs", 3, rows, cols).unwrap();
+                let x: Vec<Vec<f32>> = inputs
+                    .iter()
+                    .map(|entry| {
+                        let values = rng.vec(rows * cols, -1.0, 1.0);
+                        entry.write(&gpu, &values).unwrap();
+                        values
                     })
                     .collect();
-                let what = format!("{} {rows} rows, block {b}", describe(&gpu));
-                assert_close(&what, &entry.read(&gpu).unwrap(), &wanted, F32_TOLERANCE);
+                let bias = rng.vec(outputs, -1.0, 1.0);
+                let bias_gpu = upload(&gpu, outputs, &bias);
+                let (entries, stride) = GpuTensor::stack(&gpu, "outputs", 3, rows, 12).unwrap();
+                let views: Vec<GpuTensor> =
+                    entries.iter().zip(widths).map(|(e, cols)| GpuTensor { cols, ..e.clone() }).collect();
+                let segments: Vec<_> = (0..3)
+                    .map(|s| kernels::Segment { x: &inputs[s], y: &views[s], activation: activations[s] })
+                    .collect();
+                let epilogue = Epilogue { operand: Operand::Bias(&bias_gpu), ..Epilogue::PLAIN };
+                run(&gpu, |rec| kernels::linear_grouped(rec, "grouped", &matrix, &segments, epilogue));
+                let mut first = 0;
+                for s in 0..3 {
+                    let rows_of = |v: &[f32]| v[first * cols..(first + widths[s]) * cols].to_vec();
+                    let segment_bias = &bias[first..first + widths[s]];
+                    let expected = kernels::linear_ref(
+                        &rows_of(&weights),
+                        cols,
+                        &x[s],
+                        OperandRef::Bias(segment_bias),
+                        activations[s],
+                        None,
+                    );
+                    let what = format!("{} {format:?} {rows} rows, segment {s}", describe(&gpu));
+                    assert_close(&what, &views[s].read(&gpu).unwrap(), &expected, F32_TOLERANCE);
+                    first += widths[s];
+                }
+                let whole = GpuTensor { offset: 0, rows: 1, cols: 3 * stride, ..entries[0].clone() };
+                let whole = whole.read(&gpu).unwrap();
+                for (s, view) in views.iter().enumerate() {
+                    let used = rows * view.stride();
+                    assert!(
+                        whole[s * stride + used..(s + 1) * stride].iter().all(|&v| v == 0.0),
+                        "gap written"
+                    );
+                }
             }
-            let whole = GpuTensor { offset: 0, rows: 1, cols: blocks * stride, ..entries[0].clone() };
-            let whole = whole.read(&gpu).unwrap();
-            let used = rows * entries[0].stride();
-            for b in 0..blocks {
-                assert!(whole[b * stride + used..(b + 1) * stride].iter().all(|&v| v == 0.0), "gap written");
-            }
+        }
+    }
+}
+
+/// The value-residual epilogue: y ← y + (target − y) · σ(W·x + bias), target later in y's buffer.
+#[test]
+fn linear_lerp_pulls_the_output_towards_its_target() {
+    for gpu in variants() {
+        for rows in [1, 5] {
+            let mut rng = Rng::new(5 + rows as u64);
+            let (outputs, cols) = (70, 33);
+            let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, outputs, cols);
+            let (x, bias) = (rng.vec(rows * cols, -1.0, 1.0), rng.vec(outputs, -1.0, 1.0));
+            let (y0, target) = (rng.vec(rows * outputs, -1.0, 1.0), rng.vec(rows * outputs, -1.0, 1.0));
+            let (x_gpu, bias_gpu) = (upload(&gpu, cols, &x), upload(&gpu, outputs, &bias));
+            let (stack, _) = GpuTensor::stack(&gpu, "values", 2, rows, outputs).unwrap();
+            stack[0].write(&gpu, &y0).unwrap();
+            stack[1].write(&gpu, &target).unwrap();
+            let epilogue = Epilogue::lerp(&bias_gpu, &stack[1], Activation::Sigmoid);
+            run(&gpu, |rec| kernels::linear(rec, "lerp", &matrix, &x_gpu, &stack[0], epilogue));
+            let mix =
+                kernels::linear_ref(&weights, cols, &x, OperandRef::Bias(&bias), Activation::Sigmoid, None);
+            let expected = kernels::lerp_ref(&y0, &target, &mix);
+            let what = format!("{} lerp epilogue, {rows} rows", describe(&gpu));
+            assert_close(&what, &stack[0].read(&gpu).unwrap(), &expected, F32_TOLERANCE);
+            assert_eq!(stack[1].read(&gpu).unwrap(), target, "the target is read, never written");
         }
     }
 }

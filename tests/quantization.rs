@@ -12,7 +12,7 @@ use common::{divergence, fixture_dir, load_f32, load_tokens, relative_error};
 use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions};
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
+use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix, QuantPlan};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 const CASES: [(&str, &str); 8] = [
@@ -197,4 +197,31 @@ fn a_model_whose_rows_exceed_the_binding_limit_is_refused_before_loading() {
     let error = Model::load(gpu, &path, &LoadOptions::default()).err().expect("a 64-byte binding limit");
     let message = error.to_string();
     assert!(message.contains("does not fit") && message.contains("storage bindings"), "{message}");
+}
+
+/// Matrices stacked after packing (r, k and v, read in one pass) are exactly the packing of the
+/// stacked values, in every format; odd row counts put nf4's paired block parameters across the
+/// seams.
+#[test]
+fn stacking_packed_matrices_equals_packing_the_stack() {
+    let mut rng = common::Rng::new(9);
+    for format in MatrixFormat::ALL {
+        for cols in [70, 256] {
+            let rows = [3, 1, 2];
+            let values: Vec<Vec<f32>> = rows.iter().map(|&r| rng.vec(r * cols, -2.0, 2.0)).collect();
+            let packed: Vec<PackedMatrix> = rows
+                .iter()
+                .zip(&values)
+                .map(|(&r, v)| PackedMatrix::pack(format, r, cols, v).unwrap())
+                .collect();
+            let whole = PackedMatrix::pack(format, 6, cols, &values.concat()).unwrap();
+            assert_eq!(PackedMatrix::stack_rows(&packed).unwrap(), whole, "{format:?}, {cols} columns");
+        }
+    }
+    let mixed = [
+        PackedMatrix::pack(MatrixFormat::Int8, 1, 4, &[0.0; 4]).unwrap(),
+        PackedMatrix::pack(MatrixFormat::Nf4, 1, 4, &[0.0; 4]).unwrap(),
+    ];
+    let error = PackedMatrix::stack_rows(&mixed).unwrap_err().to_string();
+    assert!(error.contains("must share a format"), "{error}");
 }

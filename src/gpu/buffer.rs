@@ -75,7 +75,7 @@ impl GpuTensor {
         self.len() == 0
     }
 
-    fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         (self.rows * self.stride()).max(4) as u64 * F32
     }
 

@@ -2,7 +2,7 @@
 //! `y[r] (+)= act(W·x[r]) ⊙ gate[r]`, with f16 weights and f32 arithmetic. One row (decoding
 //! one sequence) runs the matrix-vector kernels; more rows run the tiled matrix-matrix kernels.
 
-use super::{check_stack, expect_shape, to_u32, wgsl, Activation, Recorder};
+use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Binding, GpuMatrix, GpuTensor, KernelSource, RowMapping};
 use crate::quant::MatrixFormat;
@@ -64,28 +64,28 @@ const BINDINGS_OPERAND: &[Access] =
 /// drivers (`blocked`).
 const TILE: usize = 64;
 const BLOCK: usize = 4;
+/// Segments a grouped product may have: the size of the tables in `Params`.
+pub const MAX_SEGMENTS: usize = 8;
 
-/// One dispatch over one part of a matrix: `Params` of matvec.wgsl.
+/// `Params` of linear_epilogue.wgsl: one dispatch's range of output columns and the segment table.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatvecParams {
+struct Params {
+    rows: u32,
     out_cols: u32,
     part_cols: u32,
     col_offset: u32,
+    weight_row0: u32,
     cols4: u32,
     stride4: u32,
     scales_offset: u32,
-    block_cols: u32,
-    block_stride: u32,
-}
-
-/// `Params` of matmul.wgsl: the rows of x, then the same fields as [`MatvecParams`].
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatmulParams {
-    rows: u32,
-    part: MatvecParams,
+    lerp_offset: u32,
     padding: [u32; 3],
+    segment_start: [u32; MAX_SEGMENTS],
+    segment_end: [u32; MAX_SEGMENTS],
+    x_at: [u32; MAX_SEGMENTS],
+    y_at: [u32; MAX_SEGMENTS],
+    activation: [u32; MAX_SEGMENTS],
 }
 
 /// A vector that takes part in the epilogue.
@@ -97,6 +97,12 @@ pub enum Operand<'a> {
     /// Multiplies the activated result, one per output and row, [rows, out] (RWKV-4…6's
     /// receptance gate on the channel mix).
     Gate(&'a GpuTensor),
+    /// `y ← y + (target − y) · act(W·x + bias)`: pulls the output towards `target`, a tensor of
+    /// the output's shape later in the same buffer (RWKV-7's value residual).
+    Lerp {
+        bias: &'a GpuTensor,
+        target: &'a GpuTensor,
+    },
 }
 
 /// What happens to `W·x` before it is stored.
@@ -135,10 +141,23 @@ impl<'a> Epilogue<'a> {
         Epilogue { operand: Operand::Gate(gate), accumulate: true, ..Epilogue::PLAIN }
     }
 
+    /// `y ← y + (target − y) · act(W·x + bias)`.
+    pub fn lerp(bias: &'a GpuTensor, target: &'a GpuTensor, activation: Activation) -> Epilogue<'a> {
+        Epilogue { operand: Operand::Lerp { bias, target }, activation, ..Epilogue::PLAIN }
+    }
+
     /// The same, for an input that is mostly zeros.
     pub fn sparse_input(self) -> Epilogue<'a> {
         Epilogue { sparse_input: true, ..self }
     }
+}
+
+/// One matrix of a grouped product: the next `y.cols` rows of the stacked matrix map `x` to `y`.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub x: &'a GpuTensor,
+    pub y: &'a GpuTensor,
+    pub activation: Activation,
 }
 
 /// Records `y[r] (+)= …` for every row of `x` ([rows, matrix.cols] → [rows, matrix.rows]).
@@ -151,47 +170,75 @@ pub fn linear(
     epilogue: Epilogue,
 ) -> Result<()> {
     expect_shape(label, "y", y, x.rows, matrix.rows)?;
-    record(rec, label, matrix, x, (y.binding(), matrix.rows, 0), epilogue)
+    let segment = Segment { x, y, activation: epilogue.activation };
+    record(rec, label, matrix, &[segment], Epilogue { activation: Activation::None, ..epilogue })
 }
 
-/// Records a product whose output columns fill `out`, consecutive entries of one stack `stride`
-/// apart: the first `out[0].cols` outputs of every row go to `out[0]`, the next to `out[1]`…
-pub fn linear_into(
+/// Records a grouped product: `matrix` is several matrices stacked by rows, and each segment's
+/// rows read their own input and write their own output with their own activation, in one
+/// dispatch when decoding (one row) and one per segment otherwise. The inputs must lie in one
+/// buffer (entries of a stack), and so must the outputs. `epilogue.activation` must be `None`:
+/// the segments carry theirs.
+pub fn linear_grouped(
     rec: &mut Recorder,
     label: &str,
     matrix: &GpuMatrix,
-    x: &GpuTensor,
-    out: &[GpuTensor],
-    stride: usize,
+    segments: &[Segment],
     epilogue: Epilogue,
 ) -> Result<()> {
-    check_stack(label, "output", out, stride)?;
-    let first = &out[0];
-    expect_shape(label, "output", first, x.rows, first.cols)?;
-    if out.len() * first.cols != matrix.rows {
+    if epilogue.activation != Activation::None {
         return Err(Error::InvalidArgument(format!(
-            "{label}: {} outputs of {} for a matrix of {} rows",
-            out.len(),
-            first.cols,
-            matrix.rows
+            "{label}: a grouped product's activations are per segment"
         )));
     }
-    record(rec, label, matrix, x, (first.entries_binding(out.len(), stride), first.cols, stride), epilogue)
+    record(rec, label, matrix, segments, epilogue)
 }
 
-/// `output` is (binding, outputs per block, distance between blocks).
+/// One binding that covers every tensor of `tensors` (which must share a buffer), and the
+/// offset of each within it, in bytes.
+fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding, Vec<u64>)> {
+    let first = tensors[0];
+    if tensors.iter().any(|t| t.buffer != first.buffer) {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: the {what} of a grouped product must share one buffer"
+        )));
+    }
+    let start = tensors.iter().map(|t| t.offset).min().unwrap_or(0);
+    let end = tensors.iter().map(|t| t.offset + t.bytes()).max().unwrap_or(0);
+    let binding = Binding { buffer: first.buffer.clone(), offset: start, size: end - start };
+    Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
+}
+
 fn record(
     rec: &mut Recorder,
     label: &str,
     matrix: &GpuMatrix,
-    x: &GpuTensor,
-    output: (Binding, usize, usize),
+    segments: &[Segment],
     epilogue: Epilogue,
 ) -> Result<()> {
-    if x.cols != matrix.cols {
+    let Some(first) = segments.first() else {
+        return Err(Error::InvalidArgument(format!("{label}: a product needs at least one segment")));
+    };
+    if segments.len() > MAX_SEGMENTS {
+        return Err(Error::InvalidArgument(format!("{label}: more than {MAX_SEGMENTS} segments")));
+    }
+    let rows = first.x.rows;
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.x.cols != matrix.cols {
+            let what = if segments.len() == 1 { "`x`".to_string() } else { format!("input {index}") };
+            return Err(Error::InvalidArgument(format!(
+                "{label}: {what} has {} columns, the matrix takes {}",
+                segment.x.cols, matrix.cols
+            )));
+        }
+        expect_shape(label, "input", segment.x, rows, matrix.cols)?;
+        expect_shape(label, "output", segment.y, rows, segment.y.cols)?;
+    }
+    let outputs: usize = segments.iter().map(|s| s.y.cols).sum();
+    if outputs != matrix.rows {
         return Err(Error::InvalidArgument(format!(
-            "{label}: `x` has {} columns, the matrix takes {}",
-            x.cols, matrix.cols
+            "{label}: the outputs have {outputs} columns in all, the matrix has {} rows",
+            matrix.rows
         )));
     }
     let (operand, operand_kind) = match epilogue.operand {
@@ -201,55 +248,104 @@ fn record(
             (Some(bias), 1.0)
         }
         Operand::Gate(gate) => {
-            expect_shape(label, "gate", gate, x.rows, matrix.rows)?;
+            expect_shape(label, "gate", gate, rows, matrix.rows)?;
             (Some(gate), 2.0)
         }
+        Operand::Lerp { bias, target } => {
+            expect_shape(label, "bias", bias, 1, matrix.rows)?;
+            expect_shape(label, "target", target, rows, matrix.rows)?;
+            (Some(bias), 3.0)
+        }
     };
+    let inputs: Vec<&GpuTensor> = segments.iter().map(|s| s.x).collect();
+    let mut outputs: Vec<&GpuTensor> = segments.iter().map(|s| s.y).collect();
+    let mut lerp_offset = 0;
+    if let Operand::Lerp { target, .. } = epilogue.operand {
+        if segments.len() != 1 || target.buffer != first.y.buffer || target.offset <= first.y.offset {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: a lerp target must follow the single output in its buffer"
+            )));
+        }
+        lerp_offset = to_u32(label, ((target.offset - first.y.offset) / 4) as usize)?;
+        outputs.push(target);
+    }
+    let (x_binding, x_offsets) = covering(label, "inputs", &inputs)?;
+    let (y_binding, y_offsets) = covering(label, "outputs", &outputs)?;
+
     let gpu = rec.gpu;
-    let mut constants = vec![
-        ("ACTIVATION", epilogue.activation as u32 as f64),
-        ("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 }),
-    ];
+    let mut constants = vec![("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 })];
     if operand.is_some() {
         constants.push(("OPERAND", operand_kind));
     }
-    let one_row = x.rows == 1;
+    let one_row = rows == 1;
     if epilogue.sparse_input && one_row {
         constants.push(("SPARSE_INPUT", 1.0));
     }
     let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
-    let (y, block, block_stride) = output;
-    let with_operand = operand.is_some();
     let pipeline = gpu.pipeline(
         source(matrix.format, one_row, gpu.f16),
-        entry(gpu.row_mapping, one_row, with_operand),
+        entry(gpu.row_mapping, one_row, operand.is_some()),
         bindings,
         &constants,
     )?;
+
+    let mut params = Params {
+        rows: to_u32(label, rows)?,
+        out_cols: to_u32(label, matrix.rows)?,
+        cols4: to_u32(label, matrix.cols.div_ceil(4))?,
+        stride4: to_u32(label, matrix.row_vec4s())?,
+        lerp_offset,
+        segment_end: [u32::MAX; MAX_SEGMENTS],
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let mut start = 0;
+    let mut ranges = Vec::with_capacity(segments.len());
+    for (index, segment) in segments.iter().enumerate() {
+        let end = start + segment.y.cols;
+        params.segment_start[index] = to_u32(label, start)?;
+        params.segment_end[index] = to_u32(label, end)?;
+        params.x_at[index] = to_u32(label, (x_offsets[index] / 16) as usize)?;
+        params.y_at[index] = to_u32(label, (y_offsets[index] / 4) as usize)?;
+        params.activation[index] = segment.activation as u32;
+        ranges.push(start..end);
+        start = end;
+    }
+    if x_offsets.iter().any(|offset| offset % 16 != 0) {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: grouped inputs must start on 16-byte boundaries"
+        )));
+    }
+
     for part in &matrix.parts {
-        let mut storage = vec![part.binding(), x.binding(), y.clone()];
+        let mut storage = vec![part.binding(), x_binding.clone(), y_binding.clone()];
         storage.extend(operand.map(GpuTensor::binding));
-        let part_params = MatvecParams {
-            out_cols: to_u32(label, matrix.rows)?,
-            part_cols: to_u32(label, part.rows)?,
-            col_offset: to_u32(label, part.first_row)?,
-            cols4: to_u32(label, matrix.cols.div_ceil(4))?,
-            stride4: to_u32(label, matrix.row_vec4s())?,
-            scales_offset: to_u32(label, part.scales_offset)?,
-            block_cols: to_u32(label, block.max(1))?,
-            block_stride: to_u32(label, block_stride)?,
-        };
+        params.scales_offset = to_u32(label, part.scales_offset)?;
+        let part_rows = part.first_row..part.first_row + part.rows;
         if one_row {
+            // One dispatch for the whole part, whatever segments it holds.
+            params.col_offset = to_u32(label, part.first_row)?;
+            params.weight_row0 = 0;
+            params.part_cols = to_u32(label, part.rows)?;
             let rows_per_group = if gpu.row_mapping == RowMapping::ThreadPerRow { 64 } else { 1 };
             let workgroups = gpu.grid(to_u32(label, part.rows.div_ceil(rows_per_group))?);
-            rec.record(&pipeline, label, &part_params, &storage, workgroups)?;
-        } else {
+            rec.record(&pipeline, label, &params, &storage, workgroups)?;
+            continue;
+        }
+        // A tile shares its input rows, so it must not straddle segments: one dispatch each.
+        for range in &ranges {
+            let (lo, hi) = (range.start.max(part_rows.start), range.end.min(part_rows.end));
+            if lo >= hi {
+                continue;
+            }
+            params.col_offset = to_u32(label, lo)?;
+            params.weight_row0 = to_u32(label, lo - part.first_row)?;
+            params.part_cols = to_u32(label, hi - lo)?;
+            let columns = hi - lo;
             let workgroups = match gpu.row_mapping {
-                RowMapping::ThreadPerRow => [part.rows.div_ceil(BLOCK).div_ceil(64), x.rows.div_ceil(BLOCK)],
-                RowMapping::WorkgroupPerRow => [part.rows.div_ceil(TILE), x.rows.div_ceil(TILE)],
+                RowMapping::ThreadPerRow => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
+                RowMapping::WorkgroupPerRow => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
-            let params = MatmulParams { rows: to_u32(label, x.rows)?, part: part_params, padding: [0; 3] };
             rec.record(&pipeline, label, &params, &storage, workgroups)?;
         }
     }

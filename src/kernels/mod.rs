@@ -15,7 +15,9 @@ mod wkv7;
 
 pub use self::elementwise::{lerp, lerp_ref};
 pub use self::gather::gather_last_rows;
-pub use self::linear::{linear, linear_into, linear_ref, Epilogue, Operand, OperandRef};
+pub use self::linear::{
+    linear, linear_grouped, linear_ref, Epilogue, Operand, OperandRef, Segment, MAX_SEGMENTS,
+};
 pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
     BonusGate, GN_EPS, LN_EPS,

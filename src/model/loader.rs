@@ -48,6 +48,20 @@ pub struct HostMatrix {
     pub values: Vec<f32>,
 }
 
+impl HostMatrix {
+    /// Splits a matrix stacked by rows into its parts of `rows` rows each.
+    pub fn split_rows(&self, rows: &[usize]) -> Vec<HostMatrix> {
+        let mut first = 0;
+        rows.iter()
+            .map(|&count| {
+                let values = self.values[first * self.cols..(first + count) * self.cols].to_vec();
+                first += count;
+                HostMatrix { rows: count, cols: self.cols, values }
+            })
+            .collect()
+    }
+}
+
 impl Store for Host {
     type Vector = Vec<f32>;
     type Matrix = HostMatrix;
@@ -215,6 +229,63 @@ impl<'a, S: Store> Loader<'a, S> {
         self.pack(name, self.plan.format_of(name), rows, cols, || self.values(name, &[rows, cols]))
     }
 
+    /// Large matrices of one shape `[rows, cols]`, stacked by rows into one so that a grouped
+    /// product reads them in one pass; each in the format the plan or the file gives it (they
+    /// must agree).
+    pub fn linear_stacked(&self, names: &[String], rows: usize, cols: usize) -> Result<S::Matrix> {
+        let mut packed = Vec::with_capacity(names.len());
+        for name in names {
+            packed.push(match self.source.packed(name)? {
+                Some(matrix) if (matrix.rows, matrix.cols) != (rows, cols) => {
+                    return Err(Error::Shape {
+                        name: name.clone(),
+                        expected: vec![rows, cols],
+                        found: vec![matrix.rows, matrix.cols],
+                    })
+                }
+                Some(matrix) => matrix,
+                None => {
+                    self.check(name, &[rows, cols])?;
+                    self.packed(self.plan.format_of(name), rows, cols, || self.values(name, &[rows, cols]))?
+                }
+            });
+        }
+        self.store_stacked(names, packed)
+    }
+
+    /// LoRA factors stored `[in, out]` with a common `in`, each transposed to `[out, in]` and
+    /// stacked by rows, in f16: `factors` are (name, out).
+    pub fn matrices_transposed_stacked(
+        &self,
+        factors: &[(String, usize)],
+        inputs: usize,
+    ) -> Result<S::Matrix> {
+        let mut packed = Vec::with_capacity(factors.len());
+        for (name, outputs) in factors {
+            self.check(name, &[inputs, *outputs])?;
+            let values = || Ok(transpose(&self.values(name, &[inputs, *outputs])?, inputs, *outputs));
+            packed.push(self.packed(MatrixFormat::F16, *outputs, inputs, values)?);
+        }
+        let names: Vec<String> = factors.iter().map(|(name, _)| name.clone()).collect();
+        self.store_stacked(&names, packed)
+    }
+
+    fn store_stacked(&self, names: &[String], packed: Vec<PackedMatrix>) -> Result<S::Matrix> {
+        let label = names.join("+");
+        if !S::KEEPS_VALUES {
+            // Stores that keep nothing (the file checker, the quantization planner) see each
+            // matrix under its own name, as the file holds it; their matrices are all `()`.
+            let mut stored = None;
+            for (name, matrix) in names.iter().zip(packed) {
+                stored = Some(self.store.matrix(name, matrix)?);
+            }
+            return stored.ok_or_else(|| Error::InvalidArgument(format!("{label}: nothing to stack")));
+        }
+        let stacked =
+            PackedMatrix::stack_rows(&packed).map_err(|e| Error::malformed(&label, e.to_string()))?;
+        self.store.matrix(&label, stacked)
+    }
+
     /// A matrix stored `[in, out]` (RWKV-6/7's LoRA factors, used as `x @ W`), transposed to the
     /// `[out, in]` layout the kernels read, in f16.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
@@ -223,7 +294,7 @@ impl<'a, S: Store> Loader<'a, S> {
         self.pack(name, MatrixFormat::F16, outputs, inputs, values)
     }
 
-    /// Packs a checked matrix's values, unless the store keeps no values.
+    /// Packs a checked matrix's values into the store, unless the store keeps no values.
     fn pack(
         &self,
         name: &str,
@@ -232,12 +303,21 @@ impl<'a, S: Store> Loader<'a, S> {
         cols: usize,
         values: impl FnOnce() -> Result<Vec<f32>>,
     ) -> Result<S::Matrix> {
-        let packed = if S::KEEPS_VALUES {
-            PackedMatrix::pack(format, rows, cols, &values()?)?
+        self.store.matrix(name, self.packed(format, rows, cols, values)?)
+    }
+
+    fn packed(
+        &self,
+        format: MatrixFormat,
+        rows: usize,
+        cols: usize,
+        values: impl FnOnce() -> Result<Vec<f32>>,
+    ) -> Result<PackedMatrix> {
+        if S::KEEPS_VALUES {
+            PackedMatrix::pack(format, rows, cols, &values()?)
         } else {
-            PackedMatrix { format, rows, cols, words: Vec::new() }
-        };
-        self.store.matrix(name, packed)
+            Ok(PackedMatrix { format, rows, cols, words: Vec::new() })
+        }
     }
 }
 

@@ -2,12 +2,14 @@
 //! as the GPU layer. The tests run it on random models of many shapes and compare with the GPU;
 //! the golden fixtures check both against the official implementation.
 
+use std::collections::HashMap;
+
 use super::block::Block;
 use super::config::{ModelConfig, Version};
 use super::embedding::Embedding;
 use super::loader::{Host, HostMatrix, Loader};
 use super::source::TensorSource;
-use super::v7::{TimeMix7, ValueResidual};
+use super::v7::{self, TimeMix7, ValueResidual};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, OperandRef, Prev};
 use crate::quant::QuantPlan;
@@ -99,20 +101,27 @@ impl ReferenceModel {
         let heads = self.config.heads;
         let mixed = kernels::token_shift_ref(xa, &mut state.layers[layer].att_x, &att.mixes, Prev::Update);
         let [xr, xw, xk, xv, xa, xg] = [0, 1, 2, 3, 4, 5].map(|i| &mixed[i][..]);
-        let r = plain(&att.receptance, xr);
-        let k = plain(&att.key, xk);
-        let mut v = plain(&att.value, xv);
-        let w_hidden = matvec(&att.w1, xw, OperandRef::None, Activation::Tanh);
+        let c = self.config.embd;
+        let projections = att.rkv.split_rows(&[c; 3]);
+        let (receptance, key, value) = (&projections[0], &projections[1], &projections[2]);
+        let r = plain(receptance, xr);
+        let k = plain(key, xk);
+        let mut v = plain(value, xv);
+        let (names, ranks): (Vec<&str>, Vec<usize>) = v7::lora_inputs(&self.config, layer).unzip();
+        let lora_in: HashMap<&str, HostMatrix> =
+            names.into_iter().zip(att.lora_in.split_rows(&ranks)).collect();
+        let [w1, a1, g1] = ["w1", "a1", "g1"].map(|name| &lora_in[name]);
+        let w_hidden = matvec(w1, xw, OperandRef::None, Activation::Tanh);
         let decay = matvec(&att.w2, &w_hidden, OperandRef::Bias(&att.w0), Activation::Decay7);
-        let a = matvec(&att.a2, &plain(&att.a1, xa), OperandRef::Bias(&att.a0), Activation::Sigmoid);
+        let a = matvec(&att.a2, &plain(a1, xa), OperandRef::Bias(&att.a0), Activation::Sigmoid);
         match &att.value_residual {
             ValueResidual::First => *v_first = v.clone(),
-            ValueResidual::Mix { v0, v1, v2 } => {
-                let mix = matvec(v2, &plain(v1, xv), OperandRef::Bias(v0), Activation::Sigmoid);
+            ValueResidual::Mix { v0, v2 } => {
+                let mix = matvec(v2, &plain(&lora_in["v1"], xv), OperandRef::Bias(v0), Activation::Sigmoid);
                 v = kernels::lerp_ref(&v, v_first, &mix);
             }
         }
-        let g = plain(&att.g2, &matvec(&att.g1, xg, OperandRef::None, Activation::Sigmoid));
+        let g = plain(&att.g2, &matvec(g1, xg, OperandRef::None, Activation::Sigmoid));
         let (kk, k) = kernels::wkv7_keys_ref(heads, &k, &a, &att.k_k, &att.k_a);
         let y = kernels::wkv7_ref(heads, &mut state.layers[layer].wkv, &r, &decay, &k, &v, &kk, &a);
         let (weight, bias) = att.ln_x.split_at(att.ln_x.len() / 2);

@@ -10,7 +10,7 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder};
+use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -65,7 +65,6 @@ pub struct Scratch6 {
     xxx_stride: usize,
     /// tanh(xxx·W1), one row of D per mix.
     mix_hidden: [GpuTensor; 5],
-    mix_hidden_stride: usize,
     /// The five mixes of this token.
     mixes: [GpuTensor; 5],
     mixes_stride: usize,
@@ -87,15 +86,13 @@ impl TimeMix for TimeMix6<Gpu> {
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch6> {
         let c = config.embd;
         let (xxx, xxx_stride) = pool.stack_of(gpu, "att.xxx", rows, c)?;
-        let (mix_hidden, mix_hidden_stride) =
-            pool.stack_of(gpu, "att.mix_hidden", rows, config.rank("token shift"))?;
+        let (mix_hidden, _) = pool.stack_of(gpu, "att.mix_hidden", rows, config.rank("token shift"))?;
         let (mixes, mixes_stride) = pool.stack_of(gpu, "att.mixes", rows, c)?;
         let (shifted, shifted_stride) = pool.stack_of(gpu, "att.shifted", rows, c)?;
         Ok(Scratch6 {
             xxx,
             xxx_stride,
             mix_hidden,
-            mix_hidden_stride,
             mixes,
             mixes_stride,
             shifted,
@@ -128,16 +125,9 @@ impl TimeMix for TimeMix6<Gpu> {
             Prev::Keep,
         )?;
         // 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
-        let hidden = (&s.mix_hidden[..], s.mix_hidden_stride);
-        kernels::linear_into(
-            rec,
-            &label("maa_w1"),
-            &self.maa_w1,
-            &s.xxx[0],
-            hidden.0,
-            hidden.1,
-            Epilogue::then(Tanh),
-        )?;
+        let hidden: Vec<_> =
+            s.mix_hidden.iter().map(|y| Segment { x: &s.xxx[0], y, activation: Tanh }).collect();
+        kernels::linear_grouped(rec, &label("maa_w1"), &self.maa_w1, &hidden, Epilogue::PLAIN)?;
         let projections = self.maa_w2.iter().zip(&self.maa);
         for ((name, (w2, bias)), (hidden, mix)) in
             MIXES.iter().zip(projections).zip(s.mix_hidden.iter().zip(&s.mixes))

@@ -8,8 +8,10 @@ use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
-use crate::kernels::Activation::{Decay7, Sigmoid, Tanh};
-use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Mixes, Prev, Recorder, Wkv7Inputs};
+use crate::kernels::Activation::{self, Decay7, Sigmoid, Tanh};
+use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Mixes, Prev, Recorder, Segment, Wkv7Inputs};
+
+const IDENTITY: Activation = Activation::None;
 
 /// The six token-shift mixes of the time mix, in the order they are stacked.
 pub const TIME_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
@@ -19,28 +21,31 @@ pub const TIME_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
 /// unused, so they are not loaded.)
 pub enum ValueResidual<S: Store> {
     First,
-    Mix { v0: S::Vector, v1: S::Matrix, v2: S::Matrix },
+    /// v1 is part of the stacked LoRA inputs.
+    Mix {
+        v0: S::Vector,
+        v2: S::Matrix,
+    },
 }
 
 /// `blocks.N.att.*`
 pub struct TimeMix7<S: Store> {
     /// x_r, x_w, x_k, x_v, x_a, x_g stacked: [6, C].
     pub mixes: S::Vector,
-    pub receptance: S::Matrix,
-    pub key: S::Matrix,
-    pub value: S::Matrix,
+    /// receptance, key and value stacked by rows, [3C, C]: one pass reads all three.
+    pub rkv: S::Matrix,
     pub output: S::Matrix,
-    /// Decay LoRA: w1 [D, C] and w2 [C, D] as `[out, in]`; w0 [C] its bias.
+    /// The LoRA input factors w1, a1, v1 (not in layer 0), g1 as `[out, in]`, stacked by rows,
+    /// [D_w + D_a (+ D_v) + D_g, C]: one pass reads all of them.
+    pub lora_in: S::Matrix,
+    /// Decay LoRA output [C, D] and its bias w0 [C].
     pub w0: S::Vector,
-    pub w1: S::Matrix,
     pub w2: S::Matrix,
-    /// In-context learning rate LoRA.
+    /// In-context learning rate LoRA output and bias.
     pub a0: S::Vector,
-    pub a1: S::Matrix,
     pub a2: S::Matrix,
     pub value_residual: ValueResidual<S>,
-    /// Output gate LoRA (no bias).
-    pub g1: S::Matrix,
+    /// Output gate LoRA output (no bias).
     pub g2: S::Matrix,
     pub k_k: S::Vector,
     pub k_a: S::Vector,
@@ -55,35 +60,32 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
         let vector = |name: &str| loader.vector(&att(name), c);
-        let lora_in = |name: &str, rank| loader.matrix_transposed(&att(name), c, rank);
         let lora_out = |name: &str, rank| loader.matrix_transposed(&att(name), rank, c);
-        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
         let (decay, rate, gate) = (config.rank("decay"), config.rank("in-context rate"), config.rank("gate"));
 
         let mix_names: Vec<String> = TIME_MIXES.iter().map(|m| att(m)).collect();
+        let rkv: Vec<String> =
+            ["receptance", "key", "value"].iter().map(|m| att(&format!("{m}.weight"))).collect();
         let value_residual = if layer == 0 {
             ValueResidual::First
         } else {
             let rank = config.rank("value residual");
-            ValueResidual::Mix { v0: vector("v0")?, v1: lora_in("v1", rank)?, v2: lora_out("v2", rank)? }
+            ValueResidual::Mix { v0: vector("v0")?, v2: lora_out("v2", rank)? }
         };
+        let lora_in = lora_inputs(config, layer).map(|(name, rank)| (att(name), rank)).collect::<Vec<_>>();
         let r_k = loader
             .store
             .vector(&att("r_k"), loader.matrix_f32(&att("r_k"), config.heads, config.head_size)?)?;
         Ok(TimeMix7 {
             mixes: loader.stacked(&att("x_*"), &mix_names, c)?,
-            receptance: linear("receptance")?,
-            key: linear("key")?,
-            value: linear("value")?,
-            output: linear("output")?,
+            rkv: loader.linear_stacked(&rkv, c, c)?,
+            output: loader.linear(&att("output.weight"), c, c)?,
+            lora_in: loader.matrices_transposed_stacked(&lora_in, c)?,
             w0: vector("w0")?,
-            w1: lora_in("w1", decay)?,
             w2: lora_out("w2", decay)?,
             a0: vector("a0")?,
-            a1: lora_in("a1", rate)?,
             a2: lora_out("a2", rate)?,
             value_residual,
-            g1: lora_in("g1", gate)?,
             g2: lora_out("g2", gate)?,
             k_k: vector("k_k")?,
             k_a: vector("k_a")?,
@@ -93,19 +95,25 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
     }
 }
 
+/// The LoRA input factors of a layer in the order they are stacked, with their ranks: decay,
+/// in-context rate, value residual (not in layer 0), gate.
+pub fn lora_inputs(config: &ModelConfig, layer: usize) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+    let factors = [("w1", "decay"), ("a1", "in-context rate"), ("v1", "value residual"), ("g1", "gate")];
+    factors
+        .into_iter()
+        .filter(move |&(name, _)| layer > 0 || name != "v1")
+        .map(|(name, what)| (name, config.rank(what)))
+}
+
 /// Intermediate values of one token's time mix, shared by every layer and step.
 pub struct Scratch7 {
     /// Token-shifted inputs x_r … x_g, one stack written by one dispatch.
     mixed: [GpuTensor; 6],
     mixed_stride: usize,
-    r: GpuTensor,
-    k: GpuTensor,
-    v: GpuTensor,
-    /// A later layer's own value, before the pull towards `v_first`.
-    v_own: GpuTensor,
-    /// Layer 0's value, which every later layer mixes in.
-    v_first: GpuTensor,
-    v_mix: GpuTensor,
+    /// r, k, v and v_first in one stack: the stacked projection writes r, k and v (layer 0: r,
+    /// k and v_first) in one dispatch, and the value residual pulls v towards v_first in place.
+    /// Only layer 0 writes v_first, which every later layer mixes in.
+    values: [GpuTensor; 4],
     w: GpuTensor,
     a: GpuTensor,
     g: GpuTensor,
@@ -113,10 +121,9 @@ pub struct Scratch7 {
     k_shaped: GpuTensor,
     y: GpuTensor,
     y_gated: GpuTensor,
-    decay_hidden: GpuTensor,
-    rate_hidden: GpuTensor,
-    value_hidden: GpuTensor,
-    gate_hidden: GpuTensor,
+    /// The LoRA hidden vectors (decay, in-context rate, value residual, gate), each its rank
+    /// wide, in one stack that the stacked LoRA input product writes in one dispatch.
+    hidden: [GpuTensor; 4],
 }
 
 impl TimeMix for TimeMix7<Gpu> {
@@ -130,15 +137,17 @@ impl TimeMix for TimeMix7<Gpu> {
         let c = config.embd;
         let vector = |name: &str, len: usize| pool.tensor(gpu, &format!("att.{name}"), rows, len);
         let (mixed, mixed_stride) = pool.stack_of(gpu, "att.mixed", rows, c)?;
+        let (values, _) = pool.stack_of(gpu, "att.values", rows, c)?;
+        let ranks =
+            ["decay", "in-context rate", "value residual", "gate"].map(|what| config.rank(what).max(1));
+        let widest = ranks.iter().copied().max().unwrap_or(1);
+        let (hidden, _): ([GpuTensor; 4], _) = pool.stack_of(gpu, "att.lora_hidden", rows, widest)?;
+        let mut rank = ranks.iter();
+        let hidden = hidden.map(|entry| GpuTensor { cols: *rank.next().unwrap_or(&1), ..entry });
         Ok(Scratch7 {
             mixed,
             mixed_stride,
-            r: vector("r", c)?,
-            k: vector("k", c)?,
-            v: vector("v", c)?,
-            v_own: vector("v_own", c)?,
-            v_first: vector("v_first", c)?,
-            v_mix: vector("v_mix", c)?,
+            values,
             w: vector("w", c)?,
             a: vector("a", c)?,
             g: vector("g", c)?,
@@ -146,10 +155,7 @@ impl TimeMix for TimeMix7<Gpu> {
             k_shaped: vector("k_shaped", c)?,
             y: vector("y", c)?,
             y_gated: vector("y_gated", c)?,
-            decay_hidden: vector("decay_hidden", config.rank("decay"))?,
-            rate_hidden: vector("rate_hidden", config.rank("in-context rate"))?,
-            value_hidden: vector("value_hidden", config.rank("value residual").max(1))?,
-            gate_hidden: vector("gate_hidden", config.rank("gate"))?,
+            hidden,
         })
     }
 
@@ -167,7 +173,10 @@ impl TimeMix for TimeMix7<Gpu> {
         let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
             kernels::linear(rec, &label(op), m, x, y, e)
         };
+        let segment = |x, y, activation| Segment { x, y, activation };
         let [xr, xw, xk, xv, xa, xg] = &s.mixed;
+        let [r, k, v, v_first] = &s.values;
+        let [decay_hidden, rate_hidden, value_hidden, gate_hidden] = &s.hidden;
 
         // 1. x_* = xa + (xa_prev − xa) ⊙ x_*, with xa = LN1(x)
         let shift = (xa_norm, &state.att_x);
@@ -180,38 +189,39 @@ impl TimeMix for TimeMix7<Gpu> {
             s.mixed_stride,
             Prev::Update,
         )?;
-        // 2. r = W_r·x_r, k = W_k·x_k, v = W_v·x_v (layer 0's value is v_first itself)
-        let v_own = if layer == 0 { &s.v_first } else { &s.v_own };
-        linear(rec, "receptance", &self.receptance, xr, &s.r, Epilogue::PLAIN)?;
-        linear(rec, "key", &self.key, xk, &s.k, Epilogue::PLAIN)?;
-        linear(rec, "value", &self.value, xv, v_own, Epilogue::PLAIN)?;
-        // 3. w = exp(−e^−0.5 · σ(w0 + tanh(x_w·w1)·w2))
-        linear(rec, "w1", &self.w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
-        linear(rec, "w2", &self.w2, &s.decay_hidden, &s.w, Epilogue::bias(&self.w0, Decay7))?;
-        // 4. a = σ(a0 + (x_a·a1)·a2)
-        linear(rec, "a1", &self.a1, xa, &s.rate_hidden, Epilogue::PLAIN)?;
-        linear(rec, "a2", &self.a2, &s.rate_hidden, &s.a, Epilogue::bias(&self.a0, Sigmoid))?;
-        // 5. v = v + (v_first − v) ⊙ σ(v0 + (x_v·v1)·v2), except in layer 0
+        // 2. r = W_r·x_r, k = W_k·x_k, v = W_v·x_v in one pass (layer 0's value is v_first itself)
+        let own_value = if layer == 0 { v_first } else { v };
+        let projections =
+            [segment(xr, r, IDENTITY), segment(xk, k, IDENTITY), segment(xv, own_value, IDENTITY)];
+        kernels::linear_grouped(rec, &label("rkv"), &self.rkv, &projections, Epilogue::PLAIN)?;
+        // 3. The LoRA inputs in one pass: tanh(x_w·w1), x_a·a1, x_v·v1 (not in layer 0), σ(x_g·g1)
+        let mut lora = vec![segment(xw, decay_hidden, Tanh), segment(xa, rate_hidden, IDENTITY)];
+        if layer > 0 {
+            lora.push(segment(xv, value_hidden, IDENTITY));
+        }
+        lora.push(segment(xg, gate_hidden, Sigmoid));
+        kernels::linear_grouped(rec, &label("lora_in"), &self.lora_in, &lora, Epilogue::PLAIN)?;
+        // 4. w = exp(−e^−0.5 · σ(w0 + ·w2)), a = σ(a0 + ·a2)
+        linear(rec, "w2", &self.w2, decay_hidden, &s.w, Epilogue::bias(&self.w0, Decay7))?;
+        linear(rec, "a2", &self.a2, rate_hidden, &s.a, Epilogue::bias(&self.a0, Sigmoid))?;
+        // 5. v = v + (v_first − v) ⊙ σ(v0 + ·v2), except in layer 0
         let v = match &self.value_residual {
-            ValueResidual::First => &s.v_first,
-            ValueResidual::Mix { v0, v1, v2 } => {
-                linear(rec, "v1", v1, xv, &s.value_hidden, Epilogue::PLAIN)?;
-                linear(rec, "v2", v2, &s.value_hidden, &s.v_mix, Epilogue::bias(v0, Sigmoid))?;
-                kernels::lerp(rec, &label("value_residual"), &s.v_own, &s.v_first, &s.v_mix, &s.v)?;
-                &s.v
+            ValueResidual::First => v_first,
+            ValueResidual::Mix { v0, v2 } => {
+                linear(rec, "v2", v2, value_hidden, v, Epilogue::lerp(v0, v_first, Sigmoid))?;
+                v
             }
         };
-        // 6. g = σ(x_g·g1)·g2
-        linear(rec, "g1", &self.g1, xg, &s.gate_hidden, Epilogue::then(Sigmoid))?;
-        linear(rec, "g2", &self.g2, &s.gate_hidden, &s.g, Epilogue::PLAIN)?;
+        // 6. g = ·g2
+        linear(rec, "g2", &self.g2, gate_hidden, &s.g, Epilogue::PLAIN)?;
         // 7. kk = normalize(k ⊙ k_k) per head; k = k ⊙ (1 + (a − 1) ⊙ k_a)
-        let keys = KeyInputs { k: &s.k, a: &s.a, k_k: &self.k_k, k_a: &self.k_a };
+        let keys = KeyInputs { k, a: &s.a, k_k: &self.k_k, k_a: &self.k_a };
         kernels::wkv7_keys(rec, &label("keys"), heads, keys, &s.kk, &s.k_shaped)?;
         // 8. S ← S·diag(w) + (S·(−kk))·(kk⊙a)ᵀ + v·kᵀ;  y = S·r
-        let wkv = Wkv7Inputs { r: &s.r, w: &s.w, k: &s.k_shaped, v, kk: &s.kk, a: &s.a };
+        let wkv = Wkv7Inputs { r, w: &s.w, k: &s.k_shaped, v, kk: &s.kk, a: &s.a };
         kernels::wkv7(rec, &label("wkv"), heads, &state.wkv, wkv, &s.y)?;
         // 9. y = (GroupNorm(y) + (Σ r⊙k⊙r_k)·v) ⊙ g
-        let bonus_gate = BonusGate { r: &s.r, k: &s.k_shaped, v, r_k: &self.r_k, g: &s.g };
+        let bonus_gate = BonusGate { r, k: &s.k_shaped, v, r_k: &self.r_k, g: &s.g };
         kernels::group_norm_bonus_gate(rec, &label("ln_x"), heads, &s.y, &self.ln_x, bonus_gate, &s.y_gated)?;
         // 10. x += W_o·y
         linear(rec, "output", &self.output, &s.y_gated, x, Epilogue::ACCUMULATE)

@@ -223,6 +223,54 @@ impl PackedMatrix {
         words
     }
 
+    /// Matrices of one format and width, stacked by rows into one (RWKV-7's r, k and v
+    /// projections, read in one pass). Blocks never cross rows, so this is exactly the matrix
+    /// packing the stacked values would give.
+    pub fn stack_rows(matrices: &[PackedMatrix]) -> Result<PackedMatrix> {
+        let Some(first) = matrices.first() else {
+            return Err(Error::InvalidArgument("no matrices to stack".into()));
+        };
+        let (format, cols) = (first.format, first.cols);
+        if let Some(other) = matrices.iter().find(|m| m.format != format || m.cols != cols) {
+            return Err(Error::InvalidArgument(format!(
+                "matrices read in one pass must share a format and width: {} × {} {} beside {} × {} {}",
+                first.rows,
+                cols,
+                format.name(),
+                other.rows,
+                other.cols,
+                other.format.name()
+            )));
+        }
+        let rows: usize = matrices.iter().map(|m| m.rows).sum();
+        let row_words = format.row_words(cols);
+        let mut words: Vec<u32> =
+            matrices.iter().flat_map(|m| m.words[..m.rows * row_words].iter().copied()).collect();
+        // The block parameters follow all the codes, in row order; nf4 packs two per word, so
+        // they are re-paired across the seams.
+        let per_row = cols.div_ceil(format.block());
+        match format {
+            MatrixFormat::F16 => {}
+            MatrixFormat::Int8 => {
+                words.extend(matrices.iter().flat_map(|m| m.words[m.rows * row_words..].iter().copied()))
+            }
+            MatrixFormat::Nf4 => {
+                let halves: Vec<f16> = matrices
+                    .iter()
+                    .flat_map(|m| {
+                        let scales = &m.words[m.rows * row_words..];
+                        (0..m.rows * per_row).map(move |block| {
+                            let word = scales[block / 2];
+                            f16::from_bits(if block % 2 == 1 { (word >> 16) as u16 } else { word as u16 })
+                        })
+                    })
+                    .collect();
+                words.extend(halves.chunks(2).map(|p| pack_f16_pair(p[0], *p.get(1).unwrap_or(&f16::ZERO))));
+            }
+        }
+        Ok(PackedMatrix { format, rows, cols, words })
+    }
+
     /// The values the GPU decodes, row-major `[rows, cols]` (the CPU reference of every format).
     pub fn unpack(&self) -> Vec<f32> {
         let (format, cols) = (self.format, self.cols);
