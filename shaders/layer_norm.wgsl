@@ -1,5 +1,5 @@
 // Layer norm over each row: out = (x - mean) / sqrt(var + eps) * weight + bias.
-// Needs reduce.wgsl. One workgroup per row.
+// Needs reduce.wgsl and row_stats.wgsl. One workgroup per row.
 //
 // binding 0  params
 // binding 1  x      [rows, len]
@@ -26,23 +26,8 @@ fn layer_norm(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation
     }
     let stride = (params.len + 3u) & ~3u;
     let base = row * stride;
-    let len = f32(params.len);
-
-    var sum = 0.0;
+    let stats = row_stats(row, thread);
     for (var i = thread; i < params.len; i += WORKGROUP_SIZE) {
-        sum += x[base + i];
-    }
-    let mean = workgroup_sum(sum, thread) / len;
-
-    // Two passes rather than E[x²] - E[x]², which loses precision when |mean| >> std.
-    var squares = 0.0;
-    for (var i = thread; i < params.len; i += WORKGROUP_SIZE) {
-        let d = x[base + i] - mean;
-        squares += d * d;
-    }
-    let inv_std = inverseSqrt(workgroup_sum(squares, thread) / len + params.eps);
-
-    for (var i = thread; i < params.len; i += WORKGROUP_SIZE) {
-        out[base + i] = (x[base + i] - mean) * inv_std * norm[i] + norm[stride + i];
+        out[base + i] = (x[base + i] - stats.x) * stats.y * norm[i] + norm[stride + i];
     }
 }

@@ -85,6 +85,68 @@ fn token_shift_walks_each_sequence() {
     }
 }
 
+/// Layer norm and token shift in one kernel equal the two references one after the other, for
+/// every layout of sequences, on both backends: the mixes, the normalized rows and the state.
+#[test]
+fn layer_norm_shift_is_layer_norm_then_token_shift() {
+    for gpu in [common::default_gpu(), common::gl_gpu()] {
+        for (index, layout) in LAYOUTS.iter().enumerate() {
+            for (len, mixes) in [(5usize, 1usize), (64, 6), (129, 2)] {
+                for update in [Prev::Update, Prev::Keep] {
+                    let entries = entries(layout);
+                    let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                    let mut rng = Rng::new((index * 100 + len) as u64 + 7);
+                    // An offset mean checks the two-pass variance.
+                    let x: Vec<f32> = rng.vec(rows * len, -1.0, 1.0).iter().map(|v| v * 3.0 + 5.0).collect();
+                    let (prev, mix) = (rng.vec(SLOTS * len, -1.0, 1.0), rng.vec(mixes * len, 0.0, 1.0));
+                    let (weight, bias) = (rng.vec(len, 0.5, 1.5), rng.vec(len, -0.5, 0.5));
+                    let (x_gpu, prev_gpu, mix_gpu) =
+                        (upload(&gpu, len, &x), upload(&gpu, len, &prev), upload(&gpu, len, &mix));
+                    let norm = upload(&gpu, len, &[weight.clone(), bias.clone()].concat());
+                    let normed = GpuTensor::zeros(&gpu, "normed", rows, len).unwrap();
+                    let (out, stride) = GpuTensor::stack(&gpu, "mixed", mixes, rows, len).unwrap();
+                    run(&gpu, &entries, |rec| {
+                        let input = kernels::NormInput { x: &x_gpu, norm: &norm, normed: &normed };
+                        kernels::layer_norm_shift(
+                            rec,
+                            "ln_shift",
+                            input,
+                            (&prev_gpu, update),
+                            &mix_gpu,
+                            (&out, stride),
+                        )
+                    });
+                    let expected_normed = kernels::layer_norm_ref(&x, &weight, &bias);
+                    let what = format!("{} layout {index} len {len} {update:?}", gpu.describe());
+                    assert_close(
+                        &format!("{what} normed"),
+                        &normed.read(&gpu).unwrap(),
+                        &expected_normed,
+                        1e-5,
+                    );
+                    let mut expected_prev = prev.clone();
+                    let found: Vec<Vec<f32>> = out.iter().map(|o| o.read(&gpu).unwrap()).collect();
+                    for entry in &entries {
+                        let slot_prev = &mut expected_prev[entry.slot * len..(entry.slot + 1) * len];
+                        let rows = rows_of(&expected_normed, entry, len);
+                        let expected = kernels::token_shift_ref(rows, slot_prev, &mix, update);
+                        for (m, rows) in expected.iter().enumerate() {
+                            let what = format!("{what} slot {} mix {m}", entry.slot);
+                            assert_close(&what, rows_of(&found[m], entry, len), rows, 1e-5);
+                        }
+                    }
+                    assert_close(
+                        &format!("{what} prev"),
+                        &prev_gpu.read(&gpu).unwrap(),
+                        &expected_prev,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// RWKV-6's second shift reads mixes computed for every row.
 #[test]
 fn token_shift_reads_mixes_per_row() {

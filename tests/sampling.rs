@@ -182,3 +182,22 @@ fn a_generated_token_costs_one_submit_and_reads_back_only_its_id() {
     let per_token = engine.prepare(1, rwkv_wgpu::runtime::Logits::Last).unwrap() + 1;
     assert_eq!(counters.dispatches, 10 * per_token as u64, "{counters:?}");
 }
+
+/// The budget for a decoded RWKV-7 layer is 15 dispatches: layer norm + token shift,
+/// r/k/v in one pass, the LoRA inputs in one pass, four LoRA outputs (the value residual in its
+/// epilogue), keys, WKV, group norm + bonus + gate, output; then layer norm + token shift, key,
+/// value. Counted as the difference between models of 3 and 2 layers.
+#[test]
+fn a_decoded_rwkv7_layer_costs_at_most_15_dispatches() {
+    use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
+    let gpu = Arc::new(common::default_gpu());
+    let dispatches = |layers: usize| {
+        let source = SyntheticV7::new(Shape::rwkv7(layers, 128, 256, 64), 3);
+        let model = Model::from_source(gpu.clone(), &source, &LoadOptions::default()).unwrap();
+        let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 8 }).unwrap();
+        engine.prepare(1, rwkv_wgpu::runtime::Logits::Last).unwrap()
+    };
+    let per_layer = dispatches(3) - dispatches(2);
+    assert!(per_layer <= 15, "a v7 layer takes {per_layer} dispatches");
+    assert_eq!(per_layer, 14, "update this test and README when the count changes");
+}

@@ -24,7 +24,7 @@ pub use self::norm::{
 };
 pub use self::sample::{sample, sample_ref, Choice};
 pub use self::sequences::{SequenceEntry, Sequences, MAX_SEQUENCES};
-pub use self::token_shift::{token_shift, token_shift_ref, Mixes, Prev};
+pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
 pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
 pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
@@ -47,9 +47,11 @@ mod wgsl {
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+    pub const ROW_STATS: &str = include_str!("../../shaders/row_stats.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
+    pub const LAYER_NORM_SHIFT: &str = include_str!("../../shaders/layer_norm_shift.wgsl");
     pub const LERP: &str = include_str!("../../shaders/lerp.wgsl");
     pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
@@ -151,9 +153,20 @@ impl<'g> Recorder<'g> {
         storage: &[Binding],
         workgroups_x: u32,
     ) -> Result<()> {
-        let sequences = self.sequences(label)?;
-        let table = Binding::whole(&sequences.buffer);
-        let workgroups = [workgroups_x.max(1), to_u32(label, sequences.count)?.max(1), 1];
+        let count = to_u32(label, self.sequences(label)?.count)?;
+        self.record_with_sequences(pipeline, label, params, storage, [workgroups_x.max(1), count.max(1), 1])
+    }
+
+    /// Records a kernel that reads the step's sequence table (binding 1), over any grid.
+    fn record_with_sequences<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        label: &str,
+        params: &P,
+        storage: &[Binding],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let table = Binding::whole(&self.sequences(label)?.buffer);
         self.record_bindings(pipeline, label, params, Some(table), storage, workgroups)
     }
 

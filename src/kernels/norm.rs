@@ -11,7 +11,7 @@ pub const LN_EPS: f32 = 1e-5;
 pub const GN_EPS: f32 = 64e-5;
 
 const LAYER_NORM: KernelSource =
-    KernelSource { name: "layer_norm", parts: &[wgsl::REDUCE, wgsl::LAYER_NORM] };
+    KernelSource { name: "layer_norm", parts: &[wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM] };
 const LAYER_NORM_BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 
 const GROUP_NORM: KernelSource =

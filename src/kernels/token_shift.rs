@@ -1,6 +1,6 @@
 //! Token shift: each mix blends a token's input with the previous token's, per channel.
 
-use super::{check_stack, expect_shape, to_u32, wgsl, Recorder};
+use super::{check_stack, expect_shape, to_u32, wgsl, Recorder, LN_EPS};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
@@ -8,6 +8,20 @@ const TOKEN_SHIFT: KernelSource =
     KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT] };
 const BINDINGS: &[Access] =
     &[Access::Uniform, Access::Uniform, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
+const LAYER_NORM_SHIFT: KernelSource = KernelSource {
+    name: "layer_norm_shift",
+    parts: &[wgsl::SEQUENCES, wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM_SHIFT],
+};
+const LAYER_NORM_SHIFT_BINDINGS: &[Access] = &[
+    Access::Uniform,
+    Access::Uniform,
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Read,
+    Access::ReadWrite,
+    Access::ReadWrite,
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -16,6 +30,26 @@ struct Params {
     mixes: u32,
     out_entry_stride: u32,
     mix_entry_stride: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LayerNormShiftParams {
+    len: u32,
+    rows: u32,
+    mixes: u32,
+    out_entry_stride: u32,
+    eps: f32,
+    padding: [u32; 3],
+}
+
+/// What a time mix or channel mix starts from: the residual stream `x`, the layer norm it
+/// applies first (`[weight; bias]`, [2, C]), and where the normalized rows are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct NormInput<'a> {
+    pub x: &'a GpuTensor,
+    pub norm: &'a GpuTensor,
+    pub normed: &'a GpuTensor,
 }
 
 /// Where the mix coefficients come from.
@@ -49,14 +83,7 @@ pub fn token_shift(
     update: Prev,
 ) -> Result<()> {
     let c = x.cols;
-    if prev.cols != c {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: `prev` has {} columns, expected {c}",
-            prev.cols
-        )));
-    }
-    check_stack(label, "output", out, stride)?;
-    expect_shape(label, "output", &out[0], x.rows, c)?;
+    check_shift(label, x, prev, (out, stride))?;
     let (mix_binding, mix_stride, per_row) = match mixes {
         Mixes::Packed(values) => {
             expect_shape(label, "mix", values, out.len(), c)?;
@@ -85,6 +112,62 @@ pub fn token_shift(
     };
     let storage = [x.binding(), prev.binding(), mix_binding, out[0].entries_binding(out.len(), stride)];
     rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
+}
+
+/// Records [`crate::kernels::layer_norm`] of `input.x` into `input.normed` and
+/// [`token_shift`] of the normalized rows with packed `mixes` into `out`, in one dispatch.
+pub fn layer_norm_shift(
+    rec: &mut Recorder,
+    label: &str,
+    input: NormInput,
+    (prev, update): (&GpuTensor, Prev),
+    mixes: &GpuTensor,
+    (out, stride): (&[GpuTensor], usize),
+) -> Result<()> {
+    let NormInput { x, norm, normed } = input;
+    let c = x.cols;
+    expect_shape(label, "norm", norm, 2, c)?;
+    expect_shape(label, "normed", normed, x.rows, c)?;
+    check_shift(label, x, prev, (out, stride))?;
+    expect_shape(label, "mix", mixes, out.len(), c)?;
+    let constants = [("KEEP_PREV", f64::from(update == Prev::Keep))];
+    let pipeline =
+        rec.gpu.pipeline(&LAYER_NORM_SHIFT, "layer_norm_shift", LAYER_NORM_SHIFT_BINDINGS, &constants)?;
+    let rows = to_u32(label, x.rows)?;
+    let params = LayerNormShiftParams {
+        len: to_u32(label, c)?,
+        rows,
+        mixes: to_u32(label, out.len())?,
+        out_entry_stride: to_u32(label, stride)?,
+        eps: LN_EPS,
+        padding: [0; 3],
+    };
+    let storage = [
+        x.binding(),
+        norm.binding(),
+        prev.binding(),
+        mixes.binding(),
+        out[0].entries_binding(out.len(), stride),
+        normed.binding(),
+    ];
+    rec.record_with_sequences(&pipeline, label, &params, &storage, [rows.max(1), 1, 1])
+}
+
+/// Checks a shift's state and output stack against its input `x`.
+fn check_shift(
+    label: &str,
+    x: &GpuTensor,
+    prev: &GpuTensor,
+    (out, stride): (&[GpuTensor], usize),
+) -> Result<()> {
+    if prev.cols != x.cols {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: `prev` has {} columns, expected {}",
+            prev.cols, x.cols
+        )));
+    }
+    check_stack(label, "output", out, stride)?;
+    expect_shape(label, "output", &out[0], x.rows, x.cols)
 }
 
 /// CPU reference of [`token_shift`] for one sequence: `x` holds its rows in order, `mix` is

@@ -9,7 +9,7 @@ use super::loader::{Loader, Store};
 use super::source::TensorSource;
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Recorder};
+use crate::kernels::{NormInput, Recorder};
 use crate::quant::QuantPlan;
 
 /// A layer's recurrent states on the GPU, one row per state slot: the last LN1 output
@@ -33,14 +33,14 @@ pub trait TimeMix: LoadTimeMix<Gpu> + Send + Sync + 'static {
     /// The `wkv` state of one layer before the first token.
     fn initial_state(config: &ModelConfig) -> Vec<f32>;
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Self::Scratch>;
-    /// Records `x += TimeMix(xa)` for the rows of a step, with `streams` = (xa = LN1(x), x),
-    /// updating the sequences' `att_x` and `wkv`.
+    /// Records `x += TimeMix(LN1(x))` for the rows of a step (`input.x` is the residual stream,
+    /// `input.norm` LN1), updating the sequences' `att_x` and `wkv`.
     fn record(
         &self,
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        streams: (&GpuTensor, &GpuTensor),
+        input: NormInput,
         state: &LayerState,
         scratch: &Self::Scratch,
     ) -> Result<()>;
@@ -122,10 +122,10 @@ impl<T: TimeMix> Layers for Blocks<T> {
         let xa = pool.tensor(gpu, "xa", rows, config.embd)?;
         let xf = pool.tensor(gpu, "xf", rows, config.embd)?;
         for (layer, (block, state)) in self.blocks.iter().zip(state).enumerate() {
-            kernels::layer_norm(rec, &format!("L{layer}.ln1"), x, &block.ln1, &xa)?;
-            block.att.record(rec, config, layer, (&xa, x), state, &att_scratch)?;
-            kernels::layer_norm(rec, &format!("L{layer}.ln2"), x, &block.ln2, &xf)?;
-            block.ffn.record(rec, layer, (&xf, &state.ffn_x), x, &ffn_scratch)?;
+            let ln1 = NormInput { x, norm: &block.ln1, normed: &xa };
+            block.att.record(rec, config, layer, ln1, state, &att_scratch)?;
+            let ln2 = NormInput { x, norm: &block.ln2, normed: &xf };
+            block.ffn.record(rec, layer, (ln2, &state.ffn_x), &ffn_scratch)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use super::config::{ModelConfig, Version};
 use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder};
+use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder};
 
 /// `blocks.N.ffn.*`
 pub struct ChannelMix<S: Store> {
@@ -71,16 +71,24 @@ impl ChannelMix<Gpu> {
         &self,
         rec: &mut Recorder,
         layer: usize,
-        (xf, prev): (&GpuTensor, &GpuTensor),
-        x: &GpuTensor,
+        (input, prev): (NormInput, &GpuTensor),
         s: &ChannelScratch,
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.ffn.{op}");
         let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
             kernels::linear(rec, &label(op), m, x, y, e)
         };
-        let mixes = Mixes::Packed(&self.mixes);
-        kernels::token_shift(rec, &label("shift"), (xf, prev), mixes, &s.shifted, s.stride, Prev::Update)?;
+        let x = input.x;
+        // x_* = xf + (xf_prev − xf) ⊙ mix_*, with xf = LN2(x)
+        let shifted = (&s.shifted[..], s.stride);
+        kernels::layer_norm_shift(
+            rec,
+            &label("ln_shift"),
+            input,
+            (prev, Prev::Update),
+            &self.mixes,
+            shifted,
+        )?;
         linear(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
         match &self.receptance {
             None => linear(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE.sparse_input()),

@@ -7,7 +7,7 @@ use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
+use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
 
 /// `blocks.N.att.*`
 pub struct TimeMix4<S: Store> {
@@ -74,22 +74,22 @@ impl TimeMix for TimeMix4<Gpu> {
         rec: &mut Recorder,
         _config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuTensor, &GpuTensor),
+        input: NormInput,
         state: &LayerState,
         s: &Scratch4,
     ) -> Result<()> {
+        let x = input.x;
         let label = |op: &str| format!("L{layer}.att.{op}");
         let [xk, xv, xr] = &s.shifted;
         // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r
-        let mixes = Mixes::Packed(&self.mixes);
-        kernels::token_shift(
+        let shifted = (&s.shifted[..], s.stride);
+        kernels::layer_norm_shift(
             rec,
-            &label("shift"),
-            (xa, &state.att_x),
-            mixes,
-            &s.shifted,
-            s.stride,
-            Prev::Update,
+            &label("ln_shift"),
+            input,
+            (&state.att_x, Prev::Update),
+            &self.mixes,
+            shifted,
         )?;
         // 2. r = σ(W_r·x_r), k = W_k·x_k, v = W_v·x_v
         let r_epilogue = Epilogue::then(Activation::Sigmoid);

@@ -12,7 +12,7 @@ use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, Mixes, Prev, Recorder, Wkv5Inputs};
+use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv5Inputs};
 
 /// `blocks.N.att.*`
 pub struct TimeMix5<S: Store> {
@@ -198,16 +198,16 @@ impl TimeMix for TimeMix5<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuTensor, &GpuTensor),
+        input: NormInput,
         state: &LayerState,
         s: &Scratch5,
     ) -> Result<()> {
-        let label = format!("L{layer}.att.shift");
+        let (label, x) = (format!("L{layer}.att.ln_shift"), input.x);
         let gated = self.core.gate.is_some();
         let shifted = &s.shifted[..if gated { 4 } else { 3 }];
         // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (and g)
-        let mixes = Mixes::Packed(&self.mixes);
-        kernels::token_shift(rec, &label, (xa, &state.att_x), mixes, shifted, s.stride, Prev::Update)?;
+        let shifted = (shifted, s.stride);
+        kernels::layer_norm_shift(rec, &label, input, (&state.att_x, Prev::Update), &self.mixes, shifted)?;
         // 2. r, k, v = W·x_*; g = silu(W_g·x_g)
         let [xk, xv, xr, xg] = &s.shifted;
         self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: gated.then_some(xg) }, &s.core)?;

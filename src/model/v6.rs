@@ -10,7 +10,7 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment};
+use crate::kernels::{self, Epilogue, Mixes, NormInput, Prev, Recorder, Segment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -108,22 +108,24 @@ impl TimeMix for TimeMix6<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa, x): (&GpuTensor, &GpuTensor),
+        input: NormInput,
         state: &LayerState,
         s: &Scratch6,
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.att.{op}");
-        let shift = (xa, &state.att_x);
-        // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x, keeping xa_prev for the second shift
-        kernels::token_shift(
+        let (xa, x) = (input.normed, input.x);
+        // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x with xa = LN1(x), keeping xa_prev for the
+        //    second shift
+        let xxx = (&s.xxx[..], s.xxx_stride);
+        kernels::layer_norm_shift(
             rec,
-            &label("shift_x"),
-            shift,
-            Mixes::Packed(&self.maa_x),
-            &s.xxx,
-            s.xxx_stride,
-            Prev::Keep,
+            &label("ln_shift_x"),
+            input,
+            (&state.att_x, Prev::Keep),
+            &self.maa_x,
+            xxx,
         )?;
+        let shift = (xa, &state.att_x);
         // 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
         let hidden: Vec<_> =
             s.mix_hidden.iter().map(|y| Segment { x: &s.xxx[0], y, activation: Tanh }).collect();

@@ -9,7 +9,7 @@ use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{self, Decay7, Sigmoid, Tanh};
-use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Mixes, Prev, Recorder, Segment, Wkv7Inputs};
+use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, NormInput, Prev, Recorder, Segment, Wkv7Inputs};
 
 const IDENTITY: Activation = Activation::None;
 
@@ -164,7 +164,7 @@ impl TimeMix for TimeMix7<Gpu> {
         rec: &mut Recorder,
         config: &ModelConfig,
         layer: usize,
-        (xa_norm, x): (&GpuTensor, &GpuTensor),
+        input: NormInput,
         state: &LayerState,
         s: &Scratch7,
     ) -> Result<()> {
@@ -178,16 +178,16 @@ impl TimeMix for TimeMix7<Gpu> {
         let [r, k, v, v_first] = &s.values;
         let [decay_hidden, rate_hidden, value_hidden, gate_hidden] = &s.hidden;
 
+        let x = input.x;
         // 1. x_* = xa + (xa_prev − xa) ⊙ x_*, with xa = LN1(x)
-        let shift = (xa_norm, &state.att_x);
-        kernels::token_shift(
+        let mixed = (&s.mixed[..], s.mixed_stride);
+        kernels::layer_norm_shift(
             rec,
-            &label("shift"),
-            shift,
-            Mixes::Packed(&self.mixes),
-            &s.mixed,
-            s.mixed_stride,
-            Prev::Update,
+            &label("ln_shift"),
+            input,
+            (&state.att_x, Prev::Update),
+            &self.mixes,
+            mixed,
         )?;
         // 2. r = W_r·x_r, k = W_k·x_k, v = W_v·x_v in one pass (layer 0's value is v_first itself)
         let own_value = if layer == 0 { v_first } else { v };
