@@ -289,22 +289,23 @@ fn linear_rejects_wrong_shapes() {
 
 #[test]
 fn layer_norm_matches_reference() {
-    let gpu = common::default_gpu();
-    for (seed, rows, len) in [(1u64, 1, 1usize), (2, 3, 33), (3, 1, 64), (4, 2, 260), (5, 5, 1025)] {
-        let mut rng = Rng::new(seed);
-        // An offset mean checks the two-pass variance.
-        let x: Vec<f32> = rng.vec(rows * len, -2.0, 2.0).into_iter().map(|v| v + 30.0).collect();
-        let (weight, bias) = (rng.vec(len, 0.5, 1.5), rng.vec(len, -0.5, 0.5));
-        let norm = upload(&gpu, len, &[weight.clone(), bias.clone()].concat());
-        let (x_gpu, out) = (upload(&gpu, len, &x), GpuTensor::zeros(&gpu, "out", rows, len).unwrap());
-        run(&gpu, |rec| kernels::layer_norm(rec, "ln", &x_gpu, &norm, &out));
-        let expected = kernels::layer_norm_ref(&x, &weight, &bias);
-        assert_close(
-            &format!("layer_norm {rows}×{len} seed={seed}"),
-            &out.read(&gpu).unwrap(),
-            &expected,
-            1e-4,
-        );
+    for gpu in common::with_and_without_subgroups() {
+        for (seed, rows, len) in [(1u64, 1, 1usize), (2, 3, 33), (3, 1, 64), (4, 2, 260), (5, 5, 1025)] {
+            let mut rng = Rng::new(seed);
+            // An offset mean checks the two-pass variance.
+            let x: Vec<f32> = rng.vec(rows * len, -2.0, 2.0).into_iter().map(|v| v + 30.0).collect();
+            let (weight, bias) = (rng.vec(len, 0.5, 1.5), rng.vec(len, -0.5, 0.5));
+            let norm = upload(&gpu, len, &[weight.clone(), bias.clone()].concat());
+            let (x_gpu, out) = (upload(&gpu, len, &x), GpuTensor::zeros(&gpu, "out", rows, len).unwrap());
+            run(&gpu, |rec| kernels::layer_norm(rec, "ln", &x_gpu, &norm, &out));
+            let expected = kernels::layer_norm_ref(&x, &weight, &bias);
+            assert_close(
+                &format!("layer_norm {rows}×{len} seed={seed}"),
+                &out.read(&gpu).unwrap(),
+                &expected,
+                1e-4,
+            );
+        }
     }
 }
 
@@ -326,74 +327,79 @@ const HEAD_SHAPES: [(usize, usize); 5] = [(1, 8), (3, 5), (4, 16), (2, 64), (3, 
 
 #[test]
 fn wkv7_keys_matches_reference() {
-    let gpu = common::default_gpu();
-    for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
-        let rows = 1 + seed % 3;
-        let mut rng = Rng::new(seed as u64);
-        let c = heads * n;
-        let (k, a) = (rng.vec(rows * c, -2.0, 2.0), rng.vec(rows * c, 0.0, 1.0));
-        let (k_k, k_a) = (rng.vec(c, 0.5, 1.5), rng.vec(c, 0.0, 1.0));
-        let kk = GpuTensor::zeros(&gpu, "kk", rows, c).unwrap();
-        let k_out = GpuTensor::zeros(&gpu, "k_out", rows, c).unwrap();
-        let inputs = [&k, &a, &k_k, &k_a].map(|v| upload(&gpu, c, v));
-        run(&gpu, |rec| {
-            let keys = KeyInputs { k: &inputs[0], a: &inputs[1], k_k: &inputs[2], k_a: &inputs[3] };
-            kernels::wkv7_keys(rec, "keys", heads, keys, &kk, &k_out)
-        });
-        let (kk_ref, k_out_ref) = kernels::wkv7_keys_ref(heads, &k, &a, &k_k, &k_a);
-        let what = format!("wkv7_keys {rows} rows of {heads}×{n}");
-        assert_close(&format!("{what} kk"), &kk.read(&gpu).unwrap(), &kk_ref, 1e-5);
-        assert_close(&format!("{what} k_out"), &k_out.read(&gpu).unwrap(), &k_out_ref, 1e-6);
+    for gpu in common::with_and_without_subgroups() {
+        for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
+            let rows = 1 + seed % 3;
+            let mut rng = Rng::new(seed as u64);
+            let c = heads * n;
+            let (k, a) = (rng.vec(rows * c, -2.0, 2.0), rng.vec(rows * c, 0.0, 1.0));
+            let (k_k, k_a) = (rng.vec(c, 0.5, 1.5), rng.vec(c, 0.0, 1.0));
+            let kk = GpuTensor::zeros(&gpu, "kk", rows, c).unwrap();
+            let k_out = GpuTensor::zeros(&gpu, "k_out", rows, c).unwrap();
+            let inputs = [&k, &a, &k_k, &k_a].map(|v| upload(&gpu, c, v));
+            run(&gpu, |rec| {
+                let keys = KeyInputs { k: &inputs[0], a: &inputs[1], k_k: &inputs[2], k_a: &inputs[3] };
+                kernels::wkv7_keys(rec, "keys", heads, keys, &kk, &k_out)
+            });
+            let (kk_ref, k_out_ref) = kernels::wkv7_keys_ref(heads, &k, &a, &k_k, &k_a);
+            let what = format!("wkv7_keys {rows} rows of {heads}×{n}");
+            assert_close(&format!("{what} kk"), &kk.read(&gpu).unwrap(), &kk_ref, 1e-5);
+            assert_close(&format!("{what} k_out"), &k_out.read(&gpu).unwrap(), &k_out_ref, 1e-6);
+        }
     }
 }
 
 #[test]
 fn group_norm_bonus_gate_matches_reference() {
-    let gpu = common::default_gpu();
-    for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
-        let rows = 1 + seed % 3;
-        let mut rng = Rng::new(200 + seed as u64);
-        let c = heads * n;
-        let y = rng.vec(rows * c, -3.0, 3.0);
-        let (weight, bias, r_k) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5), rng.vec(c, -1.0, 1.0));
-        let [r, k, v, g] = [(); 4].map(|_| rng.vec(rows * c, -1.0, 1.0));
-        let norm = upload(&gpu, c, &[weight.clone(), bias.clone()].concat());
-        let y_gpu = upload(&gpu, c, &y);
-        let [r_gpu, k_gpu, v_gpu, r_k_gpu, g_gpu] = [&r, &k, &v, &r_k, &g].map(|x| upload(&gpu, c, x));
-        let out = GpuTensor::zeros(&gpu, "out", rows, c).unwrap();
-        run(&gpu, |rec| {
-            let operands = BonusGate { r: &r_gpu, k: &k_gpu, v: &v_gpu, r_k: &r_k_gpu, g: &g_gpu };
-            kernels::group_norm_bonus_gate(rec, "gn", heads, &y_gpu, &norm, operands, &out)
-        });
-        let expected = kernels::group_norm_bonus_gate_ref(heads, &y, (&weight, &bias), &r, &k, &v, &r_k, &g);
-        assert_close(
-            &format!("group_norm_bonus_gate {rows} rows of {heads}×{n}"),
-            &out.read(&gpu).unwrap(),
-            &expected,
-            1e-4,
-        );
+    for gpu in common::with_and_without_subgroups() {
+        for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
+            let rows = 1 + seed % 3;
+            let mut rng = Rng::new(200 + seed as u64);
+            let c = heads * n;
+            let y = rng.vec(rows * c, -3.0, 3.0);
+            let (weight, bias, r_k) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5), rng.vec(c, -1.0, 1.0));
+            let [r, k, v, g] = [(); 4].map(|_| rng.vec(rows * c, -1.0, 1.0));
+            let norm = upload(&gpu, c, &[weight.clone(), bias.clone()].concat());
+            let y_gpu = upload(&gpu, c, &y);
+            let [r_gpu, k_gpu, v_gpu, r_k_gpu, g_gpu] = [&r, &k, &v, &r_k, &g].map(|x| upload(&gpu, c, x));
+            let out = GpuTensor::zeros(&gpu, "out", rows, c).unwrap();
+            run(&gpu, |rec| {
+                let operands = BonusGate { r: &r_gpu, k: &k_gpu, v: &v_gpu, r_k: &r_k_gpu, g: &g_gpu };
+                kernels::group_norm_bonus_gate(rec, "gn", heads, &y_gpu, &norm, operands, &out)
+            });
+            let expected =
+                kernels::group_norm_bonus_gate_ref(heads, &y, (&weight, &bias), &r, &k, &v, &r_k, &g);
+            assert_close(
+                &format!("group_norm_bonus_gate {rows} rows of {heads}×{n}"),
+                &out.read(&gpu).unwrap(),
+                &expected,
+                1e-4,
+            );
+        }
     }
 }
 
 #[test]
 fn group_norm_with_and_without_gate_matches_reference() {
-    let gpu = common::default_gpu();
-    for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
-        for gated in [false, true] {
-            let rows = 1 + seed % 3;
-            let mut rng = Rng::new(500 + seed as u64);
-            let c = heads * n;
-            let y = rng.vec(rows * c, -3.0, 3.0);
-            let (weight, bias, gate) =
-                (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5), rng.vec(rows * c, -1.0, 1.0));
-            let norm = upload(&gpu, c, &[weight.clone(), bias.clone()].concat());
-            let (y_gpu, gate_gpu) = (upload(&gpu, c, &y), upload(&gpu, c, &gate));
-            let out = GpuTensor::zeros(&gpu, "out", rows, c).unwrap();
-            let gate_arg = gated.then_some(&gate_gpu);
-            run(&gpu, |rec| kernels::group_norm(rec, "gn", heads, &y_gpu, &norm, gate_arg, &out));
-            let expected = kernels::group_norm_ref(heads, &y, (&weight, &bias), gated.then_some(&gate[..]));
-            let what = format!("group_norm {rows} rows of {heads}×{n} gated={gated}");
-            assert_close(&what, &out.read(&gpu).unwrap(), &expected, 1e-4);
+    for gpu in common::with_and_without_subgroups() {
+        for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
+            for gated in [false, true] {
+                let rows = 1 + seed % 3;
+                let mut rng = Rng::new(500 + seed as u64);
+                let c = heads * n;
+                let y = rng.vec(rows * c, -3.0, 3.0);
+                let (weight, bias, gate) =
+                    (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5), rng.vec(rows * c, -1.0, 1.0));
+                let norm = upload(&gpu, c, &[weight.clone(), bias.clone()].concat());
+                let (y_gpu, gate_gpu) = (upload(&gpu, c, &y), upload(&gpu, c, &gate));
+                let out = GpuTensor::zeros(&gpu, "out", rows, c).unwrap();
+                let gate_arg = gated.then_some(&gate_gpu);
+                run(&gpu, |rec| kernels::group_norm(rec, "gn", heads, &y_gpu, &norm, gate_arg, &out));
+                let expected =
+                    kernels::group_norm_ref(heads, &y, (&weight, &bias), gated.then_some(&gate[..]));
+                let what = format!("group_norm {rows} rows of {heads}×{n} gated={gated}");
+                assert_close(&what, &out.read(&gpu).unwrap(), &expected, 1e-4);
+            }
         }
     }
 }

@@ -46,6 +46,9 @@ struct GpuArgs {
     /// Do not use native f16 shaders even where the adapter has them.
     #[arg(long, global = true, conflicts_with = "f16")]
     no_f16: bool,
+    /// Do not use subgroup operations even where the adapter has them.
+    #[arg(long, global = true)]
+    no_subgroups: bool,
     /// Use native f16 shaders wherever the adapter has them (by default CPU drivers use the
     /// packed kernels, which are faster there).
     #[arg(long, global = true)]
@@ -85,6 +88,7 @@ impl GpuArgs {
                 None
             },
             row_mapping: None,
+            allow_subgroups: if self.no_subgroups { Some(false) } else { None },
             binding_limit: None,
         }
     }

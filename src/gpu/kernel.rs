@@ -14,6 +14,11 @@ use wgpu::util::DeviceExt;
 use super::Gpu;
 use crate::error::{Error, Result};
 
+/// The prelude that defines `workgroup_sum`: kernels list [`REDUCE`], and adapters with subgroup
+/// operations get `reduce_subgroup.wgsl` in its place.
+pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
+
 /// A WGSL program assembled from files in `shaders/`: shared preludes first, then the kernel.
 /// Each part is plain WGSL; the assembled text is what naga validates.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +89,11 @@ impl Gpu {
         constants: &Constants,
         label: &str,
     ) -> Pipeline {
-        let code: String = source.parts.concat();
+        let code: String = source
+            .parts
+            .iter()
+            .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part })
+            .collect();
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(source.name),
             source: wgpu::ShaderSource::Wgsl(code.into()),

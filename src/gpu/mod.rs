@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
 pub use self::buffer::{GpuTensor, Readback};
-pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step};
+pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
 pub use self::profile::DispatchTime;
@@ -67,6 +67,10 @@ pub struct GpuOptions {
     pub allow_f16: Option<bool>,
     /// Override the row mapping chosen from the adapter type (for tests and tuning).
     pub row_mapping: Option<RowMapping>,
+    /// Use subgroup operations where the adapter has them (`Some(true)`), never (`Some(false)`:
+    /// baseline WebGPU, as in browsers), or where that is faster (`None`: everywhere but on CPU
+    /// drivers, which emulate them: lavapipe's prefill is ~20% slower with them).
+    pub allow_subgroups: Option<bool>,
     /// Act as if storage bindings could hold at most this many bytes (to test how large
     /// matrices are split, as browsers' 128 MiB limit requires).
     pub binding_limit: Option<u64>,
@@ -80,6 +84,7 @@ impl Default for GpuOptions {
             high_performance: true,
             allow_f16: None,
             row_mapping: None,
+            allow_subgroups: None,
             binding_limit: None,
         }
     }
@@ -133,7 +138,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Shaders may use native f16 (SHADER_F16 present and allowed).
     pub f16: bool,
-    /// The adapter offers subgroup operations.
+    /// Shaders may use subgroup operations (SUBGROUP present and allowed): workgroup sums use
+    /// them.
     pub subgroups: bool,
     /// Compute passes can write GPU timestamps (for profiling).
     pub timestamps: bool,
@@ -178,9 +184,11 @@ impl Gpu {
     async fn open(adapter: wgpu::Adapter, options: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let available = adapter.features();
-        let wanted = options.allow_f16.unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let wanted = options.allow_f16.unwrap_or(!cpu);
         let f16 = wanted && available.contains(wgpu::Features::SHADER_F16);
-        let subgroups = available.contains(wgpu::Features::SUBGROUP);
+        let subgroups =
+            options.allow_subgroups.unwrap_or(!cpu) && available.contains(wgpu::Features::SUBGROUP);
         let mut features = wgpu::Features::empty();
         if f16 {
             features |= wgpu::Features::SHADER_F16;

@@ -36,7 +36,7 @@ use crate::gpu::{Binding, Gpu, GpuTensor, Pipeline, Step};
 
 /// The WGSL files, embedded in the binary.
 mod wgsl {
-    pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+    pub use crate::gpu::REDUCE;
     pub const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
     pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");

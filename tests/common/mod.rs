@@ -12,16 +12,26 @@ pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for allow_f16 in [Some(true), Some(false)] {
         for row_mapping in [RowMapping::ThreadPerRow, RowMapping::WorkgroupPerRow] {
+            // The packed-f16 variants are baseline WebGPU, as in browsers: no subgroups either.
             let options = GpuOptions {
                 backend: Some(Backend::Vulkan),
                 allow_f16,
                 row_mapping: Some(row_mapping),
+                allow_subgroups: allow_f16,
                 ..GpuOptions::default()
             };
             gpus.push(open(&options));
         }
     }
     gpus
+}
+
+/// The default Vulkan adapter, and the same with subgroup operations (which CPU drivers do not
+/// use by default), for the kernels that sum across a workgroup.
+pub fn with_and_without_subgroups() -> Vec<Gpu> {
+    let subgroups =
+        GpuOptions { backend: Some(Backend::Vulkan), allow_subgroups: Some(true), ..GpuOptions::default() };
+    vec![default_gpu(), open(&subgroups)]
 }
 
 /// The default adapter choice restricted to Vulkan.
@@ -52,7 +62,7 @@ pub fn open(options: &GpuOptions) -> Gpu {
 }
 
 pub fn describe(gpu: &Gpu) -> String {
-    format!("{} f16={} {:?}", gpu.info.name, gpu.f16, gpu.row_mapping)
+    format!("{} f16={} subgroups={} {:?}", gpu.info.name, gpu.f16, gpu.subgroups, gpu.row_mapping)
 }
 
 /// A small deterministic generator (xorshift), so tests need no RNG crate and print their seed.
