@@ -2,8 +2,9 @@
 // dispatch computes output columns col_offset .. col_offset + part_cols of one segment (see
 // linear_epilogue.wgsl), from weight row weight_row0 of the bound part on, reading that segment's
 // input [rows, cols4] from x_at[segment] of binding 2.
-// Needs a weights prelude (binding 1, load_weight4), activation.wgsl and linear_epilogue.wgsl
-// (params, bindings 3 and 4, x_base and finish).
+// Needs a weights prelude (binding 1, load_weight4), a tile prelude (tile_f32.wgsl or
+// tile_f16.wgsl), activation.wgsl and linear_epilogue.wgsl (params, bindings 3 and 4, x_base and
+// finish).
 //
 // Two tilings, chosen per adapter like matvec's row mappings:
 //   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
@@ -91,8 +92,10 @@ const TILE: u32 = 64u;
 // 16 values of the inner dimension per round, as 4 vec4s.
 const ROUND4: u32 = 4u;
 
-var<workgroup> x_tile: array<vec4<f32>, 256>;  // [TILE rows][ROUND4]
-var<workgroup> w_tile: array<vec4<f32>, 256>;  // [TILE columns][ROUND4]
+// TileValue (from tile_f32.wgsl or tile_f16.wgsl) is what the tiles hold and the products are
+// computed in; the sums over k are f32 either way.
+var<workgroup> x_tile: array<TileValue, 256>;  // [TILE rows][ROUND4]
+var<workgroup> w_tile: array<TileValue, 256>;  // [TILE columns][ROUND4]
 
 // acc[i][j] for rows row0 + 4·local.y + i and columns col0 + 4·local.x + j.
 fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<f32>, 4> {
@@ -107,22 +110,22 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
         if row0 + tile_line < params.rows && k < params.cols4 {
             xv = x[input + (row0 + tile_line) * params.cols4 + k];
         }
-        x_tile[thread] = xv;
+        x_tile[thread] = TileValue(xv);
         var wv = vec4<f32>(0.0);
         if col0 + tile_line < params.part_cols && k < params.cols4 {
             wv = load_weight4((params.weight_row0 + col0 + tile_line) * params.stride4 + k);
         }
-        w_tile[thread] = wv;
+        w_tile[thread] = TileValue(wv);
         workgroupBarrier();
         for (var kk = 0u; kk < ROUND4; kk++) {
-            var ws: array<vec4<f32>, 4>;
+            var ws: array<TileValue, 4>;
             for (var j = 0u; j < 4u; j++) {
                 ws[j] = w_tile[(local.x * 4u + j) * ROUND4 + kk];
             }
             for (var i = 0u; i < 4u; i++) {
                 let xi = x_tile[(local.y * 4u + i) * ROUND4 + kk];
                 for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] += dot(xi, ws[j]);
+                    acc[i][j] += f32(dot(xi, ws[j]));
                 }
             }
         }

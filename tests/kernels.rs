@@ -261,6 +261,38 @@ fn linear_lerp_pulls_the_output_towards_its_target() {
     }
 }
 
+/// The matrix-matrix kernel with f16 arithmetic, on inputs that are already f16 values (so that
+/// the only differences from the f64 reference are the f16 products and 4-term sums, each rounded
+/// by at most 2^-11 of terms below 1, summed over ≤ 33 rounds in f32): within 2e-3 of the scale.
+#[test]
+fn matmul_with_f16_arithmetic_matches_reference() {
+    let options = GpuOptions {
+        backend: Some(Backend::Vulkan),
+        allow_f16: Some(true),
+        row_mapping: Some(rwkv_wgpu::gpu::RowMapping::WorkgroupPerRow),
+        f16_arithmetic: true,
+        ..GpuOptions::default()
+    };
+    let gpu = common::open(&options);
+    assert!(gpu.f16_arithmetic, "the test adapter needs SHADER_F16");
+    for (outputs, cols) in [(130, 33), (300, 129)] {
+        let mut rng = Rng::new(outputs as u64);
+        let rows = 67;
+        let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, outputs, cols);
+        let x: Vec<f32> =
+            rng.vec(rows * cols, -1.0, 1.0).iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let (x_gpu, y) = (upload(&gpu, cols, &x), GpuTensor::zeros(&gpu, "y", rows, outputs).unwrap());
+        run(&gpu, |rec| kernels::linear(rec, "f16 matmul", &matrix, &x_gpu, &y, Epilogue::PLAIN));
+        let expected = kernels::linear_ref(&weights, cols, &x, OperandRef::None, Activation::None, None);
+        assert_close(
+            &format!("f16 arithmetic {rows}×{cols} → {outputs}"),
+            &y.read(&gpu).unwrap(),
+            &expected,
+            2e-3,
+        );
+    }
+}
+
 /// Hand-worked: W = [[1, 2], [3, 4]], x = [1, -1] → W·x = [-1, -1]; bias [0.5, 2] → [-0.5, 1];
 /// ReLU² → [0, 1].
 #[test]

@@ -71,6 +71,10 @@ pub struct GpuOptions {
     /// baseline WebGPU, as in browsers), or where that is faster (`None`: everywhere but on CPU
     /// drivers, which emulate them: lavapipe's prefill is ~20% slower with them).
     pub allow_subgroups: Option<bool>,
+    /// Multiply in f16 in the matrix-matrix kernels (prefill) where native f16 is used: faster
+    /// on GPUs, but inputs rounded to f16 put logits ~2e-3 × std from the exact ones (off by
+    /// default; `--f16-arithmetic`).
+    pub f16_arithmetic: bool,
     /// Act as if storage bindings could hold at most this many bytes (to test how large
     /// matrices are split, as browsers' 128 MiB limit requires).
     pub binding_limit: Option<u64>,
@@ -85,6 +89,7 @@ impl Default for GpuOptions {
             allow_f16: None,
             row_mapping: None,
             allow_subgroups: None,
+            f16_arithmetic: false,
             binding_limit: None,
         }
     }
@@ -138,6 +143,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Shaders may use native f16 (SHADER_F16 present and allowed).
     pub f16: bool,
+    /// Prefill multiplies in f16 (asked for, and `f16`).
+    pub f16_arithmetic: bool,
     /// Shaders may use subgroup operations (SUBGROUP present and allowed): workgroup sums use
     /// them.
     pub subgroups: bool,
@@ -246,6 +253,7 @@ impl Gpu {
             info,
             limits,
             f16,
+            f16_arithmetic: options.f16_arithmetic && f16,
             subgroups,
             timestamps,
             row_mapping,

@@ -4,7 +4,7 @@
 
 use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Binding, GpuMatrix, GpuTensor, KernelSource, RowMapping};
+use crate::gpu::{Access, Binding, Gpu, GpuMatrix, GpuTensor, KernelSource, RowMapping};
 use crate::quant::MatrixFormat;
 
 // The kernel assemblies: matrix-vector (with the workgroup reduction) and matrix-matrix, for
@@ -27,24 +27,31 @@ const MATVEC_NF4: KernelSource = KernelSource {
 };
 const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+};
+const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
+    name: "matmul_f16_arithmetic",
+    parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
 const MATMUL_PACKED: KernelSource = KernelSource {
     name: "matmul_packed",
-    parts: &[wgsl::WEIGHTS_PACKED, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    parts: &[wgsl::WEIGHTS_PACKED, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
 const MATMUL_INT8: KernelSource = KernelSource {
     name: "matmul_int8",
-    parts: &[wgsl::WEIGHTS_INT8, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    parts: &[wgsl::WEIGHTS_INT8, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
 const MATMUL_NF4: KernelSource = KernelSource {
     name: "matmul_nf4",
-    parts: &[wgsl::WEIGHTS_NF4, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    parts: &[wgsl::WEIGHTS_NF4, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
 
 /// The assembly for a matrix format, one or more rows, and the adapter's features.
-fn source(format: MatrixFormat, one_row: bool, native_f16: bool) -> &'static KernelSource {
-    match (format, one_row, native_f16) {
+fn source(format: MatrixFormat, one_row: bool, gpu: &Gpu) -> &'static KernelSource {
+    if format == MatrixFormat::F16 && !one_row && gpu.f16_arithmetic {
+        return &MATMUL_F16_ARITHMETIC;
+    }
+    match (format, one_row, gpu.f16) {
         (MatrixFormat::F16, true, true) => &MATVEC_F16,
         (MatrixFormat::F16, true, false) => &MATVEC_PACKED,
         (MatrixFormat::Int8, true, _) => &MATVEC_INT8,
@@ -283,7 +290,7 @@ fn record(
     }
     let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
     let pipeline = gpu.pipeline(
-        source(matrix.format, one_row, gpu.f16),
+        source(matrix.format, one_row, gpu),
         entry(gpu.row_mapping, one_row, operand.is_some()),
         bindings,
         &constants,

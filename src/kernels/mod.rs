@@ -46,6 +46,8 @@ mod wgsl {
     pub const LINEAR_EPILOGUE: &str = include_str!("../../shaders/linear_epilogue.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+    pub const TILE_F32: &str = include_str!("../../shaders/tile_f32.wgsl");
+    pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
     pub const ROW_STATS: &str = include_str!("../../shaders/row_stats.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
