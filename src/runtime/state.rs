@@ -1,10 +1,8 @@
 //! A recurrent state as a value: read from a session, written to one, saved to and loaded
 //! from a file, or taken from a state-tuned checkpoint.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
@@ -64,35 +62,33 @@ impl State {
     }
 
     /// The state as `.safetensors` bytes: `blocks.N.att_x`, `blocks.N.wkv`, `blocks.N.ffn_x` in
-    /// f32, and the model's version and width in the metadata.
+    /// f32, and the model's version and width in the metadata. Written here rather than by
+    /// `safetensors::serialize`, whose metadata map comes out in hash order: the same state must
+    /// give the same bytes (the state fuzz target found this).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let names: Vec<(String, &Vec<f32>)> = self
-            .layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| {
-                [
-                    (format!("blocks.{i}.att_x"), &l.att_x),
-                    (format!("blocks.{i}.wkv"), &l.wkv),
-                    (format!("blocks.{i}.ffn_x"), &l.ffn_x),
-                ]
-            })
-            .collect();
-        let views = names
-            .iter()
-            .map(|(name, values)| {
-                let view = TensorView::new(Dtype::F32, vec![values.len()], bytemuck::cast_slice(values))
-                    .map_err(|e| Error::InvalidArgument(format!("state tensor {name}: {e}")))?;
-                Ok((name.clone(), view))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let metadata = HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("version".to_string(), self.version.name().to_string()),
-            ("embd".to_string(), self.embd.to_string()),
-        ]);
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| Error::InvalidArgument(format!("saving the state: {e}")))
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "__metadata__".into(),
+            serde_json::json!({ "embd": self.embd.to_string(), "format": FORMAT, "version": self.version.name() }),
+        );
+        let mut data: Vec<u8> = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (part, values) in [("att_x", &layer.att_x), ("wkv", &layer.wkv), ("ffn_x", &layer.ffn_x)] {
+                let start = data.len();
+                data.extend_from_slice(bytemuck::cast_slice(values));
+                let entry = serde_json::json!({ "dtype": "F32", "shape": [values.len()], "data_offsets": [start, data.len()] });
+                header.insert(format!("blocks.{i}.{part}"), entry);
+            }
+        }
+        let mut text = serde_json::to_vec(&serde_json::Value::Object(header))
+            .map_err(|e| Error::InvalidArgument(format!("saving the state: {e}")))?;
+        // The format pads the header with spaces to a multiple of 8 bytes.
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut bytes = Vec::with_capacity(8 + text.len() + data.len());
+        bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&text);
+        bytes.extend_from_slice(&data);
+        Ok(bytes)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
