@@ -341,19 +341,6 @@ fn layer_norm_matches_reference() {
     }
 }
 
-#[test]
-fn lerp_matches_reference() {
-    let gpu = common::default_gpu();
-    let mut rng = Rng::new(7);
-    let (rows, len) = (3, 131);
-    let (a, b, t) =
-        (rng.vec(rows * len, -1.0, 1.0), rng.vec(rows * len, -1.0, 1.0), rng.vec(rows * len, 0.0, 1.0));
-    let out = GpuTensor::zeros(&gpu, "out", rows, len).unwrap();
-    let [a_gpu, b_gpu, t_gpu] = [&a, &b, &t].map(|v| upload(&gpu, len, v));
-    run(&gpu, |rec| kernels::lerp(rec, "lerp", &a_gpu, &b_gpu, &t_gpu, &out));
-    assert_close("lerp", &out.read(&gpu).unwrap(), &kernels::lerp_ref(&a, &b, &t), 1e-6);
-}
-
 /// Head shapes: a single head, sizes that are not powers of two, and more channels than a workgroup.
 const HEAD_SHAPES: [(usize, usize); 5] = [(1, 8), (3, 5), (4, 16), (2, 64), (3, 96)];
 

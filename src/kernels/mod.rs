@@ -13,7 +13,7 @@ mod wkv4;
 mod wkv5;
 mod wkv7;
 
-pub use self::elementwise::{lerp, lerp_ref};
+pub use self::elementwise::lerp_ref;
 pub use self::gather::gather_last_rows;
 pub use self::linear::{
     linear, linear_grouped, linear_ref, Epilogue, Operand, OperandRef, Segment, MAX_SEGMENTS,
@@ -54,7 +54,6 @@ mod wgsl {
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
     pub const LAYER_NORM_SHIFT: &str = include_str!("../../shaders/layer_norm_shift.wgsl");
-    pub const LERP: &str = include_str!("../../shaders/lerp.wgsl");
     pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
