@@ -7,8 +7,6 @@
 //!   `row * stride` with `stride = (cols + 3) & ~3`.
 //! - [`super::GpuMatrix`] (in `matrix.rs`): a weight matrix in f16, int8 or nf4.
 
-use wgpu::util::DeviceExt;
-
 use super::kernel::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
@@ -113,11 +111,7 @@ impl GpuTensor {
         let mut padded = pad_rows(data, cols);
         padded.resize(padded.len().max(4), 0.0);
         check_size(gpu, label, padded.len() as u64 * F32)?;
-        let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(&padded),
-            usage: storage_usage(),
-        });
+        let buffer = buffer_with(gpu, label, bytemuck::cast_slice(&padded), storage_usage())?;
         Ok(GpuTensor { buffer, offset: 0, rows: data.len() / cols, cols })
     }
 
@@ -247,6 +241,32 @@ impl Readback {
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.read_rows(gpu, self.rows)
     }
+}
+
+/// A buffer created holding `contents` (padded to 4 bytes). Unlike wgpu's `create_buffer_init`,
+/// which panics when the device is gone, a lost device is an error here.
+pub(crate) fn buffer_with(
+    gpu: &Gpu,
+    label: &str,
+    contents: &[u8],
+    usage: wgpu::BufferUsages,
+) -> Result<wgpu::Buffer> {
+    gpu.check_alive()?;
+    let size = (contents.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(4);
+    let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| gpu.error(&format!("{label}: cannot fill a new buffer"), &e))?;
+        view.slice(..contents.len()).copy_from_slice(contents);
+    }
+    buffer.unmap();
+    Ok(buffer)
 }
 
 /// Waits for the GPU, maps the first `bytes` of a MAP_READ buffer, reads them with `read`, and

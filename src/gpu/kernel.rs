@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -137,12 +135,8 @@ impl Gpu {
     }
 
     /// A uniform buffer holding `params`, for a kernel's `Params` binding.
-    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> Result<wgpu::Buffer> {
+        super::buffer::buffer_with(self, label, bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)
     }
 
     /// A grid of `count` workgroups that respects the per-dimension limit. Kernels rebuild the

@@ -7,9 +7,8 @@
 //! columns. Everything else sees one matrix.
 
 use half::f16;
-use wgpu::util::DeviceExt;
 
-use super::buffer::{check_size, storage_usage};
+use super::buffer::{buffer_with, check_size, storage_usage};
 use super::kernel::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
@@ -58,11 +57,7 @@ impl GpuMatrix {
             let part_rows = rows_per_part.min(rows - first_row.min(rows));
             let words = matrix.rows_words(first_row, part_rows);
             check_size(gpu, label, (words.len() * 4) as u64)?;
-            let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(&words),
-                usage: storage_usage(),
-            });
+            let buffer = buffer_with(gpu, label, bytemuck::cast_slice(&words), storage_usage())?;
             let scales_offset = part_rows * format.row_words(cols);
             parts.push(MatrixPart { buffer, first_row, rows: part_rows, scales_offset });
         }

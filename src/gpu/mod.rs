@@ -134,6 +134,8 @@ fn preference(info: &wgpu::AdapterInfo, high_performance: bool) -> (u8, u8) {
 
 /// Errors the device reports asynchronously, kept until the next call that can return them.
 type ErrorSlot = Arc<Mutex<Option<String>>>;
+/// Why the device was lost, once it has been: every later call fails with it.
+type LostSlot = Arc<std::sync::OnceLock<String>>;
 
 /// The device, its queue, and what the adapter offers.
 pub struct Gpu {
@@ -153,6 +155,7 @@ pub struct Gpu {
     pub row_mapping: RowMapping,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
+    lost: LostSlot,
 }
 
 impl Gpu {
@@ -233,10 +236,14 @@ impl Gpu {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| error.to_string());
         }));
-        let slot = errors.clone();
+        let lost: LostSlot = Arc::default();
+        let slot = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+            let _ = slot.set(if message.is_empty() {
+                format!("{reason:?}")
+            } else {
+                format!("{reason:?}: {message}")
+            });
         });
 
         let row_mapping = options.row_mapping.unwrap_or(match info.device_type {
@@ -259,6 +266,7 @@ impl Gpu {
             row_mapping,
             pipelines: kernel::PipelineCache::default(),
             errors,
+            lost,
         })
     }
 
@@ -267,11 +275,34 @@ impl Gpu {
         describe_adapter(&self.info)
     }
 
-    /// Returns (and clears) the first error the device reported since the last check.
+    /// Fails once the device has been lost (driver reset, GPU removed, `destroy`): nothing can
+    /// run on it again, and the engine must be dropped and made anew.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.lost.get() {
+            Some(reason) => Err(Error::Gpu(format!(
+                "the GPU device was lost ({reason}); drop the engine and create a new one"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for an operation that failed with `cause`: that the device was lost, if it was
+    /// (wgpu reports a loss only once the device is polled), else `cause` on one line.
+    pub(crate) fn error(&self, what: &str, cause: &dyn std::fmt::Display) -> Error {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match self.check_alive() {
+            Err(lost) => lost,
+            Ok(()) => Error::Gpu(format!("{what}: {}", one_line(&cause.to_string()))),
+        }
+    }
+
+    /// Returns (and clears) the first error the device reported since the last check, or that
+    /// the device was lost.
     pub fn check(&self) -> Result<()> {
+        self.check_alive()?;
         let mut slot = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(message) => Err(Error::Gpu(message)),
+            Some(message) => Err(Error::Gpu(one_line(&message))),
             None => Ok(()),
         }
     }
@@ -292,10 +323,13 @@ impl Gpu {
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
         if let Some(e) = oom {
-            return Err(Error::TooBig(format!("{what}: the device ran out of memory ({e})")));
+            return Err(Error::TooBig(format!(
+                "{what}: the device ran out of memory ({})",
+                one_line(&e.to_string())
+            )));
         }
         if let Some(e) = validation {
-            return Err(Error::Gpu(format!("{what}: {e}")));
+            return Err(self.error(what, &e));
         }
         value
     }
@@ -309,4 +343,11 @@ impl Gpu {
     pub fn storage_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
     }
+}
+
+/// wgpu's errors span several lines ("Validation Error\n\nCaused by:\n  …"); ours are one line.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> =
+        message.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+    parts.join(": ")
 }

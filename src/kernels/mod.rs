@@ -180,7 +180,7 @@ impl<'g> Recorder<'g> {
         storage: &[Binding],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        let uniform = self.gpu.uniform(label, params);
+        let uniform = self.gpu.uniform(label, params)?;
         let mut bindings = Vec::with_capacity(storage.len() + 2);
         bindings.push(Binding::whole(&uniform));
         bindings.extend(table);

@@ -180,6 +180,19 @@ impl Engine {
         let config = &model.config;
         let max_rows = options.chunk.max(options.slots.min(MAX_SEQUENCES));
         let initial_wkv = model.layers.initial_state();
+        // Checked before anything is allocated: the host builds the initial states too.
+        let widest = initial_wkv.len().max(config.vocab).max(config.embd);
+        let limit = gpu.limits.max_buffer_size;
+        if widest
+            .checked_mul(options.slots)
+            .and_then(|n| n.checked_mul(4))
+            .is_none_or(|bytes| bytes as u64 > limit)
+        {
+            return Err(Error::TooBig(format!(
+                "{} slots need {widest} values each in one buffer, more than the adapter's {limit}-byte buffers hold",
+                options.slots
+            )));
+        }
         let state = (0..config.layers)
             .map(|layer| {
                 let wkv = initial_wkv.repeat(options.slots);

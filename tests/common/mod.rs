@@ -36,7 +36,11 @@ pub fn with_and_without_subgroups() -> Vec<Gpu> {
 
 /// The default adapter choice restricted to Vulkan.
 pub fn default_gpu() -> Gpu {
-    open(&GpuOptions { backend: Some(Backend::Vulkan), ..GpuOptions::default() })
+    open(&default_options())
+}
+
+pub fn default_options() -> GpuOptions {
+    GpuOptions { backend: Some(Backend::Vulkan), ..GpuOptions::default() }
 }
 
 /// wgpu's GL backend (llvmpipe over EGL in CI): no SHADER_F16 and no subgroups, so it runs the
