@@ -29,6 +29,11 @@ pub enum Error {
     #[error("tensor `{name}`: unsupported dtype {dtype} (expected f16, bf16 or f32)")]
     DType { name: String, dtype: String },
 
+    /// A tensor holds values the engine cannot run: NaN or infinite weights (a damaged file, or
+    /// one saved from a diverged training run), or matrix weights beyond f16's range.
+    #[error("tensor `{name}`: {reason}")]
+    BadWeights { name: String, reason: String },
+
     /// The file holds a model layout this engine does not run.
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),

@@ -44,6 +44,20 @@ impl Embedding {
             DType::F32 => Rows::F32(bytemuck::pod_collect_to_vec(bytes)),
             DType::Other(dtype) => return Err(Error::DType { name: name.into(), dtype: dtype.into() }),
         };
+        let non_finite = match &rows {
+            Rows::F16(values) => values.iter().position(|v| !v.is_finite()),
+            Rows::BF16(values) => values.iter().position(|v| !v.is_finite()),
+            Rows::F32(values) => values.iter().position(|v| !v.is_finite()),
+        };
+        if let Some(index) = non_finite {
+            let (token, column) = (index / embd.max(1), index % embd.max(1));
+            return Err(Error::BadWeights {
+                name: name.into(),
+                reason: format!(
+                    "token {token}'s row holds NaN or infinity at column {column}: the file is damaged"
+                ),
+            });
+        }
         Ok(Embedding { rows, vocab, embd })
     }
 

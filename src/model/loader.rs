@@ -143,13 +143,34 @@ impl<'a, S: Store> Loader<'a, S> {
 
     /// A checked tensor's values in f32; zeros of the right length for stores that keep nothing
     /// (so that checking a file reads no data).
+    /// NaN or infinite weights are refused, naming the first: they would only surface later as
+    /// NaN logits, far from their cause.
     fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        if S::KEEPS_VALUES {
-            self.fetch(name, expected)?.to_f32(name)
-        } else {
+        if !S::KEEPS_VALUES {
             self.check(name, expected)?;
-            Ok(vec![0.0; expected.iter().product()])
+            return Ok(vec![0.0; expected.iter().product()]);
         }
+        let values = self.fetch(name, expected)?.to_f32(name)?;
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::BadWeights {
+                name: name.into(),
+                reason: format!("element {index} is {}: the file is damaged", values[index]),
+            });
+        }
+        Ok(values)
+    }
+
+    /// A matrix's values, which the GPU keeps in f16 (or scales by an f16): each must fit it.
+    fn matrix_values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let values = self.values(name, expected)?;
+        let largest = f32::from(half::f16::MAX);
+        if let Some(index) = values.iter().position(|v| v.abs() > largest) {
+            return Err(Error::BadWeights {
+                name: name.into(),
+                reason: format!("element {index} is {}, beyond f16's range (±{largest}) in which the engine keeps matrices", values[index]),
+            });
+        }
+        Ok(values)
     }
 
     /// Whether the file has a tensor of this name.
@@ -209,7 +230,7 @@ impl<'a, S: Store> Loader<'a, S> {
     /// matrices).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
         self.check(name, &[rows, cols])?;
-        self.pack(name, MatrixFormat::F16, rows, cols, || self.values(name, &[rows, cols]))
+        self.pack(name, MatrixFormat::F16, rows, cols, || self.matrix_values(name, &[rows, cols]))
     }
 
     /// One of the model's large matrices, stored `[out, in]`: in the format the plan gives it,
@@ -226,7 +247,7 @@ impl<'a, S: Store> Loader<'a, S> {
             return self.store.matrix(name, packed);
         }
         self.check(name, &[rows, cols])?;
-        self.pack(name, self.plan.format_of(name), rows, cols, || self.values(name, &[rows, cols]))
+        self.pack(name, self.plan.format_of(name), rows, cols, || self.matrix_values(name, &[rows, cols]))
     }
 
     /// Large matrices of one shape `[rows, cols]`, stacked by rows into one so that a grouped
@@ -246,7 +267,9 @@ impl<'a, S: Store> Loader<'a, S> {
                 Some(matrix) => matrix,
                 None => {
                     self.check(name, &[rows, cols])?;
-                    self.packed(self.plan.format_of(name), rows, cols, || self.values(name, &[rows, cols]))?
+                    self.packed(self.plan.format_of(name), rows, cols, || {
+                        self.matrix_values(name, &[rows, cols])
+                    })?
                 }
             });
         }
@@ -263,7 +286,7 @@ impl<'a, S: Store> Loader<'a, S> {
         let mut packed = Vec::with_capacity(factors.len());
         for (name, outputs) in factors {
             self.check(name, &[inputs, *outputs])?;
-            let values = || Ok(transpose(&self.values(name, &[inputs, *outputs])?, inputs, *outputs));
+            let values = || Ok(transpose(&self.matrix_values(name, &[inputs, *outputs])?, inputs, *outputs));
             packed.push(self.packed(MatrixFormat::F16, *outputs, inputs, values)?);
         }
         let names: Vec<String> = factors.iter().map(|(name, _)| name.clone()).collect();
@@ -290,7 +313,7 @@ impl<'a, S: Store> Loader<'a, S> {
     /// `[out, in]` layout the kernels read, in f16.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
         self.check(name, &[inputs, outputs])?;
-        let values = || Ok(transpose(&self.values(name, &[inputs, outputs])?, inputs, outputs));
+        let values = || Ok(transpose(&self.matrix_values(name, &[inputs, outputs])?, inputs, outputs));
         self.pack(name, MatrixFormat::F16, outputs, inputs, values)
     }
 
@@ -331,7 +354,7 @@ impl<S: Store> Loader<'_, S> {
         inputs: usize,
         outputs: usize,
     ) -> Result<Vec<S::Matrix>> {
-        let stored = self.values(name, &[count, inputs, outputs])?;
+        let stored = self.matrix_values(name, &[count, inputs, outputs])?;
         stored
             .chunks_exact((inputs * outputs).max(1))
             .enumerate()

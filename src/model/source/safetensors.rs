@@ -24,6 +24,9 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn from_bytes(name: String, map: FileBytes) -> Result<Self> {
+        if let Some(name_twice) = header(&map).and_then(repeated_key) {
+            return Err(Error::malformed(&name, format!("two tensors named `{name_twice}`")));
+        }
         // read_metadata checks that offsets are contiguous, sizes match the shapes and dtypes,
         // and that the data section ends exactly at the end of the file.
         let (header_len, metadata) = SafeTensors::read_metadata(&map)
@@ -36,6 +39,40 @@ impl SafetensorsFile {
     pub fn header_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
         self.metadata.metadata().as_ref()
     }
+}
+
+/// The JSON header, if the length prefix fits the file.
+fn header(file: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(file.get(..8)?.try_into().ok()?);
+    file.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)
+}
+
+/// The first key the header's top-level object repeats. JSON parsers, safetensors' included, keep
+/// the last of two equal keys, so a tensor named twice would otherwise vanish silently.
+fn repeated_key(header: &[u8]) -> Option<String> {
+    struct FirstRepeat(Option<String>);
+    impl<'de> serde::Deserialize<'de> for FirstRepeat {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(FirstRepeat(None))
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for FirstRepeat {
+        type Value = FirstRepeat;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Ok(FirstRepeat(Some(key)));
+                }
+            }
+            Ok(FirstRepeat(None))
+        }
+    }
+    serde_json::from_slice::<FirstRepeat>(header).ok()?.0
 }
 
 /// The pre-quantized matrices a header declares in its metadata (see `quant::file`).
