@@ -1,5 +1,6 @@
-//! Bad input gets a clear error naming the problem — from the library as a typed error, from
-//! the CLI as one line and a non-zero exit — and never a panic.
+//! Bad requests get a typed error from the library and, from the CLI, one line on stderr and a
+//! non-zero exit — never a panic, and the engine stays usable. Bad files are in
+//! `hostile_files.rs`, device trouble in `device_trouble.rs`.
 
 mod common;
 
@@ -7,213 +8,230 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use rwkv_wgpu::model::config::ModelConfig;
-use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
+use rwkv_wgpu::runtime::{
+    Batch, Engine, EngineOptions, GenerateOptions, Logits, RequestOptions, SamplerOptions, Session, Work,
+};
+use rwkv_wgpu::tokenizer::Tokenizer;
 use rwkv_wgpu::Error;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v7/tiny/model-f16.safetensors")
+fn fixture(version: &str, case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version)
+        .join(case)
+        .join("model-f16.safetensors")
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad_input");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad_requests");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
 
-/// The tiny model's tensors as (name, dtype, shape, bytes), for editing.
-type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
-
-fn tiny_tensors() -> Tensors {
-    let bytes = std::fs::read(tiny()).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Tensors = file
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
+fn engine(version: &str, case: &str) -> Engine {
+    let gpu = Arc::new(common::default_gpu());
+    let model = Model::load(gpu, &fixture(version, case), &LoadOptions::default()).unwrap();
+    Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk: 8 }).unwrap()
 }
 
-fn write(name: &str, tensors: &Tensors) -> PathBuf {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, dtype, shape, data)| (n.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()))
-        .collect();
-    let path = scratch(name);
-    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
-    path
+fn byte_tokenizer() -> Tokenizer {
+    Tokenizer::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/tokenizer.json")).unwrap()
 }
 
-/// Opening and checking the file (everything before the GPU) must fail with this message.
-fn load_error(path: &Path) -> Error {
-    let source = match source::open(path) {
-        Ok(source) => source,
-        Err(e) => return e,
-    };
-    match ModelConfig::from_source(source.as_ref()) {
-        Err(e) => e,
-        Ok(_) => {
-            let gpu = Arc::new(common::default_gpu());
-            match Model::from_source(gpu, source.as_ref(), &LoadOptions::default()) {
-                Err(e) => e,
-                Ok(_) => panic!("{} loaded but should not have", path.display()),
-            }
-        }
-    }
-}
-
-/// Runs the CLI's `logits` command and returns its stderr, checking it failed cleanly.
-fn cli_error(path: &Path, tokens: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_rwkv-wgpu"))
-        .args(["--backend", "vulkan", "logits", "--model"])
-        .arg(path)
-        .args(["--tokens", tokens, "--out"])
-        .arg(scratch("out.npy"))
+/// Runs the CLI and returns its error line, checking that it failed with exit code 1, said one
+/// line starting `error: ` last, and did not panic.
+fn cli_error(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwkv-wgpu"))
+        .args(["--backend", "vulkan"])
+        .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(1), "expected exit code 1, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "the CLI panicked: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "{args:?}: expected exit code 1, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: the CLI panicked: {stderr}");
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: "), "last line should be the error: {stderr}");
+    assert!(last.starts_with("error: "), "{args:?}: last line should be the error: {stderr}");
     last.to_string()
 }
 
-fn expect(error: &Error, fragments: &[&str]) {
-    let message = error.to_string();
-    assert!(!message.contains('\n'), "multi-line error: {message}");
-    for fragment in fragments {
-        assert!(message.contains(fragment), "error {message:?} should mention {fragment:?}");
+fn expect(message: &str, fragment: &str) {
+    assert!(message.contains(fragment), "{message:?} should mention {fragment:?}");
+}
+
+fn invalid_argument(result: Result<impl std::fmt::Debug, Error>, fragment: &str) {
+    match result {
+        Err(error @ Error::InvalidArgument(_)) => expect(&error.to_string(), fragment),
+        other => panic!("expected an invalid-argument error mentioning {fragment:?}, got {other:?}"),
     }
 }
 
 #[test]
-fn truncated_files_are_errors_at_every_offset() {
-    for original in [tiny(), tiny().with_file_name("model.pth")] {
-        let bytes = std::fs::read(&original).unwrap();
-        let cuts = (0..64).chain((64..bytes.len()).step_by(997)).chain([bytes.len() - 1]);
-        for cut in cuts {
-            let path = scratch("truncated.bin");
-            std::fs::write(&path, &bytes[..cut]).unwrap();
-            let error = match source::open(&path) {
-                Err(e) => e,
-                // A cut inside the data of a .pth can leave a readable directory only if the
-                // zip's central directory survived, which it never does: it is at the end.
-                Ok(_) => panic!("{} cut at {cut} opened", original.display()),
-            };
-            assert!(matches!(error, Error::Malformed { .. } | Error::Io { .. }), "cut {cut}: {error}");
-        }
-    }
-}
+fn token_ids_beyond_the_vocabulary() {
+    let tiny = fixture("v7", "tiny");
+    let out = scratch("out.npy");
+    let args =
+        ["logits", "--model", tiny.to_str().unwrap(), "--tokens", "1,256", "--out", out.to_str().unwrap()];
+    expect(&cli_error(&args, ""), "token id 256 is out of range: the vocabulary has 256 tokens");
 
-#[test]
-fn header_longer_than_the_file() {
-    let mut bytes = std::fs::read(tiny()).unwrap();
-    bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    bytes[8] = b'{';
-    let path = scratch("huge_header.safetensors");
-    std::fs::write(&path, &bytes).unwrap();
-    expect(&load_error(&path), &["huge_header.safetensors", "safetensors"]);
-}
-
-#[test]
-fn not_a_model_and_lfs_pointers() {
-    let path = scratch("notes.txt");
-    std::fs::write(&path, "just some text that is not a model\n").unwrap();
-    expect(&load_error(&path), &["notes.txt", "not a model file"]);
-
-    let path = scratch("pointer.pth");
-    std::fs::write(&path, "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1234\n").unwrap();
-    expect(&load_error(&path), &["git-lfs pointer"]);
-
-    let path = scratch("empty.safetensors");
-    std::fs::write(&path, "").unwrap();
-    expect(&load_error(&path), &["empty"]);
-
-    let missing = scratch("does-not-exist.pth");
-    expect(&load_error(&missing), &["does-not-exist.pth"]);
-}
-
-#[test]
-fn missing_tensor_is_named() {
-    let mut tensors = tiny_tensors();
-    tensors.retain(|t| t.0 != "blocks.1.att.k_a");
-    let path = write("missing.safetensors", &tensors);
-    expect(&load_error(&path), &["missing tensor `blocks.1.att.k_a`"]);
-    assert!(cli_error(&path, "1").contains("blocks.1.att.k_a"));
-}
-
-#[test]
-fn wrong_shape_names_tensor_and_both_shapes() {
-    let mut tensors = tiny_tensors();
-    let key = tensors.iter_mut().find(|t| t.0 == "blocks.0.ffn.key.weight").unwrap();
-    key.2 = vec![key.2[1], key.2[0]];
-    let path = write("transposed.safetensors", &tensors);
-    expect(&load_error(&path), &["blocks.0.ffn.key.weight", "expected shape [256, 64]", "found [64, 256]"]);
-}
-
-#[test]
-fn wrong_dtype_is_named() {
-    let mut tensors = tiny_tensors();
-    let ln = tensors.iter_mut().find(|t| t.0 == "blocks.0.ln1.weight").unwrap();
-    ln.1 = Dtype::I16;
-    let path = write("int.safetensors", &tensors);
-    expect(&load_error(&path), &["blocks.0.ln1.weight", "dtype i16"]);
-}
-
-#[test]
-fn a_broken_file_of_another_version_names_the_version() {
-    let mut tensors = tiny_tensors();
-    for tensor in &mut tensors {
-        tensor.0 = tensor.0.replace("att.x_r", "att.time_maa_x").replace("att.k_k", "att.time_decay");
-    }
-    tensors.retain(|t| !t.0.ends_with("att.r_k"));
-    let path = write("v6.safetensors", &tensors);
-    expect(&load_error(&path), &["missing tensor `blocks.0.att.time_faaaa`", "looks like RWKV-6"]);
-
-    let path = write("unrelated.safetensors", &vec![("weight".into(), Dtype::F32, vec![2], vec![0; 8])]);
-    expect(&load_error(&path), &["not an RWKV checkpoint"]);
-}
-
-#[test]
-fn token_out_of_range() {
-    let error = cli_error(&tiny(), "1,256");
-    assert!(error.contains("token id 256 is out of range: the vocabulary has 256 tokens"), "{error}");
-
-    let gpu = Arc::new(common::default_gpu());
-    let model = Model::load(gpu, &tiny(), &LoadOptions::default()).unwrap();
-    let engine = Engine::new(Arc::new(model), EngineOptions::default()).unwrap();
+    let engine = engine("v7", "tiny");
     let mut session = Session::new(&engine).unwrap();
     assert!(matches!(session.feed(&[3, 1000]), Err(Error::TokenOutOfRange { id: 1000, vocab: 256 })));
+    let mut batch = Batch::new(&engine);
+    assert!(matches!(
+        batch.add(vec![1, 4096], RequestOptions::default()),
+        Err(Error::TokenOutOfRange { .. })
+    ));
     // Nothing was fed, and the session is still usable.
     assert_eq!(session.feed(&[5]).unwrap().len(), 256);
 }
 
 #[test]
-fn no_adapter_is_a_clear_error() {
-    let options =
-        rwkv_wgpu::gpu::GpuOptions { adapter: Some("no such adapter 1234".into()), ..Default::default() };
-    let error = rwkv_wgpu::gpu::Gpu::new(&options).err().expect("found an adapter that cannot exist");
-    expect(&error, &["no GPU adapter found", "no such adapter 1234", "available"]);
+fn an_empty_prompt() {
+    expect(&cli_error(&["generate", "--prompt", ""], ""), "the prompt is empty");
+
+    let engine = engine("v7", "tiny");
+    let mut session = Session::new(&engine).unwrap();
+    invalid_argument(session.feed(&[]), "no tokens");
+    let tokenizer = byte_tokenizer();
+    invalid_argument(session.generate(&tokenizer, "", &GenerateOptions::default()).map(drop), "no tokens");
+    invalid_argument(Batch::new(&engine).add(Vec::new(), RequestOptions::default()), "at least one token");
+}
+
+/// Sampling options the CLI and the library refuse, and what they say.
+const BAD_SAMPLING: [(&str, f32, f32, &str); 6] = [
+    ("0", 0.0, 0.85, "temperature must be a positive number, got 0"),
+    ("-1", -1.0, 0.85, "temperature must be a positive number, got -1"),
+    ("nan", f32::NAN, 0.85, "temperature must be a positive number, got NaN"),
+    ("1", 1.0, 0.0, "top-p must be in (0, 1], got 0"),
+    ("1", 1.0, 1.5, "top-p must be in (0, 1], got 1.5"),
+    ("1", 1.0, -0.1, "top-p must be in (0, 1], got -0.1"),
+];
+
+#[test]
+fn temperature_and_top_p_outside_their_range() {
+    for (temperature, _, top_p, says) in BAD_SAMPLING {
+        let args = [
+            "generate",
+            "--prompt",
+            "ROMEO:",
+            &format!("--temperature={temperature}"),
+            &format!("--top-p={top_p}"),
+        ];
+        expect(&cli_error(&args, ""), says);
+    }
+
+    let engine = engine("v7", "tiny");
+    let tokenizer = byte_tokenizer();
+    let mut session = Session::new(&engine).unwrap();
+    for (_, temperature, top_p, says) in BAD_SAMPLING {
+        let sampler = SamplerOptions { temperature, top_p, ..SamplerOptions::default() };
+        let options = GenerateOptions { sampler: sampler.clone(), ..GenerateOptions::default() };
+        invalid_argument(session.generate(&tokenizer, "ROMEO:", &options).map(drop), says);
+        let request = RequestOptions { sampler, ..RequestOptions::default() };
+        invalid_argument(Batch::new(&engine).add(vec![1], request), says);
+    }
 }
 
 #[test]
-fn every_tensor_name_is_listed_by_every_format() {
-    let dir = tiny().with_file_name("");
-    let reference = source::open(&tiny()).unwrap();
-    let mut expected = reference.names();
-    expected.sort();
-    for file in ["model.pth", "model-bf16.safetensors", "model-f32.safetensors"] {
-        let other: Box<dyn TensorSource> = source::open(&dir.join(file)).unwrap();
-        let mut names = other.names();
-        names.sort();
-        assert_eq!(names, expected, "{file}");
+fn a_state_from_another_model() {
+    let v7 = engine("v7", "tiny");
+    let state = scratch("v7.state");
+    Session::new(&v7).unwrap().state().unwrap().save(&state).unwrap();
+    let v6 = fixture("v6", "A");
+    let args = [
+        "chat",
+        "--model",
+        v6.to_str().unwrap(),
+        "--tokenizer",
+        "assets/demo/tokenizer.json",
+        "--load-state",
+        state.to_str().unwrap(),
+    ];
+    let error = cli_error(&args, "Hello\n");
+    expect(&error, "this state belongs to another model: RWKV-7 (x070) with 2 layers of 64 channels");
+    expect(&error, "but the model is RWKV-6 with 2 layers of 32 channels");
+}
+
+#[test]
+fn a_batch_slot_out_of_range() {
+    let engine = engine("v7", "tiny");
+    let session = Session::new(&engine).unwrap();
+    invalid_argument(
+        engine.step(&[Work::new(7, &[1], Logits::Last)]),
+        "state slot 7 is out of range: the engine has 2 slots",
+    );
+    invalid_argument(engine.step(&[Work::new(1, &[1], Logits::Last)]), "state slot 1 is not allocated");
+    invalid_argument(engine.reset(99), "out of range");
+    invalid_argument(engine.copy_slot(session.slot(), 99), "out of range");
+    invalid_argument(engine.clear_counts(usize::MAX), "out of range");
+    engine.release(usize::MAX);
+    // The slot that exists still works.
+    assert_eq!(engine.step(&[Work::new(session.slot(), &[1], Logits::Last)]).unwrap()[0].logits.len(), 256);
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_adapter() {
+    let tiny = fixture("v7", "tiny");
+    let out = scratch("out.npy");
+    let args = [
+        "--binding-limit",
+        "64",
+        "logits",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--tokens",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let error = cli_error(&args, "");
+    expect(&error, "model does not fit the device");
+    expect(&error, "more than the adapter's 64-byte storage bindings");
+
+    // `info` says, for each format, whether it fits, without failing.
+    for (limit, fits) in [("134", false), ("1048576", true)] {
+        let output = Command::new(env!("CARGO_BIN_EXE_rwkv-wgpu"))
+            .args([
+                "--backend",
+                "vulkan",
+                "--binding-limit",
+                limit,
+                "info",
+                "--model",
+                tiny.to_str().unwrap(),
+            ])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let formats: Vec<&str> = stdout.lines().filter(|l| l.contains("MiB per sequence")).collect();
+        assert_eq!(formats.len(), 3, "{stdout}");
+        for line in formats {
+            assert_eq!(!line.contains("does not fit the device"), fits, "{line}");
+        }
     }
+}
+
+#[test]
+fn no_adapter() {
+    let options =
+        rwkv_wgpu::gpu::GpuOptions { adapter: Some("no such adapter 1234".into()), ..Default::default() };
+    let error = rwkv_wgpu::gpu::Gpu::new(&options).err().expect("found an adapter that cannot exist");
+    assert!(matches!(error, Error::NoAdapter(_)), "{error:?}");
+    for fragment in ["no GPU adapter found", "no such adapter 1234", "available"] {
+        expect(&error.to_string(), fragment);
+    }
+    expect(
+        &cli_error(&["--adapter", "no such adapter 1234", "generate", "--prompt", "x"], ""),
+        "no such adapter 1234",
+    );
 }

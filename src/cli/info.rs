@@ -10,7 +10,7 @@ use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::memory::memory;
 use rwkv_wgpu::model::source::TensorSource;
 use rwkv_wgpu::model::synthetic::SyntheticV7;
-use rwkv_wgpu::model::{source, validate};
+use rwkv_wgpu::model::{check_fits, source, validate};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::EngineOptions;
 use rwkv_wgpu::Error;
@@ -53,7 +53,9 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     let rows = EngineOptions::DEFAULT_CHUNK;
     let mut choices = Vec::new();
     for format in MatrixFormat::ALL {
-        choices.push((format.name(), memory(source.as_ref(), &config, &QuantPlan::all(format), rows)?));
+        let plan = QuantPlan::all(format);
+        let fits = check_fits(&gpu, source.as_ref(), &config, &plan).err().map(|e| e.to_string());
+        choices.push((format.name(), memory(source.as_ref(), &config, &plan, rows)?, fits));
     }
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     if args.json {
@@ -63,7 +65,8 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
             "dtype": dtype,
             "config": config,
             "parameters": parameters,
-            "memory_by_format": choices.iter().map(|(name, m)| (name.to_string(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
+            "memory_by_format": choices.iter().map(|(name, m, _)| (name.to_string(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
+            "does_not_fit_by_format": choices.iter().map(|(name, _, fits)| (name.to_string(), serde_json::json!(fits))).collect::<serde_json::Map<_, _>>(),
             "adapter": gpu.describe(),
             "shader_f16": gpu.f16,
         });
@@ -87,12 +90,13 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     println!("vocabulary:  {}", config.vocab);
     println!("parameters:  {parameters} ({:.3} B)", parameters as f64 / 1e9);
     println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps (the embedding stays in host memory)");
-    for (name, m) in &choices {
+    for (name, m, fits) in &choices {
         println!(
-            "  {name:<5} {:>10.1} MiB + {:.2} MiB per sequence + {:.1} MiB",
+            "  {name:<5} {:>10.1} MiB + {:.2} MiB per sequence + {:.1} MiB{}",
             mib(m.weights),
             mib(m.state_per_sequence),
-            mib(m.scratch)
+            mib(m.scratch),
+            fits.as_ref().map_or(String::new(), |why| format!(" ({why})"))
         );
     }
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);

@@ -57,6 +57,10 @@ struct GpuArgs {
     /// packed kernels, which are faster there).
     #[arg(long, global = true)]
     f16: bool,
+    /// Treat storage bindings as at most this many bytes, to see whether a model fits a smaller
+    /// device (browsers allow 134217728 by default).
+    #[arg(long, global = true, value_name = "BYTES")]
+    binding_limit: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,7 +98,7 @@ impl GpuArgs {
             row_mapping: None,
             allow_subgroups: if self.no_subgroups { Some(false) } else { None },
             f16_arithmetic: self.f16_arithmetic,
-            binding_limit: None,
+            binding_limit: self.binding_limit,
         }
     }
 

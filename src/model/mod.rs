@@ -69,10 +69,17 @@ fn load_blocks<T: TimeMix>(
 }
 
 /// Refuses, before anything is allocated, a model with a matrix whose single row would not fit
-/// one storage binding (larger matrices are split by rows, so rows are what must fit).
-fn check_fits(gpu: &Gpu, matrices: &[PlannedMatrix]) -> Result<()> {
+/// one storage binding (larger matrices are split by rows, so rows are what must fit), with its
+/// matrices stored as `plan` says.
+pub fn check_fits(
+    gpu: &Gpu,
+    source: &dyn TensorSource,
+    config: &ModelConfig,
+    plan: &QuantPlan,
+) -> Result<()> {
+    let matrices = planned_matrices(source, config, plan)?;
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
-    for m in matrices {
+    for m in &matrices {
         let row = m.format.bytes(1, m.cols) + 4;
         if row > limit {
             return Err(Error::TooBig(format!(
@@ -190,7 +197,7 @@ impl Model {
     /// Loads a model from any tensor source (a file, or a synthetic model made in memory).
     pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, options: &LoadOptions) -> Result<Model> {
         let config = Arc::new(ModelConfig::from_source(source)?);
-        check_fits(&gpu, &planned_matrices(source, &config, &options.quant)?)?;
+        check_fits(&gpu, source, &config, &options.quant)?;
         let uploaded = gpu.scoped("uploading the weights", || {
             let layers = match config.version {
                 Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu, &options.quant)?,

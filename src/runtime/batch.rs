@@ -80,6 +80,10 @@ impl Batch {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("a request needs a prompt of at least one token".into()));
         }
+        let vocab = self.engine.model().config.vocab;
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::TokenOutOfRange { id, vocab });
+        }
         let sampler = Sampler::new(options.sampler.clone())?;
         let session = Session::new(&self.engine)?;
         self.engine.clear_counts(session.slot())?;

@@ -39,7 +39,7 @@ impl State {
         let wanted = (config.version, config.embd, config.layers, wkv_len);
         if found != wanted {
             return Err(Error::InvalidArgument(format!(
-                "this state belongs to another model: {} with {} layers of {} channels ({} state values per layer), \\
+                "this state belongs to another model: {} with {} layers of {} channels ({} state values per layer), \
                  but the model is {} with {} layers of {} channels ({} per layer)",
                 found.0.name(),
                 found.2,
