@@ -94,8 +94,15 @@ fn run(
     every: usize,
     name: &str,
 ) -> Result<Vec<u32>> {
-    let options =
-        SamplerOptions { presence_penalty: 0.1, frequency_penalty: 0.1, ..SamplerOptions::default() };
+    // Drawn, as the CLI samples by default (the library's default is greedy).
+    let options = SamplerOptions {
+        greedy: false,
+        temperature: 1.0,
+        top_p: 0.85,
+        presence_penalty: 0.1,
+        frequency_penalty: 0.1,
+        ..SamplerOptions::default()
+    };
     let mut samplers: Vec<Sampler> = (0..sessions.len())
         .map(|i| Sampler::new(SamplerOptions { seed: Some(seed + i as u64), ..options.clone() }))
         .collect::<Result<_>>()?;
@@ -174,6 +181,12 @@ fn main() -> Result<()> {
         (0..options.sequences).map(|_| Session::new(&engine)).collect::<Result<_>>()?;
     let batch = run(&engine, &sessions, options.seed + 1000, options.steps, options.check_every, "batch")?;
     save("batch.tokens", &batch)?;
+    // Different seeds must give different sequences: a sampler that ignored its draws would not.
+    let sequence = |i: usize| batch.iter().skip(i).step_by(options.sequences).copied().collect::<Vec<u32>>();
+    let alike = (1..options.sequences).filter(|&i| sequence(i) == sequence(0)).count();
+    if alike > 0 {
+        return Err(Error::Gpu(format!("{alike} sequences generated exactly what sequence 0 did")));
+    }
     println!(
         "batch: {} sequences × {} steps = {} tokens in {:.0} s",
         options.sequences,
