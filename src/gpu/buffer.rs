@@ -184,13 +184,19 @@ impl GpuTensor {
         Ok(())
     }
 
-    /// Copies the tensor back to the CPU, without the padding (waits for the GPU).
-    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+    /// Copies the tensor back to the CPU, without the padding.
+    pub async fn read_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let readback = Readback::new(gpu, "read tensor", self.rows, self.cols)?;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         readback.copy_from(&mut encoder, self);
         gpu.queue.submit([encoder.finish()]);
-        readback.read(gpu)
+        readback.read_rows_async(gpu, self.rows).await
+    }
+
+    /// [`GpuTensor::read_async`], waiting for the GPU.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_async(gpu))
     }
 }
 
@@ -225,21 +231,16 @@ impl Readback {
         bytes
     }
 
-    /// Waits for the copy, then returns the first `rows` rows without padding.
-    pub fn read_rows(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
+    /// Once the copy is done, the first `rows` rows without padding.
+    pub async fn read_rows_async(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
         let rows = rows.min(self.rows);
         let stride = padded4(self.cols);
         let bytes = (rows * stride).max(4) as u64 * F32;
-        let values = map_read(gpu, &self.buffer, bytes, |view| {
+        map_read_async(gpu, &self.buffer, bytes, |view| {
             let padded: &[f32] = bytemuck::cast_slice(view);
             padded.chunks(stride).take(rows).flat_map(|row| &row[..self.cols]).copied().collect()
-        })?;
-        Ok(values)
-    }
-
-    /// Waits for the copy, then returns every row.
-    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        self.read_rows(gpu, self.rows)
+        })
+        .await
     }
 }
 
@@ -269,32 +270,45 @@ pub(crate) fn buffer_with(
     Ok(buffer)
 }
 
-/// Waits for the GPU, maps the first `bytes` of a MAP_READ buffer, reads them with `read`, and
-/// unmaps it.
+/// Maps the first `bytes` of a MAP_READ buffer once the GPU has written them, reads them with
+/// `read`, and unmaps it. Natively this drives the device until the mapping is done; in a browser
+/// the mapping completes through the event loop, which only an `await` lets run.
+pub(crate) async fn map_read_async<T>(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+    read: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    let (sender, receiver) = futures_channel::oneshot::channel();
+    buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
+        let _ = sender.send(result);
+    });
+    let value = async {
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.wait()?;
+        receiver
+            .await
+            .map_err(|_| gpu.error("mapping a readback buffer", &"the GPU never finished it"))?
+            .map_err(|e| gpu.error("mapping a readback buffer", &e))?;
+        gpu.check()?;
+        let view =
+            buffer.get_mapped_range(..bytes).map_err(|e| gpu.error("reading a readback buffer", &e))?;
+        Ok(read(&view))
+    }
+    .await;
+    // Unmapped on every path, errors included: a buffer left mapped fails every later submit
+    // that copies into it.
+    buffer.unmap();
+    value
+}
+
+/// [`map_read_async`], waiting for the GPU.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn map_read<T>(
     gpu: &Gpu,
     buffer: &wgpu::Buffer,
     bytes: u64,
     read: impl FnOnce(&[u8]) -> T,
 ) -> Result<T> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
-        // The receiver outlives this callback: we wait for it below.
-        let _ = sender.send(result);
-    });
-    let value = (|| {
-        gpu.wait()?;
-        receiver
-            .recv()
-            .map_err(|_| Error::Gpu("the GPU never finished mapping a readback buffer".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
-        let view = buffer
-            .get_mapped_range(..bytes)
-            .map_err(|e| Error::Gpu(format!("reading a readback buffer failed: {e}")))?;
-        Ok(read(&view))
-    })();
-    // Unmapped on every path, errors included: a buffer left mapped fails every later submit
-    // that copies into it.
-    buffer.unmap();
-    value
+    pollster::block_on(map_read_async(gpu, buffer, bytes, read))
 }

@@ -103,6 +103,25 @@ pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
     )
 }
 
+/// The adapters to choose from: every one natively; in a browser, which lists none, the one it
+/// offers.
+async fn adapters(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+    high_performance: bool,
+) -> Vec<wgpu::Adapter> {
+    if cfg!(not(target_arch = "wasm32")) {
+        return instance.enumerate_adapters(backends).await;
+    }
+    let power_preference = if high_performance {
+        wgpu::PowerPreference::HighPerformance
+    } else {
+        wgpu::PowerPreference::LowPower
+    };
+    let options = wgpu::RequestAdapterOptions { power_preference, ..Default::default() };
+    instance.request_adapter(&options).await.into_iter().collect()
+}
+
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
@@ -110,6 +129,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 /// All adapters the chosen backends can see.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(backend: Option<Backend>) -> Vec<wgpu::AdapterInfo> {
     let backends = backend.map_or(wgpu::Backends::all(), Backend::flags);
     let instance = instance(backends);
@@ -160,6 +180,7 @@ pub struct Gpu {
 
 impl Gpu {
     /// Chooses an adapter and opens a device on it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
         pollster::block_on(Self::new_async(options))
     }
@@ -167,7 +188,7 @@ impl Gpu {
     pub async fn new_async(options: &GpuOptions) -> Result<Gpu> {
         let backends = options.backend.map_or(wgpu::Backends::all(), Backend::flags);
         let instance = instance(backends);
-        let adapters = instance.enumerate_adapters(backends).await;
+        let adapters = adapters(&instance, backends, options.high_performance).await;
         if adapters.is_empty() {
             let which = options.backend.map_or("any backend".to_string(), |b| format!("{b:?}"));
             return Err(Error::NoAdapter(format!("no adapter on {which}: {INSTALL_HINT}")));
@@ -308,6 +329,7 @@ impl Gpu {
     }
 
     /// Blocks until the queue is idle, then reports any error the device raised meanwhile.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -316,6 +338,7 @@ impl Gpu {
     }
 
     /// Runs `work`, turning any validation or out-of-memory error it causes into an `Err`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn scoped<T>(&self, what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -331,6 +354,15 @@ impl Gpu {
         if let Some(e) = validation {
             return Err(self.error(what, &e));
         }
+        value
+    }
+
+    /// In a browser an error scope reports only through the event loop, which cannot run while
+    /// `work` is on the stack: errors arrive at the uncaptured-error handler and the next check.
+    #[cfg(target_arch = "wasm32")]
+    pub fn scoped<T>(&self, _what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let value = work();
+        self.check()?;
         value
     }
 

@@ -2,11 +2,15 @@
 //! its own that writes a timestamp at its start and end. Slower than a normal run (no overlap
 //! between dispatches), so it says where the time goes, not how fast a step is.
 
-use super::buffer::map_read;
-use super::{Gpu, Step};
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use {
+    super::buffer::map_read,
+    super::{Gpu, Step},
+    crate::error::{Error, Result},
+};
 
 /// The most timestamps one query set may hold in wgpu.
+#[cfg(not(target_arch = "wasm32"))]
 const MAX_QUERIES: usize = 4096;
 
 /// GPU seconds spent in one dispatch of a step.
@@ -19,6 +23,8 @@ pub struct DispatchTime {
     pub seconds: f64,
 }
 
+// Natively only: it waits for the GPU.
+#[cfg(not(target_arch = "wasm32"))]
 impl Step {
     /// Runs the step once, each dispatch timed on the GPU.
     pub fn profile(&self, gpu: &Gpu) -> Result<Vec<DispatchTime>> {

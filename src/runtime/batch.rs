@@ -107,7 +107,13 @@ impl Batch {
     }
 
     /// Runs one step and returns its events.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        pollster::block_on(self.step_async())
+    }
+
+    /// [`Batch::step`] without blocking.
+    pub async fn step_async(&mut self) -> Result<Vec<BatchEvent>> {
         if self.requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -141,7 +147,7 @@ impl Batch {
                 Work { sample, ..Work::new(request.session.slot(), tokens, Logits::None) }
             })
             .collect();
-        let results = self.engine.step(&work)?;
+        let results = self.engine.step_async(&work).await?;
 
         let mut events = Vec::new();
         let mut finished = Vec::new();

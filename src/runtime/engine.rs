@@ -14,10 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::gpu::{DispatchTime, Gpu, GpuTensor, Readback, ScratchPool, Step};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::DispatchTime;
+use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool, Step};
 use crate::kernels::{self, Choice, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
+
+mod slots;
 
 /// How many sequences and tokens an engine serves at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,103 +311,6 @@ impl Engine {
         }
     }
 
-    /// Sets a slot to the initial state.
-    pub fn reset(&self, slot: usize) -> Result<()> {
-        self.check_slot(slot)?;
-        let zeros = vec![0.0; self.inner.model.config.embd];
-        let gpu = self.gpu();
-        for layer in &self.inner.state {
-            layer.att_x.write_rows(gpu, slot, &zeros)?;
-            layer.wkv.write_rows(gpu, slot, &self.inner.initial_wkv)?;
-            layer.ffn_x.write_rows(gpu, slot, &zeros)?;
-        }
-        self.clear_counts(slot)
-    }
-
-    /// Forgets which tokens a slot generated: the penalties of GPU sampling start afresh.
-    pub fn clear_counts(&self, slot: usize) -> Result<()> {
-        self.check_slot(slot)?;
-        let gpu = self.gpu();
-        let zeros = vec![0.0; self.inner.model.config.vocab];
-        self.inner.sampling.counts.write_rows(gpu, slot, &zeros)?;
-        gpu.check()
-    }
-
-    /// Copies slot `from`'s state into slot `to` on the GPU.
-    pub fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
-        self.check_slot(from)?;
-        self.check_slot(to)?;
-        let gpu = self.gpu();
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy state") });
-        let tensors = || self.inner.state.iter().flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x]);
-        let staging = &self.inner.staging;
-        let mut at = 0;
-        for tensor in tensors() {
-            let row = (tensor.stride() * 4) as u64;
-            encoder.copy_buffer_to_buffer(
-                &tensor.buffer,
-                tensor.offset + from as u64 * row,
-                staging,
-                at,
-                Some(row),
-            );
-            at += row;
-        }
-        at = 0;
-        for tensor in tensors() {
-            let row = (tensor.stride() * 4) as u64;
-            encoder.copy_buffer_to_buffer(
-                staging,
-                at,
-                &tensor.buffer,
-                tensor.offset + to as u64 * row,
-                Some(row),
-            );
-            at += row;
-        }
-        gpu.queue.submit([encoder.finish()]);
-        gpu.check()
-    }
-
-    /// A slot's state, per layer: (att_x, wkv, ffn_x).
-    pub(crate) fn read_slot(&self, slot: usize) -> Result<Vec<[Vec<f32>; 3]>> {
-        self.check_slot(slot)?;
-        let gpu = self.gpu();
-        let row = |tensor: &GpuTensor| -> Result<Vec<f32>> {
-            let view = GpuTensor {
-                offset: tensor.offset + (slot * tensor.stride() * 4) as u64,
-                rows: 1,
-                ..tensor.clone()
-            };
-            view.read(gpu)
-        };
-        self.inner
-            .state
-            .iter()
-            .map(|layer| Ok([row(&layer.att_x)?, row(&layer.wkv)?, row(&layer.ffn_x)?]))
-            .collect()
-    }
-
-    /// Overwrites a slot's state, per layer: (att_x, wkv, ffn_x).
-    pub(crate) fn write_slot(&self, slot: usize, layers: &[[Vec<f32>; 3]]) -> Result<()> {
-        self.check_slot(slot)?;
-        if layers.len() != self.inner.state.len() {
-            return Err(Error::InvalidArgument(format!(
-                "a state of {} layers for a model of {}",
-                layers.len(),
-                self.inner.state.len()
-            )));
-        }
-        let gpu = self.gpu();
-        for (layer, [att_x, wkv, ffn_x]) in self.inner.state.iter().zip(layers) {
-            layer.att_x.write_rows(gpu, slot, att_x)?;
-            layer.wkv.write_rows(gpu, slot, wkv)?;
-            layer.ffn_x.write_rows(gpu, slot, ffn_x)?;
-        }
-        gpu.check()
-    }
-
     /// The number of values of one layer's `wkv` state.
     pub fn wkv_len(&self) -> usize {
         self.inner.initial_wkv.len()
@@ -412,12 +319,35 @@ impl Engine {
     /// Advances each sequence of `work` by its tokens, all in one step, and returns what each asked
     /// for: logits (`V` values for [`Logits::Last`], `tokens × V` for [`Logits::All`], none for
     /// [`Logits::None`]) and, with `sample`, the token chosen on the GPU.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&self, work: &[Work]) -> Result<Vec<Output>> {
+        pollster::block_on(self.step_async(work))
+    }
+
+    /// [`Engine::step`] without blocking: in a browser, waiting for the GPU means awaiting.
+    // The runner stays locked until the step's results are read: steps share the scratch memory
+    // and readback buffers. Natively another thread's step waits for it; a browser has one
+    // thread, where waiting would never end, so a second step started before the first is
+    // awaited is an error instead.
+    #[allow(clippy::await_holding_lock)]
+    pub async fn step_async(&self, work: &[Work<'_>]) -> Result<Vec<Output>> {
         let shape = self.check(work)?;
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
         let vocab = inner.model.config.vocab;
-        let mut runner = locked(&inner.runner);
+        let mut runner = if cfg!(target_arch = "wasm32") {
+            match inner.runner.try_lock() {
+                Ok(runner) => runner,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::InvalidArgument(
+                        "the engine is running another step: await each call before making the next".into(),
+                    ))
+                }
+            }
+        } else {
+            locked(&inner.runner)
+        };
         self.ensure_recorded(&mut runner, shape)?;
         let Runner { recorded, readback, tokens_readback, counters, ahead } = &mut *runner;
         let recorded = &recorded[&shape];
@@ -441,7 +371,7 @@ impl Engine {
         *ahead = Some(self.encode(recorded, (readback, tokens_readback), encoding));
 
         let tokens: Vec<u32> = if sampled {
-            tokens_readback.read_rows(gpu, 1)?.into_iter().map(f32::to_bits).collect()
+            tokens_readback.read_rows_async(gpu, 1).await?.into_iter().map(f32::to_bits).collect()
         } else {
             Vec::new()
         };
@@ -456,7 +386,7 @@ impl Engine {
             )));
         }
         let values = match (&recorded.head, wants_logits) {
-            (Some((_, logits)), true) => readback.read_rows(gpu, logits.rows)?,
+            (Some((_, logits)), true) => readback.read_rows_async(gpu, logits.rows).await?,
             _ => {
                 gpu.check()?;
                 Vec::new()
@@ -545,6 +475,7 @@ impl Engine {
 
     /// Runs `work` as one step with every dispatch timed on the GPU ([`Step::profile`]): the
     /// states advance as with [`Engine::step`]; nothing is read back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn profile(&self, work: &[Work]) -> Result<Vec<DispatchTime>> {
         let shape = self.check(work)?;
         let gpu = self.gpu();

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -112,6 +113,7 @@ pub struct Generation<'s> {
 
 impl Session {
     /// Reads `prompt` and returns the generation that continues it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate<'s>(
         &'s mut self,
         tokenizer: &'s Tokenizer,
@@ -123,7 +125,19 @@ impl Session {
     }
 
     /// Like [`Session::generate`], from prompt tokens.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate_tokens<'s>(
+        &'s mut self,
+        tokenizer: &'s Tokenizer,
+        prompt: &[u32],
+        options: &GenerateOptions,
+    ) -> Result<Generation<'s>> {
+        pollster::block_on(self.generate_tokens_async(tokenizer, prompt, options))
+    }
+
+    /// [`Session::generate_tokens`] without blocking; take the pieces with
+    /// [`Generation::next_async`].
+    pub async fn generate_tokens_async<'s>(
         &'s mut self,
         tokenizer: &'s Tokenizer,
         prompt: &[u32],
@@ -131,7 +145,7 @@ impl Session {
     ) -> Result<Generation<'s>> {
         let mut sampler = Sampler::new(options.sampler.clone())?;
         self.clear_counts()?;
-        let next = self.feed_and_sample(prompt, &mut sampler)?;
+        let next = self.feed_and_sample_async(prompt, &mut sampler).await?;
         Ok(Generation {
             session: self,
             tokenizer,
@@ -148,6 +162,7 @@ impl Session {
 
     /// Generates with a callback that receives each piece and may stop the generation by
     /// returning [`ControlFlow::Break`]. Returns why it ended.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate_with(
         &mut self,
         tokenizer: &Tokenizer,
@@ -201,7 +216,22 @@ impl Generation<'_> {
         std::mem::replace(&mut self.held, rest)
     }
 
-    fn step(&mut self) -> Result<Piece> {
+    /// The next piece, or `None` once the generation has ended.
+    pub async fn next_async(&mut self) -> Option<Result<Piece>> {
+        if self.finish.is_none() && self.options.cancel.is_cancelled() {
+            self.finish = Some(Finish::Cancelled);
+        }
+        if self.finish.is_some() || self.generated >= self.options.max_tokens {
+            return None;
+        }
+        let piece = self.step().await;
+        if piece.is_err() {
+            self.finish = Some(Finish::Cancelled);
+        }
+        Some(piece)
+    }
+
+    async fn step(&mut self) -> Result<Piece> {
         let token = self.next;
         self.generated += 1;
         if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
@@ -220,33 +250,25 @@ impl Generation<'_> {
             self.held += &self.text.finish()?;
             text += &std::mem::take(&mut self.held);
         } else {
-            self.next = self.session.feed_and_sample(&[token], &mut self.sampler)?;
+            self.next = self.session.feed_and_sample_async(&[token], &mut self.sampler).await?;
         }
         Ok(Piece { token, text })
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Iterator for Generation<'_> {
     type Item = Result<Piece>;
 
     fn next(&mut self) -> Option<Result<Piece>> {
-        if self.finish.is_none() && self.options.cancel.is_cancelled() {
-            self.finish = Some(Finish::Cancelled);
-        }
-        if self.finish.is_some() || self.generated >= self.options.max_tokens {
-            return None;
-        }
-        let piece = self.step();
-        if piece.is_err() {
-            self.finish = Some(Finish::Cancelled);
-        }
-        Some(piece)
+        pollster::block_on(self.next_async())
     }
 }
 
 /// Generates on a thread of its own and streams the pieces, for async code: it awaits each piece
 /// instead of blocking on the GPU. Dropping the stream, or cancelling through the options, stops
 /// the generation; the session lives on that thread and is dropped when the generation ends.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate_stream(
     mut session: Session,
     tokenizer: Arc<Tokenizer>,

@@ -10,7 +10,9 @@ mod state;
 
 pub use self::batch::{Batch, BatchEvent, RequestOptions};
 pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work};
-pub use self::generate::{generate_stream, CancelToken, Finish, GenerateOptions, Generation, Piece};
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::generate::generate_stream;
+pub use self::generate::{CancelToken, Finish, GenerateOptions, Generation, Piece};
 pub use self::sampler::{Sampler, SamplerOptions};
 pub use self::session::Session;
 pub use self::state::{LayerValues, State};

@@ -29,12 +29,19 @@ impl Session {
     }
 
     /// Reads `tokens` and returns the logits that predict the next token.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut logits = self.read(tokens, Logits::Last)?;
+        pollster::block_on(self.feed_async(tokens))
+    }
+
+    /// [`Session::feed`] without blocking (what a browser must call).
+    pub async fn feed_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = self.read(tokens, Logits::Last).await?;
         logits.pop().ok_or_else(|| Error::InvalidArgument("no tokens to feed".into()))
     }
 
     /// Reads `tokens` and returns the logits after each of them, `tokens.len() × V` values.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_positions(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut all = Vec::with_capacity(tokens.len() * self.engine.model().config.vocab);
         self.feed_positions_with(tokens, |_, logits| {
@@ -47,6 +54,7 @@ impl Session {
     /// Reads `tokens` chunk by chunk and hands each chunk's logits (its tokens × V values) to
     /// `each`, with the position of the chunk's first token, so that memory stays one chunk's
     /// worth however long the input.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_positions_with(
         &mut self,
         tokens: &[u32],
@@ -64,21 +72,28 @@ impl Session {
     }
 
     /// Reads `tokens` without computing logits.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn advance(&mut self, tokens: &[u32]) -> Result<()> {
-        self.read(tokens, Logits::None).map(drop)
+        pollster::block_on(self.read(tokens, Logits::None)).map(drop)
     }
 
     /// Reads `tokens` and returns the next token, chosen by `sampler` on the GPU: no logits come
     /// back. The sampler counts it towards its penalties.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_and_sample(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
+        pollster::block_on(self.feed_and_sample_async(tokens, sampler))
+    }
+
+    /// [`Session::feed_and_sample`] without blocking.
+    pub async fn feed_and_sample_async(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
         let Some((last, before)) = split_last_chunk(tokens, self.engine.options().chunk) else {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         };
         if !before.is_empty() {
-            self.advance(before)?;
+            self.read(before, Logits::None).await?;
         }
         let work = Work { sample: Some(sampler.choice()), ..Work::new(self.slot, last, Logits::None) };
-        let token = self.engine.step(&[work])?.pop().and_then(|o| o.token);
+        let token = self.engine.step_async(&[work]).await?.pop().and_then(|o| o.token);
         let token = token.ok_or_else(|| Error::Gpu("the step chose no token".into()))?;
         sampler.count(token);
         Ok(token)
@@ -90,7 +105,7 @@ impl Session {
     }
 
     /// Reads `tokens` chunk by chunk; returns the last chunk's logits for [`Logits::Last`].
-    fn read(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<Vec<f32>>> {
+    async fn read(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<Vec<f32>>> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         }
@@ -102,7 +117,7 @@ impl Session {
                 Logits::Last if index + 1 < chunks => Logits::None,
                 other => other,
             };
-            let result = self.engine.step(&[Work::new(self.slot, tokens, wanted)])?;
+            let result = self.engine.step_async(&[Work::new(self.slot, tokens, wanted)]).await?;
             if wanted != Logits::None {
                 out.extend(result.into_iter().map(|o| o.logits));
             }
@@ -123,11 +138,18 @@ impl Session {
     }
 
     /// Copies the state to the CPU.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn state(&self) -> Result<State> {
+        pollster::block_on(self.state_async())
+    }
+
+    /// [`Session::state`] without blocking.
+    pub async fn state_async(&self) -> Result<State> {
         let config = &self.engine.model().config;
         let layers = self
             .engine
-            .read_slot(self.slot)?
+            .read_slot(self.slot)
+            .await?
             .into_iter()
             .map(|[att_x, wkv, ffn_x]| LayerValues { att_x, wkv, ffn_x })
             .collect();

@@ -1,0 +1,105 @@
+//! A slot's state: reset, copied, read and written.
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::gpu::GpuTensor;
+
+impl Engine {
+    /// Sets a slot to the initial state.
+    pub fn reset(&self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        let zeros = vec![0.0; self.inner.model.config.embd];
+        let gpu = self.gpu();
+        for layer in &self.inner.state {
+            layer.att_x.write_rows(gpu, slot, &zeros)?;
+            layer.wkv.write_rows(gpu, slot, &self.inner.initial_wkv)?;
+            layer.ffn_x.write_rows(gpu, slot, &zeros)?;
+        }
+        self.clear_counts(slot)
+    }
+
+    /// Forgets which tokens a slot generated: the penalties of GPU sampling start afresh.
+    pub fn clear_counts(&self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        let gpu = self.gpu();
+        let zeros = vec![0.0; self.inner.model.config.vocab];
+        self.inner.sampling.counts.write_rows(gpu, slot, &zeros)?;
+        gpu.check()
+    }
+
+    /// Copies slot `from`'s state into slot `to` on the GPU.
+    pub fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
+        self.check_slot(from)?;
+        self.check_slot(to)?;
+        let gpu = self.gpu();
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy state") });
+        let tensors = || self.inner.state.iter().flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x]);
+        let staging = &self.inner.staging;
+        let mut at = 0;
+        for tensor in tensors() {
+            let row = (tensor.stride() * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                &tensor.buffer,
+                tensor.offset + from as u64 * row,
+                staging,
+                at,
+                Some(row),
+            );
+            at += row;
+        }
+        at = 0;
+        for tensor in tensors() {
+            let row = (tensor.stride() * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                staging,
+                at,
+                &tensor.buffer,
+                tensor.offset + to as u64 * row,
+                Some(row),
+            );
+            at += row;
+        }
+        gpu.queue.submit([encoder.finish()]);
+        gpu.check()
+    }
+
+    /// A slot's state, per layer: (att_x, wkv, ffn_x).
+    pub(crate) async fn read_slot(&self, slot: usize) -> Result<Vec<[Vec<f32>; 3]>> {
+        self.check_slot(slot)?;
+        let gpu = self.gpu();
+        let row = |tensor: &GpuTensor| GpuTensor {
+            offset: tensor.offset + (slot * tensor.stride() * 4) as u64,
+            rows: 1,
+            ..tensor.clone()
+        };
+        let mut layers = Vec::with_capacity(self.inner.state.len());
+        for layer in &self.inner.state {
+            layers.push([
+                row(&layer.att_x).read_async(gpu).await?,
+                row(&layer.wkv).read_async(gpu).await?,
+                row(&layer.ffn_x).read_async(gpu).await?,
+            ]);
+        }
+        Ok(layers)
+    }
+
+    /// Overwrites a slot's state, per layer: (att_x, wkv, ffn_x).
+    pub(crate) fn write_slot(&self, slot: usize, layers: &[[Vec<f32>; 3]]) -> Result<()> {
+        self.check_slot(slot)?;
+        if layers.len() != self.inner.state.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a state of {} layers for a model of {}",
+                layers.len(),
+                self.inner.state.len()
+            )));
+        }
+        let gpu = self.gpu();
+        for (layer, [att_x, wkv, ffn_x]) in self.inner.state.iter().zip(layers) {
+            layer.att_x.write_rows(gpu, slot, att_x)?;
+            layer.wkv.write_rows(gpu, slot, wkv)?;
+            layer.ffn_x.write_rows(gpu, slot, ffn_x)?;
+        }
+        gpu.check()
+    }
+}
