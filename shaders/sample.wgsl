@@ -116,8 +116,9 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     }
 
     // The largest logit and its first token; NaNs and infinities are found by their bits, since
-    // WGSL may assume that floats are finite.
-    var value = bitcast<f32>(0xff800000u);
+    // WGSL may assume that floats are finite (browsers reject an infinite constant, so the
+    // search starts from the lowest finite f32).
+    var value = -0x1.fffffep+127f;
     var index = 0u;
     var nans = 0.0;
     for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
