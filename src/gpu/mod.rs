@@ -97,6 +97,12 @@ impl Default for GpuOptions {
 
 /// One line per adapter, for `rwkv-wgpu adapters` and for error messages.
 pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    if info.backend == wgpu::Backend::BrowserWebGpu {
+        // Browsers keep the adapter anonymous (an empty description, no driver) by default.
+        let name = if info.name.is_empty() { "the browser's adapter" } else { info.name.as_str() };
+        let software = if info.device_type == wgpu::DeviceType::Cpu { ", software fallback" } else { "" };
+        return format!("{name} (WebGPU{software})");
+    }
     format!(
         "{} ({:?}, {:?}, driver {} {})",
         info.name, info.backend, info.device_type, info.driver, info.driver_info

@@ -1,0 +1,388 @@
+//! rwkv-wgpu in the browser: the same engine compiled to wasm32, on the page's WebGPU, behind a
+//! JavaScript API made with wasm-bindgen.
+//!
+//! ```js
+//! import init, { Model } from "./pkg/rwkv_wgpu_web.js";
+//! await init();
+//! const model = await Model.load(new Uint8Array(await file.arrayBuffer()), { quant: "int8" });
+//! const result = await model.generate("User: Hi!\n\nAssistant:", { maxTokens: 100, stop: "\n\n" },
+//!   (text) => output.append(text));
+//! console.log(`${result.tokensPerSecond.toFixed(1)} tokens/s`);
+//! ```
+//!
+//! Every method that waits for the GPU returns a promise: a browser completes GPU work only
+//! through its event loop, so the page stays responsive between tokens. Errors are thrown as
+//! JavaScript `Error`s carrying the library's one-line messages, the ones the CLI prints.
+
+mod options;
+
+use std::cell::{RefCell, RefMut};
+use std::sync::Arc;
+
+use js_sys::{Float32Array, Function, Uint32Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use rwkv_wgpu::gpu::{Gpu, GpuOptions};
+use rwkv_wgpu::model::source::{self, FileBytes};
+use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
+use rwkv_wgpu::runtime::{
+    CancelToken, Engine, EngineOptions, Finish, GenerateOptions, SamplerOptions, Session, State,
+};
+use rwkv_wgpu::tokenizer::{HuggingFaceTokenizer, Tokenizer};
+
+use options::{object, JsOptions};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+export interface LoadOptions {
+  /** Format of the large weight matrices, converted while loading: "f16" (default), "int8" or "nf4". */
+  quant?: "f16" | "int8" | "nf4";
+  /** The contents of a Hugging Face tokenizer.json; without it, the built-in RWKV World tokenizer. */
+  tokenizer?: Uint8Array;
+  /** What error messages call the file (default "the model file"). */
+  name?: string;
+  /** Prompt tokens read per step (default 128). */
+  chunk?: number;
+  /** Read f16 weights with the adapter's shader-f16 (true), never (false: unpacked from u32), or
+   * where that is faster (default: not on software adapters). */
+  f16?: boolean;
+}
+
+export interface ModelInfo {
+  version: string; layers: number; embd: number; heads: number; headSize: number; ffn: number;
+  vocab: number; format: string; fileDtype: string; quant: string; tokenizer: string;
+  /** The WebGPU adapter, as wgpu describes it. */
+  adapter: string;
+  /** Whether the kernels use the adapter's shader-f16; without it, f16 weights are unpacked from u32. */
+  f16: boolean;
+  subgroups: boolean;
+}
+
+/** As on the CLI: temperature 1, top-p 0.85, no top-k, no penalties, 200 tokens. */
+export interface GenerateOptions {
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  /** 0 keeps every token. */
+  topK?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** Always take the most likely token. */
+  greedy?: boolean;
+  /** For reproducible sampling (a whole number). */
+  seed?: number;
+  /** Stop before the first occurrence of any of these (not included in the text). */
+  stop?: string | string[];
+  /** Stops the generation before its next token once aborted. */
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** Tokens generated. */
+  tokens: number;
+  /** Tokens read before the first was generated. */
+  promptTokens: number;
+  finish: "maxTokens" | "stop" | "endOfText" | "cancelled";
+  promptSeconds: number;
+  /** Generation time after the prompt. */
+  seconds: number;
+  tokensPerSecond: number;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(typescript_type = "LoadOptions")]
+    pub type LoadOptionsArg;
+    #[wasm_bindgen(typescript_type = "GenerateOptions")]
+    pub type GenerateOptionsArg;
+    #[wasm_bindgen(typescript_type = "(text: string, token: number) => boolean | void")]
+    pub type OnToken;
+}
+
+/// A model on the page's GPU, with one conversation that `generate` continues.
+#[wasm_bindgen]
+pub struct Model {
+    engine: Engine,
+    tokenizer: Tokenizer,
+    tokenizer_name: &'static str,
+    quant: MatrixFormat,
+    /// Borrowed for the whole of a call that uses the GPU, so that a second call made before the
+    /// first has finished fails with a clear message instead of interleaving with it.
+    sessions: RefCell<Sessions>,
+}
+
+struct Sessions {
+    /// The state `generate` continues, and saves and loads.
+    conversation: Session,
+    /// A token the last generation chose but did not read: the next prompt starts with it.
+    pending: Vec<u32>,
+    /// For `logits`, reset before each use.
+    scratch: Session,
+}
+
+thread_local! {
+    /// The page's GPU devices, by the `f16` load option: models loaded with the same options
+    /// share one device, and each kernel is compiled once.
+    static PAGE_GPUS: RefCell<Vec<(Option<bool>, Arc<Gpu>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The page's GPU for these options, opened on first use and again if it was lost.
+async fn page_gpu(allow_f16: Option<bool>) -> Result<Arc<Gpu>, JsError> {
+    let open = PAGE_GPUS.with_borrow(|gpus| {
+        gpus.iter()
+            .find(|(f16, gpu)| *f16 == allow_f16 && gpu.check_alive().is_ok())
+            .map(|(_, gpu)| gpu.clone())
+    });
+    if let Some(gpu) = open {
+        return Ok(gpu);
+    }
+    let gpu = Arc::new(Gpu::new_async(&GpuOptions { allow_f16, ..GpuOptions::default() }).await?);
+    PAGE_GPUS.with_borrow_mut(|gpus| {
+        gpus.retain(|(f16, _)| *f16 != allow_f16);
+        gpus.push((allow_f16, gpu.clone()));
+    });
+    Ok(gpu)
+}
+
+fn seconds_since(start: f64) -> f64 {
+    (js_sys::Date::now() - start) / 1000.0
+}
+
+// Each call holds the sessions' borrow across its awaits on purpose: a second call made meanwhile
+// fails at once (`Model::sessions`) rather than interleaving GPU work with the first.
+#[allow(clippy::await_holding_refcell_ref)]
+#[wasm_bindgen]
+impl Model {
+    /// Loads a `.safetensors` or `.pth` model from its bytes onto the browser's GPU.
+    pub async fn load(bytes: Uint8Array, options: Option<LoadOptionsArg>) -> Result<Model, JsError> {
+        console_error_panic_hook::set_once();
+        let options =
+            JsOptions::new(options.into(), "load options", &["quant", "tokenizer", "name", "chunk", "f16"])?;
+        let quant = match options.string("quant")? {
+            Some(name) => MatrixFormat::parse(&name)?,
+            None => MatrixFormat::F16,
+        };
+        let chunk = options.count("chunk")?.map_or(EngineOptions::DEFAULT_CHUNK, |n| n as usize);
+        let (tokenizer, tokenizer_name) = match options.bytes("tokenizer")? {
+            Some(json) => {
+                (Tokenizer::HuggingFace(Box::new(HuggingFaceTokenizer::from_json(&json)?)), "tokenizer.json")
+            }
+            None => (Tokenizer::world()?, "RWKV World"),
+        };
+        let name = options.string("name")?.unwrap_or_else(|| "the model file".into());
+
+        let gpu = page_gpu(options.boolean("f16")?).await?;
+        let source = source::from_bytes(name, FileBytes::Owned(bytes.to_vec()))?;
+        let load = rwkv_wgpu::model::LoadOptions { quant: QuantPlan::all(quant) };
+        let model = rwkv_wgpu::model::Model::from_source(gpu, source.as_ref(), &load)?;
+        drop(source);
+        let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk })?;
+        let sessions = Sessions {
+            conversation: Session::new(&engine)?,
+            pending: Vec::new(),
+            scratch: Session::new(&engine)?,
+        };
+        Ok(Model { engine, tokenizer, tokenizer_name, quant, sessions: RefCell::new(sessions) })
+    }
+
+    /// The model's shape and how it runs.
+    #[wasm_bindgen(unchecked_return_type = "ModelInfo")]
+    pub fn info(&self) -> JsValue {
+        let model = self.engine.model();
+        let config = &model.config;
+        let gpu = &model.gpu;
+        let number = |n: usize| JsValue::from_f64(n as f64);
+        object(&[
+            ("version", config.version.name().into()),
+            ("layers", number(config.layers)),
+            ("embd", number(config.embd)),
+            ("heads", number(config.heads)),
+            ("headSize", number(config.head_size)),
+            ("ffn", number(config.ffn)),
+            ("vocab", number(config.vocab)),
+            ("format", model.format.into()),
+            ("fileDtype", model.file_dtype.as_str().into()),
+            ("quant", self.quant.name().into()),
+            ("tokenizer", self.tokenizer_name.into()),
+            ("adapter", gpu.describe().into()),
+            ("f16", gpu.f16.into()),
+            ("subgroups", gpu.subgroups.into()),
+        ])
+    }
+
+    /// Reads `tokens` from the initial state (the conversation is not touched) and returns the
+    /// logits that predict the token after the last.
+    pub async fn logits(&self, tokens: Uint32Array) -> Result<Float32Array, JsError> {
+        let mut sessions = self.sessions()?;
+        sessions.scratch.reset()?;
+        let logits = sessions.scratch.feed_async(&tokens.to_vec()).await?;
+        Ok(Float32Array::from(&logits[..]))
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Uint32Array, JsError> {
+        Ok(Uint32Array::from(&self.encode(text)?[..]))
+    }
+
+    pub fn detokenize(&self, ids: Uint32Array) -> Result<String, JsError> {
+        Ok(self.tokenizer.decode(&ids.to_vec())?)
+    }
+
+    /// Reads `prompt` after everything the conversation has read so far, then generates, calling
+    /// `onToken(text, token)` for each token (the text may be empty: part of a character, or held
+    /// back because it may begin a stop string). `onToken` returning `false` stops the generation,
+    /// as does aborting `options.signal`.
+    #[wasm_bindgen(unchecked_return_type = "GenerateResult")]
+    pub async fn generate(
+        &self,
+        prompt: &str,
+        options: Option<GenerateOptionsArg>,
+        on_token: Option<OnToken>,
+    ) -> Result<JsValue, JsError> {
+        let (options, signal) = generate_options(options.into())?;
+        let on_token: Option<Function> = on_token.map(|f| JsValue::from(f).into());
+        let mut sessions = self.sessions()?;
+        let sessions = &mut *sessions;
+        let mut prompt_tokens = sessions.pending.clone();
+        prompt_tokens.extend(self.encode(prompt)?);
+
+        let start = js_sys::Date::now();
+        let mut generation =
+            sessions.conversation.generate_tokens_async(&self.tokenizer, &prompt_tokens, &options).await?;
+        sessions.pending.clear();
+        let prompt_seconds = seconds_since(start);
+        let start = js_sys::Date::now();
+        let (mut text, mut tokens) = (String::new(), 0usize);
+        loop {
+            if signal.as_ref().is_some_and(|signal| signal.is_aborted()) {
+                options.cancel.cancel();
+            }
+            let Some(piece) = generation.next_async().await else { break };
+            let piece = piece?;
+            tokens += 1;
+            text += &piece.text;
+            if let Some(callback) = &on_token {
+                let answer = callback
+                    .call2(&JsValue::NULL, &piece.text.as_str().into(), &piece.token.into())
+                    .map_err(|thrown| JsError::new(&format!("onToken threw: {}", describe(&thrown))))?;
+                if answer.as_bool() == Some(false) {
+                    options.cancel.cancel();
+                }
+            }
+        }
+        let finish = match generation.finish() {
+            Some(Finish::Stop(_)) => "stop",
+            Some(Finish::EndOfText) => "endOfText",
+            Some(Finish::Cancelled) => "cancelled",
+            Some(Finish::MaxTokens) | None => "maxTokens",
+        };
+        sessions.pending = generation.unfed_token().into_iter().collect();
+        let seconds = seconds_since(start);
+        Ok(object(&[
+            ("text", text.into()),
+            ("tokens", JsValue::from_f64(tokens as f64)),
+            ("promptTokens", JsValue::from_f64(prompt_tokens.len() as f64)),
+            ("finish", finish.into()),
+            ("promptSeconds", prompt_seconds.into()),
+            ("seconds", seconds.into()),
+            ("tokensPerSecond", (if seconds > 0.0 { tokens as f64 / seconds } else { 0.0 }).into()),
+        ]))
+    }
+
+    /// Forgets the conversation: back to the initial state.
+    pub fn reset(&self) -> Result<(), JsError> {
+        let mut sessions = self.sessions()?;
+        sessions.pending.clear();
+        Ok(sessions.conversation.reset()?)
+    }
+
+    /// The conversation's state as bytes (a `.safetensors` file that `loadState` and the CLI's
+    /// `chat --load-state` read).
+    #[wasm_bindgen(js_name = saveState)]
+    pub async fn save_state(&self) -> Result<Uint8Array, JsError> {
+        let mut sessions = self.sessions()?;
+        // The state must include the token the last generation chose, as the next prompt would.
+        let pending = std::mem::take(&mut sessions.pending);
+        if !pending.is_empty() {
+            sessions.conversation.feed_async(&pending).await?;
+        }
+        let bytes = sessions.conversation.state_async().await?.to_bytes()?;
+        Ok(Uint8Array::from(&bytes[..]))
+    }
+
+    /// Replaces the conversation's state with one saved by `saveState` (or the CLI) for a model of
+    /// this shape.
+    #[wasm_bindgen(js_name = loadState)]
+    pub fn load_state(&self, bytes: Uint8Array) -> Result<(), JsError> {
+        let state = State::from_bytes("the state", &bytes.to_vec())?;
+        let mut sessions = self.sessions()?;
+        sessions.conversation.set_state(&state)?;
+        sessions.pending.clear();
+        Ok(())
+    }
+}
+
+impl Model {
+    fn sessions(&self) -> Result<RefMut<'_, Sessions>, JsError> {
+        self.sessions.try_borrow_mut().map_err(|_| {
+            JsError::new("the model is busy: await the previous call (generate, logits, saveState) first")
+        })
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        let tokens = self.tokenizer.encode(text)?;
+        let vocab = self.engine.model().config.vocab;
+        if let Some(id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(JsError::new(&format!(
+                "the text encodes to token {id}, outside the model's vocabulary of {vocab}: is this the model's \
+                 tokenizer? (pass the model's tokenizer.json as the `tokenizer` load option)"
+            )));
+        }
+        Ok(tokens)
+    }
+}
+
+/// Generation options as the CLI's defaults have them, and the abort signal.
+fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::AbortFlag>), JsError> {
+    const KNOWN: [&str; 10] = [
+        "maxTokens",
+        "temperature",
+        "topP",
+        "topK",
+        "presencePenalty",
+        "frequencyPenalty",
+        "greedy",
+        "seed",
+        "stop",
+        "signal",
+    ];
+    let given = JsOptions::new(value, "generate options", &KNOWN)?;
+    let sampler = SamplerOptions {
+        greedy: given.boolean("greedy")?.unwrap_or(false),
+        temperature: given.number("temperature")?.unwrap_or(1.0) as f32,
+        top_p: given.number("topP")?.unwrap_or(0.85) as f32,
+        top_k: given.count("topK")?.unwrap_or(0) as usize,
+        presence_penalty: given.number("presencePenalty")?.unwrap_or(0.0) as f32,
+        frequency_penalty: given.number("frequencyPenalty")?.unwrap_or(0.0) as f32,
+        seed: given.count("seed")?,
+    };
+    sampler.validate()?;
+    let options = GenerateOptions {
+        max_tokens: given.count("maxTokens")?.map_or(200, |n| n as usize),
+        stop: given.strings("stop")?,
+        stop_at_end_of_text: true,
+        sampler,
+        cancel: CancelToken::default(),
+    };
+    Ok((options, given.signal("signal")?))
+}
+
+/// A thrown JavaScript value as text: an `Error`'s message, or the value itself.
+fn describe(thrown: &JsValue) -> String {
+    thrown
+        .dyn_ref::<js_sys::Error>()
+        .map(|error| String::from(error.message()))
+        .or_else(|| thrown.as_string())
+        .unwrap_or_else(|| format!("{thrown:?}"))
+}

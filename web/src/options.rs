@@ -1,0 +1,124 @@
+//! Options objects from JavaScript, read field by field so that a wrong type or a misspelt name
+//! gets an error naming the field (`topP must be a number`), as the CLI's flags do.
+
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+/// A plain options object, or nothing (every field left to its default).
+pub struct JsOptions {
+    object: Option<Object>,
+    what: &'static str,
+}
+
+impl JsOptions {
+    /// `value` must be `undefined`, `null` or an object whose keys are all in `known`.
+    pub fn new(value: JsValue, what: &'static str, known: &[&str]) -> Result<JsOptions, JsError> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(JsOptions { object: None, what });
+        }
+        let object = value
+            .dyn_into::<Object>()
+            .map_err(|_| JsError::new(&format!("{what}: expected an object of options")))?;
+        for key in Object::keys(&object).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !known.contains(&key.as_str()) {
+                return Err(JsError::new(&format!(
+                    "{what}: unknown option `{key}` (known: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(JsOptions { object: Some(object), what })
+    }
+
+    /// The field's value, or `None` where it is absent or `undefined`.
+    fn get(&self, key: &str) -> Option<JsValue> {
+        let value = Reflect::get(self.object.as_ref()?, &JsValue::from_str(key)).ok()?;
+        (!value.is_undefined()).then_some(value)
+    }
+
+    fn wrong(&self, key: &str, expected: &str) -> JsError {
+        JsError::new(&format!("{}: `{key}` must be {expected}", self.what))
+    }
+
+    pub fn number(&self, key: &str) -> Result<Option<f64>, JsError> {
+        self.get(key).map(|value| value.as_f64().ok_or_else(|| self.wrong(key, "a number"))).transpose()
+    }
+
+    /// A whole number in 0..=2^53 (what a JavaScript number holds exactly).
+    pub fn count(&self, key: &str) -> Result<Option<u64>, JsError> {
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        self.get(key)
+            .map(|value| match value.as_f64() {
+                Some(n) if n.fract() == 0.0 && (0.0..=EXACT).contains(&n) => Ok(n as u64),
+                _ => Err(self.wrong(key, "a whole number ≥ 0")),
+            })
+            .transpose()
+    }
+
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, JsError> {
+        self.get(key).map(|value| value.as_bool().ok_or_else(|| self.wrong(key, "true or false"))).transpose()
+    }
+
+    pub fn string(&self, key: &str) -> Result<Option<String>, JsError> {
+        self.get(key).map(|value| value.as_string().ok_or_else(|| self.wrong(key, "a string"))).transpose()
+    }
+
+    /// A string or an array of strings.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, JsError> {
+        let Some(value) = self.get(key) else { return Ok(Vec::new()) };
+        if let Some(one) = value.as_string() {
+            return Ok(vec![one]);
+        }
+        let array =
+            value.dyn_into::<Array>().map_err(|_| self.wrong(key, "a string or an array of strings"))?;
+        array
+            .iter()
+            .map(|item| item.as_string().ok_or_else(|| self.wrong(key, "an array of strings")))
+            .collect()
+    }
+
+    pub fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, JsError> {
+        self.get(key)
+            .map(|value| {
+                value
+                    .dyn_into::<Uint8Array>()
+                    .map(|bytes| bytes.to_vec())
+                    .map_err(|_| self.wrong(key, "a Uint8Array"))
+            })
+            .transpose()
+    }
+
+    /// An `AbortSignal` (anything with an `aborted` property is accepted).
+    pub fn signal(&self, key: &str) -> Result<Option<AbortFlag>, JsError> {
+        self.get(key)
+            .map(|value| {
+                if Reflect::has(&value, &JsValue::from_str("aborted")).unwrap_or(false) {
+                    Ok(AbortFlag(value))
+                } else {
+                    Err(self.wrong(key, "an AbortSignal"))
+                }
+            })
+            .transpose()
+    }
+}
+
+/// The `signal` of a call: checked before every token.
+pub struct AbortFlag(JsValue);
+
+impl AbortFlag {
+    pub fn is_aborted(&self) -> bool {
+        Reflect::get(&self.0, &JsValue::from_str("aborted")).ok().and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+}
+
+/// Builds a plain JavaScript object from (key, value) pairs.
+pub fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let object = Object::new();
+    for (key, value) in fields {
+        // Setting a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&object, &JsValue::from_str(key), value);
+    }
+    object.into()
+}

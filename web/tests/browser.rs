@@ -1,0 +1,326 @@
+//! The JavaScript API in a real browser (headless Chromium and Firefox through
+//! wasm-bindgen-test-runner; see web/test.sh): the conformance test against the official
+//! package's logits, generation, state and errors, called as a page would call them.
+#![cfg(target_arch = "wasm32")]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
+
+use js_sys::{Object, Reflect, Uint32Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+use rwkv_wgpu::npy::{self, Array};
+use rwkv_wgpu_web::Model;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! fixture {
+    ($path:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/v7/", $path)).as_slice()
+    };
+}
+
+/// A committed RWKV-7 fixture: its model files, and the official package's logits for its tokens
+/// (forward one token at a time from the zero state).
+struct Fixture {
+    case: &'static str,
+    files: &'static [(&'static str, &'static [u8])],
+    tokens: &'static [u8],
+    logits: &'static [u8],
+}
+
+const FIXTURES: [Fixture; 2] = [
+    Fixture {
+        case: "tiny",
+        files: &[
+            ("model.pth", fixture!("tiny/model.pth")),
+            ("model-f16.safetensors", fixture!("tiny/model-f16.safetensors")),
+            ("model-bf16.safetensors", fixture!("tiny/model-bf16.safetensors")),
+            ("model-f32.safetensors", fixture!("tiny/model-f32.safetensors")),
+        ],
+        tokens: fixture!("tiny/tokens.npy"),
+        logits: fixture!("tiny/logits.npy"),
+    },
+    Fixture {
+        case: "small",
+        files: &[
+            ("model.pth", fixture!("small/model.pth")),
+            ("model-f16.safetensors", fixture!("small/model-f16.safetensors")),
+        ],
+        tokens: fixture!("small/tokens.npy"),
+        logits: fixture!("small/logits.npy"),
+    },
+];
+
+/// The same bound as the native conformance test: at every position,
+/// max |ours − official| ≤ 1e-3 × std(official logits).
+const CONFORMANCE_BOUND: f64 = 1e-3;
+
+static DEMO_MODEL: &[u8] = include_bytes!("../../assets/demo/model.safetensors");
+static DEMO_TOKENIZER: &[u8] = include_bytes!("../../assets/demo/tokenizer.json");
+/// `rwkv-wgpu generate --greedy -n 40 --prompt "ROMEO:"` on the demo model, natively.
+const DEMO_GREEDY_40: &str = "\nAnd the shall the shall the shall be th";
+
+fn options(fields: &[(&str, JsValue)]) -> JsValue {
+    let object = Object::new();
+    for (key, value) in fields {
+        Reflect::set(&object, &(*key).into(), value).unwrap();
+    }
+    object.into()
+}
+
+fn field(object: &JsValue, key: &str) -> JsValue {
+    Reflect::get(object, &key.into()).unwrap()
+}
+
+fn message(error: JsError) -> String {
+    JsValue::from(error).dyn_into::<js_sys::Error>().expect("a JavaScript Error").message().into()
+}
+
+async fn load(bytes: &[u8], fields: &[(&str, JsValue)]) -> Result<Model, String> {
+    Model::load(Uint8Array::from(bytes), Some(options(fields).unchecked_into())).await.map_err(message)
+}
+
+async fn demo_model() -> Model {
+    load(DEMO_MODEL, &[("tokenizer", Uint8Array::from(DEMO_TOKENIZER).into())]).await.unwrap()
+}
+
+fn greedy(max_tokens: usize) -> Option<rwkv_wgpu_web::GenerateOptionsArg> {
+    Some(options(&[("greedy", true.into()), ("maxTokens", (max_tokens as f64).into())]).unchecked_into())
+}
+
+fn f32s(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    match npy::parse(bytes).unwrap() {
+        Array::F32 { shape, data } => (shape, data),
+        other => panic!("expected f32, got {other:?}"),
+    }
+}
+
+fn token_ids(bytes: &[u8]) -> Vec<u32> {
+    match npy::parse(bytes).unwrap() {
+        Array::I64 { data, .. } => data.into_iter().map(|t| t as u32).collect(),
+        other => panic!("expected integers, got {other:?}"),
+    }
+}
+
+fn relative_error(found: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(found.len(), expected.len());
+    if found.iter().any(|f| !f.is_finite()) {
+        return f64::INFINITY;
+    }
+    let n = expected.len() as f64;
+    let mean = expected.iter().map(|&e| f64::from(e)).sum::<f64>() / n;
+    let std = (expected.iter().map(|&e| (f64::from(e) - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let worst =
+        found.iter().zip(expected).map(|(&f, &e)| (f64::from(f) - f64::from(e)).abs()).fold(0.0, f64::max);
+    worst / std.max(1e-12)
+}
+
+#[wasm_bindgen_test]
+async fn logits_match_the_official_package() {
+    for Fixture { case, files, tokens, logits } in FIXTURES {
+        let tokens = token_ids(tokens);
+        let (shape, official) = f32s(logits);
+        let vocab = shape[1];
+        // Every file on the default kernels, and the f16 file on the native-f16 kernels too where
+        // the adapter has shader-f16 (Firefox; Chromium's software adapter has none and falls back).
+        let native_f16 = files.iter().filter(|(file, _)| *file == "model-f16.safetensors");
+        let runs = files
+            .iter()
+            .map(|&(file, bytes)| (file, bytes, None))
+            .chain(native_f16.map(|&(f, b)| (f, b, Some(true))));
+        for (file, bytes, f16) in runs {
+            let mut fields = vec![("name", JsValue::from(file))];
+            fields.extend(f16.map(|f16| ("f16", JsValue::from(f16))));
+            let model = load(bytes, &fields).await.unwrap();
+            let info = model.info();
+            let mut worst: f64 = 0.0;
+            for position in 0..tokens.len() {
+                let ours = model.logits(Uint32Array::from(&tokens[..=position])).await.unwrap().to_vec();
+                let error = relative_error(&ours, &official[position * vocab..(position + 1) * vocab]);
+                assert!(
+                    error <= CONFORMANCE_BOUND,
+                    "{case}/{file}: position {position}: error {error:.2e} × std"
+                );
+                worst = worst.max(error);
+            }
+            console_log!(
+                "{case}/{file} (f16 option {f16:?}) on {}, f16 kernels {}: worst logit error {worst:.2e} × std over {} positions",
+                field(&info, "adapter").as_string().unwrap(),
+                field(&info, "f16").as_bool().unwrap(),
+                tokens.len()
+            );
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn info_describes_the_model() {
+    let model = demo_model().await;
+    let info = model.info();
+    assert_eq!(field(&info, "version").as_string().unwrap(), "RWKV-7 (x070)");
+    assert_eq!(field(&info, "layers").as_f64(), Some(4.0));
+    assert_eq!(field(&info, "embd").as_f64(), Some(256.0));
+    assert_eq!(field(&info, "vocab").as_f64(), Some(256.0));
+    assert_eq!(field(&info, "format").as_string().unwrap(), "safetensors");
+    assert_eq!(field(&info, "tokenizer").as_string().unwrap(), "tokenizer.json");
+    assert_eq!(field(&info, "quant").as_string().unwrap(), "f16");
+    assert!(field(&info, "f16").as_bool().is_some() && field(&info, "subgroups").as_bool() == Some(false));
+}
+
+#[wasm_bindgen_test]
+async fn world_tokenizer_matches_the_official_one() {
+    let model = load(fixture!("tiny/model-f16.safetensors"), &[]).await.unwrap();
+    let text = "Hello, world! 你好 RWKV";
+    // TRIE_TOKENIZER of the rwkv package 0.8.32 with rwkv_vocab_v20230424.txt.
+    let official = [33155, 45, 40213, 34, 33, 10464, 11685, 4171, 1184];
+    // The tiny model's vocabulary is 256 tokens: World ids beyond it are refused by name.
+    let error = message(model.tokenize(text).unwrap_err());
+    assert!(error.contains("outside the model's vocabulary of 256"), "{error}");
+    let ids = Uint32Array::from(&official[..]);
+    assert_eq!(model.detokenize(ids).unwrap(), text);
+    assert_eq!(model.tokenize("a").unwrap().to_vec(), [98]);
+}
+
+#[wasm_bindgen_test]
+async fn generates_what_the_cli_generates() {
+    let model = demo_model().await;
+    let pieces = js_sys::Array::new();
+    let collect = Closure::<dyn FnMut(String, u32)>::new({
+        let pieces = pieces.clone();
+        move |text: String, _token: u32| {
+            pieces.push(&text.into());
+        }
+    });
+    let on_token = Some(collect.as_ref().clone().unchecked_into());
+    let result = model.generate("ROMEO:", greedy(40), on_token).await.unwrap();
+    assert_eq!(field(&result, "text").as_string().unwrap(), DEMO_GREEDY_40);
+    assert_eq!(pieces.join("").as_string().unwrap(), DEMO_GREEDY_40);
+    assert_eq!(pieces.length(), 40);
+    assert_eq!(field(&result, "tokens").as_f64(), Some(40.0));
+    assert_eq!(field(&result, "promptTokens").as_f64(), Some(6.0));
+    assert_eq!(field(&result, "finish").as_string().unwrap(), "maxTokens");
+    console_log!(
+        "demo model, 40 greedy tokens: {:.1} tokens/s",
+        field(&result, "tokensPerSecond").as_f64().unwrap()
+    );
+
+    // Sampling is reproducible with a seed.
+    let sampled = |seed: f64| {
+        options(&[("seed", seed.into()), ("maxTokens", 30.0.into()), ("topK", 20.0.into())]).unchecked_into()
+    };
+    model.reset().unwrap();
+    let first = model.generate("ROMEO:", Some(sampled(7.0)), None).await.unwrap();
+    model.reset().unwrap();
+    let again = model.generate("ROMEO:", Some(sampled(7.0)), None).await.unwrap();
+    assert_eq!(field(&first, "text").as_string(), field(&again, "text").as_string());
+}
+
+#[wasm_bindgen_test]
+async fn generation_stops_and_cancels() {
+    let model = demo_model().await;
+    let stop = options(&[("greedy", true.into()), ("stop", "shall".into())]).unchecked_into();
+    let result = model.generate("ROMEO:", Some(stop), None).await.unwrap();
+    assert_eq!(field(&result, "text").as_string().unwrap(), "\nAnd the ");
+    assert_eq!(field(&result, "finish").as_string().unwrap(), "stop");
+
+    // onToken returning false stops before the next token.
+    model.reset().unwrap();
+    let mut seen = 0;
+    let stop_at_three = Closure::<dyn FnMut(String, u32) -> bool>::new(move |_: String, _: u32| {
+        seen += 1;
+        seen < 3
+    });
+    let on_token = Some(stop_at_three.as_ref().clone().unchecked_into());
+    let result = model.generate("ROMEO:", greedy(40), on_token).await.unwrap();
+    assert_eq!(field(&result, "tokens").as_f64(), Some(3.0));
+    assert_eq!(field(&result, "finish").as_string().unwrap(), "cancelled");
+
+    // So does an abort signal.
+    model.reset().unwrap();
+    let controller = js_sys::eval("new AbortController()").unwrap();
+    let signal = field(&controller, "signal");
+    let abort = js_sys::Function::from(field(&controller, "abort"));
+    let abort_at_five = Closure::<dyn FnMut(String, u32)>::new({
+        let mut seen = 0;
+        move |_: String, _: u32| {
+            seen += 1;
+            if seen == 5 {
+                abort.call0(&controller).unwrap();
+            }
+        }
+    });
+    let with_signal = options(&[("greedy", true.into()), ("signal", signal)]).unchecked_into();
+    let on_token = Some(abort_at_five.as_ref().clone().unchecked_into());
+    let result = model.generate("ROMEO:", Some(with_signal), on_token).await.unwrap();
+    assert_eq!(field(&result, "tokens").as_f64(), Some(5.0));
+    assert_eq!(field(&result, "finish").as_string().unwrap(), "cancelled");
+}
+
+#[wasm_bindgen_test]
+async fn state_saves_and_restores() {
+    let model = demo_model().await;
+    model.generate("ROMEO:", greedy(10), None).await.unwrap();
+    let saved = model.save_state().await.unwrap();
+    let after = model.generate("\n", greedy(20), None).await.unwrap();
+    model.reset().unwrap();
+    model.load_state(saved.clone()).unwrap();
+    let again = model.generate("\n", greedy(20), None).await.unwrap();
+    assert_eq!(field(&after, "text").as_string(), field(&again, "text").as_string());
+
+    let garbage = message(model.load_state(Uint8Array::from(&b"not a state at all"[..])).unwrap_err());
+    assert!(garbage.starts_with("the state: not a state file"), "{garbage}");
+    let tiny = load(fixture!("tiny/model-f16.safetensors"), &[]).await.unwrap();
+    let other = message(tiny.load_state(saved).unwrap_err());
+    assert!(other.contains("another model"), "{other}");
+}
+
+#[wasm_bindgen_test]
+async fn errors_are_exceptions_with_the_library_messages() {
+    type Case<'a> = (&'a [u8], &'a [(&'a str, JsValue)], &'a str);
+    let cases: [Case; 5] = [
+        (b"", &[], "the model file: the file is empty"),
+        (b"0123456789 not a model", &[("name", "x.bin".into())], "x.bin: "),
+        (fixture!("tiny/model-f16.safetensors"), &[("quant", "int4".into())], "unknown weight format `int4`"),
+        (fixture!("tiny/model-f16.safetensors"), &[("quantize", "int8".into())], "unknown option `quantize`"),
+        (
+            fixture!("tiny/model-f16.safetensors"),
+            &[("chunk", (-1.0).into())],
+            "`chunk` must be a whole number",
+        ),
+    ];
+    for (bytes, fields, expected) in cases {
+        let error =
+            load(bytes, fields).await.err().unwrap_or_else(|| panic!("loading should fail with {expected}"));
+        assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+        assert!(!error.contains('\n'), "{error:?}");
+    }
+
+    let model = load(fixture!("tiny/model-f16.safetensors"), &[]).await.unwrap();
+    let error = message(model.logits(Uint32Array::from(&[1, 300][..])).await.unwrap_err());
+    assert_eq!(error, "token id 300 is out of range: the vocabulary has 256 tokens (ids 0..256)");
+    let error = message(model.logits(Uint32Array::new_with_length(0)).await.unwrap_err());
+    assert!(error.contains("no tokens"), "{error}");
+    for (fields, expected) in [
+        (vec![("topP", 1.5.into())], "top-p must be in (0, 1]"),
+        (vec![("temperature", 0.0.into())], "temperature must be a positive number"),
+        (vec![("top_p", 0.5.into())], "unknown option `top_p`"),
+        (vec![("maxTokens", "ten".into())], "`maxTokens` must be a whole number"),
+        (vec![("stop", 5.0.into())], "`stop` must be a string or an array of strings"),
+    ] {
+        let error =
+            message(model.generate("a", Some(options(&fields).unchecked_into()), None).await.unwrap_err());
+        assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+    }
+
+    // A call made while another is still waiting for the GPU is refused, not interleaved.
+    let mut first = pin!(model.logits(Uint32Array::from(&[1, 2, 3][..])));
+    if first.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+        let error = message(model.logits(Uint32Array::from(&[1][..])).await.unwrap_err());
+        assert!(error.starts_with("the model is busy"), "{error}");
+    }
+    assert_eq!(first.await.unwrap().length(), 256);
+}
