@@ -3,9 +3,12 @@
 // where n[row − 1] is, for a sequence's first row, the normalized input it remembers in
 // prev[slot]; afterwards (unless KEEP_PREV) the sequence remembers n of its last row. n itself is
 // stored in `normed` (RWKV-6 shifts it a second time).
-// Needs sequences.wgsl, reduce.wgsl and row_stats.wgsl. One workgroup per row: a row normalizes the row before it
-// again rather than wait for another workgroup, and only a sequence's first row touches prev, so
-// no workgroup reads what another writes.
+// Needs sequences.wgsl, reduce.wgsl and row_stats.wgsl. Workgroups (row, column block): a row
+// normalizes the row before it again rather than wait for another workgroup, and only a
+// sequence's first row touches prev, and only in its own columns, so no workgroup reads what
+// another writes. With few rows (decode) a row is spread over several column blocks, each
+// computing the row's statistics itself: one workgroup walking a whole row is latency-bound on a
+// GPU (53 µs for 1024 channels on an H100).
 //
 // binding 0  params
 // binding 1  sequences  (uniform, from the prelude)
@@ -43,7 +46,11 @@ fn normalized(row: u32, c: u32, stats: vec2<f32>) -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn layer_norm_shift(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
+fn layer_norm_shift(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) thread: u32,
+) {
     let row = group.x;
     var s = 0u;
     for (; s < sequences.count; s++) {
@@ -63,7 +70,9 @@ fn layer_norm_shift(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invo
     if t > 0u {
         before = row_stats(row - 1u, thread);
     }
-    for (var c = thread; c < params.len; c += WORKGROUP_SIZE) {
+    let first_column = group.y * WORKGROUP_SIZE + thread;
+    let column_step = groups.y * WORKGROUP_SIZE;
+    for (var c = first_column; c < params.len; c += column_step) {
         let current = normalized(row, c, own);
         var previous = prev[sequence.slot * stride + c];
         if t > 0u {
@@ -79,7 +88,7 @@ fn layer_norm_shift(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invo
     if !KEEP_PREV && t == 0u {
         let last = sequence.first_row + sequence.rows - 1u;
         let stats = row_stats(last, thread);
-        for (var c = thread; c < params.len; c += WORKGROUP_SIZE) {
+        for (var c = first_column; c < params.len; c += column_step) {
             prev[sequence.slot * stride + c] = normalized(last, c, stats);
         }
     }

@@ -89,8 +89,10 @@ fn token_shift_walks_each_sequence() {
 /// every layout of sequences, on both backends: the mixes, the normalized rows and the state.
 #[test]
 fn layer_norm_shift_is_layer_norm_then_token_shift() {
+    // Few rows spread each row over column blocks; this many rows use one workgroup per row.
+    let many_rows: &[(usize, usize)] = &[(2, 200), (0, 90)];
     for gpu in [common::default_gpu(), common::gl_gpu()] {
-        for (index, layout) in LAYOUTS.iter().enumerate() {
+        for (index, layout) in LAYOUTS.iter().copied().chain([many_rows]).enumerate() {
             for (len, mixes) in [(5usize, 1usize), (64, 6), (129, 2)] {
                 for update in [Prev::Update, Prev::Keep] {
                     let entries = entries(layout);

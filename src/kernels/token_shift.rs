@@ -150,7 +150,16 @@ pub fn layer_norm_shift(
         out[0].entries_binding(out.len(), stride),
         normed.binding(),
     ];
-    rec.record_with_sequences(&pipeline, label, &params, &storage, [rows.max(1), 1, 1])
+    // Enough workgroups to fill a GPU even for one row; prefill's many rows need no split.
+    const WORKGROUPS_WANTED: usize = 256;
+    let column_blocks = WORKGROUPS_WANTED.div_ceil(x.rows.max(1)).clamp(1, c.div_ceil(64));
+    rec.record_with_sequences(
+        &pipeline,
+        label,
+        &params,
+        &storage,
+        [rows.max(1), to_u32(label, column_blocks)?, 1],
+    )
 }
 
 /// Checks a shift's state and output stack against its input `x`.
