@@ -238,7 +238,7 @@ impl Model {
         &self,
         prompt: &str,
         options: Option<GenerateOptionsArg>,
-        on_token: Option<OnToken>,
+        #[wasm_bindgen(js_name = onToken)] on_token: Option<OnToken>,
     ) -> Result<JsValue, JsError> {
         let (options, signal) = generate_options(options.into())?;
         let on_token: Option<Function> = on_token.map(|f| JsValue::from(f).into());
