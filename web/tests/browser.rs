@@ -318,9 +318,9 @@ async fn errors_are_exceptions_with_the_library_messages() {
 
     // A call made while another is still waiting for the GPU is refused, not interleaved.
     let mut first = pin!(model.logits(Uint32Array::from(&[1, 2, 3][..])));
-    if first.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
-        let error = message(model.logits(Uint32Array::from(&[1][..])).await.unwrap_err());
-        assert!(error.starts_with("the model is busy"), "{error}");
-    }
+    let polled = first.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    assert!(polled.is_pending(), "logits should wait for the GPU's readback");
+    let error = message(model.logits(Uint32Array::from(&[1][..])).await.unwrap_err());
+    assert!(error.starts_with("the model is busy"), "{error}");
     assert_eq!(first.await.unwrap().length(), 256);
 }
