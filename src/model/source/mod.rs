@@ -100,6 +100,7 @@ pub trait TensorSource: Send + Sync {
 /// The bytes of a model file: memory-mapped from disk, or already in memory (a model built into
 /// a binary, a file a browser handed over).
 pub enum FileBytes {
+    #[cfg(not(target_arch = "wasm32"))]
     Mapped(memmap2::Mmap),
     Static(&'static [u8]),
     Owned(Vec<u8>),
@@ -110,6 +111,7 @@ impl std::ops::Deref for FileBytes {
 
     fn deref(&self) -> &[u8] {
         match self {
+            #[cfg(not(target_arch = "wasm32"))]
             FileBytes::Mapped(map) => map,
             FileBytes::Static(bytes) => bytes,
             FileBytes::Owned(bytes) => bytes,
@@ -127,8 +129,12 @@ pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
     }
     // SAFETY: the map is read-only; as with every memory-mapped loader, the file must not be
     // truncated by another process while the model loads.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    from_bytes(shown, FileBytes::Mapped(map))
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = FileBytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    // A browser has no files to map (std's file calls fail there before this point).
+    #[cfg(target_arch = "wasm32")]
+    let bytes = FileBytes::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    from_bytes(shown, bytes)
 }
 
 /// Reads a model file held in memory; `name` is what error messages call it.
