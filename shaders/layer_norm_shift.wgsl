@@ -52,13 +52,7 @@ fn layer_norm_shift(
     @builtin(local_invocation_index) thread: u32,
 ) {
     let row = group.x;
-    var s = 0u;
-    for (; s < sequences.count; s++) {
-        let q = sequences.items[s];
-        if row >= q.first_row && row < q.first_row + q.rows {
-            break;
-        }
-    }
+    let s = sequence_of_row(row);
     if row >= params.rows || s == sequences.count {
         return;
     }

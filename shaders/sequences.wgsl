@@ -26,3 +26,23 @@ struct Sequences {
 fn row_stride(cols: u32) -> u32 {
     return (cols + 3u) & ~3u;
 }
+
+// The sequence that owns `row`, or sequences.count if none does.
+fn sequence_of_row(row: u32) -> u32 {
+    var s = 0u;
+    for (; s < sequences.count; s++) {
+        let q = sequences.items[s];
+        if row >= q.first_row && row < q.first_row + q.rows {
+            break;
+        }
+    }
+    return s;
+}
+
+// Kernels that walk a sequence's rows in order do it in windows, one dispatch per window (see
+// `LOOP_BUDGET` in src/kernels/sequences.rs): this dispatch walks `count` rows of each sequence
+// from `first`, clipped to its length. Returns [first row, end); empty once past the end.
+fn window_rows(first: u32, count: u32, sequence: Sequence) -> vec2<u32> {
+    let end = min(sequence.rows, first + count);
+    return vec2<u32>(min(first, end), end);
+}

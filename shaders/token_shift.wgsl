@@ -4,7 +4,9 @@
 // first row; afterwards (unless KEEP_PREV) the sequence remembers its last row.
 // The mixes are weights, [mixes, C] (RWKV-4…7), or computed per row, [mixes] entries of
 // [rows, C] (RWKV-6's data-dependent shift, which shifts twice and keeps `prev` the first time).
-// Needs sequences.wgsl. One thread per channel and sequence: it walks the sequence's rows in order.
+// Needs sequences.wgsl. One thread per channel and row, the grid being [channel blocks, rows]:
+// the row before is in `x`, and only a sequence's first row reads `prev`, so the thread that
+// reads prev[c] is the one that overwrites it and rows need no order.
 //
 // binding 0  params
 // binding 1  sequences  (uniform, from the prelude)
@@ -32,26 +34,31 @@ override MIX_PER_ROW: bool = false;
 @compute @workgroup_size(64)
 fn token_shift(@builtin(global_invocation_id) id: vec3<u32>) {
     let c = id.x;
-    if c >= params.len || id.y >= sequences.count {
+    let row = id.y;
+    let s = sequence_of_row(row);
+    if c >= params.len || s == sequences.count {
         return;
     }
-    let sequence = sequences.items[id.y];
+    let sequence = sequences.items[s];
     let stride = row_stride(params.len);
-    var previous = prev[sequence.slot * stride + c];
-    for (var t = 0u; t < sequence.rows; t++) {
-        let at = (sequence.first_row + t) * stride + c;
-        let current = x[at];
-        let delta = previous - current;
-        for (var m = 0u; m < params.mixes; m++) {
-            var weight = mix[m * stride + c];
-            if MIX_PER_ROW {
-                weight = mix[m * params.mix_entry_stride + at];
-            }
-            out[m * params.out_entry_stride + at] = current + delta * weight;
-        }
-        previous = current;
+    let first = row == sequence.first_row;
+    let at = row * stride + c;
+    let current = x[at];
+    var previous = 0.0;
+    if first {
+        previous = prev[sequence.slot * stride + c];
+    } else {
+        previous = x[at - stride];
     }
-    if !KEEP_PREV {
-        prev[sequence.slot * stride + c] = previous;
+    let delta = previous - current;
+    for (var m = 0u; m < params.mixes; m++) {
+        var weight = mix[m * stride + c];
+        if MIX_PER_ROW {
+            weight = mix[m * params.mix_entry_stride + at];
+        }
+        out[m * params.out_entry_stride + at] = current + delta * weight;
+    }
+    if !KEEP_PREV && first {
+        prev[sequence.slot * stride + c] = x[(sequence.first_row + sequence.rows - 1u) * stride + c];
     }
 }

@@ -3,7 +3,7 @@
 //   p = max(pp, u + k);  wkv = (e^(pp−p)·aa + e^(u+k−p)·v) / (e^(pp−p)·bb + e^(u+k−p))
 //   p' = max(w + pp, k); aa ← e^(w+pp−p')·aa + e^(k−p')·v; bb ← e^(w+pp−p')·bb + e^(k−p'); pp ← p'
 //   y = r ⊙ wkv
-// One thread per channel and sequence walks the sequence's tokens with the state in registers.
+// One thread per channel and sequence walks the window's tokens with the state in registers.
 // Needs sequences.wgsl.
 //
 // binding 0  params
@@ -18,9 +18,9 @@
 
 struct Params {
     len: u32,
-    _padding0: u32,
-    _padding1: u32,
-    _padding2: u32,
+    _padding: u32,
+    window_first: u32,  // the rows this dispatch walks (window_rows)
+    window_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -40,11 +40,15 @@ fn wkv4(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let sequence = sequences.items[id.y];
+    let rows = window_rows(params.window_first, params.window_count, sequence);
+    if rows.x == rows.y {
+        return;
+    }
     let slot = sequence.slot * row_stride(3u * n);
     var aa = state[slot + c];
     var bb = state[slot + n + c];
     var pp = state[slot + 2u * n + c];
-    for (var t = 0u; t < sequence.rows; t++) {
+    for (var t = rows.x; t < rows.y; t++) {
         let at = (sequence.first_row + t) * row_stride(n) + c;
         let kc = k[at];
         let vc = v[at];

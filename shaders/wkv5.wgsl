@@ -1,7 +1,7 @@
 // RWKV-5 and RWKV-6 time mixing, per sequence and head h (S is [heads, N (key i), N (value j)]):
 //   y_j = Σ_i r_i · (u_i · k_i · v_j + S_ij)      the bonus u applies to the current token only
 //   S_ij ← k_i · v_j + w_i · S_ij
-// One thread owns one value column j of one head of one sequence and walks the sequence's
+// One thread owns one value column j of one head of one sequence and walks the window's
 // tokens in order, the column held in registers (head sizes up to MAX_HEAD_SIZE; larger heads
 // work on it in memory). The decay is a weight [C] (RWKV-5) or computed per token, [rows, C]
 // (RWKV-6, DECAY_PER_ROW). Needs sequences.wgsl.
@@ -19,8 +19,8 @@
 struct Params {
     heads: u32,
     head_size: u32,
-    _padding0: u32,
-    _padding1: u32,
+    window_first: u32,  // the rows this dispatch walks (window_rows)
+    window_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -52,6 +52,10 @@ fn wkv5(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let sequence = sequences.items[id.y];
+    let rows = window_rows(params.window_first, params.window_count, sequence);
+    if rows.x == rows.y {
+        return;
+    }
     let stride = row_stride(channels);
     let j = channel % n;
     let head_first = channel - j;
@@ -63,7 +67,7 @@ fn wkv5(@builtin(global_invocation_id) id: vec3<u32>) {
             s[i] = state[column + i * n];
         }
     }
-    for (var t = 0u; t < sequence.rows; t++) {
+    for (var t = rows.x; t < rows.y; t++) {
         let base = (sequence.first_row + t) * stride;
         let v_j = v[base + channel];
         var out = 0.0;

@@ -1,7 +1,7 @@
 // RWKV-7 state update and readout, per sequence and head h (S is [heads, N (value i), N (key j)]):
 //   S ← S·diag(w) + (S·(−kk))·(kk⊙a)ᵀ + v·kᵀ      both S terms use the old S
 //   y = S·r                                        with the new S
-// One thread owns one value row i of one head of one sequence and walks the sequence's tokens
+// One thread owns one value row i of one head of one sequence and walks the window's tokens
 // in order: it needs no other thread's data, so no barriers. The row stays in registers for the
 // whole walk (head sizes up to MAX_HEAD_SIZE; larger heads work on it in memory).
 // Needs sequences.wgsl.
@@ -20,8 +20,8 @@
 struct Params {
     heads: u32,
     head_size: u32,
-    _padding0: u32,
-    _padding1: u32,
+    window_first: u32,  // the rows this dispatch walks (window_rows)
+    window_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -39,6 +39,7 @@ const MAX_HEAD_SIZE: u32 = 64u;
 // Where one thread works: its sequence, its value channel, and offsets derived from them.
 struct Walk {
     sequence: Sequence,
+    rows: vec2<u32>,   // the window's rows of the sequence: [x, y)
     channel: u32,      // head · N + i
     head_first: u32,   // head · N
     state_row: u32,    // S[slot][head][i][0]
@@ -88,7 +89,7 @@ fn walk(p: Walk) {
             s[j] = state[p.state_row + j];
         }
     }
-    for (var t = 0u; t < p.sequence.rows; t++) {
+    for (var t = p.rows.x; t < p.rows.y; t++) {
         let base = (p.sequence.first_row + t) * p.stride;
         let v_i = v[base + p.channel];
         if in_registers {
@@ -112,6 +113,10 @@ fn wkv7(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let sequence = sequences.items[id.y];
+    let rows = window_rows(params.window_first, params.window_count, sequence);
+    if rows.x == rows.y {
+        return;
+    }
     let state_row = sequence.slot * row_stride(channels * n) + id.x * n;
-    walk(Walk(sequence, id.x, id.x - id.x % n, state_row, row_stride(channels)));
+    walk(Walk(sequence, rows, id.x, id.x - id.x % n, state_row, row_stride(channels)));
 }

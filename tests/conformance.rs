@@ -21,13 +21,20 @@ const CONFORMANCE_BOUND: f64 = 1e-3;
 const VERSIONS: [(&str, &str); 6] =
     [("v4", "A"), ("v5.0", "A"), ("v5.1", "A"), ("v5.2", "A"), ("v6", "A"), ("v7", "tiny")];
 
-/// The cases of a version, each with its model files (every format it was saved in).
+/// The cases of a version that keep every position's logits, each with its model files (every
+/// format it was saved in). (The long-prompt cases keep every 10th: tests/long_prompts.rs.)
 fn cases(version: &str) -> Vec<(String, Vec<String>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version);
+    let every_position = |dir: &Path| {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+        meta["logit_positions"].is_null()
+    };
     let mut cases: Vec<(String, Vec<String>)> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|entry| {
-            let dir = entry.unwrap().path();
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| every_position(dir))
+        .map(|dir| {
             let mut files: Vec<String> = std::fs::read_dir(&dir)
                 .unwrap()
                 .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())

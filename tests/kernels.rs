@@ -127,6 +127,32 @@ fn linear_many_rows_matches_reference() {
     }
 }
 
+/// The longest rows of released models (16384 inputs: the 7B's channel-mix value) in every
+/// format and kernel, on both drivers: llvmpipe ends a kernel's loops after 65535 iterations in
+/// all, so a product whose loops over a row ran that long would silently stop short.
+#[test]
+fn products_over_the_longest_rows_finish() {
+    let mut gpus = variants();
+    gpus.push(common::gl_gpu());
+    let (outputs, cols) = (24, 16384);
+    for gpu in gpus {
+        for format in formats_for(&gpu) {
+            for rows in [1, 40] {
+                let mut rng = Rng::new(rows as u64);
+                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, outputs, cols);
+                let x = rng.vec(rows * cols, -1.0, 1.0);
+                let (x_gpu, y) =
+                    (upload(&gpu, cols, &x), GpuTensor::zeros(&gpu, "y", rows, outputs).unwrap());
+                run(&gpu, |rec| kernels::linear(rec, "long rows", &matrix, &x_gpu, &y, Epilogue::PLAIN));
+                let expected =
+                    kernels::linear_ref(&weights, cols, &x, OperandRef::None, Activation::None, None);
+                let what = format!("{} {format:?} {rows}×{cols} → {outputs}", describe(&gpu));
+                assert_close(&what, &y.read(&gpu).unwrap(), &expected, F32_TOLERANCE);
+            }
+        }
+    }
+}
+
 /// A matrix larger than a storage binding may hold is split into parts by rows; the result is
 /// the same as unsplit, for every format, one row and many.
 #[test]

@@ -13,7 +13,15 @@ use rwkv_wgpu::kernels::{
 const SLOTS: usize = 4;
 
 /// Steps of one or several sequences: (slot, rows). Slot order differs from step order on purpose.
-const LAYOUTS: [&[(usize, usize)]; 4] = [&[(0, 1)], &[(2, 5)], &[(1, 3), (0, 1), (3, 7)], &[(3, 1), (1, 1)]];
+/// The last walks sequences longer than one dispatch covers (`kernels::windows`): llvmpipe stops
+/// a kernel's loops after 65535 iterations in all, which a 64-wide head reached at ~490 tokens.
+const LAYOUTS: [&[(usize, usize)]; 5] =
+    [&[(0, 1)], &[(2, 5)], &[(1, 3), (0, 1), (3, 7)], &[(3, 1), (1, 1)], &[(1, 1100), (0, 3), (2, 700)]];
+
+/// Both of the CI's drivers: lavapipe (Vulkan) and llvmpipe through wgpu's GL backend.
+fn backends() -> [Gpu; 2] {
+    [common::default_gpu(), common::gl_gpu()]
+}
 
 fn entries(layout: &[(usize, usize)]) -> Vec<SequenceEntry> {
     let mut first_row = 0;
@@ -43,43 +51,46 @@ fn rows_of<'a>(values: &'a [f32], entry: &SequenceEntry, width: usize) -> &'a [f
 
 #[test]
 fn token_shift_walks_each_sequence() {
-    let gpu = common::default_gpu();
-    for (index, layout) in LAYOUTS.iter().enumerate() {
-        for (len, mixes) in [(5usize, 1usize), (64, 6), (129, 2)] {
-            for update in [Prev::Update, Prev::Keep] {
-                let entries = entries(layout);
-                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
-                let mut rng = Rng::new((index * 100 + len) as u64);
-                let (x, prev, mix) = (
-                    rng.vec(rows * len, -1.0, 1.0),
-                    rng.vec(SLOTS * len, -1.0, 1.0),
-                    rng.vec(mixes * len, 0.0, 1.0),
-                );
-                let (x_gpu, prev_gpu, mix_gpu) =
-                    (upload(&gpu, len, &x), upload(&gpu, len, &prev), upload(&gpu, len, &mix));
-                let (out, stride) = GpuTensor::stack(&gpu, "mixed", mixes, rows, len).unwrap();
-                run(&gpu, &entries, |rec| {
-                    kernels::token_shift(
-                        rec,
-                        "shift",
-                        (&x_gpu, &prev_gpu),
-                        Mixes::Packed(&mix_gpu),
-                        &out,
-                        stride,
-                        update,
-                    )
-                });
-                let mut expected_prev = prev.clone();
-                let found: Vec<Vec<f32>> = out.iter().map(|o| o.read(&gpu).unwrap()).collect();
-                for entry in &entries {
-                    let slot_prev = &mut expected_prev[entry.slot * len..(entry.slot + 1) * len];
-                    let expected = kernels::token_shift_ref(rows_of(&x, entry, len), slot_prev, &mix, update);
-                    for (m, rows) in expected.iter().enumerate() {
-                        let what = format!("layout {index} len {len} {update:?} slot {} mix {m}", entry.slot);
-                        assert_close(&what, rows_of(&found[m], entry, len), rows, 1e-6);
+    for gpu in backends() {
+        for (index, layout) in LAYOUTS.iter().enumerate() {
+            for (len, mixes) in [(5usize, 1usize), (64, 6), (129, 2)] {
+                for update in [Prev::Update, Prev::Keep] {
+                    let entries = entries(layout);
+                    let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                    let mut rng = Rng::new((index * 100 + len) as u64);
+                    let (x, prev, mix) = (
+                        rng.vec(rows * len, -1.0, 1.0),
+                        rng.vec(SLOTS * len, -1.0, 1.0),
+                        rng.vec(mixes * len, 0.0, 1.0),
+                    );
+                    let (x_gpu, prev_gpu, mix_gpu) =
+                        (upload(&gpu, len, &x), upload(&gpu, len, &prev), upload(&gpu, len, &mix));
+                    let (out, stride) = GpuTensor::stack(&gpu, "mixed", mixes, rows, len).unwrap();
+                    run(&gpu, &entries, |rec| {
+                        kernels::token_shift(
+                            rec,
+                            "shift",
+                            (&x_gpu, &prev_gpu),
+                            Mixes::Packed(&mix_gpu),
+                            &out,
+                            stride,
+                            update,
+                        )
+                    });
+                    let mut expected_prev = prev.clone();
+                    let found: Vec<Vec<f32>> = out.iter().map(|o| o.read(&gpu).unwrap()).collect();
+                    for entry in &entries {
+                        let slot_prev = &mut expected_prev[entry.slot * len..(entry.slot + 1) * len];
+                        let expected =
+                            kernels::token_shift_ref(rows_of(&x, entry, len), slot_prev, &mix, update);
+                        for (m, rows) in expected.iter().enumerate() {
+                            let what =
+                                format!("layout {index} len {len} {update:?} slot {} mix {m}", entry.slot);
+                            assert_close(&what, rows_of(&found[m], entry, len), rows, 1e-6);
+                        }
                     }
+                    assert_close("token_shift prev", &prev_gpu.read(&gpu).unwrap(), &expected_prev, 0.0);
                 }
-                assert_close("token_shift prev", &prev_gpu.read(&gpu).unwrap(), &expected_prev, 0.0);
             }
         }
     }
@@ -228,94 +239,96 @@ const HEAD_SHAPES: [(usize, usize); 5] = [(1, 8), (3, 5), (4, 16), (2, 64), (3, 
 
 #[test]
 fn wkv7_matches_reference_for_every_layout() {
-    let gpu = common::default_gpu();
-    for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
-        for (index, layout) in LAYOUTS.iter().enumerate() {
-            let c = heads * n;
-            let rows: usize = layout.iter().map(|&(_, r)| r).sum();
-            let mut rng = Rng::new((seed * 10 + index) as u64);
-            let r = rng.vec(rows * c, -1.0, 1.0);
-            // The real domain: w = exp(−e^−0.5·σ(x)) ∈ (0.545, 1), a ∈ (0, 1), kk unit-norm per head.
-            let w: Vec<f32> = rng
-                .vec(rows * c, -6.0, 6.0)
-                .iter()
-                .map(|&x| Activation::Decay7.apply(f64::from(x)) as f32)
-                .collect();
-            let (k, v, a) =
-                (rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, 0.0, 1.0));
-            let (kk, _) = kernels::wkv7_keys_ref(
-                heads,
-                &rng.vec(rows * c, -1.0, 1.0),
-                &a,
-                &vec![1.0; c],
-                &vec![0.0; c],
-            );
-            let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
-            let inputs = [&r, &w, &k, &v, &kk, &a].map(|x| upload(&gpu, c, x));
-            check_recurrence(
-                &gpu,
-                &format!("wkv7 {heads}×{n} layout {index}"),
-                layout,
-                (c, c * n),
-                state,
-                |rec, state, y| {
-                    let [r, w, k, v, kk, a] = &inputs;
-                    kernels::wkv7(rec, "wkv7", heads, state, Wkv7Inputs { r, w, k, v, kk, a }, y)
-                },
-                |slot, entry| {
-                    let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
-                    kernels::wkv7_ref(
-                        heads,
-                        slot,
-                        &own(&r),
-                        &own(&w),
-                        &own(&k),
-                        &own(&v),
-                        &own(&kk),
-                        &own(&a),
-                    )
-                },
-            );
+    for gpu in backends() {
+        for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
+            for (index, layout) in LAYOUTS.iter().enumerate() {
+                let c = heads * n;
+                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                let mut rng = Rng::new((seed * 10 + index) as u64);
+                let r = rng.vec(rows * c, -1.0, 1.0);
+                // The real domain: w = exp(−e^−0.5·σ(x)) ∈ (0.545, 1), a ∈ (0, 1), kk unit-norm per head.
+                let w: Vec<f32> = rng
+                    .vec(rows * c, -6.0, 6.0)
+                    .iter()
+                    .map(|&x| Activation::Decay7.apply(f64::from(x)) as f32)
+                    .collect();
+                let (k, v, a) =
+                    (rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, 0.0, 1.0));
+                let (kk, _) = kernels::wkv7_keys_ref(
+                    heads,
+                    &rng.vec(rows * c, -1.0, 1.0),
+                    &a,
+                    &vec![1.0; c],
+                    &vec![0.0; c],
+                );
+                let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
+                let inputs = [&r, &w, &k, &v, &kk, &a].map(|x| upload(&gpu, c, x));
+                check_recurrence(
+                    &gpu,
+                    &format!("wkv7 {heads}×{n} layout {index}"),
+                    layout,
+                    (c, c * n),
+                    state,
+                    |rec, state, y| {
+                        let [r, w, k, v, kk, a] = &inputs;
+                        kernels::wkv7(rec, "wkv7", heads, state, Wkv7Inputs { r, w, k, v, kk, a }, y)
+                    },
+                    |slot, entry| {
+                        let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
+                        kernels::wkv7_ref(
+                            heads,
+                            slot,
+                            &own(&r),
+                            &own(&w),
+                            &own(&k),
+                            &own(&v),
+                            &own(&kk),
+                            &own(&a),
+                        )
+                    },
+                );
+            }
         }
     }
 }
 
 #[test]
 fn wkv5_matches_reference_for_every_layout() {
-    let gpu = common::default_gpu();
-    for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
-        for (index, layout) in LAYOUTS.iter().enumerate() {
-            // RWKV-5's decay is a weight; RWKV-6's is computed per row.
-            for per_row in [false, true] {
-                let c = heads * n;
-                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
-                let mut rng = Rng::new((400 + seed * 10 + index) as u64);
-                let decay_rows = if per_row { rows } else { 1 };
-                let w: Vec<f32> = rng
-                    .vec(decay_rows * c, -3.0, 1.0)
-                    .iter()
-                    .map(|&x| Activation::Decay6.apply(f64::from(x)) as f32)
-                    .collect();
-                let u = rng.vec(c, -1.0, 1.0);
-                let [r, k, v] = [(); 3].map(|_| rng.vec(rows * c, -1.0, 1.0));
-                let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
-                let inputs = [&r, &k, &v, &w, &u].map(|x| upload(&gpu, c, x));
-                check_recurrence(
-                    &gpu,
-                    &format!("wkv5 {heads}×{n} layout {index} per_row={per_row}"),
-                    layout,
-                    (c, c * n),
-                    state,
-                    |rec, state, y| {
-                        let [r, k, v, w, u] = &inputs;
-                        kernels::wkv5(rec, "wkv5", heads, state, Wkv5Inputs { r, k, v, w, u }, y)
-                    },
-                    |slot, entry| {
-                        let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
-                        let w = if per_row { own(&w) } else { w.clone() };
-                        kernels::wkv5_ref(heads, slot, &own(&r), &own(&k), &own(&v), &w, &u)
-                    },
-                );
+    for gpu in backends() {
+        for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
+            for (index, layout) in LAYOUTS.iter().enumerate() {
+                // RWKV-5's decay is a weight; RWKV-6's is computed per row.
+                for per_row in [false, true] {
+                    let c = heads * n;
+                    let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                    let mut rng = Rng::new((400 + seed * 10 + index) as u64);
+                    let decay_rows = if per_row { rows } else { 1 };
+                    let w: Vec<f32> = rng
+                        .vec(decay_rows * c, -3.0, 1.0)
+                        .iter()
+                        .map(|&x| Activation::Decay6.apply(f64::from(x)) as f32)
+                        .collect();
+                    let u = rng.vec(c, -1.0, 1.0);
+                    let [r, k, v] = [(); 3].map(|_| rng.vec(rows * c, -1.0, 1.0));
+                    let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
+                    let inputs = [&r, &k, &v, &w, &u].map(|x| upload(&gpu, c, x));
+                    check_recurrence(
+                        &gpu,
+                        &format!("wkv5 {heads}×{n} layout {index} per_row={per_row}"),
+                        layout,
+                        (c, c * n),
+                        state,
+                        |rec, state, y| {
+                            let [r, k, v, w, u] = &inputs;
+                            kernels::wkv5(rec, "wkv5", heads, state, Wkv5Inputs { r, k, v, w, u }, y)
+                        },
+                        |slot, entry| {
+                            let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
+                            let w = if per_row { own(&w) } else { w.clone() };
+                            kernels::wkv5_ref(heads, slot, &own(&r), &own(&k), &own(&v), &w, &u)
+                        },
+                    );
+                }
             }
         }
     }
@@ -325,39 +338,40 @@ fn wkv5_matches_reference_for_every_layout() {
 /// would overflow f32.
 #[test]
 fn wkv4_matches_reference_for_every_layout() {
-    let gpu = common::default_gpu();
-    for (seed, len) in [(1u64, 1usize), (2, 63), (3, 130)] {
-        for (index, layout) in LAYOUTS.iter().enumerate() {
-            let rows: usize = layout.iter().map(|&(_, r)| r).sum();
-            let mut rng = Rng::new(300 + seed * 10 + index as u64);
-            let one = [vec![0.0; 2 * len], vec![kernels::WKV4_INITIAL_PP; len]].concat();
-            let mut state = one.repeat(SLOTS);
-            // Some slots start from a state that has seen tokens.
-            state[3 * len..4 * len].copy_from_slice(&rng.vec(len, -1.0, 1.0));
-            let w: Vec<f32> = rng.vec(len, -5.0, 1.0).iter().map(|d| -d.exp()).collect();
-            let u = rng.vec(len, -1.0, 1.0);
-            let r: Vec<f32> = rng
-                .vec(rows * len, -4.0, 4.0)
-                .iter()
-                .map(|&x| Activation::Sigmoid.apply(f64::from(x)) as f32)
-                .collect();
-            let (k, v) = (rng.vec(rows * len, -60.0, 100.0), rng.vec(rows * len, -2.0, 2.0));
-            let inputs = [&r, &k, &v, &w, &u].map(|x| upload(&gpu, len, x));
-            check_recurrence(
-                &gpu,
-                &format!("wkv4 {len} layout {index}"),
-                layout,
-                (len, 3 * len),
-                state,
-                |rec, state, y| {
-                    let [r, k, v, w, u] = &inputs;
-                    kernels::wkv4(rec, "wkv4", state, Wkv4Inputs { r, k, v, w, u }, y)
-                },
-                |slot, entry| {
-                    let own = |x: &[f32]| rows_of(x, entry, len).to_vec();
-                    kernels::wkv4_ref(slot, &own(&r), &own(&k), &own(&v), &w, &u)
-                },
-            );
+    for gpu in backends() {
+        for (seed, len) in [(1u64, 1usize), (2, 63), (3, 130)] {
+            for (index, layout) in LAYOUTS.iter().enumerate() {
+                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                let mut rng = Rng::new(300 + seed * 10 + index as u64);
+                let one = [vec![0.0; 2 * len], vec![kernels::WKV4_INITIAL_PP; len]].concat();
+                let mut state = one.repeat(SLOTS);
+                // Some slots start from a state that has seen tokens.
+                state[3 * len..4 * len].copy_from_slice(&rng.vec(len, -1.0, 1.0));
+                let w: Vec<f32> = rng.vec(len, -5.0, 1.0).iter().map(|d| -d.exp()).collect();
+                let u = rng.vec(len, -1.0, 1.0);
+                let r: Vec<f32> = rng
+                    .vec(rows * len, -4.0, 4.0)
+                    .iter()
+                    .map(|&x| Activation::Sigmoid.apply(f64::from(x)) as f32)
+                    .collect();
+                let (k, v) = (rng.vec(rows * len, -60.0, 100.0), rng.vec(rows * len, -2.0, 2.0));
+                let inputs = [&r, &k, &v, &w, &u].map(|x| upload(&gpu, len, x));
+                check_recurrence(
+                    &gpu,
+                    &format!("wkv4 {len} layout {index}"),
+                    layout,
+                    (len, 3 * len),
+                    state,
+                    |rec, state, y| {
+                        let [r, k, v, w, u] = &inputs;
+                        kernels::wkv4(rec, "wkv4", state, Wkv4Inputs { r, k, v, w, u }, y)
+                    },
+                    |slot, entry| {
+                        let own = |x: &[f32]| rows_of(x, entry, len).to_vec();
+                        kernels::wkv4_ref(slot, &own(&r), &own(&k), &own(&v), &w, &u)
+                    },
+                );
+            }
         }
     }
 }

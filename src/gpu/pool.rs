@@ -26,7 +26,21 @@ impl ScratchPool {
 
     /// The first `rows` rows of the `[max_rows, cols]` tensor called `label`.
     pub fn tensor(&self, gpu: &Gpu, label: &str, rows: usize, cols: usize) -> Result<GpuTensor> {
-        let (entries, _) = self.stack(gpu, label, 1, rows, cols)?;
+        self.tensor_of_capacity(gpu, label, self.max_rows, rows, cols)
+    }
+
+    /// The first `rows` rows of the `[capacity, cols]` tensor called `label`, for values that
+    /// never have a step's every row (one per sequence, say): a chunk of thousands of tokens
+    /// must not make them thousands of rows.
+    pub fn tensor_of_capacity(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        capacity: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GpuTensor> {
+        let (entries, _) = self.entries(gpu, label, (1, capacity.min(self.max_rows)), rows, cols)?;
         Ok(entries.into_iter().next().expect("a stack of one has one entry"))
     }
 
@@ -39,18 +53,30 @@ impl ScratchPool {
         rows: usize,
         cols: usize,
     ) -> Result<(Vec<GpuTensor>, usize)> {
-        if rows > self.max_rows {
-            return Err(Error::InvalidArgument(format!(
-                "{label}: a step of {rows} rows exceeds {}",
-                self.max_rows
-            )));
+        self.entries(gpu, label, (count, self.max_rows), rows, cols)
+    }
+
+    fn entries(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        (count, capacity): (usize, usize),
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Vec<GpuTensor>, usize)> {
+        if rows > capacity {
+            return Err(Error::InvalidArgument(format!("{label}: a step of {rows} rows exceeds {capacity}")));
         }
         let mut tensors = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
         let entries = match tensors.get(label) {
-            Some(entries) if entries.len() == count && entries[0].cols == cols => entries.clone(),
+            Some(entries)
+                if entries.len() == count && entries[0].cols == cols && entries[0].rows == capacity =>
+            {
+                entries.clone()
+            }
             Some(_) => return Err(Error::Gpu(format!("scratch tensor {label} requested with two shapes"))),
             None => {
-                let (entries, _) = GpuTensor::stack(gpu, label, count, self.max_rows, cols)?;
+                let (entries, _) = GpuTensor::stack(gpu, label, count, capacity, cols)?;
                 tensors.insert(label.to_string(), entries.clone());
                 entries
             }

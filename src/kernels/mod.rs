@@ -23,7 +23,7 @@ pub use self::norm::{
     BonusGate, GN_EPS, LN_EPS,
 };
 pub use self::sample::{sample, sample_ref, Choice};
-pub use self::sequences::{SequenceEntry, Sequences, MAX_SEQUENCES};
+pub use self::sequences::{windows, SequenceEntry, Sequences, Window, LOOP_BUDGET, MAX_SEQUENCES};
 pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
 pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
@@ -156,6 +156,23 @@ impl<'g> Recorder<'g> {
     ) -> Result<()> {
         let count = to_u32(label, self.sequences(label)?.count)?;
         self.record_with_sequences(pipeline, label, params, storage, [workgroups_x.max(1), count.max(1), 1])
+    }
+
+    /// Records a kernel that walks each sequence's rows in order, once per window of
+    /// [`windows`]: `params` gets the window, `rows` is the step's most rows (of all sequences),
+    /// and `inner_loops` the iterations its loops run per token.
+    fn record_walk<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        label: &str,
+        (rows, inner_loops): (usize, usize),
+        params: impl Fn(Window) -> P,
+        storage: &[Binding],
+        workgroups_x: u32,
+    ) -> Result<()> {
+        windows(rows, inner_loops).into_iter().try_for_each(|window| {
+            self.record_per_sequence(pipeline, label, &params(window), storage, workgroups_x)
+        })
     }
 
     /// Records a kernel that reads the step's sequence table (binding 1), over any grid.

@@ -64,3 +64,34 @@ impl Sequences {
         Ok(())
     }
 }
+
+/// Loop iterations one invocation of a kernel may run. llvmpipe (Mesa's CPU driver, under both
+/// lavapipe and its GL driver) ends every loop of an invocation once the invocation has run 65535
+/// loop iterations in all, leaving what it had not yet written unwritten: a recurrence walking
+/// 500 tokens of a 64-wide head did so, and every logit after them was wrong. Half of that
+/// leaves room for the iterations a compiler adds around each loop.
+pub const LOOP_BUDGET: usize = 32_768;
+
+/// Iterations a compiler may add per pass of a walking kernel's token loop, beyond its own
+/// inner loops (measured: 5 on llvmpipe for the RWKV-7 walk).
+const LOOP_OVERHEAD_PER_TOKEN: usize = 8;
+
+/// The rows of each sequence that one dispatch of a walking kernel covers (`Window` in
+/// sequences.wgsl): `count` rows from `first`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Window {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// The windows that cover up to `rows` rows of each sequence when one token costs
+/// `inner_loops` iterations of the kernel's loops inside its token loop, each within
+/// [`LOOP_BUDGET`]. Always at least one window, so that a step of no rows still records.
+pub fn windows(rows: usize, inner_loops: usize) -> Vec<Window> {
+    let per_window = (LOOP_BUDGET / (inner_loops + LOOP_OVERHEAD_PER_TOKEN)).max(1);
+    (0..rows.max(1))
+        .step_by(per_window)
+        .map(|first| Window { first: first as u32, count: per_window as u32 })
+        .collect()
+}

@@ -111,7 +111,8 @@ pub fn token_shift(
         mix_entry_stride: to_u32(label, mix_stride)?,
     };
     let storage = [x.binding(), prev.binding(), mix_binding, out[0].entries_binding(out.len(), stride)];
-    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
+    let grid = [to_u32(label, c.div_ceil(64))?, to_u32(label, x.rows.max(1))?, 1];
+    rec.record_with_sequences(&pipeline, label, &params, &storage, grid)
 }
 
 /// Records [`crate::kernels::layer_norm`] of `input.x` into `input.normed` and

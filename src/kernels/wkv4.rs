@@ -1,6 +1,6 @@
 //! RWKV-4's recurrence: a per-channel weighted average kept in log space.
 
-use super::{expect_shape, to_u32, wgsl, Recorder};
+use super::{expect_shape, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
@@ -24,7 +24,8 @@ pub const WKV4_INITIAL_PP: f32 = -1e30;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     len: u32,
-    padding: [u32; 3],
+    padding: u32,
+    window: Window,
 }
 
 /// The inputs of [`wkv4`]: `r`, `k`, `v` are [rows, C], `w` and `u` [1, C].
@@ -57,10 +58,12 @@ pub fn wkv4(
     expect_shape(label, "u", u, 1, c)?;
     expect_shape(label, "state", state, state.rows, 3 * c)?;
     let pipeline = rec.gpu.pipeline(&WKV4, "wkv4", BINDINGS, &[])?;
-    let params = Params { len: to_u32(label, c)?, padding: [0; 3] };
+    let len = to_u32(label, c)?;
+    let params = |window| Params { len, padding: 0, window };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];
-    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
+    // No loop inside the token loop.
+    rec.record_walk(&pipeline, label, (rows, 0), params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
 /// CPU reference of [`wkv4`] for one sequence (`r`, `k`, `v` its rows in order), in the official

@@ -1,6 +1,6 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
 
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
@@ -22,7 +22,7 @@ const BINDINGS: &[Access] = &[
 struct Params {
     heads: u32,
     head_size: u32,
-    padding: [u32; 2],
+    window: Window,
 }
 
 /// The inputs of [`wkv5`]: `r`, `k`, `v` are [rows, C].
@@ -63,10 +63,12 @@ pub fn wkv5(
     let (heads, head_size) = split_heads(label, heads, c)?;
     expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
     let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
-    let params = Params { heads, head_size, padding: [0; 2] };
+    let params = |window| Params { heads, head_size, window };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];
-    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
+    // One pass over the head's keys per token.
+    let walk = (rows, head_size as usize);
+    rec.record_walk(&pipeline, label, walk, params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
 /// CPU reference of [`wkv5`] for one sequence (`r`, `k`, `v` its rows in order), as the official

@@ -1,6 +1,6 @@
 //! RWKV-7's recurrence: key shaping, then the state update and readout.
 
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
@@ -38,6 +38,14 @@ struct HeadParams {
     heads: u32,
     head_size: u32,
     padding: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Wkv7Params {
+    heads: u32,
+    head_size: u32,
+    window: Window,
 }
 
 fn head_params(label: &str, heads: usize, channels: usize) -> Result<HeadParams> {
@@ -120,8 +128,9 @@ pub fn wkv7(
     for (name, operand) in [("w", w), ("k", k), ("v", v), ("kk", kk), ("a", a), ("y", y)] {
         expect_shape(label, name, operand, rows, c)?;
     }
-    let params = head_params(label, heads, c)?;
-    expect_shape(label, "state", state, state.rows, c * params.head_size as usize)?;
+    let (heads, head_size) = split_heads(label, heads, c)?;
+    expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
+    let params = |window| Wkv7Params { heads, head_size, window };
     let pipeline = rec.gpu.pipeline(&WKV7, "wkv7", WKV7_BINDINGS, &[])?;
     let storage = [
         state.binding(),
@@ -133,7 +142,9 @@ pub fn wkv7(
         a.binding(),
         y.binding(),
     ];
-    rec.record_per_sequence(&pipeline, label, &params, &storage, to_u32(label, c.div_ceil(64))?)
+    // Two passes over the head's keys per token.
+    let walk = (rows, 2 * head_size as usize);
+    rec.record_walk(&pipeline, label, walk, params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
 /// CPU reference of [`wkv7`] for one sequence (inputs its rows in order), in the official order:

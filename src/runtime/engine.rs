@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::DispatchTime;
-use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool, Step};
+use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool, Step};
 use crate::kernels::{self, Choice, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
@@ -151,6 +151,9 @@ struct Inner {
     model: Arc<Model>,
     options: EngineOptions,
     max_rows: usize,
+    /// The most rows whose every position's logits one step returns: their logits must fit one
+    /// storage binding.
+    logit_rows: usize,
     pool: ScratchPool,
     state: Vec<LayerState>,
     initial_wkv: Vec<f32>,
@@ -183,6 +186,18 @@ impl Engine {
         let gpu = model.gpu.as_ref();
         let config = &model.config;
         let max_rows = options.chunk.max(options.slots.min(MAX_SEQUENCES));
+        // A step's rows are a grid dimension of the row-wise kernels.
+        let grid_limit = gpu.max_workgroups_per_dimension() as usize;
+        if max_rows > grid_limit {
+            return Err(Error::TooBig(format!(
+                "a chunk of {max_rows} tokens is more rows than this adapter runs in one step ({grid_limit}, its \
+                 workgroups per grid dimension): use a chunk of at most {grid_limit}"
+            )));
+        }
+        let binding_limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let logit_rows = usize::try_from(binding_limit / (padded4(config.vocab) * 4) as u64)
+            .unwrap_or(usize::MAX)
+            .clamp(1, max_rows);
         let initial_wkv = model.layers.initial_state();
         // Checked before anything is allocated: the host builds the initial states too.
         let widest = initial_wkv.len().max(config.vocab).max(config.embd);
@@ -228,8 +243,8 @@ impl Engine {
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let readback = Readback::new(gpu, "logits readback", max_rows, config.vocab)?;
         let most_sequences = max_rows.min(MAX_SEQUENCES);
+        let readback = Readback::new(gpu, "logits readback", logit_rows.max(most_sequences), config.vocab)?;
         let sampling = Sampling {
             choices: GpuTensor::zeros(gpu, "sample choices", most_sequences, Choice::COLS)?,
             counts: GpuTensor::zeros(gpu, "generated token counts", options.slots, config.vocab)?,
@@ -247,6 +262,7 @@ impl Engine {
         let inner = Inner {
             pool: ScratchPool::new(max_rows),
             max_rows,
+            logit_rows,
             options,
             state,
             initial_wkv,
@@ -270,6 +286,13 @@ impl Engine {
     /// The most tokens one step can hold, over all its sequences.
     pub fn max_rows(&self) -> usize {
         self.inner.max_rows
+    }
+
+    /// The most tokens of one step whose every position's logits it returns ([`Logits::All`]):
+    /// the chunk, or fewer where a chunk's logits would not fit one storage binding of the
+    /// adapter (a 65536-token vocabulary takes 256 KiB per position).
+    pub fn max_logit_rows(&self) -> usize {
+        self.inner.logit_rows
     }
 
     fn gpu(&self) -> &Gpu {
@@ -540,6 +563,14 @@ impl Engine {
             )));
         }
         let wants = |kind| work.iter().any(|item| item.logits == kind);
+        if wants(Logits::All) && rows > self.inner.logit_rows {
+            return Err(Error::TooBig(format!(
+                "every position's logits of {rows} tokens do not fit one storage binding of this adapter \
+                 ({} bytes): read at most {} tokens per step",
+                self.gpu().limits.max_storage_buffer_binding_size,
+                self.inner.logit_rows
+            )));
+        }
         let sampled = work.iter().any(|item| item.sample.is_some());
         let logits = if wants(Logits::All) {
             if sampled {
@@ -571,20 +602,23 @@ impl Engine {
         model.layers.record(&mut rec, pool, &x, &inner.state)?;
         let body = std::mem::take(&mut rec.step);
 
+        // The last rows' tensors hold one row per sequence, whatever the chunk: with a large
+        // vocabulary, a chunk's worth of logits may not fit one binding.
+        let most_sequences = MAX_SEQUENCES.min(inner.max_rows);
         let head_rows = match shape.logits {
             Logits::None => None,
             Logits::Last => {
-                let last = pool.tensor(gpu, "x_last", shape.sequences, c)?;
+                let last = pool.tensor_of_capacity(gpu, "x_last", most_sequences, shape.sequences, c)?;
                 kernels::gather_last_rows(&mut rec, "gather", &x, &last)?;
-                Some(last)
+                Some((last, most_sequences, ["x_out_last", "logits_last"]))
             }
-            Logits::All => Some(x),
+            Logits::All => Some((x, inner.logit_rows, ["x_out", "logits"])),
         };
         let head = match head_rows {
             None => None,
-            Some(rows) => {
-                let normed = pool.tensor(gpu, "x_out", rows.rows, c)?;
-                let logits = pool.tensor(gpu, "logits", rows.rows, vocab)?;
+            Some((rows, capacity, [normed_name, logits_name])) => {
+                let normed = pool.tensor_of_capacity(gpu, normed_name, capacity, rows.rows, c)?;
+                let logits = pool.tensor_of_capacity(gpu, logits_name, capacity, rows.rows, vocab)?;
                 kernels::layer_norm(&mut rec, "ln_out", &rows, &model.ln_out, &normed)?;
                 kernels::linear(&mut rec, "head", &model.head, &normed, &logits, Epilogue::PLAIN)?;
                 Some((std::mem::take(&mut rec.step), logits))

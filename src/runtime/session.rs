@@ -63,7 +63,7 @@ impl Session {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         }
-        let chunk = self.engine.options().chunk;
+        let chunk = self.positions_per_step();
         for (index, tokens) in tokens.chunks(chunk).enumerate() {
             let mut outputs = self.engine.step(&[Work::new(self.slot, tokens, Logits::All)])?;
             each(index * chunk, &outputs.pop().map(|o| o.logits).unwrap_or_default())?;
@@ -104,12 +104,21 @@ impl Session {
         self.engine.clear_counts(self.slot)
     }
 
+    /// Tokens per step when every position's logits come back: a chunk, unless its logits
+    /// would not fit one binding.
+    fn positions_per_step(&self) -> usize {
+        self.engine.options().chunk.min(self.engine.max_logit_rows())
+    }
+
     /// Reads `tokens` chunk by chunk; returns the last chunk's logits for [`Logits::Last`].
     async fn read(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<Vec<f32>>> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         }
-        let chunk = self.engine.options().chunk;
+        let chunk = match logits {
+            Logits::All => self.positions_per_step(),
+            _ => self.engine.options().chunk,
+        };
         let chunks = tokens.chunks(chunk).count();
         let mut out = Vec::with_capacity(chunks);
         for (index, tokens) in tokens.chunks(chunk).enumerate() {

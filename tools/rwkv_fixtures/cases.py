@@ -9,6 +9,10 @@
 * v6/deep: RWKV-6 with L24, C32, F128, V128 (2 x 16, ranks 8 and 16), 64 tokens, bf16 .pth only,
   with residual growth: the residual stream reaches magnitudes of 10-100+ by the last layer, as
   in trained models (the precision check).
+* v{5.2,6,7}/H1 and v{5.0,5.1,5.2,6,7}/H3: one head of 64 channels and three heads of 16, L2,
+  F160, V128, 64 tokens, bf16 .pth only (the package cannot load a one-head RWKV-5.0 or 5.1).
+* v{4,5.0,5.1,5.2,6,7}/long: L2, C64 (heads 2 x 32), F192, V128, a 4500-token prompt; the logits
+  of every 10th position are kept (and the final state), bf16 .pth only.
 """
 
 from __future__ import annotations
@@ -46,6 +50,57 @@ def _legacy_cases() -> Dict[str, FixtureCase]:
     return cases
 
 
+# Heads: one (the package takes the head count from the first dimension of time_decay,
+# time_faaaa or r_k, which is then 1) and three (not a power of two), for every version with heads.
+def _head_count_cases() -> Dict[str, FixtureCase]:
+    cases: Dict[str, FixtureCase] = {}
+    archs = [v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
+    for n, arch in enumerate(archs):
+        lora = arch is v6.ARCH
+        for name, embd, head_size in (("H1", 64, 64), ("H3", 48, 16)):
+            # RWKV-5.0/5.1 keep one decay per head, [H]: the package squeezes a one-head [1] to
+            # a scalar and then fails while printing its shape, so it cannot run one head.
+            if name == "H1" and arch.version in ("5.0", "5.1"):
+                continue
+            shape = LegacyShape(layers=2, embd=embd, ffn=160, vocab=128, head_size=head_size,
+                                lora_mix=8 if lora else 0, lora_decay=16 if lora else 0)
+            seed = 20251201 + 10 * n + (name == "H3")
+            case = FixtureCase(name, arch, shape, tokens=64, seed=seed, formats=("pth",))
+            cases[case.key] = case
+    for name, embd, head_size, seed in (("H1", 64, 64, 20251251), ("H3", 48, 16, 20251252)):
+        shape = v7.ModelShape(layers=2, embd=embd, head_size=head_size, vocab=128, ffn=160,
+                              lora_w=16, lora_a=16, lora_v=8, lora_g=24)
+        case = FixtureCase(name, v7.ARCH, shape, tokens=64, seed=seed, formats=("pth",))
+        cases[case.key] = case
+    return cases
+
+
+# Prompts longer than the largest chunk the tests read at once (4096 tokens), for every version:
+# one dispatch of a recurrence walks a bounded number of tokens (llvmpipe ends a kernel's loops
+# after 65535 iterations), so long chunks take several.
+LONG_TOKENS = 4500
+LONG_LOGIT_STEP = 10
+
+
+def _long_cases() -> Dict[str, FixtureCase]:
+    cases: Dict[str, FixtureCase] = {}
+    archs = [v4.ARCH, v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
+    for n, arch in enumerate(archs):
+        heads = arch is not v4.ARCH
+        lora = arch is v6.ARCH
+        shape = LegacyShape(layers=2, embd=64, ffn=192, vocab=128, head_size=32 if heads else 0,
+                            lora_mix=8 if lora else 0, lora_decay=16 if lora else 0)
+        case = FixtureCase("long", arch, shape, tokens=LONG_TOKENS, seed=20251301 + 10 * n,
+                           formats=("pth",), logit_step=LONG_LOGIT_STEP)
+        cases[case.key] = case
+    shape = v7.ModelShape(layers=2, embd=64, head_size=32, vocab=128, ffn=192,
+                          lora_w=16, lora_a=16, lora_v=8, lora_g=24)
+    case = FixtureCase("long", v7.ARCH, shape, tokens=LONG_TOKENS, seed=20251361, formats=("pth",),
+                       logit_step=LONG_LOGIT_STEP)
+    cases[case.key] = case
+    return cases
+
+
 CASES: Dict[str, FixtureCase] = {
     "v7/tiny": FixtureCase(
         name="tiny", arch=v7.ARCH,
@@ -58,6 +113,8 @@ CASES: Dict[str, FixtureCase] = {
                             lora_w=32, lora_a=24, lora_v=16, lora_g=48),
         tokens=72, seed=20250702, formats=("pth", "f16")),
     **_legacy_cases(),
+    **_head_count_cases(),
+    **_long_cases(),
 }
 
 # check_cli.py's --version values -> the architecture and the case whose shape is the default.

@@ -239,6 +239,10 @@ class FixtureCase:
     # in a deep model single layers' small parameters are diluted, but a dead code path would
     # still show up in every layer.
     sensitivity_per_kind: bool = False
+    # Keep the logits of every `logit_step`-th position only (positions step-1, 2·step-1, …):
+    # long prompts would otherwise commit megabytes. Such cases skip the sensitivity check,
+    # which the short cases of the same architecture make.
+    logit_step: int = 1
 
     @property
     def key(self) -> str:
