@@ -102,9 +102,20 @@ fn shape_of(source: &dyn TensorSource, name: &str) -> Result<Vec<usize>> {
         .ok_or_else(|| Error::MissingTensor { name: name.into(), hint: String::new() })
 }
 
-/// Dimension `dim` of a tensor that must have `rank` dimensions once size-1 dimensions are dropped.
+/// A shape without the leading size-1 dimensions beyond `rank` (checkpoints store vectors as
+/// [1, 1, C]). Only leading ones: a real dimension may have size 1 (one head, a rank-1 LoRA), and
+/// dropping it would read the shape wrongly.
+fn squeeze_leading(mut shape: Vec<usize>, rank: usize) -> Vec<usize> {
+    while shape.len() > rank && shape[0] == 1 {
+        shape.remove(0);
+    }
+    shape
+}
+
+/// Dimension `dim` of a tensor that must have `rank` dimensions once leading size-1 dimensions
+/// are dropped.
 fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result<usize> {
-    let shape: Vec<usize> = shape_of(source, name)?.into_iter().filter(|&d| d != 1).collect();
+    let shape = squeeze_leading(shape_of(source, name)?, rank);
     if shape.len() != rank || shape.contains(&0) {
         return Err(Error::Malformed {
             file: name.into(),
@@ -122,9 +133,14 @@ fn ffn_width(source: &dyn TensorSource, embd: usize) -> Result<usize> {
     Ok(if cols != embd && rows == embd { cols } else { rows })
 }
 
-/// Heads and head size from a tensor that is [H] (one value per head) or [H, N].
+/// Heads and head size from a tensor that is [H] (one value per head, possibly stored as
+/// [H, 1, 1]) or [H, N], as the official package reads them: the head count is the first
+/// dimension, which is 1 for a one-head model.
 fn heads_from(source: &dyn TensorSource, name: &str, embd: usize) -> Result<(usize, usize)> {
-    let shape: Vec<usize> = shape_of(source, name)?.into_iter().filter(|&d| d != 1).collect();
+    let mut shape = squeeze_leading(shape_of(source, name)?, 2);
+    while shape.len() > 1 && shape.last() == Some(&1) {
+        shape.pop();
+    }
     let heads = match shape[..] {
         [heads] | [heads, _] if heads > 0 && embd % heads == 0 => heads,
         _ => {

@@ -309,8 +309,9 @@ class LegacyArch(Arch):
 
 
 def check_dims(s: LegacyShape, dims: Sequence[int]) -> None:
-    """The official loader squeezes `.time_*` tensors, so none of their dimensions may be 1;
-    it also needs >= 2 layers to detect RWKV-5 (ln_x follows block 0's time_decay)."""
+    """The official loader squeezes `.time_*` tensors, so none of their dimensions may be 1
+    (but the head count, which it reads before squeezing); it also needs >= 2 layers to detect
+    RWKV-5 (ln_x follows block 0's time_decay)."""
     if min(dims) < 2 or s.layers < 2:
         raise ValueError(f"all dimensions and the layer count must be >= 2: {s}")
     if s.head_size and s.embd % s.head_size:

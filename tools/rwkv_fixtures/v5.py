@@ -49,7 +49,7 @@ class V5Arch(LegacyArch):
     def validate(self, s: LegacyShape) -> None:
         if not s.head_size or s.lora_mix or s.lora_decay:
             raise ValueError("RWKV-5 needs head_size and has no LoRAs")
-        check_dims(s, [s.embd, s.ffn, s.vocab, s.heads, s.head_size])
+        check_dims(s, [s.embd, s.ffn, s.vocab, s.head_size])
 
     def att_order(self) -> List[str]:
         mix = [f"att.time_mix_{m}" for m in ("kvrg" if self.gated else "kvr")]

@@ -42,7 +42,7 @@ class V6Arch(LegacyArch):
     def validate(self, s: LegacyShape) -> None:
         if not (s.head_size and s.lora_mix and s.lora_decay):
             raise ValueError("RWKV-6 needs head_size, lora_mix and lora_decay")
-        check_dims(s, [s.embd, s.ffn, s.vocab, s.heads, s.head_size, s.lora_mix, s.lora_decay])
+        check_dims(s, [s.embd, s.ffn, s.vocab, s.head_size, s.lora_mix, s.lora_decay])
 
     def att_order(self) -> List[str]:
         return ([f"att.time_maa_{m}" for m in ("x",) + MAA]

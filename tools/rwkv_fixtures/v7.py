@@ -45,8 +45,9 @@ class ModelShape:
         """Reject shapes the official loader cannot handle."""
         if self.embd % self.head_size != 0:
             raise ValueError(f"embd {self.embd} is not a multiple of head_size {self.head_size}")
-        # The official loader squeezes every tensor, so no dimension may be 1.
-        dims = [self.embd, self.head_size, self.heads, self.vocab, self.ffn,
+        # The official loader squeezes every tensor, so no dimension may be 1; the head count
+        # may, as the loader reads it from r_k's shape before squeezing.
+        dims = [self.embd, self.head_size, self.vocab, self.ffn,
                 self.lora_w, self.lora_a, self.lora_v, self.lora_g]
         if min(dims) < 2:
             raise ValueError(f"all dimensions must be >= 2 (the official loader squeezes): {self}")
