@@ -30,7 +30,8 @@ pub enum Error {
     DType { name: String, dtype: String },
 
     /// A tensor holds values the engine cannot run: NaN or infinite weights (a damaged file, or
-    /// one saved from a diverged training run), or matrix weights beyond f16's range.
+    /// one saved from a diverged training run), or matrix weights beyond the range of f16 that
+    /// were to be stored in f16 or with f16 scales.
     #[error("tensor `{name}`: {reason}")]
     BadWeights { name: String, reason: String },
 

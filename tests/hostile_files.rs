@@ -12,6 +12,7 @@ use half::f16;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::Error;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -69,6 +70,10 @@ fn handmade(name: &str, header: &str, data: &[u8]) -> PathBuf {
 
 /// Opening, checking and loading the file onto the GPU must fail; this is how.
 fn load_error(path: &Path) -> Error {
+    load_error_with(path, &LoadOptions::default())
+}
+
+fn load_error_with(path: &Path, options: &LoadOptions) -> Error {
     let source = match source::open(path) {
         Ok(source) => source,
         Err(e) => return e,
@@ -77,7 +82,7 @@ fn load_error(path: &Path) -> Error {
         Err(e) => e,
         Ok(_) => {
             let gpu = Arc::new(common::default_gpu());
-            match Model::from_source(gpu, source.as_ref(), &LoadOptions::default()) {
+            match Model::from_source(gpu, source.as_ref(), options) {
                 Err(e) => e,
                 Ok(_) => panic!("{} loaded but should not have", path.display()),
             }
@@ -235,8 +240,9 @@ fn nan_and_infinite_weights() {
 
 #[test]
 fn matrix_weights_beyond_f16() {
-    // An f32 file may hold values f16 cannot: matrices are kept in f16, so such a value is named
-    // rather than turned into infinity.
+    // An f32 file may hold values f16 cannot: stored as f32 (its own precision, the default) they
+    // load; asked to be stored in f16 or with f16 scales, such a value is named rather than
+    // turned into infinity.
     let mut tensors = tiny_tensors();
     for (_, dtype, _, data) in &mut tensors {
         let values: Vec<f32> =
@@ -245,9 +251,14 @@ fn matrix_weights_beyond_f16() {
         *dtype = Dtype::F32;
     }
     tensor(&mut tensors, "blocks.1.att.output.weight").3[40..44].copy_from_slice(&1e6f32.to_le_bytes());
-    let error = load_error(&write("huge.safetensors", &tensors));
-    assert!(matches!(error, Error::BadWeights { .. }), "{error:?}");
-    expect(&error, &["blocks.1.att.output.weight", "element 10 is 1000000", "beyond f16's range"]);
+    let path = write("huge.safetensors", &tensors);
+    let model = Model::load(Arc::new(common::default_gpu()), &path, &LoadOptions::default()).unwrap();
+    assert_eq!(model.storage, "f32");
+    for format in [MatrixFormat::F16, MatrixFormat::Int8] {
+        let error = load_error_with(&path, &LoadOptions { quant: QuantPlan::all(format) });
+        assert!(matches!(error, Error::BadWeights { .. }), "{error:?}");
+        expect(&error, &["blocks.1.att.output.weight", "element 10 is 1000000", "beyond the range of f16"]);
+    }
 }
 
 fn pth(name: &str) -> PathBuf {

@@ -95,7 +95,7 @@ fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
     }
 }
 
-/// The weight formats to test on a variant: int8 and nf4 read their codes the same way with or
+/// The weight formats to test on a variant: all but f16 read their words the same way with or
 /// without SHADER_F16, so they run on the f16 variants only (both row mappings).
 fn formats_for(gpu: &Gpu) -> Vec<MatrixFormat> {
     if gpu.f16 {

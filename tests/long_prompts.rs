@@ -177,6 +177,6 @@ fn every_position_logits_larger_than_a_binding_come_in_smaller_steps() {
     let session = Session::new(&engine).unwrap();
     let work =
         [rwkv_wgpu::runtime::Work::new(session.slot(), &tokens[..101], rwkv_wgpu::runtime::Logits::All)];
-    let error = engine.step(&work).err().expect("a step of 101 positions was accepted");
+    let error = engine.step(&work).expect_err("a step of 101 positions was accepted");
     assert!(error.to_string().contains("at most 100 tokens per step"), "{error}");
 }

@@ -89,7 +89,7 @@ fn nf4_on_random_fixtures() {
 fn check_demo(format: MatrixFormat, head: MatrixFormat, (max_kl, min_agreement): (f64, f64)) {
     let gpu = Arc::new(common::default_gpu());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let plan = QuantPlan { head, ..QuantPlan::all(format) };
+    let plan = QuantPlan { head: Some(head), ..QuantPlan::all(format) };
     let (kl, agreement) =
         measure(&gpu, &root.join("assets/demo/model.safetensors"), &root.join("tests/fixtures/demo"), &plan);
     println!("demo model, {format:?} (head {head:?}): mean KL {kl:.2e}, argmax {:.1}%", agreement * 100.0);
@@ -164,9 +164,10 @@ fn pre_quantized_files_round_trip() {
         let config = rwkv_wgpu::model::config::ModelConfig::from_source(source.as_ref()).unwrap();
         for plan in [
             QuantPlan::all(MatrixFormat::Int8),
-            QuantPlan { head: MatrixFormat::Nf4, ..QuantPlan::all(MatrixFormat::Nf4) },
+            QuantPlan { head: Some(MatrixFormat::F16), ..QuantPlan::all(MatrixFormat::Nf4) },
         ] {
-            let path = dir.join(format!("{version}-{}.safetensors", plan.layers.name()));
+            let path =
+                dir.join(format!("{version}-{}.safetensors", plan.layers.map_or("file", MatrixFormat::name)));
             let matrices = rwkv_wgpu::model::planned_matrices(source.as_ref(), &config, &plan).unwrap();
             rwkv_wgpu::quant::file::write(source.as_ref(), &matrices, "test", &path).unwrap();
             for gpu in [common::default_gpu(), common::gl_gpu()] {
@@ -176,7 +177,7 @@ fn pre_quantized_files_round_trip() {
                     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 4 }).unwrap();
                     Session::new(&engine).unwrap().feed_positions(&tokens).unwrap()
                 };
-                // The file's own formats win over the (f16) plan it is loaded with.
+                // The file's own formats win over the plan it is loaded with.
                 assert_eq!(
                     run(&path, QuantPlan::default()),
                     run(&original, plan.clone()),

@@ -10,7 +10,7 @@ use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::memory::memory;
 use rwkv_wgpu::model::source::TensorSource;
 use rwkv_wgpu::model::synthetic::SyntheticV7;
-use rwkv_wgpu::model::{check_fits, source, validate};
+use rwkv_wgpu::model::{check_fits, describe_storage, planned_matrices, source, validate};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::EngineOptions;
 use rwkv_wgpu::Error;
@@ -49,6 +49,8 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         .map(|(_, shape)| shape.iter().product::<usize>())
         .sum();
     let dtype = source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
+    // What loading without --quant stores: each matrix in its file's precision.
+    let storage = describe_storage(&planned_matrices(source.as_ref(), &config, &QuantPlan::default())?);
     let gpu = gpu_args.open()?;
     let rows = EngineOptions::DEFAULT_CHUNK;
     let mut choices = Vec::new();
@@ -63,6 +65,7 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
             "file": file,
             "format": source.format(),
             "dtype": dtype,
+            "storage": storage,
             "config": config,
             "parameters": parameters,
             "memory_by_format": choices.iter().map(|(name, m, _)| (name.to_string(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
@@ -89,6 +92,7 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     }
     println!("vocabulary:  {}", config.vocab);
     println!("parameters:  {parameters} ({:.3} B)", parameters as f64 / 1e9);
+    println!("storage:     {storage} (the file's precision; --quant chooses f32, bf16, f16, int8 or nf4)");
     println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps (the embedding stays in host memory)");
     for (name, m, fits) in &choices {
         println!(

@@ -138,9 +138,11 @@ struct ModelArg {
     /// PyTorch .pth checkpoint. Without it, the small Shakespeare demo model built into the binary.
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
-    /// Format of the large weight matrices, quantized while loading.
-    #[arg(long, value_enum, default_value = "f16")]
-    quant: FormatArg,
+    /// Storage of the large weight matrices. Without it each keeps its file's precision (f32,
+    /// bf16 or f16), which runs the checkpoint's own weights; f16 halves an f32 file's memory;
+    /// int8 and nf4 quantize while loading.
+    #[arg(long, value_enum)]
+    quant: Option<FormatArg>,
     /// Format of the head (the largest matrix); defaults to --quant.
     #[arg(long, value_enum)]
     quant_head: Option<FormatArg>,
@@ -149,6 +151,8 @@ struct ModelArg {
 /// A weight format on the command line.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
+    F32,
+    Bf16,
     F16,
     Int8,
     Nf4,
@@ -157,6 +161,8 @@ enum FormatArg {
 impl From<FormatArg> for MatrixFormat {
     fn from(arg: FormatArg) -> MatrixFormat {
         match arg {
+            FormatArg::F32 => MatrixFormat::F32,
+            FormatArg::Bf16 => MatrixFormat::Bf16,
             FormatArg::F16 => MatrixFormat::F16,
             FormatArg::Int8 => MatrixFormat::Int8,
             FormatArg::Nf4 => MatrixFormat::Nf4,
@@ -194,10 +200,10 @@ impl ModelArg {
 
     /// The quantization the options ask for.
     fn plan(&self) -> QuantPlan {
-        let layers = MatrixFormat::from(self.quant);
+        let layers = self.quant.map(MatrixFormat::from);
         QuantPlan {
             layers,
-            head: self.quant_head.map_or(layers, MatrixFormat::from),
+            head: self.quant_head.map(MatrixFormat::from).or(layers),
             layer_overrides: Vec::new(),
         }
     }

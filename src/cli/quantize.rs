@@ -8,7 +8,6 @@ use super::ModelArg;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::planned_matrices;
 use rwkv_wgpu::quant::file;
-use rwkv_wgpu::quant::MatrixFormat;
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
@@ -22,17 +21,17 @@ pub struct QuantizeArgs {
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
     let plan = args.model.plan();
-    if plan.layers == MatrixFormat::F16 && plan.head == MatrixFormat::F16 {
+    if ![plan.layers, plan.head].iter().flatten().any(|format| format.is_quantized()) {
         return Err(Error::InvalidArgument(
-            "choose --quant int8 or nf4 (and optionally --quant-head)".into(),
+            "choose --quant int8 or nf4 (and optionally --quant-head): the float formats need no file of their own".into(),
         ));
     }
     let source = args.model.source()?;
     let config = ModelConfig::from_source(source.as_ref())?;
     let matrices = planned_matrices(source.as_ref(), &config, &plan)?;
-    let scheme = format!("layers {}, head {}", plan.layers.name(), plan.head.name());
+    let scheme = plan.describe();
     let written = file::write(source.as_ref(), &matrices, &scheme, &args.out)?;
-    let quantized = matrices.iter().filter(|m| m.format != MatrixFormat::F16).count();
+    let quantized = matrices.iter().filter(|m| m.format.is_quantized()).count();
     let original = args.model.file_len()?;
     eprintln!(
         "wrote {} ({scheme}): {quantized} matrices quantized, {:.1} MiB (from {:.1} MiB)",

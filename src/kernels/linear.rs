@@ -1,65 +1,59 @@
 //! Linear layers over the rows of a step: `y[r] (+)= act(W·x[r] + bias)` or
-//! `y[r] (+)= act(W·x[r]) ⊙ gate[r]`, with f16 weights and f32 arithmetic. One row (decoding
-//! one sequence) runs the matrix-vector kernels; more rows run the tiled matrix-matrix kernels.
+//! `y[r] (+)= act(W·x[r]) ⊙ gate[r]`, with weights in any [`MatrixFormat`] and f32 arithmetic.
+//! One row (decoding one sequence) runs the matrix-vector kernels; more rows run the tiled
+//! matrix-matrix kernels.
 
 use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Binding, Gpu, GpuMatrix, GpuTensor, KernelSource, RowMapping};
 use crate::quant::MatrixFormat;
 
-// The kernel assemblies: matrix-vector (with the workgroup reduction) and matrix-matrix, for
-// each way of storing weights.
-const MATVEC_F16: KernelSource = KernelSource {
-    name: "matvec_f16",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
-};
-const MATVEC_PACKED: KernelSource = KernelSource {
-    name: "matvec_packed",
-    parts: &[wgsl::WEIGHTS_PACKED, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
-};
-const MATVEC_INT8: KernelSource = KernelSource {
-    name: "matvec_int8",
-    parts: &[wgsl::WEIGHTS_INT8, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
-};
-const MATVEC_NF4: KernelSource = KernelSource {
-    name: "matvec_nf4",
-    parts: &[wgsl::WEIGHTS_NF4, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
-};
-const MATMUL_F16: KernelSource = KernelSource {
-    name: "matmul_f16",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-};
+/// The kernel assemblies for one way of storing weights: its prelude (binding 1 and
+/// `load_weight4`) before the matrix-vector kernel (with the workgroup reduction) and before the
+/// matrix-matrix kernel with tiles of `$tile`.
+macro_rules! products {
+    ($matvec:ident, $matmul:ident, $name:literal, $weights:expr, $tile:expr) => {
+        const $matvec: KernelSource = KernelSource {
+            name: concat!("matvec_", $name),
+            parts: &[$weights, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
+        };
+        const $matmul: KernelSource = KernelSource {
+            name: concat!("matmul_", $name),
+            parts: &[$weights, $tile, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+        };
+    };
+}
+
+products!(MATVEC_F32, MATMUL_F32, "f32", wgsl::WEIGHTS_F32, wgsl::TILE_F32);
+products!(MATVEC_BF16, MATMUL_BF16, "bf16", wgsl::WEIGHTS_BF16, wgsl::TILE_F32);
+products!(MATVEC_F16, MATMUL_F16, "f16", wgsl::WEIGHTS_F16, wgsl::TILE_F32);
+products!(MATVEC_PACKED, MATMUL_PACKED, "packed", wgsl::WEIGHTS_PACKED, wgsl::TILE_F32);
+products!(MATVEC_INT8, MATMUL_INT8, "int8", wgsl::WEIGHTS_INT8, wgsl::TILE_F32);
+products!(MATVEC_NF4, MATMUL_NF4, "nf4", wgsl::WEIGHTS_NF4, wgsl::TILE_F32);
 const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
     name: "matmul_f16_arithmetic",
     parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
 };
-const MATMUL_PACKED: KernelSource = KernelSource {
-    name: "matmul_packed",
-    parts: &[wgsl::WEIGHTS_PACKED, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-};
-const MATMUL_INT8: KernelSource = KernelSource {
-    name: "matmul_int8",
-    parts: &[wgsl::WEIGHTS_INT8, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-};
-const MATMUL_NF4: KernelSource = KernelSource {
-    name: "matmul_nf4",
-    parts: &[wgsl::WEIGHTS_NF4, wgsl::TILE_F32, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-};
 
-/// The assembly for a matrix format, one or more rows, and the adapter's features.
+/// The assembly for a matrix format, one or more rows, and the adapter's features. Only f16
+/// weights may multiply in f16: f32 and bf16 storage exist to run a checkpoint exactly, so their
+/// tiles stay f32.
 fn source(format: MatrixFormat, one_row: bool, gpu: &Gpu) -> &'static KernelSource {
     if format == MatrixFormat::F16 && !one_row && gpu.f16_arithmetic {
         return &MATMUL_F16_ARITHMETIC;
     }
-    match (format, one_row, gpu.f16) {
-        (MatrixFormat::F16, true, true) => &MATVEC_F16,
-        (MatrixFormat::F16, true, false) => &MATVEC_PACKED,
-        (MatrixFormat::Int8, true, _) => &MATVEC_INT8,
-        (MatrixFormat::Nf4, true, _) => &MATVEC_NF4,
-        (MatrixFormat::F16, false, true) => &MATMUL_F16,
-        (MatrixFormat::F16, false, false) => &MATMUL_PACKED,
-        (MatrixFormat::Int8, false, _) => &MATMUL_INT8,
-        (MatrixFormat::Nf4, false, _) => &MATMUL_NF4,
+    let (matvec, matmul) = match (format, gpu.f16) {
+        (MatrixFormat::F32, _) => (&MATVEC_F32, &MATMUL_F32),
+        (MatrixFormat::Bf16, _) => (&MATVEC_BF16, &MATMUL_BF16),
+        (MatrixFormat::F16, true) => (&MATVEC_F16, &MATMUL_F16),
+        (MatrixFormat::F16, false) => (&MATVEC_PACKED, &MATMUL_PACKED),
+        (MatrixFormat::Int8, _) => (&MATVEC_INT8, &MATMUL_INT8),
+        (MatrixFormat::Nf4, _) => (&MATVEC_NF4, &MATMUL_NF4),
+    };
+    if one_row {
+        matvec
+    } else {
+        matmul
     }
 }
 

@@ -38,6 +38,8 @@ use crate::gpu::{Binding, Gpu, GpuTensor, Pipeline, Step};
 mod wgsl {
     pub use crate::gpu::REDUCE;
     pub const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
+    pub const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
+    pub const WEIGHTS_BF16: &str = include_str!("../../shaders/weights_bf16.wgsl");
     pub const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
     pub const WEIGHTS_PACKED: &str = include_str!("../../shaders/weights_packed.wgsl");
     pub const WEIGHTS_INT8: &str = include_str!("../../shaders/weights_int8.wgsl");

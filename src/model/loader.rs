@@ -100,7 +100,7 @@ pub struct Loader<'a, S: Store> {
 }
 
 impl<'a, S: Store> Loader<'a, S> {
-    /// A loader that keeps every matrix in f16.
+    /// A loader that keeps every matrix in its file's precision.
     pub fn new(source: &'a dyn TensorSource, store: &'a S) -> Self {
         Loader { source, store, plan: QuantPlan::default() }
     }
@@ -160,17 +160,32 @@ impl<'a, S: Store> Loader<'a, S> {
         Ok(values)
     }
 
-    /// A matrix's values, which the GPU keeps in f16 (or scales by an f16): each must fit it.
-    fn matrix_values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    /// A matrix's values for storage in `format`. f16, and the f16 block parameters of int8
+    /// and nf4, must hold each value.
+    fn matrix_values(&self, name: &str, expected: &[usize], format: MatrixFormat) -> Result<Vec<f32>> {
         let values = self.values(name, expected)?;
+        if matches!(format, MatrixFormat::F32 | MatrixFormat::Bf16) {
+            return Ok(values);
+        }
         let largest = f32::from(half::f16::MAX);
         if let Some(index) = values.iter().position(|v| v.abs() > largest) {
             return Err(Error::BadWeights {
                 name: name.into(),
-                reason: format!("element {index} is {}, beyond f16's range (±{largest}) in which the engine keeps matrices", values[index]),
+                reason: format!(
+                    "element {index} is {}, beyond the range of f16 (±{largest}), in which {} keeps it: store it as f32 or bf16",
+                    values[index],
+                    format.name()
+                ),
             });
         }
         Ok(values)
+    }
+
+    /// The format a matrix is stored in: the one `planned`, or the file's own precision.
+    fn format(&self, name: &str, planned: Option<MatrixFormat>) -> MatrixFormat {
+        planned.unwrap_or_else(|| {
+            self.source.meta(name).map_or(MatrixFormat::F16, |(dtype, _)| dtype.exact_format())
+        })
     }
 
     /// Whether the file has a tensor of this name.
@@ -226,11 +241,11 @@ impl<'a, S: Store> Loader<'a, S> {
         self.stacked(prefix, &[format!("{prefix}.weight"), format!("{prefix}.bias")], len)
     }
 
-    /// A matrix stored `[out, in]`, kept in f16 whatever the plan (LoRA factors and other small
-    /// matrices).
+    /// A small matrix stored `[out, in]`, never quantized (see [`QuantPlan::small_format`]).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
         self.check(name, &[rows, cols])?;
-        self.pack(name, MatrixFormat::F16, rows, cols, || self.matrix_values(name, &[rows, cols]))
+        let format = self.format(name, self.plan.small_format());
+        self.pack(name, format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
     }
 
     /// One of the model's large matrices, stored `[out, in]`: in the format the plan gives it,
@@ -247,15 +262,18 @@ impl<'a, S: Store> Loader<'a, S> {
             return self.store.matrix(name, packed);
         }
         self.check(name, &[rows, cols])?;
-        self.pack(name, self.plan.format_of(name), rows, cols, || self.matrix_values(name, &[rows, cols]))
+        let format = self.format(name, self.plan.format_of(name));
+        self.pack(name, format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
     }
 
     /// Large matrices of one shape `[rows, cols]`, stacked by rows into one so that a grouped
     /// product reads them in one pass; each in the format the plan or the file gives it (they
-    /// must agree).
+    /// must agree; floats of different precisions are all kept in the widest).
     pub fn linear_stacked(&self, names: &[String], rows: usize, cols: usize) -> Result<S::Matrix> {
+        let formats: Vec<MatrixFormat> =
+            names.iter().map(|name| self.format(name, self.plan.format_of(name))).collect();
         let mut packed = Vec::with_capacity(names.len());
-        for name in names {
+        for (name, format) in names.iter().zip(widest_floats(formats)) {
             packed.push(match self.source.packed(name)? {
                 Some(matrix) if (matrix.rows, matrix.cols) != (rows, cols) => {
                     return Err(Error::Shape {
@@ -267,9 +285,7 @@ impl<'a, S: Store> Loader<'a, S> {
                 Some(matrix) => matrix,
                 None => {
                     self.check(name, &[rows, cols])?;
-                    self.packed(self.plan.format_of(name), rows, cols, || {
-                        self.matrix_values(name, &[rows, cols])
-                    })?
+                    self.packed(format, rows, cols, || self.matrix_values(name, &[rows, cols], format))?
                 }
             });
         }
@@ -277,17 +293,20 @@ impl<'a, S: Store> Loader<'a, S> {
     }
 
     /// LoRA factors stored `[in, out]` with a common `in`, each transposed to `[out, in]` and
-    /// stacked by rows, in f16: `factors` are (name, out).
+    /// stacked by rows, never quantized: `factors` are (name, out).
     pub fn matrices_transposed_stacked(
         &self,
         factors: &[(String, usize)],
         inputs: usize,
     ) -> Result<S::Matrix> {
+        let small = self.plan.small_format();
+        let formats = widest_floats(factors.iter().map(|(name, _)| self.format(name, small)).collect());
         let mut packed = Vec::with_capacity(factors.len());
-        for (name, outputs) in factors {
+        for ((name, outputs), format) in factors.iter().zip(formats) {
             self.check(name, &[inputs, *outputs])?;
-            let values = || Ok(transpose(&self.matrix_values(name, &[inputs, *outputs])?, inputs, *outputs));
-            packed.push(self.packed(MatrixFormat::F16, *outputs, inputs, values)?);
+            let values =
+                || Ok(transpose(&self.matrix_values(name, &[inputs, *outputs], format)?, inputs, *outputs));
+            packed.push(self.packed(format, *outputs, inputs, values)?);
         }
         let names: Vec<String> = factors.iter().map(|(name, _)| name.clone()).collect();
         self.store_stacked(&names, packed)
@@ -310,11 +329,13 @@ impl<'a, S: Store> Loader<'a, S> {
     }
 
     /// A matrix stored `[in, out]` (RWKV-6/7's LoRA factors, used as `x @ W`), transposed to the
-    /// `[out, in]` layout the kernels read, in f16.
+    /// `[out, in]` layout the kernels read, never quantized.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
         self.check(name, &[inputs, outputs])?;
-        let values = || Ok(transpose(&self.matrix_values(name, &[inputs, outputs])?, inputs, outputs));
-        self.pack(name, MatrixFormat::F16, outputs, inputs, values)
+        let format = self.format(name, self.plan.small_format());
+        let values =
+            || Ok(transpose(&self.matrix_values(name, &[inputs, outputs], format)?, inputs, outputs));
+        self.pack(name, format, outputs, inputs, values)
     }
 
     /// Packs a checked matrix's values into the store, unless the store keeps no values.
@@ -346,7 +367,7 @@ impl<'a, S: Store> Loader<'a, S> {
 
 impl<S: Store> Loader<'_, S> {
     /// `count` matrices stored as one `[count, inputs, outputs]` tensor (RWKV-6's
-    /// `time_maa_w2`), each transposed to `[outputs, inputs]`, in f16.
+    /// `time_maa_w2`), each transposed to `[outputs, inputs]`, never quantized.
     pub fn matrices_transposed(
         &self,
         name: &str,
@@ -354,21 +375,32 @@ impl<S: Store> Loader<'_, S> {
         inputs: usize,
         outputs: usize,
     ) -> Result<Vec<S::Matrix>> {
-        let stored = self.matrix_values(name, &[count, inputs, outputs])?;
+        let format = self.format(name, self.plan.small_format());
+        let stored = self.matrix_values(name, &[count, inputs, outputs], format)?;
         stored
             .chunks_exact((inputs * outputs).max(1))
             .enumerate()
             .map(|(index, slice)| {
                 let values = if S::KEEPS_VALUES { transpose(slice, inputs, outputs) } else { Vec::new() };
                 let packed = if S::KEEPS_VALUES {
-                    PackedMatrix::pack(MatrixFormat::F16, outputs, inputs, &values)?
+                    PackedMatrix::pack(format, outputs, inputs, &values)?
                 } else {
-                    PackedMatrix { format: MatrixFormat::F16, rows: outputs, cols: inputs, words: Vec::new() }
+                    PackedMatrix { format, rows: outputs, cols: inputs, words: Vec::new() }
                 };
                 self.store.matrix(&format!("{name}[{index}]"), packed)
             })
             .collect()
     }
+}
+
+/// The formats of matrices stored as one: unchanged if they agree or any is quantized (stacking
+/// then refuses a mix), else all the widest float, so that no matrix loses precision.
+fn widest_floats(formats: Vec<MatrixFormat>) -> Vec<MatrixFormat> {
+    let mixed = formats.windows(2).any(|pair| pair[0] != pair[1]);
+    if !mixed || formats.iter().any(|format| format.is_quantized()) {
+        return formats;
+    }
+    vec![MatrixFormat::F32; formats.len()]
 }
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.

@@ -32,12 +32,13 @@ use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
 use crate::quant::file::PlannedMatrix;
-use crate::quant::{PackedMatrix, QuantPlan};
+use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// The format of each large weight matrix (f16, int8 or nf4), quantized as it is loaded.
+    /// The format of each large weight matrix (f32, bf16, f16, int8 or nf4), converted as it is
+    /// loaded; by default each keeps its file's precision.
     pub quant: QuantPlan,
 }
 
@@ -56,6 +57,8 @@ pub struct Model {
     pub format: &'static str,
     /// The dtype of `head.weight` in the file (what most of the file is stored as).
     pub file_dtype: String,
+    /// How the weight matrices are stored on the GPU: "bf16", or "int8 94%, f16 6%" by bytes.
+    pub storage: String,
 }
 
 fn load_blocks<T: TimeMix>(
@@ -129,6 +132,30 @@ pub fn planned_matrices(
     let planner = Planner::default();
     walk(source, config, &planner, plan)?;
     Ok(planner.matrices.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The formats of `matrices` by their share of the bytes, largest first: "bf16" when there is
+/// one, else "int8 94%, f16 6%".
+pub fn describe_storage(matrices: &[PlannedMatrix]) -> String {
+    let mut bytes: Vec<(MatrixFormat, u64)> = Vec::new();
+    for m in matrices {
+        let size = m.format.bytes(m.rows, m.cols);
+        match bytes.iter_mut().find(|(format, _)| *format == m.format) {
+            Some((_, total)) => *total += size,
+            None => bytes.push((m.format, size)),
+        }
+    }
+    bytes.sort_by_key(|&(_, size)| std::cmp::Reverse(size));
+    if let [(format, _)] = bytes[..] {
+        return format.name().to_string();
+    }
+    let all: u64 = bytes.iter().map(|(_, size)| size).sum::<u64>().max(1);
+    let share = |size: u64| ((size * 100 + all / 2) / all).max(1);
+    bytes
+        .iter()
+        .map(|&(format, size)| format!("{} {}%", format.name(), share(size)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A store that only records each matrix's name, format and shape.
@@ -210,6 +237,7 @@ impl Model {
             Ok((layers, Outer::load(source, &config, gpu.as_ref(), &options.quant)?))
         });
         let (layers, outer) = in_version(config.version, uploaded)?;
+        let storage = describe_storage(&planned_matrices(source, &config, &options.quant)?);
         let embedding = Embedding::load(source, config.vocab, config.embd)?;
         let file_dtype =
             source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
@@ -223,6 +251,7 @@ impl Model {
             embedding,
             format: source.format(),
             file_dtype,
+            storage,
         })
     }
 }

@@ -75,8 +75,9 @@ fn safetensors_dtype(dtype: DType, name: &str) -> Result<Dtype> {
     }
 }
 
-/// Writes `source` to `path` with the `matrices` (those not in f16) quantized, one tensor at a
-/// time; `scheme` describes the choice for the metadata. Returns the bytes written.
+/// Writes `source` to `path` with those of `matrices` planned as int8 or nf4 quantized, one
+/// tensor at a time, and the rest as stored; `scheme` describes the choice for the metadata.
+/// Returns the bytes written.
 pub fn write(
     source: &dyn TensorSource,
     matrices: &[PlannedMatrix],
@@ -84,7 +85,7 @@ pub fn write(
     path: &Path,
 ) -> Result<u64> {
     let quantized: HashMap<&str, &PlannedMatrix> =
-        matrices.iter().filter(|m| m.format != MatrixFormat::F16).map(|m| (m.name.as_str(), m)).collect();
+        matrices.iter().filter(|m| m.format.is_quantized()).map(|m| (m.name.as_str(), m)).collect();
     let mut metadata = HashMap::from([
         ("format".to_string(), "rwkv-wgpu quantized".to_string()),
         ("scheme".into(), scheme.into()),

@@ -1,7 +1,10 @@
-//! Weight formats: f16, and the blockwise quantizations int8 and nf4.
+//! Weight formats: the floats f32, bf16 and f16, and the blockwise quantizations int8 and nf4.
 //!
 //! Layouts, chosen so that a kernel reads four weights (one `vec4`) with one or two loads and
 //! finds its block's parameters by dividing the `vec4` index by a constant:
+//! - **f32**, **bf16**, **f16**: each weight as it is, rows padded to whole `vec4`s; 16-bit
+//!   values two per u32, low half first. f32 and bf16 keep an fp32 or bf16 checkpoint's own
+//!   weights; f16 rounds them (a relative error of up to 2^-11).
 //! - **int8**: blocks of [`INT8_BLOCK`] weights along a row. Each weight is a byte `q`, and
 //!   `w = q · scale + min` with the block's `scale = (max − min) / 255`. The codes fill whole u32
 //!   words (4 weights each); a row is padded to whole blocks. Each block's (scale, min) is one u32
@@ -13,7 +16,7 @@
 
 pub mod file;
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 
@@ -45,16 +48,21 @@ pub const NF4_CODES: [f32; 16] = [
 /// How a weight matrix is stored on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum MatrixFormat {
+    F32,
+    Bf16,
     F16,
     Int8,
     Nf4,
 }
 
 impl MatrixFormat {
-    pub const ALL: [MatrixFormat; 3] = [MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4];
+    pub const ALL: [MatrixFormat; 5] =
+        [MatrixFormat::F32, MatrixFormat::Bf16, MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4];
 
     pub fn name(self) -> &'static str {
         match self {
+            MatrixFormat::F32 => "f32",
+            MatrixFormat::Bf16 => "bf16",
             MatrixFormat::F16 => "f16",
             MatrixFormat::Int8 => "int8",
             MatrixFormat::Nf4 => "nf4",
@@ -63,14 +71,19 @@ impl MatrixFormat {
 
     pub fn parse(text: &str) -> Result<MatrixFormat> {
         MatrixFormat::ALL.into_iter().find(|format| format.name() == text).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown weight format `{text}`: use f16, int8 or nf4"))
+            Error::InvalidArgument(format!("unknown weight format `{text}`: use f32, bf16, f16, int8 or nf4"))
         })
     }
 
-    /// Weights per block (1 for f16, which has none).
+    /// Whether weights are blocks of codes (int8, nf4) rather than floats.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, MatrixFormat::Int8 | MatrixFormat::Nf4)
+    }
+
+    /// Weights per block (4, one `vec4`, for the floats, which have no block parameters).
     pub fn block(self) -> usize {
         match self {
-            MatrixFormat::F16 => 4,
+            MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => 4,
             MatrixFormat::Int8 => INT8_BLOCK,
             MatrixFormat::Nf4 => NF4_BLOCK,
         }
@@ -84,7 +97,8 @@ impl MatrixFormat {
     /// u32 words of codes per row.
     pub fn row_words(self, cols: usize) -> usize {
         match self {
-            MatrixFormat::F16 => self.row_vec4s(cols) * 2,
+            MatrixFormat::F32 => self.row_vec4s(cols) * 4,
+            MatrixFormat::Bf16 | MatrixFormat::F16 => self.row_vec4s(cols) * 2,
             MatrixFormat::Int8 => self.row_vec4s(cols),
             MatrixFormat::Nf4 => self.row_vec4s(cols) / 2,
         }
@@ -94,7 +108,7 @@ impl MatrixFormat {
     pub fn scale_words(self, rows: usize, cols: usize) -> usize {
         let blocks = rows * cols.div_ceil(self.block());
         match self {
-            MatrixFormat::F16 => 0,
+            MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => 0,
             MatrixFormat::Int8 => blocks,
             MatrixFormat::Nf4 => blocks.div_ceil(2),
         }
@@ -138,6 +152,11 @@ impl PackedMatrix {
             row_values[..cols].copy_from_slice(row);
             row_values[cols..].fill(0.0);
             match format {
+                MatrixFormat::F32 => codes.extend(row_values.iter().map(|w| w.to_bits())),
+                MatrixFormat::Bf16 => codes.extend(row_values.chunks_exact(2).map(|pair| {
+                    u32::from(bf16::from_f32(pair[0]).to_bits())
+                        | (u32::from(bf16::from_f32(pair[1]).to_bits()) << 16)
+                })),
                 MatrixFormat::F16 => {
                     for pair in row_values.chunks_exact(2) {
                         codes.push(pack_f16_pair(f16::from_f32(pair[0]), f16::from_f32(pair[1])));
@@ -189,7 +208,7 @@ impl PackedMatrix {
         }
         let mut words = codes;
         match format {
-            MatrixFormat::F16 => {}
+            MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => {}
             // Each int8 block: (scale, min) in one word.
             MatrixFormat::Int8 => words.extend(scales.chunks_exact(2).map(|p| pack_f16_pair(p[0], p[1]))),
             MatrixFormat::Nf4 => {
@@ -208,7 +227,7 @@ impl PackedMatrix {
         let per_row = self.cols.div_ceil(format.block());
         let (blocks, end) = (first * per_row, (first + count) * per_row);
         match format {
-            MatrixFormat::F16 => {}
+            MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => {}
             MatrixFormat::Int8 => words.extend_from_slice(&self.words[code_words + blocks..code_words + end]),
             // Two absmax per word: re-pair them, since the part may start at an odd block.
             MatrixFormat::Nf4 => {
@@ -250,7 +269,7 @@ impl PackedMatrix {
         // they are re-paired across the seams.
         let per_row = cols.div_ceil(format.block());
         match format {
-            MatrixFormat::F16 => {}
+            MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => {}
             MatrixFormat::Int8 => {
                 words.extend(matrices.iter().flat_map(|m| m.words[m.rows * row_words..].iter().copied()))
             }
@@ -284,6 +303,11 @@ impl PackedMatrix {
             for c in 0..cols {
                 let index = row * format.row_vec4s(cols) * 4 + c;
                 let value = match format {
+                    MatrixFormat::F32 => f32::from_bits(self.words[index]),
+                    MatrixFormat::Bf16 => {
+                        let word = self.words[index / 2];
+                        f32::from_bits(if index % 2 == 1 { word & 0xffff_0000 } else { word << 16 })
+                    }
                     MatrixFormat::F16 => half(self.words[index / 2], index % 2 == 1),
                     MatrixFormat::Int8 => {
                         let q = (self.words[index / 4] >> (8 * (index % 4))) & 0xff;
@@ -315,31 +339,26 @@ fn nearest_nf4(unit: f32) -> usize {
     best
 }
 
-/// Which format each weight matrix gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which format each weight matrix gets. `None` keeps a matrix in the precision its file stores
+/// it in (f32, bf16 or f16), so that a model runs its own weights unless asked otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuantPlan {
     /// The large matrices of every layer (projections, gate, output, channel mix).
-    pub layers: MatrixFormat,
+    pub layers: Option<MatrixFormat>,
     /// `head.weight`, the largest single matrix.
-    pub head: MatrixFormat,
+    pub head: Option<MatrixFormat>,
     /// Per-layer exceptions: (layer, format).
     pub layer_overrides: Vec<(usize, MatrixFormat)>,
-}
-
-impl Default for QuantPlan {
-    fn default() -> Self {
-        QuantPlan { layers: MatrixFormat::F16, head: MatrixFormat::F16, layer_overrides: Vec::new() }
-    }
 }
 
 impl QuantPlan {
     /// Everything in one format.
     pub fn all(format: MatrixFormat) -> QuantPlan {
-        QuantPlan { layers: format, head: format, layer_overrides: Vec::new() }
+        QuantPlan { layers: Some(format), head: Some(format), layer_overrides: Vec::new() }
     }
 
-    /// The format of a quantizable matrix called `name`.
-    pub fn format_of(&self, name: &str) -> MatrixFormat {
+    /// The format of a quantizable matrix called `name`, if the plan chooses one.
+    pub fn format_of(&self, name: &str) -> Option<MatrixFormat> {
         if name == "head.weight" {
             return self.head;
         }
@@ -347,7 +366,26 @@ impl QuantPlan {
             name.strip_prefix("blocks.").and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
         layer
             .and_then(|layer| self.layer_overrides.iter().rev().find(|(l, _)| *l == layer).map(|(_, f)| *f))
-            .unwrap_or(self.layers)
+            .or(self.layers)
+    }
+
+    /// The format of the small matrices that are never quantized (LoRA factors): the plan's
+    /// float format if it chose one for the layers, else the file's precision.
+    pub fn small_format(&self) -> Option<MatrixFormat> {
+        self.layers.filter(|format| !format.is_quantized())
+    }
+
+    /// How the plan reads: "f16", "int8, head f16", "as stored".
+    pub fn describe(&self) -> String {
+        let name = |format: Option<MatrixFormat>| format.map_or("as stored", MatrixFormat::name);
+        let mut text = name(self.layers).to_string();
+        if self.head != self.layers {
+            text += &format!(", head {}", name(self.head));
+        }
+        for (layer, format) in &self.layer_overrides {
+            text += &format!(", layer {layer} {}", format.name());
+        }
+        text
     }
 }
 
@@ -393,12 +431,27 @@ mod tests {
     #[test]
     fn plans_pick_per_name() {
         let plan = QuantPlan {
-            layers: MatrixFormat::Int8,
-            head: MatrixFormat::F16,
+            layers: Some(MatrixFormat::Int8),
+            head: Some(MatrixFormat::F16),
             layer_overrides: vec![(0, MatrixFormat::Nf4)],
         };
-        assert_eq!(plan.format_of("head.weight"), MatrixFormat::F16);
-        assert_eq!(plan.format_of("blocks.0.att.key.weight"), MatrixFormat::Nf4);
-        assert_eq!(plan.format_of("blocks.10.ffn.value.weight"), MatrixFormat::Int8);
+        assert_eq!(plan.format_of("head.weight"), Some(MatrixFormat::F16));
+        assert_eq!(plan.format_of("blocks.0.att.key.weight"), Some(MatrixFormat::Nf4));
+        assert_eq!(plan.format_of("blocks.10.ffn.value.weight"), Some(MatrixFormat::Int8));
+        assert_eq!(plan.small_format(), None);
+        assert_eq!(QuantPlan::default().format_of("head.weight"), None);
+        assert_eq!(QuantPlan::all(MatrixFormat::Bf16).small_format(), Some(MatrixFormat::Bf16));
+    }
+
+    /// bf16 and f32 keep what they are given bit for bit; bf16 rounds f32 to nearest.
+    #[test]
+    fn floats_keep_their_bits() {
+        let v = values(3 * 9);
+        assert_eq!(PackedMatrix::pack(MatrixFormat::F32, 3, 9, &v).unwrap().unpack(), v);
+        let b: Vec<f32> = v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
+        assert_eq!(PackedMatrix::pack(MatrixFormat::Bf16, 3, 9, &b).unwrap().unpack(), b);
+        assert_eq!(PackedMatrix::pack(MatrixFormat::Bf16, 3, 9, &v).unwrap().unpack(), b);
+        assert_eq!(MatrixFormat::F32.bytes(2, 5), 2 * 8 * 4);
+        assert_eq!(MatrixFormat::Bf16.bytes(2, 5), 2 * 8 * 2);
     }
 }

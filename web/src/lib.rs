@@ -35,8 +35,9 @@ use options::{object, JsOptions};
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
 export interface LoadOptions {
-  /** Format of the large weight matrices, converted while loading: "f16" (default), "int8" or "nf4". */
-  quant?: "f16" | "int8" | "nf4";
+  /** Storage of the large weight matrices, converted while loading: "f32", "bf16", "f16", "int8"
+   * or "nf4". Default: each keeps its file's precision (f32, bf16 or f16). */
+  quant?: "f32" | "bf16" | "f16" | "int8" | "nf4";
   /** The contents of a Hugging Face tokenizer.json; without it, the built-in RWKV World tokenizer. */
   tokenizer?: Uint8Array;
   /** What error messages call the file (default "the model file"). */
@@ -50,7 +51,10 @@ export interface LoadOptions {
 
 export interface ModelInfo {
   version: string; layers: number; embd: number; heads: number; headSize: number; ffn: number;
-  vocab: number; format: string; fileDtype: string; quant: string; tokenizer: string;
+  vocab: number; format: string; fileDtype: string;
+  /** How the weight matrices are stored: "bf16", or shares of the bytes such as "int8 94%, f16 6%". */
+  quant: string;
+  tokenizer: string;
   /** The WebGPU adapter, as wgpu describes it. */
   adapter: string;
   /** Whether the kernels use the adapter's shader-f16; without it, f16 weights are unpacked from u32. */
@@ -107,7 +111,6 @@ pub struct Model {
     engine: Engine,
     tokenizer: Tokenizer,
     tokenizer_name: &'static str,
-    quant: MatrixFormat,
     /// Borrowed for the whole of a call that uses the GPU, so that a second call made before the
     /// first has finished fails with a clear message instead of interleaving with it.
     sessions: RefCell<Sessions>,
@@ -161,8 +164,8 @@ impl Model {
         let options =
             JsOptions::new(options.into(), "load options", &["quant", "tokenizer", "name", "chunk", "f16"])?;
         let quant = match options.string("quant")? {
-            Some(name) => MatrixFormat::parse(&name)?,
-            None => MatrixFormat::F16,
+            Some(name) => QuantPlan::all(MatrixFormat::parse(&name)?),
+            None => QuantPlan::default(),
         };
         let chunk = options.count("chunk")?.map_or(EngineOptions::DEFAULT_CHUNK, |n| n as usize);
         let (tokenizer, tokenizer_name) = match options.bytes("tokenizer")? {
@@ -175,7 +178,7 @@ impl Model {
 
         let gpu = page_gpu(options.boolean("f16")?).await?;
         let source = source::from_bytes(name, FileBytes::Owned(bytes.to_vec()))?;
-        let load = rwkv_wgpu::model::LoadOptions { quant: QuantPlan::all(quant) };
+        let load = rwkv_wgpu::model::LoadOptions { quant };
         let model = rwkv_wgpu::model::Model::from_source(gpu, source.as_ref(), &load)?;
         drop(source);
         let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk })?;
@@ -184,7 +187,7 @@ impl Model {
             pending: Vec::new(),
             scratch: Session::new(&engine)?,
         };
-        Ok(Model { engine, tokenizer, tokenizer_name, quant, sessions: RefCell::new(sessions) })
+        Ok(Model { engine, tokenizer, tokenizer_name, sessions: RefCell::new(sessions) })
     }
 
     /// The model's shape and how it runs.
@@ -204,7 +207,7 @@ impl Model {
             ("vocab", number(config.vocab)),
             ("format", model.format.into()),
             ("fileDtype", model.file_dtype.as_str().into()),
-            ("quant", self.quant.name().into()),
+            ("quant", model.storage.as_str().into()),
             ("tokenizer", self.tokenizer_name.into()),
             ("adapter", gpu.describe().into()),
             ("f16", gpu.f16.into()),

@@ -14,6 +14,7 @@ use std::path::Path;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
+use crate::quant::MatrixFormat;
 
 pub use self::pth::PthFile;
 pub use self::safetensors::SafetensorsFile;
@@ -36,6 +37,15 @@ impl DType {
             DType::F16 | DType::BF16 => Some(2),
             DType::F32 => Some(4),
             DType::Other(_) => None,
+        }
+    }
+
+    /// The matrix format that holds this type's values exactly (f16 for types that cannot load).
+    pub fn exact_format(self) -> MatrixFormat {
+        match self {
+            DType::F32 => MatrixFormat::F32,
+            DType::BF16 => MatrixFormat::Bf16,
+            DType::F16 | DType::Other(_) => MatrixFormat::F16,
         }
     }
 }
