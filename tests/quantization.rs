@@ -158,8 +158,15 @@ fn pre_quantized_files_round_trip() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("quantized");
     std::fs::create_dir_all(&dir).unwrap();
     let tokens: Vec<u32> = (0..12).map(|i| i * 7 % 100).collect();
-    for (version, case) in [("v4", "A"), ("v6", "A"), ("v7", "tiny")] {
-        let original = fixture_dir(version, case).join("model.pth");
+    // bf16 originals, and fp32 ones, whose small matrices an int8 or nf4 plan keeps in f16.
+    let originals = [
+        ("v4", "A", "model.pth"),
+        ("v6", "A", "model.pth"),
+        ("v6", "A", "model-f32.safetensors"),
+        ("v7", "tiny", "model-f32.safetensors"),
+    ];
+    for (version, case, file) in originals {
+        let original = fixture_dir(version, case).join(file);
         let source = rwkv_wgpu::model::source::open(&original).unwrap();
         let config = rwkv_wgpu::model::config::ModelConfig::from_source(source.as_ref()).unwrap();
         for plan in [
@@ -181,7 +188,7 @@ fn pre_quantized_files_round_trip() {
                 assert_eq!(
                     run(&path, QuantPlan::default()),
                     run(&original, plan.clone()),
-                    "{version} {plan:?} on {}",
+                    "{version}/{file} {plan:?} on {}",
                     gpu.describe()
                 );
             }

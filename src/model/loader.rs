@@ -183,9 +183,17 @@ impl<'a, S: Store> Loader<'a, S> {
 
     /// The format a matrix is stored in: the one `planned`, or the file's own precision.
     fn format(&self, name: &str, planned: Option<MatrixFormat>) -> MatrixFormat {
-        planned.unwrap_or_else(|| {
-            self.source.meta(name).map_or(MatrixFormat::F16, |(dtype, _)| dtype.exact_format())
-        })
+        planned.unwrap_or_else(|| self.stored_format(name))
+    }
+
+    /// The format that holds a tensor's values as its file stores them.
+    fn stored_format(&self, name: &str) -> MatrixFormat {
+        self.source.meta(name).map_or(MatrixFormat::F16, |(dtype, _)| dtype.exact_format())
+    }
+
+    /// The format of a small, never quantized matrix.
+    fn small_format(&self, name: &str) -> MatrixFormat {
+        self.plan.small_format(self.stored_format(name))
     }
 
     /// Whether the file has a tensor of this name.
@@ -244,7 +252,7 @@ impl<'a, S: Store> Loader<'a, S> {
     /// A small matrix stored `[out, in]`, never quantized (see [`QuantPlan::small_format`]).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
         self.check(name, &[rows, cols])?;
-        let format = self.format(name, self.plan.small_format());
+        let format = self.small_format(name);
         self.pack(name, format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
     }
 
@@ -299,8 +307,7 @@ impl<'a, S: Store> Loader<'a, S> {
         factors: &[(String, usize)],
         inputs: usize,
     ) -> Result<S::Matrix> {
-        let small = self.plan.small_format();
-        let formats = widest_floats(factors.iter().map(|(name, _)| self.format(name, small)).collect());
+        let formats = widest_floats(factors.iter().map(|(name, _)| self.small_format(name)).collect());
         let mut packed = Vec::with_capacity(factors.len());
         for ((name, outputs), format) in factors.iter().zip(formats) {
             self.check(name, &[inputs, *outputs])?;
@@ -332,7 +339,7 @@ impl<'a, S: Store> Loader<'a, S> {
     /// `[out, in]` layout the kernels read, never quantized.
     pub fn matrix_transposed(&self, name: &str, inputs: usize, outputs: usize) -> Result<S::Matrix> {
         self.check(name, &[inputs, outputs])?;
-        let format = self.format(name, self.plan.small_format());
+        let format = self.small_format(name);
         let values =
             || Ok(transpose(&self.matrix_values(name, &[inputs, outputs], format)?, inputs, outputs));
         self.pack(name, format, outputs, inputs, values)
@@ -375,7 +382,7 @@ impl<S: Store> Loader<'_, S> {
         inputs: usize,
         outputs: usize,
     ) -> Result<Vec<S::Matrix>> {
-        let format = self.format(name, self.plan.small_format());
+        let format = self.small_format(name);
         let stored = self.matrix_values(name, &[count, inputs, outputs], format)?;
         stored
             .chunks_exact((inputs * outputs).max(1))

@@ -1,7 +1,8 @@
 //! Pre-quantized model files: `.safetensors` in which each quantized matrix is one u32 tensor of
 //! the words the GPU reads (codes, then block parameters), declared in the header's metadata as
-//! `quantized.NAME = "FORMAT ROWS COLS"`. Every other tensor is copied as it was, so the file is
-//! still a model with the official names, and it loads without quantizing again.
+//! `quantized.NAME = "FORMAT ROWS COLS"`. Every other tensor keeps its official name and shape,
+//! in the float type the plan gave it (the small matrices of an int8 plan for an fp32 file become
+//! f16), so the file loads as the plan would have loaded the original, without quantizing again.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,7 +33,8 @@ struct LazyTensor<'a> {
     name: String,
     dtype: Dtype,
     shape: Vec<usize>,
-    quantize: Option<PlannedMatrix>,
+    /// What to write instead of the stored bytes: packed codes, or another float type.
+    convert: Option<PlannedMatrix>,
     len: usize,
 }
 
@@ -49,13 +51,12 @@ impl safetensors::View for LazyTensor<'_> {
         // The View trait cannot fail; errors were ruled out when the plan was made (every tensor
         // was read and checked), and a failure here yields an empty tensor that makes the
         // written file invalid rather than silently wrong.
-        let bytes = match &self.quantize {
-            Some(plan) => self
-                .source
-                .tensor(&self.name)
-                .and_then(|t| t.to_f32(&self.name))
+        let values = || self.source.tensor(&self.name).and_then(|t| t.to_f32(&self.name));
+        let bytes = match &self.convert {
+            Some(plan) if plan.format.is_quantized() => values()
                 .and_then(|values| PackedMatrix::pack(plan.format, plan.rows, plan.cols, &values))
                 .map(|packed| bytemuck::cast_slice(&packed.words).to_vec()),
+            Some(plan) => values().map(|values| float_bytes(plan.format, &values)),
             None => self.source.tensor(&self.name).map(|t| t.bytes.into_owned()),
         };
         Cow::Owned(bytes.unwrap_or_default())
@@ -75,17 +76,36 @@ fn safetensors_dtype(dtype: DType, name: &str) -> Result<Dtype> {
     }
 }
 
-/// Writes `source` to `path` with those of `matrices` planned as int8 or nf4 quantized, one
-/// tensor at a time, and the rest as stored; `scheme` describes the choice for the metadata.
-/// Returns the bytes written.
+/// The little-endian bytes of `values` as the float type of `format`.
+fn float_bytes(format: MatrixFormat, values: &[f32]) -> Vec<u8> {
+    match format {
+        MatrixFormat::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        MatrixFormat::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// The safetensors type of a float format.
+fn float_dtype(format: MatrixFormat) -> Dtype {
+    match format {
+        MatrixFormat::Bf16 => Dtype::BF16,
+        MatrixFormat::F16 => Dtype::F16,
+        _ => Dtype::F32,
+    }
+}
+
+/// Writes `source` to `path` with its matrices in the formats `matrices` plans: int8 and nf4
+/// quantized, the floats converted where the plan changes their type, one tensor at a time;
+/// `scheme` describes the choice for the metadata. Returns the bytes written.
 pub fn write(
     source: &dyn TensorSource,
     matrices: &[PlannedMatrix],
     scheme: &str,
     path: &Path,
 ) -> Result<u64> {
-    let quantized: HashMap<&str, &PlannedMatrix> =
-        matrices.iter().filter(|m| m.format.is_quantized()).map(|m| (m.name.as_str(), m)).collect();
+    // A tensor planned in parts (RWKV-6's `time_maa_w2`, as `name[i]`) has one format for all.
+    let planned: HashMap<&str, &PlannedMatrix> =
+        matrices.iter().map(|m| (m.name.split('[').next().unwrap_or(&m.name), m)).collect();
     let mut metadata = HashMap::from([
         ("format".to_string(), "rwkv-wgpu quantized".to_string()),
         ("scheme".into(), scheme.into()),
@@ -100,8 +120,9 @@ pub fn write(
         let (dtype, shape) = source
             .meta(&name)
             .ok_or_else(|| Error::MissingTensor { name: name.clone(), hint: String::new() })?;
-        let tensor = match quantized.get(name.as_str()) {
-            Some(plan) => {
+        let elements = shape.iter().product::<usize>();
+        let tensor = match planned.get(name.as_str()) {
+            Some(plan) if plan.format.is_quantized() => {
                 let words = plan.rows * plan.format.row_words(plan.cols)
                     + plan.format.scale_words(plan.rows, plan.cols);
                 metadata.insert(
@@ -113,21 +134,26 @@ pub fn write(
                     name: name.clone(),
                     dtype: Dtype::U32,
                     shape: vec![words],
-                    quantize: Some((*plan).clone()),
+                    convert: Some((*plan).clone()),
                     len: words * 4,
                 }
             }
-            None => {
-                let len = shape.iter().product::<usize>() * dtype.size().unwrap_or(0);
-                LazyTensor {
-                    source,
-                    name: name.clone(),
-                    dtype: safetensors_dtype(dtype, &name)?,
-                    shape,
-                    quantize: None,
-                    len,
-                }
-            }
+            Some(plan) if plan.format != dtype.exact_format() => LazyTensor {
+                source,
+                name: name.clone(),
+                dtype: float_dtype(plan.format),
+                shape,
+                convert: Some((*plan).clone()),
+                len: elements * if plan.format == MatrixFormat::F32 { 4 } else { 2 },
+            },
+            _ => LazyTensor {
+                source,
+                name: name.clone(),
+                dtype: safetensors_dtype(dtype, &name)?,
+                shape,
+                convert: None,
+                len: elements * dtype.size().unwrap_or(0),
+            },
         };
         tensors.push((name, tensor));
     }

@@ -369,10 +369,15 @@ impl QuantPlan {
             .or(self.layers)
     }
 
-    /// The format of the small matrices that are never quantized (LoRA factors): the plan's
-    /// float format if it chose one for the layers, else the file's precision.
-    pub fn small_format(&self) -> Option<MatrixFormat> {
-        self.layers.filter(|format| !format.is_quantized())
+    /// The format of a small matrix that is never quantized (LoRA factors), stored as `stored` in
+    /// its file: the plan's float format if it chose one for the layers; with int8 or nf4 layers,
+    /// 16 bits (an f32 file's in f16, as compact as the rest of the plan wants); else as stored.
+    pub fn small_format(&self, stored: MatrixFormat) -> MatrixFormat {
+        match self.layers {
+            Some(format) if !format.is_quantized() => format,
+            Some(_) if stored == MatrixFormat::F32 => MatrixFormat::F16,
+            _ => stored,
+        }
     }
 
     /// How the plan reads: "f16", "int8, head f16", "as stored".
@@ -438,9 +443,11 @@ mod tests {
         assert_eq!(plan.format_of("head.weight"), Some(MatrixFormat::F16));
         assert_eq!(plan.format_of("blocks.0.att.key.weight"), Some(MatrixFormat::Nf4));
         assert_eq!(plan.format_of("blocks.10.ffn.value.weight"), Some(MatrixFormat::Int8));
-        assert_eq!(plan.small_format(), None);
+        assert_eq!(plan.small_format(MatrixFormat::F32), MatrixFormat::F16);
+        assert_eq!(plan.small_format(MatrixFormat::Bf16), MatrixFormat::Bf16);
         assert_eq!(QuantPlan::default().format_of("head.weight"), None);
-        assert_eq!(QuantPlan::all(MatrixFormat::Bf16).small_format(), Some(MatrixFormat::Bf16));
+        assert_eq!(QuantPlan::default().small_format(MatrixFormat::F32), MatrixFormat::F32);
+        assert_eq!(QuantPlan::all(MatrixFormat::Bf16).small_format(MatrixFormat::F32), MatrixFormat::Bf16);
     }
 
     /// bf16 and f32 keep what they are given bit for bit; bf16 rounds f32 to nearest.
