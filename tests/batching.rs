@@ -200,7 +200,10 @@ fn a_state_from_another_model_is_refused() {
 #[test]
 fn time_state_matches_the_official_package() {
     let gpu = Arc::new(common::default_gpu());
-    let engine = engine(&gpu, "v6", "A", EngineOptions { slots: 1, chunk: 8 });
+    // The fixture ran on the weights in f32 (an f16 file's embedding is normalized in f16).
+    let path = fixture_dir("v6", "A").join("model-f32.safetensors");
+    let model = Model::load(gpu.clone(), &path, &LoadOptions::default()).unwrap();
+    let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 8 }).unwrap();
     let dir = fixture_dir("state", "v6-time-state");
     let tuned = source::open(&dir.join("time_state.safetensors")).unwrap();
     let state = State::from_time_state(&engine.model().config, tuned.as_ref()).unwrap();

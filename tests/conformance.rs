@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{fixture_dir, load_f32, load_tokens, relative_error};
+use common::{fixture_dir, golden, load_f32, load_tokens, relative_error};
 use rwkv_wgpu::gpu::Gpu;
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session, State};
@@ -97,7 +97,7 @@ fn check_fixture(gpu: &Arc<Gpu>, (version, case): (&str, &str), file: &str, mode
     };
     let engine = engine(gpu, &dir.join(file), chunk);
     let tokens = load_tokens(&dir.join("tokens.npy"));
-    let (shape, logits) = load_f32(&dir.join("logits.npy"));
+    let (shape, logits) = load_f32(&golden(&dir, file, "logits"));
     let vocab = shape[1];
     let mut session = Session::new(&engine).unwrap();
     let ours = all_logits(&mut session, &tokens, mode);
@@ -114,7 +114,7 @@ fn check_fixture(gpu: &Arc<Gpu>, (version, case): (&str, &str), file: &str, mode
     }
     let state = session.state().unwrap();
     for name in ["att_x", "wkv", "ffn_x"] {
-        let (_, official) = load_f32(&dir.join(format!("state_{name}.npy")));
+        let (_, official) = load_f32(&golden(&dir, file, &format!("state_{name}")));
         let error = relative_error(&state_part(&state, name), &official);
         assert!(
             error <= CONFORMANCE_BOUND,

@@ -42,11 +42,12 @@ import time
 from typing import List, Sequence
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rwkv_fixtures import official  # noqa: E402
 from rwkv_fixtures.cases import CASES, VERSIONS  # noqa: E402
-from rwkv_fixtures.common import (FORMAT_FILES, configure_torch, logit_std_range,  # noqa: E402
+from rwkv_fixtures.common import (FORMAT_FILES, TORCH_DTYPES, configure_torch, logit_std_range,  # noqa: E402
                                   random_tokens, relative_error_per_position, save_format, save_pth)
 from rwkv_fixtures.legacy import LegacyShape  # noqa: E402
 from rwkv_fixtures.v7 import ModelShape  # noqa: E402
@@ -161,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokens = random_tokens(shape.vocab, args.tokens, args.seed)
         model_path = os.path.join(workdir, FORMAT_FILES[args.format])
         save_format(weights, args.format, model_path)
-        # The official package reads .pth only; golden outputs come from a .pth of golden_dtype.
+        # The official package reads .pth only; golden outputs come from a .pth of the file's
+        # dtype (RWKV-4..6 normalise the embedding in it).
         golden_pth = os.path.join(workdir, "official.pth")
-        save_pth(weights, golden_pth, arch.golden_dtype)
+        save_pth(weights, golden_pth, TORCH_DTYPES.get(args.format, torch.bfloat16))
         del weights
         print(f"RWKV {arch.version} {shape} seed {args.seed} -> {model_path} ({time.time() - t0:.1f} s)")
 

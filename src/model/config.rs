@@ -1,6 +1,7 @@
 //! What a model file holds: its RWKV version, detected from the tensor names as the official
 //! package does, and its shapes, read from the tensors (never from a table of known sizes).
 
+use super::embedding::NormalizedIn;
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 
@@ -18,6 +19,15 @@ pub enum Version {
 impl Version {
     pub const ALL: [Version; 6] =
         [Version::V4, Version::V5_0, Version::V5_1, Version::V5_2, Version::V6, Version::V7];
+
+    /// The precision the official loader normalizes this version's embedding table in (see
+    /// model::embedding).
+    pub fn embedding_normalized_in(self) -> NormalizedIn {
+        match self {
+            Version::V7 => NormalizedIn::F32,
+            _ => NormalizedIn::FileDtype,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {

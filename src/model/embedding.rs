@@ -1,11 +1,28 @@
 //! The embedding table stays in host memory, in the file's own dtype: each step gathers one row
-//! per token on the CPU and uploads it (C floats). This is exact for f32 checkpoints and saves
-//! V×C×2 bytes of GPU memory (512 MiB for a 7B model), as llama.cpp does.
+//! per token on the CPU, normalizes it by `blocks.0.ln0` and uploads it (C floats). This is exact
+//! for f32 checkpoints and saves V×C×2 bytes of GPU memory (512 MiB for a 7B model), as llama.cpp
+//! does.
+//!
+//! The official package normalizes the whole table once as it loads, and for RWKV-4/5/6 it does
+//! so in the file's dtype: a bf16 checkpoint's normalized rows are rounded to bf16 (RWKV-7 first
+//! converts the table to the run's dtype, fp32 here). The rows are rounded the same way, so that
+//! the released bf16 checkpoints give the official logits: skipping that rounding moves them by
+//! 1e-2 to 1e-1 × std.
 
 use half::{bf16, f16};
 
 use super::source::{DType, TensorSource};
 use crate::error::{Error, Result};
+use crate::kernels::LN_EPS;
+
+/// The precision the official loader leaves the normalized embedding in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormalizedIn {
+    /// The file's dtype (RWKV-4, 5 and 6).
+    FileDtype,
+    /// f32 (RWKV-7).
+    F32,
+}
 
 enum Rows {
     F16(Vec<f16>),
@@ -17,10 +34,20 @@ pub struct Embedding {
     rows: Rows,
     pub vocab: usize,
     pub embd: usize,
+    /// `blocks.0.ln0`: [weight; bias].
+    ln0: Vec<f32>,
+    normalized_in: NormalizedIn,
 }
 
 impl Embedding {
-    pub fn load(source: &dyn TensorSource, vocab: usize, embd: usize) -> Result<Embedding> {
+    /// The table of `source`, read through `ln0` ([weight; bias], already checked).
+    pub fn load(
+        source: &dyn TensorSource,
+        vocab: usize,
+        embd: usize,
+        ln0: Vec<f32>,
+        normalized_in: NormalizedIn,
+    ) -> Result<Embedding> {
         let name = "emb.weight";
         let tensor = source.tensor(name)?;
         if tensor.shape != [vocab, embd] {
@@ -58,11 +85,46 @@ impl Embedding {
                 ),
             });
         }
-        Ok(Embedding { rows, vocab, embd })
+        if ln0.len() != 2 * embd {
+            return Err(Error::InvalidArgument(format!(
+                "ln0 holds {} values for {embd} channels",
+                ln0.len()
+            )));
+        }
+        Ok(Embedding { rows, vocab, embd, ln0, normalized_in })
     }
 
-    /// Row `token` in f32, or an error for an id outside the vocabulary.
+    /// Row `token` normalized by ln0, in the precision the official loader leaves it in, or an
+    /// error for an id outside the vocabulary.
     pub fn row(&self, token: u32) -> Result<Vec<f32>> {
+        let normalized = self.normalize(&self.raw_row(token)?);
+        Ok(match (&self.rows, self.normalized_in) {
+            (Rows::BF16(_), NormalizedIn::FileDtype) => {
+                normalized.into_iter().map(|v| bf16::from_f32(v).to_f32()).collect()
+            }
+            (Rows::F16(_), NormalizedIn::FileDtype) => {
+                normalized.into_iter().map(|v| f16::from_f32(v).to_f32()).collect()
+            }
+            _ => normalized,
+        })
+    }
+
+    /// ln0 of one row in f32, in the order of torch's CPU kernel, which the official loader runs:
+    /// each value as (x · rstd − mean · rstd) · weight + bias with fused multiply-adds. Rounded to
+    /// 16 bits afterwards, a value that lands on the other side of a rounding boundary than
+    /// torch's moves by a whole 16-bit step, so the order matters.
+    fn normalize(&self, row: &[f32]) -> Vec<f32> {
+        let (weight, bias) = self.ln0.split_at(self.embd);
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        let rstd = (1.0 / (var + f64::from(LN_EPS)).sqrt()) as f32;
+        let shift = -(mean as f32) * rstd;
+        row.iter().zip(weight.iter().zip(bias)).map(|(&x, (&w, &b))| x.mul_add(rstd, shift).mul_add(w, b)).collect()
+    }
+
+    /// Row `token` as stored, in f32.
+    fn raw_row(&self, token: u32) -> Result<Vec<f32>> {
         let index = token as usize;
         if index >= self.vocab {
             return Err(Error::TokenOutOfRange { id: token, vocab: self.vocab });

@@ -246,7 +246,14 @@ impl<'a, S: Store> Loader<'a, S> {
 
     /// A norm's `{prefix}.weight` and `{prefix}.bias`, stacked as [weight; bias].
     pub fn norm(&self, prefix: &str, len: usize) -> Result<S::Vector> {
-        self.stacked(prefix, &[format!("{prefix}.weight"), format!("{prefix}.bias")], len)
+        self.store.rows(prefix, len, self.norm_f32(prefix, len)?)
+    }
+
+    /// The same, on the host.
+    pub fn norm_f32(&self, prefix: &str, len: usize) -> Result<Vec<f32>> {
+        let mut values = self.vector_f32(&format!("{prefix}.weight"), len)?;
+        values.extend(self.vector_f32(&format!("{prefix}.bias"), len)?);
+        Ok(values)
     }
 
     /// A small matrix stored `[out, in]`, never quantized (see [`QuantPlan::small_format`]).

@@ -46,8 +46,6 @@ pub struct LoadOptions {
 pub struct Model {
     pub gpu: Arc<Gpu>,
     pub config: Arc<ModelConfig>,
-    /// `blocks.0.ln0`, applied to the embedding row: [weight; bias].
-    pub ln0: GpuTensor,
     pub layers: Box<dyn Layers>,
     pub ln_out: GpuTensor,
     /// [V, C]
@@ -185,9 +183,9 @@ impl Store for Planner {
     }
 }
 
-/// The weights outside the blocks.
+/// The weights outside the blocks. ln0 stays on the host with the embedding it normalizes.
 struct Outer<S: Store> {
-    ln0: S::Vector,
+    ln0: Vec<f32>,
     ln_out: S::Vector,
     head: S::Matrix,
 }
@@ -196,7 +194,7 @@ impl<S: Store> Outer<S> {
     fn load(source: &dyn TensorSource, config: &ModelConfig, store: &S, plan: &QuantPlan) -> Result<Self> {
         let loader = Loader::with_plan(source, store, plan.clone());
         Ok(Outer {
-            ln0: loader.norm("blocks.0.ln0", config.embd)?,
+            ln0: loader.norm_f32("blocks.0.ln0", config.embd)?,
             ln_out: loader.norm("ln_out", config.embd)?,
             head: loader.linear("head.weight", config.vocab, config.embd)?,
         })
@@ -238,13 +236,18 @@ impl Model {
         });
         let (layers, outer) = in_version(config.version, uploaded)?;
         let storage = describe_storage(&planned_matrices(source, &config, &options.quant)?);
-        let embedding = Embedding::load(source, config.vocab, config.embd)?;
+        let embedding = Embedding::load(
+            source,
+            config.vocab,
+            config.embd,
+            outer.ln0,
+            config.version.embedding_normalized_in(),
+        )?;
         let file_dtype =
             source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
         Ok(Model {
             gpu,
             config,
-            ln0: outer.ln0,
             layers,
             ln_out: outer.ln_out,
             head: outer.head,

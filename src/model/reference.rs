@@ -17,7 +17,6 @@ use crate::runtime::{LayerValues, State};
 
 pub struct ReferenceModel {
     pub config: ModelConfig,
-    ln0: Vec<f32>,
     blocks: Vec<Block<Host, TimeMix7<Host>>>,
     ln_out: Vec<f32>,
     head: HostMatrix,
@@ -54,10 +53,15 @@ impl ReferenceModel {
         let blocks = Block::load_all(source, &config, &Host, &QuantPlan::default())?;
         let loader = Loader::new(source, &Host);
         Ok(ReferenceModel {
-            ln0: loader.norm("blocks.0.ln0", config.embd)?,
             ln_out: loader.norm("ln_out", config.embd)?,
             head: loader.linear("head.weight", config.vocab, config.embd)?,
-            embedding: Embedding::load(source, config.vocab, config.embd)?,
+            embedding: Embedding::load(
+                source,
+                config.vocab,
+                config.embd,
+                loader.norm_f32("blocks.0.ln0", config.embd)?,
+                config.version.embedding_normalized_in(),
+            )?,
             blocks,
             config,
         })
@@ -75,7 +79,7 @@ impl ReferenceModel {
 
     /// Feeds one token and returns the logits.
     pub fn forward(&self, token: u32, state: &mut State) -> Result<Vec<f32>> {
-        let mut x = layer_norm(&self.embedding.row(token)?, &self.ln0);
+        let mut x = self.embedding.row(token)?;
         let mut v_first = Vec::new();
         for (layer, block) in self.blocks.iter().enumerate() {
             let xa = layer_norm(&x, &block.ln1);

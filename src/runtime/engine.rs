@@ -466,7 +466,7 @@ impl Engine {
         Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
     }
 
-    /// Writes a step's inputs: the embedding rows of its tokens, its sequence table and, for GPU
+    /// Writes a step's inputs: the normalized embedding rows of its tokens, its sequence table and, for GPU
     /// sampling, its choices. Returns the sequence table.
     fn upload(&self, recorded: &Recorded, work: &[Work], shape: Shape) -> Result<Vec<SequenceEntry>> {
         let inner = &*self.inner;
@@ -484,7 +484,7 @@ impl Engine {
                 rows.extend(inner.model.embedding.row(token)?);
             }
         }
-        inner.pool.tensor(gpu, "input", shape.rows, embd)?.write(gpu, &rows)?;
+        inner.pool.tensor(gpu, "x", shape.rows, embd)?.write(gpu, &rows)?;
         recorded.sequences.write(gpu, &entries)?;
         if work.iter().any(|item| item.sample.is_some()) {
             let choices: Vec<Choice> = work
@@ -587,8 +587,8 @@ impl Engine {
         Ok(Shape { rows, sequences: work.len(), logits })
     }
 
-    /// Records the step for one shape: embedding norm, every block, and the head for the rows
-    /// whose logits are read.
+    /// Records the step for one shape: every block, and the head for the rows whose logits are
+    /// read.
     fn record(&self, shape: Shape) -> Result<Recorded> {
         let inner = &*self.inner;
         let model = &inner.model;
@@ -596,9 +596,8 @@ impl Engine {
         let (pool, c, vocab) = (&inner.pool, model.config.embd, model.config.vocab);
         let sequences = Sequences::new(gpu, shape.sequences)?;
         let mut rec = Recorder::with_sequences(gpu, &sequences);
-        let input = pool.tensor(gpu, "input", shape.rows, c)?;
+        // The rows arrive normalized by ln0 (see model::embedding).
         let x = pool.tensor(gpu, "x", shape.rows, c)?;
-        kernels::layer_norm(&mut rec, "ln0", &input, &model.ln0, &x)?;
         model.layers.record(&mut rec, pool, &x, &inner.state)?;
         let body = std::mem::take(&mut rec.step);
 

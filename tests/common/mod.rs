@@ -2,9 +2,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, GpuTensor, RowMapping};
+use rwkv_wgpu::model::Model;
 use rwkv_wgpu::npy::{self, Array};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
 /// native f16 or packed weights, thread-per-row (CPU drivers) or workgroup-per-row (GPUs).
@@ -124,6 +127,34 @@ pub fn upload(gpu: &Gpu, cols: usize, data: &[f32]) -> GpuTensor {
 /// A fixture folder: tests/fixtures/<version>/<case>.
 pub fn fixture_dir(version: &str, case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version).join(case)
+}
+
+/// The golden outputs of a fixture's model file are `logits.npy` and `state_*.npy`, or, where the
+/// official package's run on a file of that dtype differs (RWKV-4..6 normalize the embedding in
+/// the file's dtype), `logits.DTYPE.npy` and `state_*.DTYPE.npy`: the name of `what`
+/// ("logits", "state_wkv", …) for `file` in `dir`.
+pub fn golden(dir: &Path, file: &str, what: &str) -> PathBuf {
+    let dtype = file.strip_prefix("model-").and_then(|rest| rest.split('.').next());
+    dtype
+        .map(|dtype| dir.join(format!("{what}.{dtype}.npy")))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| dir.join(format!("{what}.npy")))
+}
+
+/// The small trained models of every version (tools/train_small.py).
+pub const TRAINED: [&str; 6] = ["v4", "v5.0", "v5.1", "v5.2", "v6", "v7"];
+
+/// A trained model's folder: tests/fixtures/trained/<version>, with model-f32.pth and
+/// model-bf16.pth, tokens.npy and the official logits of each file.
+pub fn trained_dir(version: &str) -> PathBuf {
+    fixture_dir("trained", version)
+}
+
+/// Our logits at every position of a trained model's fixture tokens, read in steps of `chunk`.
+pub fn feed_trained(model: &Arc<Model>, version: &str, chunk: usize) -> Vec<f32> {
+    let engine = Engine::new(model.clone(), EngineOptions { slots: 1, chunk }).unwrap();
+    let tokens = load_tokens(&trained_dir(version).join("tokens.npy"));
+    Session::new(&engine).unwrap().feed_positions(&tokens).unwrap()
 }
 
 pub fn load_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {

@@ -5,14 +5,18 @@ For every selected case:
 1. build the seeded random weights (official names, shapes and order; every value exact in
    f32, f16 and bf16, asserted) and the token sequence, save the model files, read them back;
 2. run the official package one token at a time from the zero state (official.py: one
-   subprocess per family for all cases) on the committed bf16 `model.pth` and on an f32 `.pth`
-   copy. RWKV-7: both runs must be bit-identical. RWKV-4..6: the f32 run is the golden one (the
-   loader normalises the embedding in the file's dtype), the bf16 run's distance is reported;
+   subprocess per family for all cases) on the committed bf16 `model.pth`, on an f32 `.pth`
+   copy and, where the case has an f16 file, on an f16 `.pth` copy. The package normalises the
+   embedding by ln0 as it loads, for RWKV-4..6 in the file's dtype: their runs differ by file
+   dtype (and the engine rounds the same way), so each dtype gets its own golden outputs. For
+   RWKV-7 (normalised in fp32) all runs must be bit-identical;
 3. check that the package detected the intended version and head count;
 4. compare with the version's independent float64 reference (official_fp32_vs_f64_rel =
    max over positions of max|official - f64| / std), and run the sensitivity check: perturb
    every parameter group and make sure the logits move (no dead path);
-5. write tokens.npy, logits.npy, state_att_x.npy, state_wkv.npy, state_ffn_x.npy, meta.json.
+5. write tokens.npy, logits.npy, state_att_x.npy, state_wkv.npy, state_ffn_x.npy (the run on
+   the bf16 files), the same as logits.DTYPE.npy, state_*.DTYPE.npy for the f32 and f16 files
+   where their runs differ, and meta.json.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ import torch
 
 from . import official
 from .cases import CASES, select
-from .common import (FIXTURE_ROOT, FORMAT_FILES, RWKV_PACKAGE_VERSION, FixtureCase,
-                     assert_identical, check_saved_files, configure_torch, logit_std_range,
+from .common import (FIXTURE_ROOT, FORMAT_FILES, RWKV_PACKAGE_VERSION, TORCH_DTYPES, FixtureCase,
+                     RunResult, assert_identical, check_saved_files, configure_torch, logit_std_range,
                      random_tokens, relative_error_per_position, save_format, save_pth,
                      sensitivity_check, state_relative_errors, summarize_sensitivity, write_npy)
 
@@ -57,7 +61,8 @@ class Prepared:
     tokens: np.ndarray
     files: List[str]
     committed_pth: str
-    f32_pth: str
+    # dtype name -> .pth copy in that dtype ('f32' always, 'f16' for cases with an f16 file)
+    copies: Dict[str, str]
 
 
 def prepare_case(case: FixtureCase, out_root: str, tmp: str) -> Prepared:
@@ -76,21 +81,23 @@ def prepare_case(case: FixtureCase, out_root: str, tmp: str) -> Prepared:
         save_format(weights, fmt, os.path.join(out_dir, FORMAT_FILES[fmt]))
         files.append(FORMAT_FILES[fmt])
     check_saved_files(out_dir, files, weights)
-    f32_pth = os.path.join(tmp, case.key.replace("/", "-") + "-f32.pth")
-    save_pth(weights, f32_pth, torch.float32)
-    return Prepared(case, out_dir, weights, tokens, files, os.path.join(out_dir, FORMAT_FILES["pth"]), f32_pth)
+    copies = {}
+    for dtype in ["f32"] + (["f16"] if "f16" in case.formats else []):
+        copies[dtype] = os.path.join(tmp, f"{case.key.replace('/', '-')}-{dtype}.pth")
+        save_pth(weights, copies[dtype], TORCH_DTYPES[dtype])
+    return Prepared(case, out_dir, weights, tokens, files, os.path.join(out_dir, FORMAT_FILES["pth"]), copies)
 
 
-def run_all_official(prepared: Sequence[Prepared], threads: int) -> Dict[str, tuple]:
-    """Official runs of every case (bf16 .pth and f32 .pth), one subprocess per family.
-    Returns case key -> (run on the committed bf16 .pth, run on the f32 .pth)."""
-    runs: Dict[str, tuple] = {}
+def run_all_official(prepared: Sequence[Prepared], threads: int) -> Dict[str, Dict[str, official.OfficialRun]]:
+    """Official runs of every case (the committed bf16 .pth and each copy), one subprocess per
+    family. Returns case key -> dtype name ('bf16', 'f32', 'f16') -> run."""
+    runs: Dict[str, Dict[str, official.OfficialRun]] = {}
     for family in official.FAMILIES:
         mine = [p for p in prepared if p.case.arch.family == family]
-        jobs = [(path, p.tokens) for p in mine for path in (p.committed_pth, p.f32_pth)]
-        results = official.run_official_many(family, jobs, threads)
-        for j, p in enumerate(mine):
-            runs[p.case.key] = (results[2 * j], results[2 * j + 1])
+        labelled = [(p, dtype, path) for p in mine for dtype, path in [("bf16", p.committed_pth), *p.copies.items()]]
+        results = official.run_official_many(family, [(path, p.tokens) for p, _, path in labelled], threads)
+        for (p, dtype, _), result in zip(labelled, results):
+            runs.setdefault(p.case.key, {})[dtype] = result
     return runs
 
 
@@ -103,27 +110,32 @@ def check_detection(case: FixtureCase, run: official.OfficialRun) -> None:
         raise AssertionError(f"{case.key}: the package found {run.n_head} heads, expected {heads}")
 
 
-def finish_case(p: Prepared, runs: tuple, sensitivity: bool) -> dict:
+def finish_case(p: Prepared, runs: Dict[str, official.OfficialRun], sensitivity: bool) -> dict:
     """Verify the official outputs against the float64 reference, write outputs and meta.json;
     returns the case summary."""
     t0 = time.time()
     case, arch, s = p.case, p.case.arch, p.case.shape
-    run_bf16, run_f32 = runs
-    for run in runs:
+    for run in runs.values():
         check_detection(case, run)
     extra_meta = {}
-    if arch.golden_dtype == torch.bfloat16:
-        golden = run_bf16.result
-        assert_identical(run_bf16.result, run_f32.result, f"{case.key}: bf16 .pth vs f32 .pth")
-        bf16_rel = 0.0
-    else:
-        golden = run_f32.result
-        bf16_rel = float(relative_error_per_position(run_bf16.result.logits, golden.logits).max())
-        extra_meta["golden_pth"] = "f32 copy of model.pth (the package normalises the embedding in the file's dtype)"
-        extra_meta["official_bf16_pth_vs_golden_rel"] = bf16_rel
+    # The committed files' golden outputs: the bf16 run, and each other dtype's run where it
+    # differs (RWKV-4..6 round the normalised embedding to the file's dtype).
+    golden = runs["bf16"].result
+    per_dtype = {}
+    for dtype, run in runs.items():
+        rel = float(relative_error_per_position(run.result.logits, runs["f32"].result.logits).max())
+        extra_meta[f"official_{dtype}_pth_vs_f32_pth_rel"] = rel
+        if dtype == "bf16":
+            continue
+        if arch.family == "v7":
+            assert_identical(run.result, golden, f"{case.key}: {dtype} .pth vs bf16 .pth")
+        elif any(getattr(run.result, f).tobytes() != getattr(golden, f).tobytes() for f in RunResult.FIELDS):
+            per_dtype[dtype] = run.result
+    bf16_rel = extra_meta["official_bf16_pth_vs_f32_pth_rel"]
 
+    # The float64 reference has no rounding of the embedding: it checks the f32 run.
     ref, diag = arch.reference(p.weights, s, p.tokens)
-    rel_f64 = relative_error_per_position(golden.logits, ref.logits)
+    rel_f64 = relative_error_per_position(runs["f32"].result.logits, ref.logits)
     std_lo, std_hi = logit_std_range(golden.logits)
     residual = diag.get("residual_absmax_by_layer")
     if residual is not None:
@@ -133,8 +145,10 @@ def finish_case(p: Prepared, runs: tuple, sensitivity: bool) -> dict:
     step = case.logit_step
     if step > 1:
         extra_meta["logit_positions"] = {"first": step - 1, "step": step}
-    outputs = {"tokens.npy": p.tokens.astype(np.int32), "logits.npy": golden.logits[step - 1::step],
-               "state_att_x.npy": golden.att_x, "state_wkv.npy": golden.wkv, "state_ffn_x.npy": golden.ffn_x}
+    outputs = {"tokens.npy": p.tokens.astype(np.int32)}
+    for suffix, run in [("", golden)] + [(f".{dtype}", run) for dtype, run in sorted(per_dtype.items())]:
+        outputs.update({f"logits{suffix}.npy": run.logits[step - 1::step], f"state_att_x{suffix}.npy": run.att_x,
+                        f"state_wkv{suffix}.npy": run.wkv, f"state_ffn_x{suffix}.npy": run.ffn_x})
     for name, arr in outputs.items():
         write_npy(os.path.join(p.out_dir, name), arr)
         files.append(name)
@@ -157,7 +171,7 @@ def finish_case(p: Prepared, runs: tuple, sensitivity: bool) -> dict:
         "official_fp32_vs_f64_rel": float(rel_f64.max()),
         "official_fp32_vs_f64_rel_median": float(np.median(rel_f64)),
         "state_fp32_vs_f64_rel": state_relative_errors(golden, ref),
-        "bf16_pth_vs_golden_rel": bf16_rel,
+        "bf16_pth_vs_f32_pth_rel": bf16_rel,
         "argmax_distinct": int(len(np.unique(golden.logits.argmax(-1)))),
     }
     if sensitivity and case.logit_step == 1:
@@ -200,8 +214,8 @@ def print_summary(summary: dict) -> None:
         print(f"   residual max|x| by layer: {shown}  (max {max(by_layer):.4g})")
         rms = summary["residual_rms_by_layer"]
         print(f"   residual rms(x) by layer (max over tokens): {', '.join(f'{v:.3g}' for v in rms)}")
-    if summary["bf16_pth_vs_golden_rel"]:
-        print(f"   official run on the bf16 .pth vs golden (f32 .pth): max |diff|/std = {summary['bf16_pth_vs_golden_rel']:.3g}")
+    if summary["bf16_pth_vs_f32_pth_rel"]:
+        print(f"   official run on the bf16 .pth vs the f32 .pth: max |diff|/std = {summary['bf16_pth_vs_f32_pth_rel']:.3g}")
     print(f"   official fp32 vs float64 reference: max |diff|/std = {summary['official_fp32_vs_f64_rel']:.3g}"
           f" (median over positions {summary['official_fp32_vs_f64_rel_median']:.3g});"
           f" final state rel {', '.join(f'{k} {v:.2g}' for k, v in summary['state_fp32_vs_f64_rel'].items())}")

@@ -431,13 +431,11 @@ class Arch:
 
     Attributes: `version` (meta.json's version string and what the official package must
     detect), `dirname` (directory below tests/fixtures), `family` ('v7' or 'legacy', see
-    official.py), `golden_dtype` (dtype of the .pth whose official run gives the golden
-    outputs), `sensitivity_batch` (perturbations per reference call)."""
+    official.py), `sensitivity_batch` (perturbations per reference call)."""
 
     version: str
     dirname: str
     family: str
-    golden_dtype: torch.dtype = torch.float32
     sensitivity_batch: int = 1
 
     def build_weights(self, shape, seed: int, growth: float = 0.0) -> Weights:

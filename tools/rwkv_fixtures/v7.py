@@ -213,7 +213,6 @@ class V7Arch(Arch):
     version = "x070"
     dirname = "v7"
     family = "v7"
-    golden_dtype = torch.bfloat16
     shape_type = ModelShape
 
     def build_weights(self, shape: ModelShape, seed: int, growth: float = 0.0) -> Weights:
