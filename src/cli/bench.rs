@@ -254,7 +254,7 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
     let mut measurements = Vec::new();
     for &format in &args.quant {
         let format = MatrixFormat::from(format);
-        let plan = QuantPlan::all(format);
+        let plan = QuantPlan::with(format);
         let memory = memory(source.as_ref(), &config, &plan, args.chunk)?;
         let model = Model::from_source(gpu.clone(), source.as_ref(), &LoadOptions { quant: plan })?;
         let engine = Engine::new(Arc::new(model), EngineOptions { slots: most, chunk: args.chunk })?;

@@ -55,7 +55,7 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     let rows = EngineOptions::DEFAULT_CHUNK;
     let mut choices = Vec::new();
     for format in MatrixFormat::ALL {
-        let plan = QuantPlan::all(format);
+        let plan = QuantPlan::with(format);
         let fits = check_fits(&gpu, source.as_ref(), &config, &plan).err().map(|e| e.to_string());
         choices.push((format.name(), memory(source.as_ref(), &config, &plan, rows)?, fits));
     }

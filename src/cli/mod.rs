@@ -143,7 +143,7 @@ struct ModelArg {
     /// int8 and nf4 quantize while loading.
     #[arg(long, value_enum)]
     quant: Option<FormatArg>,
-    /// Format of the head (the largest matrix); defaults to --quant.
+    /// Format of the head (the largest matrix); defaults to --quant (int8 for nf4).
     #[arg(long, value_enum)]
     quant_head: Option<FormatArg>,
 }
@@ -200,12 +200,11 @@ impl ModelArg {
 
     /// The quantization the options ask for.
     fn plan(&self) -> QuantPlan {
-        let layers = self.quant.map(MatrixFormat::from);
-        QuantPlan {
-            layers,
-            head: self.quant_head.map(MatrixFormat::from).or(layers),
-            layer_overrides: Vec::new(),
+        let mut plan = self.quant.map_or_else(QuantPlan::default, |format| QuantPlan::with(format.into()));
+        if let Some(head) = self.quant_head {
+            plan.head = Some(head.into());
         }
+        plan
     }
 
     /// The model on an engine with room for `slots` sequences.

@@ -164,7 +164,7 @@ impl Model {
         let options =
             JsOptions::new(options.into(), "load options", &["quant", "tokenizer", "name", "chunk", "f16"])?;
         let quant = match options.string("quant")? {
-            Some(name) => QuantPlan::all(MatrixFormat::parse(&name)?),
+            Some(name) => QuantPlan::with(MatrixFormat::parse(&name)?),
             None => QuantPlan::default(),
         };
         let chunk = options.count("chunk")?.map_or(EngineOptions::DEFAULT_CHUNK, |n| n as usize);
