@@ -120,7 +120,10 @@ impl Embedding {
         let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
         let rstd = (1.0 / (var + f64::from(LN_EPS)).sqrt()) as f32;
         let shift = -(mean as f32) * rstd;
-        row.iter().zip(weight.iter().zip(bias)).map(|(&x, (&w, &b))| x.mul_add(rstd, shift).mul_add(w, b)).collect()
+        row.iter()
+            .zip(weight.iter().zip(bias))
+            .map(|(&x, (&w, &b))| x.mul_add(rstd, shift).mul_add(w, b))
+            .collect()
     }
 
     /// Row `token` as stored, in f32.
