@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::quant::MatrixFormat;
 use rwkv_wgpu::runtime::{
     Batch, Engine, EngineOptions, GenerateOptions, Logits, RequestOptions, SamplerOptions, Session, Work,
 };
@@ -214,7 +215,7 @@ fn a_model_that_does_not_fit_the_adapter() {
         assert!(output.status.success());
         let stdout = String::from_utf8_lossy(&output.stdout);
         let formats: Vec<&str> = stdout.lines().filter(|l| l.contains("MiB per sequence")).collect();
-        assert_eq!(formats.len(), 3, "{stdout}");
+        assert_eq!(formats.len(), MatrixFormat::ALL.len(), "{stdout}");
         for line in formats {
             assert_eq!(!line.contains("does not fit the device"), fits, "{line}");
         }
