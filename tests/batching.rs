@@ -11,6 +11,7 @@ use rwkv_wgpu::model::source;
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{
     Batch, BatchEvent, Engine, EngineOptions, Finish, Logits, RequestOptions, Session, State, Work,
+    STEP_CACHE_CAPACITY,
 };
 
 /// Batched and chunked paths against the one-token path: the same f32 math in other orders.
@@ -218,6 +219,24 @@ fn time_state_matches_the_official_package() {
         let error = relative_error(&ours[at.clone()], &official[at]);
         assert!(error <= 1e-3, "position {position}: {error:.2e} × std");
     }
+}
+
+/// An engine keeps at most STEP_CACHE_CAPACITY recorded steps (a server meets a new shape with
+/// every prompt's last chunk): prompts of 40 lengths, a shape each, leave it full, and a shape
+/// evicted and recorded again gives the same logits.
+#[test]
+fn the_step_cache_is_bounded() {
+    let gpu = Arc::new(common::default_gpu());
+    let engine = engine(&gpu, "v7", "tiny", EngineOptions { slots: 1, chunk: 64 });
+    let tokens: Vec<u32> = (0..64).map(|i| i * 5 % 200).collect();
+    let first = Session::new(&engine).unwrap().feed(&tokens[..1]).unwrap();
+    for len in 2..=STEP_CACHE_CAPACITY + 8 {
+        Session::new(&engine).unwrap().feed(&tokens[..len]).unwrap();
+        assert!(engine.recorded_steps() <= STEP_CACHE_CAPACITY);
+    }
+    assert_eq!(engine.recorded_steps(), STEP_CACHE_CAPACITY);
+    let again = Session::new(&engine).unwrap().feed(&tokens[..1]).unwrap();
+    assert_eq!(first, again, "a step recorded again after its eviction");
 }
 
 #[test]

@@ -9,19 +9,23 @@
 //! the recorded dispatches, and submits once. A sequence that only wants its next token has it
 //! chosen on the GPU (kernels::sample): 4 bytes come back instead of a row of logits.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::DispatchTime;
-use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool, Step};
-use crate::kernels::{self, Choice, Epilogue, Recorder, SequenceEntry, Sequences, MAX_SEQUENCES};
+use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool};
+use crate::kernels::{Choice, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
 
+mod encode;
+mod recording;
 mod slots;
+
+use self::encode::{Encoded, Encoding};
+pub use self::recording::STEP_CACHE_CAPACITY;
+use self::recording::{Shape, StepCache};
 
 /// How many sequences and tokens an engine serves at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,48 +86,14 @@ pub struct Output {
     pub token: Option<u32>,
 }
 
-/// The shape a step is recorded for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Shape {
-    rows: usize,
-    sequences: usize,
-    logits: Logits,
-}
-
-/// A step recorded for one shape.
-struct Recorded {
-    sequences: Sequences,
-    body: Step,
-    head: Option<(Step, GpuTensor)>,
-    /// Choosing tokens from the head's rows (steps whose head gives one row per sequence).
-    sample: Option<Step>,
-}
-
 /// What runs steps; one at a time, since steps share the scratch memory.
 struct Runner {
-    recorded: HashMap<Shape, Recorded>,
+    steps: StepCache,
     readback: Readback,
     tokens_readback: Readback,
     counters: Counters,
     /// The next step's command buffer, encoded while the GPU ran the last one.
     ahead: Option<Encoded>,
-}
-
-/// What a step's command buffer holds besides its shape's dispatches; steps alike share one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Encoding {
-    shape: Shape,
-    wants_logits: bool,
-    sampled: bool,
-}
-
-/// A step's command buffer, encoded ahead of its inputs (they are written by the queue before it
-/// runs), with what it costs.
-struct Encoded {
-    encoding: Encoding,
-    commands: wgpu::CommandBuffer,
-    dispatches: usize,
-    bytes_read_back: u64,
 }
 
 /// What an engine's steps have cost since it was made (or since [`Engine::reset_counters`]):
@@ -177,7 +147,14 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
+    /// An engine with `options.slots` state slots for `model`. Running out of GPU memory while
+    /// allocating them is `Error::TooBig`.
     pub fn new(model: Arc<Model>, options: EngineOptions) -> Result<Engine> {
+        let gpu = model.gpu.clone();
+        gpu.scoped("creating an engine", || Self::allocate_engine(model, options))
+    }
+
+    fn allocate_engine(model: Arc<Model>, options: EngineOptions) -> Result<Engine> {
         if options.slots == 0 || options.chunk == 0 {
             return Err(Error::InvalidArgument(
                 "an engine needs at least one slot and a chunk of one token".into(),
@@ -253,7 +230,7 @@ impl Engine {
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
         gpu.check()?;
         let runner = Mutex::new(Runner {
-            recorded: HashMap::new(),
+            steps: StepCache::default(),
             readback,
             tokens_readback,
             counters: Counters::default(),
@@ -371,13 +348,12 @@ impl Engine {
         } else {
             locked(&inner.runner)
         };
-        self.ensure_recorded(&mut runner, shape)?;
-        let Runner { recorded, readback, tokens_readback, counters, ahead } = &mut *runner;
-        let recorded = &recorded[&shape];
+        let Runner { steps, readback, tokens_readback, counters, ahead } = &mut *runner;
+        let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
         let entries = self.upload(recorded, work, shape)?;
         let sampled = work.iter().any(|item| item.sample.is_some());
         let wants_logits = work.iter().any(|item| item.logits != Logits::None);
-        let encoding = Encoding { shape, wants_logits, sampled };
+        let encoding = Encoding { step: recorded.id, shape, wants_logits, sampled };
         let encoded = match ahead.take() {
             Some(encoded) if encoded.encoding == encoding => encoded,
             _ => self.encode(recorded, (readback, tokens_readback), encoding),
@@ -434,68 +410,6 @@ impl Engine {
             .collect())
     }
 
-    /// Encodes a step: its dispatches and the copies of what it reads back.
-    fn encode(
-        &self,
-        recorded: &Recorded,
-        (readback, tokens_readback): (&Readback, &Readback),
-        e: Encoding,
-    ) -> Encoded {
-        let gpu = self.gpu();
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        let head = recorded.head.as_ref();
-        let sample = recorded.sample.as_ref().filter(|_| e.sampled);
-        let parts = [Some(&recorded.body), head.map(|(step, _)| step), sample];
-        // One compute pass for the whole step: every pass boundary costs on real GPUs.
-        let mut pass = encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-        for step in parts.iter().flatten() {
-            step.encode_into(&mut pass);
-        }
-        drop(pass);
-        let dispatches = parts.iter().flatten().map(|step| step.len()).sum();
-        let mut bytes_read_back = 0;
-        if let (true, Some((_, logits))) = (e.wants_logits, head) {
-            bytes_read_back += readback.copy_from(&mut encoder, logits);
-        }
-        if sample.is_some() {
-            let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
-            bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
-        }
-        Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
-    }
-
-    /// Writes a step's inputs: the normalized embedding rows of its tokens, its sequence table and, for GPU
-    /// sampling, its choices. Returns the sequence table.
-    fn upload(&self, recorded: &Recorded, work: &[Work], shape: Shape) -> Result<Vec<SequenceEntry>> {
-        let inner = &*self.inner;
-        let gpu = inner.model.gpu.as_ref();
-        let embd = inner.model.config.embd;
-        let mut rows = Vec::with_capacity(shape.rows * embd);
-        let mut entries = Vec::with_capacity(work.len());
-        for item in work {
-            entries.push(SequenceEntry {
-                slot: item.slot,
-                first_row: rows.len() / embd,
-                rows: item.tokens.len(),
-            });
-            for &token in item.tokens {
-                rows.extend(inner.model.embedding.row(token)?);
-            }
-        }
-        inner.pool.tensor(gpu, "x", shape.rows, embd)?.write(gpu, &rows)?;
-        recorded.sequences.write(gpu, &entries)?;
-        if work.iter().any(|item| item.sample.is_some()) {
-            let choices: Vec<Choice> = work
-                .iter()
-                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
-                .collect();
-            inner.sampling.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&choices))?;
-        }
-        Ok(entries)
-    }
-
     /// Runs `work` as one step with every dispatch timed on the GPU ([`Step::profile`]): the
     /// states advance as with [`Engine::step`]; nothing is read back.
     #[cfg(not(target_arch = "wasm32"))]
@@ -503,8 +417,7 @@ impl Engine {
         let shape = self.check(work)?;
         let gpu = self.gpu();
         let mut runner = locked(&self.inner.runner);
-        self.ensure_recorded(&mut runner, shape)?;
-        let recorded = &runner.recorded[&shape];
+        let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
         self.upload(recorded, work, shape)?;
         let mut times = recorded.body.profile(gpu)?;
         if let Some((head, _)) = &recorded.head {
@@ -516,127 +429,9 @@ impl Engine {
         Ok(times)
     }
 
-    fn ensure_recorded(&self, runner: &mut Runner, shape: Shape) -> Result<()> {
-        if let Entry::Vacant(entry) = runner.recorded.entry(shape) {
-            entry.insert(self.record(shape)?);
-        }
-        Ok(())
-    }
-
-    /// Validates a step's work and returns its shape.
-    fn check(&self, work: &[Work]) -> Result<Shape> {
-        if work.is_empty() || work.len() > MAX_SEQUENCES {
-            return Err(Error::InvalidArgument(format!(
-                "a step holds 1 to {MAX_SEQUENCES} sequences, not {}",
-                work.len()
-            )));
-        }
-        let vocab = self.inner.model.config.vocab;
-        let mut seen = Vec::with_capacity(work.len());
-        for item in work {
-            self.check_slot(item.slot)?;
-            if seen.contains(&item.slot) {
-                return Err(Error::InvalidArgument(format!(
-                    "state slot {} appears twice in one step",
-                    item.slot
-                )));
-            }
-            seen.push(item.slot);
-            if item.sample.is_some() && item.logits == Logits::All {
-                return Err(Error::InvalidArgument(
-                    "a token is chosen from the logits after the last token: ask for Logits::Last or None with it"
-                        .into(),
-                ));
-            }
-            if item.tokens.is_empty() {
-                return Err(Error::InvalidArgument("a sequence in a step has no tokens".into()));
-            }
-            if let Some(&id) = item.tokens.iter().find(|&&id| id as usize >= vocab) {
-                return Err(Error::TokenOutOfRange { id, vocab });
-            }
-        }
-        let rows: usize = work.iter().map(|item| item.tokens.len()).sum();
-        if rows > self.inner.max_rows {
-            return Err(Error::InvalidArgument(format!(
-                "a step of {rows} tokens exceeds the engine's {} (split prompts into chunks)",
-                self.inner.max_rows
-            )));
-        }
-        let wants = |kind| work.iter().any(|item| item.logits == kind);
-        if wants(Logits::All) && rows > self.inner.logit_rows {
-            return Err(Error::TooBig(format!(
-                "every position's logits of {rows} tokens do not fit one storage binding of this adapter \
-                 ({} bytes): read at most {} tokens per step",
-                self.gpu().limits.max_storage_buffer_binding_size,
-                self.inner.logit_rows
-            )));
-        }
-        let sampled = work.iter().any(|item| item.sample.is_some());
-        let logits = if wants(Logits::All) {
-            if sampled {
-                return Err(Error::InvalidArgument(
-                    "a step cannot both return every position's logits and choose tokens".into(),
-                ));
-            }
-            Logits::All
-        } else if wants(Logits::Last) || sampled {
-            Logits::Last
-        } else {
-            Logits::None
-        };
-        Ok(Shape { rows, sequences: work.len(), logits })
-    }
-
-    /// Records the step for one shape: every block, and the head for the rows whose logits are
-    /// read.
-    fn record(&self, shape: Shape) -> Result<Recorded> {
-        let inner = &*self.inner;
-        let model = &inner.model;
-        let gpu = model.gpu.as_ref();
-        let (pool, c, vocab) = (&inner.pool, model.config.embd, model.config.vocab);
-        let sequences = Sequences::new(gpu, shape.sequences)?;
-        let mut rec = Recorder::with_sequences(gpu, &sequences);
-        // The rows arrive normalized by ln0 (see model::embedding).
-        let x = pool.tensor(gpu, "x", shape.rows, c)?;
-        model.layers.record(&mut rec, pool, &x, &inner.state)?;
-        let body = std::mem::take(&mut rec.step);
-
-        // The last rows' tensors hold one row per sequence, whatever the chunk: with a large
-        // vocabulary, a chunk's worth of logits may not fit one binding.
-        let most_sequences = MAX_SEQUENCES.min(inner.max_rows);
-        let head_rows = match shape.logits {
-            Logits::None => None,
-            Logits::Last => {
-                let last = pool.tensor_of_capacity(gpu, "x_last", most_sequences, shape.sequences, c)?;
-                kernels::gather_last_rows(&mut rec, "gather", &x, &last)?;
-                Some((last, most_sequences, ["x_out_last", "logits_last"]))
-            }
-            Logits::All => Some((x, inner.logit_rows, ["x_out", "logits"])),
-        };
-        let head = match head_rows {
-            None => None,
-            Some((rows, capacity, [normed_name, logits_name])) => {
-                let normed = pool.tensor_of_capacity(gpu, normed_name, capacity, rows.rows, c)?;
-                let logits = pool.tensor_of_capacity(gpu, logits_name, capacity, rows.rows, vocab)?;
-                kernels::layer_norm(&mut rec, "ln_out", &rows, &model.ln_out, &normed)?;
-                kernels::linear(&mut rec, "head", &model.head, &normed, &logits, Epilogue::PLAIN)?;
-                Some((std::mem::take(&mut rec.step), logits))
-            }
-        };
-        let sample = match (&head, shape.logits) {
-            (Some((_, logits)), Logits::Last) => {
-                let Sampling { choices, counts, tokens } = &inner.sampling;
-                let rows = logits.rows;
-                let choices = GpuTensor { rows, ..choices.clone() };
-                let tokens = GpuTensor { cols: rows, ..tokens.clone() };
-                kernels::sample(&mut rec, "sample", logits, &choices, counts, &tokens)?;
-                Some(std::mem::take(&mut rec.step))
-            }
-            _ => None,
-        };
-        drop(rec);
-        gpu.check()?;
-        Ok(Recorded { sequences, body, head, sample })
+    /// How many recorded steps the engine keeps now (at most [`STEP_CACHE_CAPACITY`]).
+    pub fn recorded_steps(&self) -> usize {
+        locked(&self.inner.runner).steps.len()
     }
 
     /// What the steps so far have cost.
@@ -653,8 +448,7 @@ impl Engine {
     pub fn prepare(&self, rows: usize, logits: Logits) -> Result<usize> {
         let shape = Shape { rows, sequences: 1, logits };
         let mut runner = locked(&self.inner.runner);
-        self.ensure_recorded(&mut runner, shape)?;
-        let recorded = &runner.recorded[&shape];
+        let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
         Ok(recorded.body.len() + recorded.head.as_ref().map_or(0, |(head, _)| head.len()))
     }
 }

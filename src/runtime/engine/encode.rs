@@ -1,0 +1,96 @@
+//! A step's inputs and command buffer: the embedding rows and sequence table it reads, and its
+//! recorded dispatches with the copies of what it reads back, in one compute pass.
+
+use super::recording::{Recorded, Shape};
+use super::{Engine, Work};
+use crate::error::Result;
+use crate::gpu::{GpuTensor, Readback};
+use crate::kernels::{Choice, SequenceEntry};
+
+/// What a step's command buffer holds besides its shape's dispatches; steps alike share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Encoding {
+    /// The recorded step's id (see `Recorded::id`).
+    pub step: u64,
+    pub shape: Shape,
+    pub wants_logits: bool,
+    pub sampled: bool,
+}
+
+/// A step's command buffer, encoded ahead of its inputs (they are written by the queue before it
+/// runs), with what it costs.
+pub(super) struct Encoded {
+    pub encoding: Encoding,
+    pub commands: wgpu::CommandBuffer,
+    pub dispatches: usize,
+    pub bytes_read_back: u64,
+}
+
+impl Engine {
+    /// Encodes a step: its dispatches and the copies of what it reads back.
+    pub(super) fn encode(
+        &self,
+        recorded: &Recorded,
+        (readback, tokens_readback): (&Readback, &Readback),
+        e: Encoding,
+    ) -> Encoded {
+        let gpu = self.gpu();
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let head = recorded.head.as_ref();
+        let sample = recorded.sample.as_ref().filter(|_| e.sampled);
+        let parts = [Some(&recorded.body), head.map(|(step, _)| step), sample];
+        // One compute pass for the whole step: every pass boundary costs on real GPUs.
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+        for step in parts.iter().flatten() {
+            step.encode_into(&mut pass);
+        }
+        drop(pass);
+        let dispatches = parts.iter().flatten().map(|step| step.len()).sum();
+        let mut bytes_read_back = 0;
+        if let (true, Some((_, logits))) = (e.wants_logits, head) {
+            bytes_read_back += readback.copy_from(&mut encoder, logits);
+        }
+        if sample.is_some() {
+            let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
+            bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
+        }
+        Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
+    }
+
+    /// Writes a step's inputs: the normalized embedding rows of its tokens, its sequence table and, for GPU
+    /// sampling, its choices. Returns the sequence table.
+    pub(super) fn upload(
+        &self,
+        recorded: &Recorded,
+        work: &[Work],
+        shape: Shape,
+    ) -> Result<Vec<SequenceEntry>> {
+        let inner = &*self.inner;
+        let gpu = inner.model.gpu.as_ref();
+        let embd = inner.model.config.embd;
+        let mut rows = Vec::with_capacity(shape.rows * embd);
+        let mut entries = Vec::with_capacity(work.len());
+        for item in work {
+            entries.push(SequenceEntry {
+                slot: item.slot,
+                first_row: rows.len() / embd,
+                rows: item.tokens.len(),
+            });
+            for &token in item.tokens {
+                rows.extend(inner.model.embedding.row(token)?);
+            }
+        }
+        inner.pool.tensor(gpu, "x", shape.rows, embd)?.write(gpu, &rows)?;
+        recorded.sequences.write(gpu, &entries)?;
+        if work.iter().any(|item| item.sample.is_some()) {
+            let choices: Vec<Choice> = work
+                .iter()
+                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
+                .collect();
+            inner.sampling.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&choices))?;
+        }
+        Ok(entries)
+    }
+}
