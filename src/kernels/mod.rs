@@ -82,12 +82,14 @@ pub enum Activation {
 pub const DECAY_SCALE: f64 = 0.606_531;
 
 impl Activation {
-    pub const ALL: [Activation; 5] = [
+    pub const ALL: [Activation; 7] = [
         Activation::None,
         Activation::Tanh,
         Activation::Sigmoid,
         Activation::ReluSquared,
         Activation::Decay7,
+        Activation::Silu,
+        Activation::Decay6,
     ];
 
     /// The CPU reference of the activation.
