@@ -77,8 +77,10 @@ fn random_fixture_figures(gpu: &Arc<Gpu>, format: MatrixFormat) -> (f64, f64, St
 /// reaches on them (README, "Quantization") is held here so that it cannot silently get worse;
 /// the issue's bounds (int8: KL ≤ 1e-3, argmax ≥ 97%; nf4: KL ≤ 2e-2, argmax ≥ 85%) are checked
 /// on trained models: the demo model and a small one of every version.
-const RANDOM_INT8: (f64, f64) = (1e-2, 0.95);
-const RANDOM_NF4: (f64, f64) = (0.5, 0.6);
+/// Measured on lavapipe and GL alike: int8 4.9e-3 and 97.5%, nf4 0.222 and 69.6%; held there with
+/// a margin of a fifth on the divergence and half a point to three points on agreement.
+const RANDOM_INT8: (f64, f64) = (6e-3, 0.97);
+const RANDOM_NF4: (f64, f64) = (0.27, 0.67);
 
 fn check_random_fixtures(gpu: &Arc<Gpu>, format: MatrixFormat, (max_kl, min_agreement): (f64, f64)) {
     let (kl, agreement, report) = random_fixture_figures(gpu, format);
@@ -114,12 +116,14 @@ fn check_demo(format: MatrixFormat, head: MatrixFormat, (max_kl, min_agreement):
 
 #[test]
 fn int8_on_the_trained_demo_model() {
-    check_demo(MatrixFormat::Int8, MatrixFormat::Int8, (1e-3, 0.97));
+    // Measured 8.0e-6 and 99.8% (the issue's bound: 1e-3 and 97%).
+    check_demo(MatrixFormat::Int8, MatrixFormat::Int8, (1e-5, 0.99));
 }
 
 #[test]
 fn nf4_on_the_trained_demo_model() {
-    check_demo(MatrixFormat::Nf4, MatrixFormat::Nf4, (2e-2, 0.85));
+    // Measured 2.1e-3 and 95.7% (the issue's bound: 2e-2 and 85%).
+    check_demo(MatrixFormat::Nf4, MatrixFormat::Nf4, (2.6e-3, 0.94));
 }
 
 /// Small trained models of every version (tools/train_small.py, fp32) on held-out text against
@@ -149,12 +153,13 @@ fn check_trained(plan: QuantPlan, (max_kl, min_agreement): (f64, f64)) {
     );
 }
 
-/// `--quant int8` and `--quant nf4` (whose head is int8): the issue's bounds, int8 mean KL ≤ 1e-3
-/// and argmax ≥ 97%, nf4 mean KL ≤ 2e-2 and argmax ≥ 85%, for every version. Measured: int8
-/// 6.7e-5…9.9e-5 and ≥ 98.8%; nf4 1.1e-2…1.6e-2 and ≥ 89.5%.
+/// `--quant int8` and `--quant nf4` (whose head is int8), for every version, within issue 16's
+/// bounds (int8 mean KL ≤ 1e-3 and argmax ≥ 97%, nf4 mean KL ≤ 2e-2 and argmax ≥ 85%). Measured:
+/// int8 6.7e-5…9.9e-5 and ≥ 98.8%; nf4 1.1e-2…1.6e-2 and ≥ 89.5%.
 #[test]
 fn int8_on_trained_models_of_every_version() {
-    check_trained(QuantPlan::with(MatrixFormat::Int8), (1e-3, 0.97));
+    // Measured at most 9.9e-5 and at least 98.8%: held there, a fifth above.
+    check_trained(QuantPlan::with(MatrixFormat::Int8), (1.2e-4, 0.98));
 }
 
 #[test]
