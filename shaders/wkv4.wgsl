@@ -4,7 +4,7 @@
 //   p' = max(w + pp, k); aa ← e^(w+pp−p')·aa + e^(k−p')·v; bb ← e^(w+pp−p')·bb + e^(k−p'); pp ← p'
 //   y = r ⊙ wkv
 // One thread per channel and sequence walks the window's tokens with the state in registers.
-// Needs sequences.wgsl.
+// Needs sequences.wgsl and wkv_bindings.wgsl.
 //
 // binding 0  params
 // binding 1  sequences  (uniform, from the prelude)
@@ -24,13 +24,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read_write> state: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read> k: array<f32>;
-@group(0) @binding(5) var<storage, read> v: array<f32>;
-@group(0) @binding(6) var<storage, read> w: array<f32>;
-@group(0) @binding(7) var<storage, read> u: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn wkv4(@builtin(global_invocation_id) id: vec3<u32>) {

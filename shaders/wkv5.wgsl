@@ -4,7 +4,7 @@
 // One thread owns one value column j of one head of one sequence and walks the window's
 // tokens in order, the column held in registers (head sizes up to MAX_HEAD_SIZE; larger heads
 // work on it in memory). The decay is a weight [C] (RWKV-5) or computed per token, [rows, C]
-// (RWKV-6, DECAY_PER_ROW). Needs sequences.wgsl.
+// (RWKV-6, DECAY_PER_ROW). Needs sequences.wgsl and wkv_bindings.wgsl.
 //
 // binding 0  params
 // binding 1  sequences  (uniform, from the prelude)
@@ -24,13 +24,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read_write> state: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read> k: array<f32>;
-@group(0) @binding(5) var<storage, read> v: array<f32>;
-@group(0) @binding(6) var<storage, read> w: array<f32>;
-@group(0) @binding(7) var<storage, read> u: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 override DECAY_PER_ROW: bool = false;
 

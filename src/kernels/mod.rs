@@ -57,6 +57,7 @@ mod wgsl {
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
     pub const LAYER_NORM_SHIFT: &str = include_str!("../../shaders/layer_norm_shift.wgsl");
     pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");
+    pub const WKV_BINDINGS: &str = include_str!("../../shaders/wkv_bindings.wgsl");
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");

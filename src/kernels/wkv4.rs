@@ -1,21 +1,12 @@
 //! RWKV-4's recurrence: a per-channel weighted average kept in log space.
 
+use super::sequences::WKV_BINDINGS;
 use super::{expect_shape, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
-use crate::gpu::{Access, GpuTensor, KernelSource};
+use crate::gpu::{GpuTensor, KernelSource};
 
-const WKV4: KernelSource = KernelSource { name: "wkv4", parts: &[wgsl::SEQUENCES, wgsl::WKV4] };
-const BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Uniform,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-];
+const WKV4: KernelSource =
+    KernelSource { name: "wkv4", parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV4] };
 
 /// Where the RWKV-4 state starts: aa = bb = 0 and pp = −1e30 (so the first token's weight wins).
 pub const WKV4_INITIAL_PP: f32 = -1e30;
@@ -57,7 +48,7 @@ pub fn wkv4(
     expect_shape(label, "w", w, 1, c)?;
     expect_shape(label, "u", u, 1, c)?;
     expect_shape(label, "state", state, state.rows, 3 * c)?;
-    let pipeline = rec.gpu.pipeline(&WKV4, "wkv4", BINDINGS, &[])?;
+    let pipeline = rec.gpu.pipeline(&WKV4, "wkv4", WKV_BINDINGS, &[])?;
     let len = to_u32(label, c)?;
     let params = |window| Params { len, padding: 0, window };
     let storage =

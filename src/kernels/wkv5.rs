@@ -1,21 +1,12 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
 
+use super::sequences::WKV_BINDINGS;
 use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
-use crate::gpu::{Access, GpuTensor, KernelSource};
+use crate::gpu::{GpuTensor, KernelSource};
 
-const WKV5: KernelSource = KernelSource { name: "wkv5", parts: &[wgsl::SEQUENCES, wgsl::WKV5] };
-const BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Uniform,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-];
+const WKV5: KernelSource =
+    KernelSource { name: "wkv5", parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV5] };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -62,7 +53,7 @@ pub fn wkv5(
     };
     let (heads, head_size) = split_heads(label, heads, c)?;
     expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
-    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
+    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", WKV_BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
     let params = |window| Params { heads, head_size, window };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];
