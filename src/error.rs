@@ -17,6 +17,11 @@ pub enum Error {
     #[error("{file}: {reason}")]
     Malformed { file: String, reason: String },
 
+    /// A tensor's structure is wrong: its bytes do not match its shape, or its shape is not one
+    /// any version uses.
+    #[error("tensor `{name}`: {reason}")]
+    MalformedTensor { name: String, reason: String },
+
     /// A tensor the model needs is absent from the file.
     #[error("missing tensor `{name}`{hint}")]
     MissingTensor { name: String, hint: String },
@@ -47,6 +52,15 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// The model computed NaN or infinite logits (its weights or its state overflowed): there is
+    /// no next token to choose.
+    #[error("the model produced NaN or infinite logits: {0}")]
+    NonFiniteLogits(String),
+
+    /// An invariant of rwkv-wgpu itself does not hold: a bug, to be reported.
+    #[error("internal error (a bug in rwkv-wgpu): {0}")]
+    Internal(String),
+
     /// The model needs more of the device than it has.
     #[error("model does not fit the device: {0}")]
     TooBig(String),
@@ -69,6 +83,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn malformed(file: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Malformed { file: file.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn malformed_tensor(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::MalformedTensor { name: name.into(), reason: reason.into() }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -74,7 +74,9 @@ impl ScratchPool {
             {
                 entries.clone()
             }
-            Some(_) => return Err(Error::Gpu(format!("scratch tensor {label} requested with two shapes"))),
+            Some(_) => {
+                return Err(Error::Internal(format!("scratch tensor {label} requested with two shapes")))
+            }
             None => {
                 let (entries, _) = GpuTensor::stack(gpu, label, count, capacity, cols)?;
                 tensors.insert(label.to_string(), entries.clone());
@@ -94,7 +96,8 @@ impl ScratchPool {
         cols: usize,
     ) -> Result<([GpuTensor; N], usize)> {
         let (entries, stride) = self.stack(gpu, label, N, rows, cols)?;
-        let entries = entries.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} entries")))?;
+        let entries =
+            entries.try_into().map_err(|_| Error::Internal(format!("{label}: expected {N} entries")))?;
         Ok((entries, stride))
     }
 }

@@ -127,10 +127,10 @@ fn squeeze_leading(mut shape: Vec<usize>, rank: usize) -> Vec<usize> {
 fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result<usize> {
     let shape = squeeze_leading(shape_of(source, name)?, rank);
     if shape.len() != rank || shape.contains(&0) {
-        return Err(Error::Malformed {
-            file: name.into(),
-            reason: format!("expected a non-empty {rank}-dimensional tensor, found shape {shape:?}"),
-        });
+        return Err(Error::malformed_tensor(
+            name,
+            format!("expected a non-empty {rank}-dimensional tensor, found shape {shape:?}"),
+        ));
     }
     Ok(shape[dim])
 }
@@ -154,12 +154,10 @@ fn heads_from(source: &dyn TensorSource, name: &str, embd: usize) -> Result<(usi
     let heads = match shape[..] {
         [heads] | [heads, _] if heads > 0 && embd % heads == 0 => heads,
         _ => {
-            return Err(Error::Malformed {
-                file: name.into(),
-                reason: format!(
-                    "expected [heads] or [heads, head_size] dividing {embd} channels, found {shape:?}"
-                ),
-            })
+            return Err(Error::malformed_tensor(
+                name,
+                format!("expected [heads] or [heads, head_size] dividing {embd} channels, found {shape:?}"),
+            ))
         }
     };
     let head_size = embd / heads;

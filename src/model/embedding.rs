@@ -56,7 +56,7 @@ impl Embedding {
         let bytes = &tensor.bytes[..];
         let expected = vocab * embd * tensor.dtype.size().unwrap_or(0);
         if bytes.len() != expected {
-            return Err(Error::malformed(
+            return Err(Error::malformed_tensor(
                 name,
                 format!("holds {} bytes, its shape needs {expected}", bytes.len()),
             ));

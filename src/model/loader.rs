@@ -133,7 +133,7 @@ impl<'a, S: Store> Loader<'a, S> {
         let tensor = self.source.tensor(name)?;
         let bytes_expected = tensor.len() * tensor.dtype.size().unwrap_or(0);
         if tensor.bytes.len() != bytes_expected {
-            return Err(Error::malformed(
+            return Err(Error::malformed_tensor(
                 name,
                 format!("holds {} bytes, its shape needs {bytes_expected}", tensor.bytes.len()),
             ));
@@ -338,7 +338,7 @@ impl<'a, S: Store> Loader<'a, S> {
             return stored.ok_or_else(|| Error::InvalidArgument(format!("{label}: nothing to stack")));
         }
         let stacked =
-            PackedMatrix::stack_rows(&packed).map_err(|e| Error::malformed(&label, e.to_string()))?;
+            PackedMatrix::stack_rows(&packed).map_err(|e| Error::malformed_tensor(&label, e.to_string()))?;
         self.store.matrix(&label, stacked)
     }
 

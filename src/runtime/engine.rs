@@ -379,10 +379,7 @@ impl Engine {
             .enumerate()
             .position(|(s, item)| item.sample.is_some() && tokens[s] == Choice::NON_FINITE_LOGITS)
         {
-            return Err(Error::Gpu(format!(
-                "the model produced NaN or infinite logits for the sequence in slot {}",
-                work[s].slot
-            )));
+            return Err(Error::NonFiniteLogits(format!("for the sequence in slot {}", work[s].slot)));
         }
         let values = match (&recorded.head, wants_logits) {
             (Some((_, logits)), true) => readback.read_rows_async(gpu, logits.rows).await?,

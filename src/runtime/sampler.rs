@@ -107,7 +107,7 @@ impl Sampler {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
         if let Some(bad) = logits.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Gpu(format!("the model produced a NaN or infinite logit (token {bad})")));
+            return Err(Error::NonFiniteLogits(format!("token {bad}'s logit is {}", logits[bad])));
         }
         let mut counts = vec![0; logits.len()];
         for (&token, &count) in &self.counts {
@@ -187,5 +187,13 @@ mod tests {
         ] {
             assert!(matches!(Sampler::new(options), Err(Error::InvalidArgument(_))));
         }
+    }
+
+    #[test]
+    fn non_finite_logits_are_their_own_error() {
+        let mut sampler = Sampler::new(SamplerOptions::default()).unwrap();
+        let error = sampler.sample(&[0.5, f32::NAN, 1.0]).unwrap_err();
+        assert!(matches!(error, Error::NonFiniteLogits(_)), "{error:?}");
+        assert!(error.to_string().contains("token 1's logit is NaN"), "{error}");
     }
 }

@@ -94,7 +94,8 @@ impl Session {
         }
         let work = Work { sample: Some(sampler.choice()), ..Work::new(self.slot, last, Logits::None) };
         let token = self.engine.step_async(&[work]).await?.pop().and_then(|o| o.token);
-        let token = token.ok_or_else(|| Error::Gpu("the step chose no token".into()))?;
+        let token =
+            token.ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
         sampler.count(token);
         Ok(token)
     }
