@@ -239,7 +239,7 @@ fn pre_quantized_files_round_trip() {
             let path =
                 dir.join(format!("{version}-{}.safetensors", plan.layers.map_or("file", MatrixFormat::name)));
             let matrices = rwkv_wgpu::model::planned_matrices(source.as_ref(), &config, &plan).unwrap();
-            rwkv_wgpu::quant::file::write(source.as_ref(), &matrices, "test", &path).unwrap();
+            rwkv_wgpu::model::source::quantized::write(source.as_ref(), &matrices, "test", &path).unwrap();
             for gpu in [common::default_gpu(), common::gl_gpu()] {
                 let gpu = Arc::new(gpu);
                 let run = |path: &std::path::Path, quant: QuantPlan| {

@@ -7,7 +7,7 @@ use clap::Args;
 use super::ModelArg;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::planned_matrices;
-use rwkv_wgpu::quant::file;
+use rwkv_wgpu::model::source::quantized;
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
@@ -30,7 +30,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let config = ModelConfig::from_source(source.as_ref())?;
     let matrices = planned_matrices(source.as_ref(), &config, &plan)?;
     let scheme = plan.describe();
-    let written = file::write(source.as_ref(), &matrices, &scheme, &args.out)?;
+    let written = quantized::write(source.as_ref(), &matrices, &scheme, &args.out)?;
     let quantized = matrices.iter().filter(|m| m.format.is_quantized()).count();
     let original = args.model.file_len()?;
     eprintln!(

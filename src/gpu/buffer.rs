@@ -5,11 +5,24 @@
 //!   several sequences, per-channel parameters). Each row is padded to a multiple of 4 elements,
 //!   zero-filled, so kernels may read rows as `vec4<f32>`; kernels find a row at
 //!   `row * stride` with `stride = (cols + 3) & ~3`.
-//! - [`super::GpuMatrix`] (in `matrix.rs`): a weight matrix in f16, int8 or nf4.
+//! - [`super::GpuMatrix`] (in `matrix.rs`): a weight matrix in any `MatrixFormat`.
 
-use super::kernel::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
+
+/// One buffer range to bind.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Binding {
+    pub fn whole(buffer: &wgpu::Buffer) -> Binding {
+        Binding { buffer: buffer.clone(), offset: 0, size: buffer.size() }
+    }
+}
 
 const F32: u64 = 4;
 

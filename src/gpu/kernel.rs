@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
+use super::buffer::Binding;
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -148,20 +149,6 @@ impl Gpu {
         } else {
             [max, count.div_ceil(max), 1]
         }
-    }
-}
-
-/// One buffer range to bind.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    pub buffer: wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl Binding {
-    pub fn whole(buffer: &wgpu::Buffer) -> Binding {
-        Binding { buffer: buffer.clone(), offset: 0, size: buffer.size() }
     }
 }
 

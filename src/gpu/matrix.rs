@@ -8,8 +8,7 @@
 
 use half::f16;
 
-use super::buffer::{buffer_with, check_size, storage_usage};
-use super::kernel::Binding;
+use super::buffer::{buffer_with, check_size, storage_usage, Binding};
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::quant::{MatrixFormat, PackedMatrix};

@@ -13,8 +13,8 @@ mod profile;
 use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
-pub use self::buffer::{GpuTensor, Readback};
-pub use self::kernel::{Access, Binding, Dispatch, KernelSource, Pipeline, Step, REDUCE};
+pub use self::buffer::{Binding, GpuTensor, Readback};
+pub use self::kernel::{Access, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
 pub use self::profile::DispatchTime;

@@ -31,8 +31,7 @@ use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
-use crate::quant::file::PlannedMatrix;
-use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
+use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix, QuantPlan};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]

@@ -14,12 +14,11 @@
 //!   block's absolute maximum. Eight codes per u32, low nibble first; each block's absmax is an
 //!   f16, two per u32, after all the codes.
 
-pub mod file;
 mod pack;
 mod plan;
 
 pub use self::pack::PackedMatrix;
-pub use self::plan::QuantPlan;
+pub use self::plan::{PlannedMatrix, QuantPlan};
 
 use crate::error::{Error, Result};
 

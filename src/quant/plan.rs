@@ -2,6 +2,15 @@
 
 use super::MatrixFormat;
 
+/// One matrix of a model with the format a plan (or its file) gives it, and its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMatrix {
+    pub name: String,
+    pub format: MatrixFormat,
+    pub rows: usize,
+    pub cols: usize,
+}
+
 /// Which format each weight matrix gets. `None` keeps a matrix in the precision its file stores
 /// it in (f32, bf16 or f16), so that a model runs its own weights unless asked otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

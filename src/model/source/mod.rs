@@ -6,6 +6,7 @@
 
 mod pickle;
 mod pth;
+pub mod quantized;
 mod safetensors;
 
 use std::borrow::Cow;

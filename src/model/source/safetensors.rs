@@ -7,9 +7,9 @@ use safetensors::Dtype;
 
 use std::collections::HashMap;
 
+use super::quantized::QUANTIZED_PREFIX;
 use super::{DType, FileBytes, TensorData, TensorSource};
 use crate::error::{Error, Result};
-use crate::quant::file::QUANTIZED_PREFIX;
 use crate::quant::{MatrixFormat, PackedMatrix};
 
 /// A safetensors file whose header has been parsed and validated.
@@ -75,7 +75,7 @@ fn repeated_key(header: &[u8]) -> Option<String> {
     serde_json::from_slice::<FirstRepeat>(header).ok()?.0
 }
 
-/// The pre-quantized matrices a header declares in its metadata (see `quant::file`).
+/// The pre-quantized matrices a header declares in its metadata (see `quantized.rs`).
 fn quantized_matrices(
     file: &str,
     metadata: &Metadata,

@@ -10,21 +10,12 @@ use std::path::Path;
 
 use safetensors::Dtype;
 
-use super::{MatrixFormat, PackedMatrix};
+use super::{DType, TensorSource};
 use crate::error::{Error, Result};
-use crate::model::source::{DType, TensorSource};
+use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix};
 
 /// Metadata key prefix declaring a pre-quantized matrix.
 pub const QUANTIZED_PREFIX: &str = "quantized.";
-
-/// A matrix to write quantized: its name, format and shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedMatrix {
-    pub name: String,
-    pub format: MatrixFormat,
-    pub rows: usize,
-    pub cols: usize,
-}
 
 /// One tensor of the output, produced only when the writer asks for its bytes, so that a large
 /// model is quantized one tensor at a time.
@@ -161,5 +152,5 @@ pub fn write(
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
     let written = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     // A tensor that failed to convert would have been written empty: read the file back.
-    crate::model::source::open(path).map(|_| written)
+    super::open(path).map(|_| written)
 }
