@@ -202,7 +202,7 @@ fn a_one_mebibyte_binding_limit_changes_nothing() {
                     let options = LoadOptions { quant: QuantPlan::all(format) };
                     let model = Model::from_source(gpu, &source, &options).unwrap();
                     if binding_limit.is_some() {
-                        assert!(model.head.parts.len() > 1, "{format:?}: the head was not split");
+                        assert!(model.head().parts.len() > 1, "{format:?}: the head was not split");
                     }
                     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 8 }).unwrap();
                     Session::new(&engine).unwrap().feed_positions(&tokens).unwrap()

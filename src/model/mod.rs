@@ -24,13 +24,14 @@ pub mod v7;
 use std::path::Path;
 use std::sync::Arc;
 
-use self::block::{Block, Blocks, Layers, LoadTimeMix, TimeMix};
+use self::block::{Block, Blocks, LayerState, Layers, LoadTimeMix, TimeMix};
 use self::config::{ModelConfig, Version};
 use self::embedding::Embedding;
 use self::loader::{Loader, Store, Validate};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
+use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
+use crate::kernels::{self, Epilogue, Recorder};
 use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix, QuantPlan};
 
 /// Options for loading a model.
@@ -45,10 +46,12 @@ pub struct LoadOptions {
 pub struct Model {
     pub gpu: Arc<Gpu>,
     pub config: Arc<ModelConfig>,
-    pub layers: Box<dyn Layers>,
-    pub ln_out: GpuTensor,
+    layers: Box<dyn Layers>,
+    ln_out: GpuTensor,
     /// [V, C]
-    pub head: GpuMatrix,
+    head: GpuMatrix,
+    /// The embedding table, whose rows come normalized by ln0: the first step of the forward
+    /// pass, on the host.
     pub embedding: Embedding,
     /// The file format it came from ("safetensors", "pth").
     pub format: &'static str,
@@ -209,6 +212,45 @@ pub(crate) fn in_version<T>(version: Version, result: Result<T>) -> Result<T> {
         }
         other => other,
     })
+}
+
+/// The forward pass, recorded by the engine into its steps: the normalized embedding rows (from
+/// [`Model::embedding`]), [`Model::record_blocks`] over them, and [`Model::record_head`] over the
+/// rows whose next-token logits are wanted.
+impl Model {
+    /// Records every block over a step's rows: `x` ([rows, C]) holds the normalized embedding
+    /// rows and becomes the residual stream; each sequence's state is read and updated.
+    pub fn record_blocks(
+        &self,
+        rec: &mut Recorder,
+        pool: &ScratchPool,
+        x: &GpuTensor,
+        state: &[LayerState],
+    ) -> Result<()> {
+        self.layers.record(rec, pool, x, state)
+    }
+
+    /// Records `logits = head(ln_out(rows))` ([n, C] → [n, V]), with `normed` ([n, C]) as scratch.
+    pub fn record_head(
+        &self,
+        rec: &mut Recorder,
+        rows: &GpuTensor,
+        normed: &GpuTensor,
+        logits: &GpuTensor,
+    ) -> Result<()> {
+        kernels::layer_norm(rec, "ln_out", rows, &self.ln_out, normed)?;
+        kernels::linear(rec, "head", &self.head, normed, logits, Epilogue::PLAIN)
+    }
+
+    /// One layer's `wkv` state before the first token.
+    pub fn initial_wkv(&self) -> Vec<f32> {
+        self.layers.initial_state()
+    }
+
+    /// The head, `head.weight` as stored on the GPU.
+    pub fn head(&self) -> &GpuMatrix {
+        &self.head
+    }
 }
 
 impl Model {

@@ -175,7 +175,7 @@ impl Engine {
         let logit_rows = usize::try_from(binding_limit / (padded4(config.vocab) * 4) as u64)
             .unwrap_or(usize::MAX)
             .clamp(1, max_rows);
-        let initial_wkv = model.layers.initial_state();
+        let initial_wkv = model.initial_wkv();
         // Checked before anything is allocated: the host builds the initial states too.
         let widest = initial_wkv.len().max(config.vocab).max(config.embd);
         let limit = gpu.limits.max_buffer_size;

@@ -4,7 +4,7 @@
 use super::{Engine, Logits, Sampling, Work};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Step};
-use crate::kernels::{self, Epilogue, Recorder, Sequences, MAX_SEQUENCES};
+use crate::kernels::{self, Recorder, Sequences, MAX_SEQUENCES};
 
 /// The shape a step is recorded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,7 +144,7 @@ impl Engine {
         let mut rec = Recorder::with_sequences(gpu, &sequences);
         // The rows arrive normalized by ln0 (see model::embedding).
         let x = pool.tensor(gpu, "x", shape.rows, c)?;
-        model.layers.record(&mut rec, pool, &x, &inner.state)?;
+        model.record_blocks(&mut rec, pool, &x, &inner.state)?;
         let body = std::mem::take(&mut rec.step);
 
         // The last rows' tensors hold one row per sequence, whatever the chunk: with a large
@@ -164,8 +164,7 @@ impl Engine {
             Some((rows, capacity, [normed_name, logits_name])) => {
                 let normed = pool.tensor_of_capacity(gpu, normed_name, capacity, rows.rows, c)?;
                 let logits = pool.tensor_of_capacity(gpu, logits_name, capacity, rows.rows, vocab)?;
-                kernels::layer_norm(&mut rec, "ln_out", &rows, &model.ln_out, &normed)?;
-                kernels::linear(&mut rec, "head", &model.head, &normed, &logits, Epilogue::PLAIN)?;
+                model.record_head(&mut rec, &rows, &normed, &logits)?;
                 Some((std::mem::take(&mut rec.step), logits))
             }
         };
