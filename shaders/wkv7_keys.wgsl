@@ -26,7 +26,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> kk: array<f32>;
 @group(0) @binding(6) var<storage, read_write> k_out: array<f32>;
 
-const L2_EPS: f32 = 1e-12;
+// Set from kernels::L2_EPS.
+override L2_EPS: f32;
 
 @compute @workgroup_size(64)
 fn wkv7_keys(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {

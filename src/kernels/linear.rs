@@ -6,7 +6,7 @@
 use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Binding, Gpu, GpuMatrix, GpuTensor, KernelSource, RowMapping};
-use crate::quant::MatrixFormat;
+use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 
 /// The kernel assemblies for one way of storing weights: its prelude (binding 1 and
 /// `load_weight4`) before the matrix-vector kernel (with the workgroup reduction) and before the
@@ -87,6 +87,15 @@ struct Params {
     x_at: [u32; MAX_SEGMENTS],
     y_at: [u32; MAX_SEGMENTS],
     activation: [u32; MAX_SEGMENTS],
+}
+
+/// What binding 4 of linear_epilogue.wgsl holds; the numbering matches its `OPERAND_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperandKind {
+    None = 0,
+    Bias = 1,
+    Gate = 2,
+    Lerp = 3,
 }
 
 /// A vector that takes part in the epilogue.
@@ -243,19 +252,19 @@ fn record(
         )));
     }
     let (operand, operand_kind) = match epilogue.operand {
-        Operand::None => (None, 0.0),
+        Operand::None => (None, OperandKind::None),
         Operand::Bias(bias) => {
             expect_shape(label, "bias", bias, 1, matrix.rows)?;
-            (Some(bias), 1.0)
+            (Some(bias), OperandKind::Bias)
         }
         Operand::Gate(gate) => {
             expect_shape(label, "gate", gate, rows, matrix.rows)?;
-            (Some(gate), 2.0)
+            (Some(gate), OperandKind::Gate)
         }
         Operand::Lerp { bias, target } => {
             expect_shape(label, "bias", bias, 1, matrix.rows)?;
             expect_shape(label, "target", target, rows, matrix.rows)?;
-            (Some(bias), 3.0)
+            (Some(bias), OperandKind::Lerp)
         }
     };
     let inputs: Vec<&GpuTensor> = segments.iter().map(|s| s.x).collect();
@@ -276,7 +285,13 @@ fn record(
     let gpu = rec.gpu;
     let mut constants = vec![("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 })];
     if operand.is_some() {
-        constants.push(("OPERAND", operand_kind));
+        constants.push(("OPERAND", f64::from(operand_kind as u32)));
+    }
+    // The block sizes the weights preludes divide by, from their one definition.
+    match matrix.format {
+        MatrixFormat::Int8 => constants.push(("INT8_BLOCK", INT8_BLOCK as f64)),
+        MatrixFormat::Nf4 => constants.push(("NF4_BLOCK", NF4_BLOCK as f64)),
+        _ => {}
     }
     let one_row = rows == 1;
     if epilogue.sparse_input && one_row {

@@ -77,7 +77,7 @@ pub fn wkv7_keys(
     expect_shape(label, "k_k", inputs.k_k, 1, c)?;
     expect_shape(label, "k_a", inputs.k_a, 1, c)?;
     let params = head_params(label, heads, c)?;
-    let pipeline = rec.gpu.pipeline(&KEYS, "wkv7_keys", KEYS_BINDINGS, &[])?;
+    let pipeline = rec.gpu.pipeline(&KEYS, "wkv7_keys", KEYS_BINDINGS, &[("L2_EPS", L2_EPS)])?;
     let storage = [
         inputs.k.binding(),
         inputs.a.binding(),
