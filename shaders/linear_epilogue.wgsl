@@ -15,7 +15,7 @@
 //        the tensor lerp_offset elements further on in binding 3 (RWKV-7's value residual)
 //
 // binding 3  y        the outputs
-// binding 4  operand  [out_cols] (bias) or [rows, out_cols] (gate)   *_operand entry points only
+// binding 4  operand  [out_cols] (bias, lerp) or [rows, out_cols] (gate); see OPERAND
 
 struct Params {
     rows: u32,
@@ -43,11 +43,13 @@ struct Params {
 
 // Add to y instead of overwriting it (residual connections).
 override ACCUMULATE: bool = false;
+const OPERAND_NONE: u32 = 0u;
 const OPERAND_BIAS: u32 = 1u;
 const OPERAND_GATE: u32 = 2u;
 const OPERAND_LERP: u32 = 3u;
-// How the *_operand entry points use binding 4.
-override OPERAND: u32 = OPERAND_BIAS;
+// How binding 4 takes part (kernels::linear's OperandKind). Without an operand, binding 4 is
+// the input's buffer again, never read.
+override OPERAND: u32 = OPERAND_NONE;
 
 fn padded(cols: u32) -> u32 {
     return (cols + 3u) & ~3u;
@@ -87,13 +89,8 @@ fn put(at: u32, value: f32) {
     }
 }
 
-// The plain and operand entry points store through separate functions so that the plain ones
-// never touch binding 4 (their pipelines do not bind it).
+// Stores output column o of row r: the epilogue applied to its dot product.
 fn finish(r: u32, o: u32, dot: f32) {
-    put(output_at(r, o), activate(activation_of(o), dot));
-}
-
-fn finish_operand(r: u32, o: u32, dot: f32) {
     let at = output_at(r, o);
     let kind = activation_of(o);
     switch OPERAND {
@@ -103,8 +100,11 @@ fn finish_operand(r: u32, o: u32, dot: f32) {
         case OPERAND_GATE: {
             put(at, activate(kind, dot) * operand[r * padded(params.out_cols) + o]);
         }
-        default: {
+        case OPERAND_BIAS: {
             put(at, activate(kind, dot + operand[o]));
+        }
+        default: {
+            put(at, activate(kind, dot));
         }
     }
 }

@@ -71,23 +71,6 @@ fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn blocked_operand(@builtin(global_invocation_id) id: vec3<u32>) {
-    let row0 = id.y * 4u;
-    let col0 = id.x * 4u;
-    if col0 >= params.part_cols {
-        return;
-    }
-    let acc = block_dots(row0, col0);
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            if row0 + i < params.rows && col0 + j < params.part_cols {
-                finish_operand(row0 + i, params.col_offset + col0 + j, acc[i][j]);
-            }
-        }
-    }
-}
-
 const TILE: u32 = 64u;
 // 16 values of the inner dimension per round, as 4 vec4s.
 const ROUND4: u32 = 4u;
@@ -146,23 +129,6 @@ fn tiled(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) 
             let o = col0 + local.x * 4u + j;
             if r < params.rows && o < params.part_cols {
                 finish(r, params.col_offset + o, acc[i][j]);
-            }
-        }
-    }
-}
-
-@compute @workgroup_size(16, 16)
-fn tiled_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>,
-                 @builtin(local_invocation_index) thread: u32) {
-    let row0 = group.y * TILE;
-    let col0 = group.x * TILE;
-    let acc = tile_dots(row0, col0, local, thread);
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            let r = row0 + local.y * 4u + i;
-            let o = col0 + local.x * 4u + j;
-            if r < params.rows && o < params.part_cols {
-                finish_operand(r, params.col_offset + o, acc[i][j]);
             }
         }
     }

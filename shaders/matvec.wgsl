@@ -44,15 +44,6 @@ fn thread_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgrou
     }
 }
 
-@compute @workgroup_size(64)
-fn thread_per_row_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                          @builtin(local_invocation_index) thread: u32) {
-    let row = row_index(group, groups, WORKGROUP_SIZE) + thread;
-    if row < params.part_cols {
-        finish_operand(0u, params.col_offset + row, partial_dot(row, 0u, 1u));
-    }
-}
-
 // A workgroup shares a row, neighbouring threads reading neighbouring weights: best for GPUs.
 @compute @workgroup_size(64)
 fn workgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -64,18 +55,5 @@ fn workgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workg
     let total = workgroup_sum(partial_dot(row, thread, WORKGROUP_SIZE), thread);
     if thread == 0u {
         finish(0u, params.col_offset + row, total);
-    }
-}
-
-@compute @workgroup_size(64)
-fn workgroup_per_row_operand(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                             @builtin(local_invocation_index) thread: u32) {
-    let row = row_index(group, groups, 1u);
-    if row >= params.part_cols {
-        return;
-    }
-    let total = workgroup_sum(partial_dot(row, thread, WORKGROUP_SIZE), thread);
-    if thread == 0u {
-        finish_operand(0u, params.col_offset + row, total);
     }
 }

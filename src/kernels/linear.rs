@@ -57,9 +57,9 @@ fn source(format: MatrixFormat, one_row: bool, gpu: &Gpu) -> &'static KernelSour
     }
 }
 
-const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
-const BINDINGS_OPERAND: &[Access] =
-    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
+/// params, weights, x, y, and the operand: always bound (the input's buffer again, never read,
+/// when there is none), so that one entry point per row mapping serves every epilogue.
+const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
 
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
 /// drivers (`blocked`).
@@ -283,10 +283,10 @@ fn record(
     let (y_binding, y_offsets) = covering(label, "outputs", &outputs)?;
 
     let gpu = rec.gpu;
-    let mut constants = vec![("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 })];
-    if operand.is_some() {
-        constants.push(("OPERAND", f64::from(operand_kind as u32)));
-    }
+    let mut constants = vec![
+        ("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 }),
+        ("OPERAND", f64::from(operand_kind as u32)),
+    ];
     // The block sizes the weights preludes divide by, from their one definition.
     match matrix.format {
         MatrixFormat::Int8 => constants.push(("INT8_BLOCK", INT8_BLOCK as f64)),
@@ -297,11 +297,10 @@ fn record(
     if epilogue.sparse_input && one_row {
         constants.push(("SPARSE_INPUT", 1.0));
     }
-    let bindings = if operand.is_some() { BINDINGS_OPERAND } else { BINDINGS };
     let pipeline = gpu.pipeline(
         source(matrix.format, one_row, gpu),
-        entry(gpu.row_mapping, one_row, operand.is_some()),
-        bindings,
+        entry(gpu.row_mapping, one_row),
+        BINDINGS,
         &constants,
     )?;
 
@@ -334,7 +333,7 @@ fn record(
 
     for part in &matrix.parts {
         let mut storage = vec![part.binding(), x_binding.clone(), y_binding.clone()];
-        storage.extend(operand.map(GpuTensor::binding));
+        storage.push(operand.map_or_else(|| x_binding.clone(), GpuTensor::binding));
         params.scales_offset = to_u32(label, part.scales_offset)?;
         let part_rows = part.first_row..part.first_row + part.rows;
         if one_row {
@@ -368,17 +367,13 @@ fn record(
     Ok(())
 }
 
-/// The kernel entry point for a row mapping, one row or many, and whether an operand is bound.
-fn entry(mapping: RowMapping, one_row: bool, with_operand: bool) -> &'static str {
-    match (mapping, one_row, with_operand) {
-        (RowMapping::ThreadPerRow, true, false) => "thread_per_row",
-        (RowMapping::ThreadPerRow, true, true) => "thread_per_row_operand",
-        (RowMapping::WorkgroupPerRow, true, false) => "workgroup_per_row",
-        (RowMapping::WorkgroupPerRow, true, true) => "workgroup_per_row_operand",
-        (RowMapping::ThreadPerRow, false, false) => "blocked",
-        (RowMapping::ThreadPerRow, false, true) => "blocked_operand",
-        (RowMapping::WorkgroupPerRow, false, false) => "tiled",
-        (RowMapping::WorkgroupPerRow, false, true) => "tiled_operand",
+/// The kernel entry point for a row mapping, one row or many.
+fn entry(mapping: RowMapping, one_row: bool) -> &'static str {
+    match (mapping, one_row) {
+        (RowMapping::ThreadPerRow, true) => "thread_per_row",
+        (RowMapping::WorkgroupPerRow, true) => "workgroup_per_row",
+        (RowMapping::ThreadPerRow, false) => "blocked",
+        (RowMapping::WorkgroupPerRow, false) => "tiled",
     }
 }
 
