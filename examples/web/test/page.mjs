@@ -17,7 +17,7 @@ if (!url || !["chromium", "firefox"].includes(browserName) || !screenshot) {
 // choice). The demo tokenizer is bytes: one token per character of this ASCII text.
 const OFFICIAL = JSON.parse(fs.readFileSync(
   new URL("../../../tests/fixtures/demo/greedy.json", import.meta.url), "utf8"));
-const TOKENS = OFFICIAL.continuation_tokens;
+const TOKENS = OFFICIAL.continuation_tokens.length;
 
 function launch() {
   if (browserName === "chromium") {
