@@ -1,7 +1,8 @@
-// Prelude: sums across the 64 threads of a workgroup through workgroup memory.
+// Prelude: sums across the threads of a workgroup through workgroup memory.
 // Must be called from uniform control flow by every thread of the workgroup.
 
-const WORKGROUP_SIZE: u32 = 64u;
+// The kernels' workgroup size: 64, or set by the pipeline (the sampler's is 256). A power of two.
+override WORKGROUP_SIZE: u32 = 64u;
 
 var<workgroup> reduce_scratch: array<f32, WORKGROUP_SIZE>;
 

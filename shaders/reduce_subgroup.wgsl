@@ -1,10 +1,11 @@
-// Prelude: sums across the 64 threads of a workgroup, for adapters with subgroup operations
+// Prelude: sums across the threads of a workgroup, for adapters with subgroup operations
 // (replaces reduce.wgsl there). Each subgroup adds its values in registers; its first active
 // thread posts the subgroup's total, and every thread adds the posted totals: two barriers
 // instead of reduce.wgsl's seven, whatever the subgroup size and however threads map to
 // subgroups. Must be called from uniform control flow by every thread of the workgroup.
 
-const WORKGROUP_SIZE: u32 = 64u;
+// The kernels' workgroup size: 64, or set by the pipeline (the sampler's is 256).
+override WORKGROUP_SIZE: u32 = 64u;
 
 var<workgroup> reduce_scratch: array<f32, WORKGROUP_SIZE>;
 

@@ -9,7 +9,7 @@
 // u32 keys (32 halvings reach the exact value), each halving one pass over the row. The draw walks
 // the kept set in token order. `sample_ref` in src/kernels/sample.rs is the same definition.
 //
-// 256 threads, because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
+// 256 threads (WORKGROUP_SIZE, set by the pipeline; workgroup_sum is reduce.wgsl's), because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
 // once the invocation has run about 65535 loop iterations in all: with 64 threads a top-k and
 // top-p choice over 65536 tokens would need ~66000 per thread and silently end unfinished.
 //
@@ -47,10 +47,7 @@ struct Choice {
 @group(0) @binding(3) var<storage, read_write> counts: array<u32>;
 @group(0) @binding(4) var<storage, read_write> tokens: array<u32>;
 
-const WORKGROUP_SIZE: u32 = 256u;
-
 var<workgroup> best_value: array<f32, WORKGROUP_SIZE>;
-var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
 var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
@@ -65,21 +62,6 @@ fn penalized(row: u32, choice: Choice, token: u32) -> f32 {
     let count = counts[choice.slot * params.stride + token];
     let logit = logits[row * params.stride + token];
     return select(logit, logit - choice.presence - f32(count) * choice.frequency, count > 0u);
-}
-
-// Must be called from uniform control flow by every thread of the workgroup.
-fn workgroup_sum(value: f32, thread: u32) -> f32 {
-    partial_sums[thread] = value;
-    workgroupBarrier();
-    for (var half_size = WORKGROUP_SIZE / 2u; half_size > 0u; half_size /= 2u) {
-        if thread < half_size {
-            partial_sums[thread] += partial_sums[thread + half_size];
-        }
-        workgroupBarrier();
-    }
-    let total = partial_sums[0];
-    workgroupBarrier();
-    return total;
 }
 
 // Sum over the row of `weight(logit)` for tokens with key >= threshold; every thread gets it.
@@ -107,7 +89,7 @@ fn finish(choice: Choice, row: u32, token: u32) {
     counts[choice.slot * params.stride + token] += 1u;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
     let row = group.x;
     let choice = choices[row];

@@ -82,7 +82,10 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
 
 #[test]
 fn sampling_kernel_matches_reference() {
-    for gpu in [common::default_gpu(), common::gl_gpu()] {
+    // Its sums are reduce.wgsl's, or reduce_subgroup.wgsl's on adapters with subgroups.
+    let mut gpus = common::with_and_without_subgroups();
+    gpus.push(common::gl_gpu());
+    for gpu in gpus {
         for (vocab, seed) in [(7, 1), (300, 2), (1000, 3), (65536, 4)] {
             for batch in 0..4 {
                 check_kernel(&gpu, vocab, seed * 10 + batch);

@@ -5,7 +5,7 @@ use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[wgsl::SAMPLE] };
+const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE] };
 const BINDINGS: &[Access] =
     &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
 
@@ -54,6 +54,9 @@ impl Choice {
     }
 }
 
+/// Threads per row (sample.wgsl says why 256; reduce.wgsl's sum is sized by it).
+const SAMPLE_THREADS: f64 = 256.0;
+
 /// Records, for each row r of `logits` whose choice is not [`Choice::SKIP`]: pick a token as
 /// `choices` row r says, write it to `tokens[r]` (u32 bits in a `[1, rows]` tensor) and count
 /// it in `counts` (u32 bits, `[slots, V]`) row `slot`.
@@ -73,7 +76,7 @@ pub fn sample(
             counts.cols, logits.cols
         )));
     }
-    let pipeline = rec.gpu.pipeline(&SAMPLE, "sample", BINDINGS, &[])?;
+    let pipeline = rec.gpu.pipeline(&SAMPLE, "sample", BINDINGS, &[("WORKGROUP_SIZE", SAMPLE_THREADS)])?;
     let rows = to_u32(label, logits.rows)?;
     let params = Params {
         vocab: to_u32(label, logits.cols)?,
