@@ -26,6 +26,7 @@ mod slots;
 use self::encode::{Encoded, Encoding};
 pub use self::recording::STEP_CACHE_CAPACITY;
 use self::recording::{Shape, StepCache};
+use self::slots::SlotTable;
 
 /// How many sequences and tokens an engine serves at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +132,7 @@ struct Inner {
     /// slots go through here.
     staging: wgpu::Buffer,
     sampling: Sampling,
-    in_use: Mutex<Vec<bool>>,
+    slots: SlotTable,
     runner: Mutex<Runner>,
 }
 
@@ -245,7 +246,7 @@ impl Engine {
             initial_wkv,
             staging,
             sampling,
-            in_use: Mutex::new(vec![false; options.slots]),
+            slots: SlotTable::new(options.slots),
             runner,
             model,
         };
@@ -274,41 +275,6 @@ impl Engine {
 
     fn gpu(&self) -> &Gpu {
         self.inner.model.gpu.as_ref()
-    }
-
-    /// Takes a free slot and sets it to the initial state.
-    pub fn allocate(&self) -> Result<usize> {
-        let slot = {
-            let mut in_use = locked(&self.inner.in_use);
-            let slot = in_use.iter().position(|used| !used).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "all {} state slots are in use: close a session or make the engine with more slots",
-                    in_use.len()
-                ))
-            })?;
-            in_use[slot] = true;
-            slot
-        };
-        self.reset(slot)?;
-        Ok(slot)
-    }
-
-    /// Returns a slot to the free list.
-    pub fn release(&self, slot: usize) {
-        if let Some(used) = locked(&self.inner.in_use).get_mut(slot) {
-            *used = false;
-        }
-    }
-
-    fn check_slot(&self, slot: usize) -> Result<()> {
-        match locked(&self.inner.in_use).get(slot) {
-            Some(true) => Ok(()),
-            Some(false) => Err(Error::InvalidArgument(format!("state slot {slot} is not allocated"))),
-            None => Err(Error::InvalidArgument(format!(
-                "state slot {slot} is out of range: the engine has {} slots",
-                self.inner.options.slots
-            ))),
-        }
     }
 
     /// The number of values of one layer's `wkv` state.

@@ -1,10 +1,71 @@
-//! A slot's state: reset, copied, read and written.
+//! State slots: which are taken, and a slot's state reset, copied, read and written.
 
-use super::Engine;
+use std::sync::Mutex;
+
+use super::{locked, Engine};
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
 
+/// Which state slots are taken (by sessions or batch requests).
+pub(super) struct SlotTable {
+    in_use: Mutex<Vec<bool>>,
+}
+
+impl SlotTable {
+    pub fn new(slots: usize) -> SlotTable {
+        SlotTable { in_use: Mutex::new(vec![false; slots]) }
+    }
+
+    /// Takes a free slot.
+    fn take(&self) -> Result<usize> {
+        let mut in_use = locked(&self.in_use);
+        let slot = in_use.iter().position(|used| !used).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "all {} state slots are in use: close a session or make the engine with more slots",
+                in_use.len()
+            ))
+        })?;
+        in_use[slot] = true;
+        Ok(slot)
+    }
+
+    fn free(&self, slot: usize) {
+        if let Some(used) = locked(&self.in_use).get_mut(slot) {
+            *used = false;
+        }
+    }
+
+    /// An error unless `slot` is taken.
+    pub fn check(&self, slot: usize) -> Result<()> {
+        let in_use = locked(&self.in_use);
+        match in_use.get(slot) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::InvalidArgument(format!("state slot {slot} is not allocated"))),
+            None => Err(Error::InvalidArgument(format!(
+                "state slot {slot} is out of range: the engine has {} slots",
+                in_use.len()
+            ))),
+        }
+    }
+}
+
 impl Engine {
+    /// Takes a free slot and sets it to the initial state.
+    pub fn allocate(&self) -> Result<usize> {
+        let slot = self.inner.slots.take()?;
+        self.reset(slot)?;
+        Ok(slot)
+    }
+
+    /// Returns a slot to the free list.
+    pub fn release(&self, slot: usize) {
+        self.inner.slots.free(slot);
+    }
+
+    pub(super) fn check_slot(&self, slot: usize) -> Result<()> {
+        self.inner.slots.check(slot)
+    }
+
     /// Sets a slot to the initial state.
     pub fn reset(&self, slot: usize) -> Result<()> {
         self.check_slot(slot)?;
