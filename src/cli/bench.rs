@@ -71,7 +71,8 @@ pub struct BenchArgs {
     vocab: usize,
     #[arg(long, default_value_t = 64)]
     head_size: usize,
-    /// Weight formats to measure, comma-separated (every large matrix and the head).
+    /// Weight formats to measure, comma-separated, each stored as `--quant` stores it (nf4 keeps
+    /// the head in int8).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "f16")]
     quant: Vec<FormatArg>,
     /// Prompt tokens read through prefill.
