@@ -221,6 +221,33 @@ fn time_state_matches_the_official_package() {
     }
 }
 
+/// `step_async` leaves its thread while the GPU works (the device's waiting thread blocks
+/// instead): its first poll is pending, where a blocking wait inside it would have finished the
+/// whole step. Two steps awaited together on one thread, as an async server's tasks would be,
+/// both finish, the second awaiting the engine's lock while the first awaits the GPU, and each
+/// gives what it gives alone.
+#[test]
+fn step_async_leaves_the_thread_while_the_gpu_works() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let gpu = Arc::new(common::default_gpu());
+    let engine = engine(&gpu, "v7", "tiny", EngineOptions { slots: 4, chunk: 8 });
+    let (first, second): (Vec<u32>, Vec<u32>) = ((0..7).map(|i| i * 11).collect(), vec![5, 9, 13]);
+    let alone: Vec<Vec<f32>> =
+        [&first, &second].map(|tokens| Session::new(&engine).unwrap().feed(tokens).unwrap()).into();
+    let (a, b) = (Session::new(&engine).unwrap(), Session::new(&engine).unwrap());
+    let work_a = [Work::new(a.slot(), &first, Logits::Last)];
+    let work_b = [Work::new(b.slot(), &second, Logits::Last)];
+
+    let mut step = std::pin::pin!(engine.step_async(&work_a));
+    let first_poll = step.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    assert!(matches!(first_poll, Poll::Pending), "the step did not wait for the GPU off its thread");
+    let (out_a, out_b) = pollster::block_on(futures_util::future::join(step, engine.step_async(&work_b)));
+    assert_eq!(out_a.unwrap()[0].logits, alone[0]);
+    assert_eq!(out_b.unwrap()[0].logits, alone[1]);
+}
+
 /// An engine keeps at most STEP_CACHE_CAPACITY recorded steps (a server meets a new shape with
 /// every prompt's last chunk): prompts of 40 lengths, a shape each, leave it full, and a shape
 /// evicted and recorded again gives the same logits.

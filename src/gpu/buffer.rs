@@ -284,8 +284,9 @@ pub(crate) fn buffer_with(
 }
 
 /// Maps the first `bytes` of a MAP_READ buffer once the GPU has written them, reads them with
-/// `read`, and unmaps it. Natively this drives the device until the mapping is done; in a browser
-/// the mapping completes through the event loop, which only an `await` lets run.
+/// `read`, and unmaps it. Natively the device's waiting thread drives it until the mapping is
+/// done; in a browser the mapping completes through the event loop, which only an `await` lets
+/// run. Either way the caller's thread is free meanwhile.
 pub(crate) async fn map_read_async<T>(
     gpu: &Gpu,
     buffer: &wgpu::Buffer,
@@ -298,7 +299,7 @@ pub(crate) async fn map_read_async<T>(
     });
     let value = async {
         #[cfg(not(target_arch = "wasm32"))]
-        gpu.wait()?;
+        gpu.wait_async().await?;
         receiver
             .await
             .map_err(|_| gpu.error("mapping a readback buffer", &"the GPU never finished it"))?

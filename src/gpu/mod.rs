@@ -7,6 +7,8 @@
 mod buffer;
 mod kernel;
 mod matrix;
+#[cfg(not(target_arch = "wasm32"))]
+mod poller;
 mod pool;
 mod profile;
 
@@ -182,6 +184,8 @@ pub struct Gpu {
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
     lost: LostSlot,
+    #[cfg(not(target_arch = "wasm32"))]
+    poller: poller::Poller,
 }
 
 impl Gpu {
@@ -294,6 +298,8 @@ impl Gpu {
             pipelines: kernel::PipelineCache::default(),
             errors,
             lost,
+            #[cfg(not(target_arch = "wasm32"))]
+            poller: poller::Poller::default(),
         })
     }
 
@@ -339,6 +345,20 @@ impl Gpu {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+
+    /// [`Gpu::wait`] without blocking the calling thread: the device's waiting thread blocks
+    /// instead, and this awaits its answer.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn wait_async(&self) -> Result<()> {
+        let Some(answer) = self.poller.wait(&self.device) else {
+            return self.wait();
+        };
+        answer
+            .await
+            .map_err(|_| Error::Gpu("the thread waiting for the GPU stopped".into()))?
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
         self.check()
     }

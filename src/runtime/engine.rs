@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures_util::lock::Mutex as AsyncMutex;
+
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::DispatchTime;
@@ -24,8 +26,10 @@ mod recording;
 mod slots;
 
 use self::encode::{Encoded, Encoding};
+#[cfg(not(target_arch = "wasm32"))]
+use self::recording::Shape;
+use self::recording::StepCache;
 pub use self::recording::STEP_CACHE_CAPACITY;
-use self::recording::{Shape, StepCache};
 use self::slots::SlotTable;
 
 /// How many sequences and tokens an engine serves at once.
@@ -133,7 +137,7 @@ struct Inner {
     staging: wgpu::Buffer,
     sampling: Sampling,
     slots: SlotTable,
-    runner: Mutex<Runner>,
+    runner: AsyncMutex<Runner>,
 }
 
 /// A model ready to run: its state slots and recorded steps. Cheap to clone; clones share
@@ -230,7 +234,7 @@ impl Engine {
         };
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
         gpu.check()?;
-        let runner = Mutex::new(Runner {
+        let runner = AsyncMutex::new(Runner {
             steps: StepCache::default(),
             readback,
             tokens_readback,
@@ -290,29 +294,25 @@ impl Engine {
         pollster::block_on(self.step_async(work))
     }
 
-    /// [`Engine::step`] without blocking: in a browser, waiting for the GPU means awaiting.
+    /// [`Engine::step`] without blocking: in a browser, waiting for the GPU means awaiting, and
+    /// natively the caller's thread is free while the GPU works (another thread waits for it).
     // The runner stays locked until the step's results are read: steps share the scratch memory
-    // and readback buffers. Natively another thread's step waits for it; a browser has one
-    // thread, where waiting would never end, so a second step started before the first is
-    // awaited is an error instead.
-    #[allow(clippy::await_holding_lock)]
+    // and readback buffers. Natively another task's step awaits the lock; in a browser a second
+    // step started before the first is awaited is an error instead, as the page's calls are
+    // meant to be awaited one by one.
     pub async fn step_async(&self, work: &[Work<'_>]) -> Result<Vec<Output>> {
         let shape = self.check(work)?;
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
         let vocab = inner.model.config.vocab;
         let mut runner = if cfg!(target_arch = "wasm32") {
-            match inner.runner.try_lock() {
-                Ok(runner) => runner,
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::InvalidArgument(
-                        "the engine is running another step: await each call before making the next".into(),
-                    ))
-                }
-            }
+            inner.runner.try_lock().ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the engine is running another step: await each call before making the next".into(),
+                )
+            })?
         } else {
-            locked(&inner.runner)
+            inner.runner.lock().await
         };
         let Runner { steps, readback, tokens_readback, counters, ahead } = &mut *runner;
         let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
@@ -379,7 +379,7 @@ impl Engine {
     pub fn profile(&self, work: &[Work]) -> Result<Vec<DispatchTime>> {
         let shape = self.check(work)?;
         let gpu = self.gpu();
-        let mut runner = locked(&self.inner.runner);
+        let mut runner = self.runner_blocking();
         let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
         self.upload(recorded, work, shape)?;
         let mut times = recorded.body.profile(gpu)?;
@@ -392,25 +392,35 @@ impl Engine {
         Ok(times)
     }
 
+    /// The runner, waiting for a step in flight to finish.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn runner_blocking(&self) -> futures_util::lock::MutexGuard<'_, Runner> {
+        pollster::block_on(self.inner.runner.lock())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
     /// How many recorded steps the engine keeps now (at most [`STEP_CACHE_CAPACITY`]).
     pub fn recorded_steps(&self) -> usize {
-        locked(&self.inner.runner).steps.len()
+        self.runner_blocking().steps.len()
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// What the steps so far have cost.
     pub fn counters(&self) -> Counters {
-        locked(&self.inner.runner).counters
+        self.runner_blocking().counters
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn reset_counters(&self) {
-        locked(&self.inner.runner).counters = Counters::default();
+        self.runner_blocking().counters = Counters::default();
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Records the step for `rows` tokens of one sequence ahead of time, so that the first run
     /// does not pay for compiling pipelines; returns its number of dispatches.
     pub fn prepare(&self, rows: usize, logits: Logits) -> Result<usize> {
         let shape = Shape { rows, sequences: 1, logits };
-        let mut runner = locked(&self.inner.runner);
+        let mut runner = self.runner_blocking();
         let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
         Ok(recorded.body.len() + recorded.head.as_ref().map_or(0, |(head, _)| head.len()))
     }

@@ -63,6 +63,7 @@ impl StepCache {
         Ok(&self.entries.last().expect("an entry was just pushed").1)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
