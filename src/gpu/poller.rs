@@ -11,11 +11,22 @@ use futures_channel::oneshot;
 /// Where the poll's outcome goes.
 type Reply = oneshot::Sender<Result<(), String>>;
 
-/// The device's waiting thread, started on first use; it ends when the `Gpu` is dropped.
+/// The device's waiting thread, started on first use; the `Gpu`'s drop ends it and waits for it,
+/// so that its handle on the device is gone before the device is (a thread still polling while
+/// the process tears the driver down corrupts the heap).
 #[derive(Default)]
 pub(super) struct Poller {
     /// `None` if the thread could not be started: callers then wait themselves.
-    requests: OnceLock<Option<mpsc::Sender<Reply>>>,
+    requests: OnceLock<Option<(mpsc::Sender<Reply>, std::thread::JoinHandle<()>)>>,
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        if let Some(Some((requests, thread))) = self.requests.take() {
+            drop(requests);
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Poller {
@@ -31,10 +42,10 @@ impl Poller {
                     let _ = reply.send(polled.map(drop).map_err(|e| e.to_string()));
                 }
             });
-            thread.ok().map(|_| sender)
+            thread.ok().map(|thread| (sender, thread))
         });
         let (reply, answer) = oneshot::channel();
-        requests.as_ref()?.send(reply).ok()?;
+        requests.as_ref()?.0.send(reply).ok()?;
         Some(answer)
     }
 }
