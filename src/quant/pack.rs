@@ -28,69 +28,7 @@ impl PackedMatrix {
                 values.len()
             )));
         }
-        let block = format.block();
-        let padded = format.row_vec4s(cols) * 4;
-        let mut codes: Vec<u32> = Vec::with_capacity(rows * format.row_words(cols));
-        let mut scales: Vec<f16> = Vec::new();
-        let mut row_values = vec![0.0f32; padded];
-        for row in values.chunks_exact(cols.max(1)).take(rows) {
-            row_values[..cols].copy_from_slice(row);
-            row_values[cols..].fill(0.0);
-            match format {
-                MatrixFormat::F32 => codes.extend(row_values.iter().map(|w| w.to_bits())),
-                MatrixFormat::Bf16 => codes.extend(row_values.chunks_exact(2).map(|pair| {
-                    u32::from(bf16::from_f32(pair[0]).to_bits())
-                        | (u32::from(bf16::from_f32(pair[1]).to_bits()) << 16)
-                })),
-                MatrixFormat::F16 => {
-                    for pair in row_values.chunks_exact(2) {
-                        codes.push(pack_f16_pair(f16::from_f32(pair[0]), f16::from_f32(pair[1])));
-                    }
-                }
-                MatrixFormat::Int8 => {
-                    for (b, weights) in row_values.chunks_exact(block).enumerate() {
-                        // Only real weights set the range; padding decodes to whatever it is.
-                        let real = &weights[..cols.saturating_sub(b * block).min(block)];
-                        let (min, max) =
-                            real.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
-                        let (min, max) = if real.is_empty() { (0.0, 0.0) } else { (min, max) };
-                        // The stored f16 parameters are what the GPU decodes with: quantize against them.
-                        let scale = f16::from_f32((max - min) / 255.0);
-                        let offset = f16::from_f32(min);
-                        scales.push(scale);
-                        scales.push(offset);
-                        let (scale, offset) = (scale.to_f32(), offset.to_f32());
-                        for four in weights.chunks_exact(4) {
-                            let mut word = 0u32;
-                            for (i, &w) in four.iter().enumerate() {
-                                let q = if scale > 0.0 {
-                                    ((w - offset) / scale).round().clamp(0.0, 255.0)
-                                } else {
-                                    0.0
-                                };
-                                word |= (q as u32) << (8 * i);
-                            }
-                            codes.push(word);
-                        }
-                    }
-                }
-                MatrixFormat::Nf4 => {
-                    for weights in row_values.chunks_exact(block) {
-                        let scale = nf4_scale(weights);
-                        scales.push(scale);
-                        let scale = scale.to_f32();
-                        for eight in weights.chunks_exact(8) {
-                            let mut word = 0u32;
-                            for (i, &w) in eight.iter().enumerate() {
-                                let unit = if scale > 0.0 { w / scale } else { 0.0 };
-                                word |= (nearest_nf4(unit) as u32) << (4 * i);
-                            }
-                            codes.push(word);
-                        }
-                    }
-                }
-            }
-        }
+        let (codes, scales) = pack_rows_in_parallel(format, cols, &values[..rows * cols]);
         let mut words = codes;
         match format {
             MatrixFormat::F32 | MatrixFormat::Bf16 | MatrixFormat::F16 => {}
@@ -213,6 +151,110 @@ impl PackedMatrix {
     }
 }
 
+/// Rows of at least this many weights in all are packed on several threads.
+const PARALLEL_WEIGHTS: usize = 1 << 20;
+
+/// [`pack_rows`] over row ranges on every core for large matrices (nf4's scale search costs
+/// ~60 ns a weight): the same codes and block parameters, in row order.
+fn pack_rows_in_parallel(format: MatrixFormat, cols: usize, values: &[f32]) -> (Vec<u32>, Vec<f16>) {
+    let threads = if cfg!(target_arch = "wasm32") || values.len() < PARALLEL_WEIGHTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let rows = values.len() / cols.max(1);
+    if threads <= 1 || rows < 2 {
+        return pack_rows(format, cols, values);
+    }
+    let rows_per_thread = rows.div_ceil(threads);
+    let parts: Vec<(Vec<u32>, Vec<f16>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = values
+            .chunks(rows_per_thread * cols)
+            .map(|part| scope.spawn(move || pack_rows(format, cols, part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let (mut codes, mut scales) = (Vec::new(), Vec::new());
+    for (part_codes, part_scales) in parts {
+        codes.extend(part_codes);
+        scales.extend(part_scales);
+    }
+    (codes, scales)
+}
+
+/// The codes of whole rows of `cols` weights, and their block parameters in order (int8: scale
+/// and minimum per block; nf4: one scale per block).
+fn pack_rows(format: MatrixFormat, cols: usize, values: &[f32]) -> (Vec<u32>, Vec<f16>) {
+    let block = format.block();
+    let padded = format.row_vec4s(cols) * 4;
+    let rows = values.len() / cols.max(1);
+    let mut codes: Vec<u32> = Vec::with_capacity(rows * format.row_words(cols));
+    let mut scales: Vec<f16> = Vec::new();
+    let mut row_values = vec![0.0f32; padded];
+    for row in values.chunks_exact(cols.max(1)) {
+        row_values[..cols].copy_from_slice(row);
+        row_values[cols..].fill(0.0);
+        match format {
+            MatrixFormat::F32 => codes.extend(row_values.iter().map(|w| w.to_bits())),
+            MatrixFormat::Bf16 => codes.extend(row_values.chunks_exact(2).map(|pair| {
+                u32::from(bf16::from_f32(pair[0]).to_bits())
+                    | (u32::from(bf16::from_f32(pair[1]).to_bits()) << 16)
+            })),
+            MatrixFormat::F16 => {
+                for pair in row_values.chunks_exact(2) {
+                    codes.push(pack_f16_pair(f16::from_f32(pair[0]), f16::from_f32(pair[1])));
+                }
+            }
+            MatrixFormat::Int8 => {
+                for (b, weights) in row_values.chunks_exact(block).enumerate() {
+                    // Only real weights set the range; padding decodes to whatever it is.
+                    let real = &weights[..cols.saturating_sub(b * block).min(block)];
+                    let (min, max) =
+                        real.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+                    let (min, max) = if real.is_empty() { (0.0, 0.0) } else { (min, max) };
+                    // The stored f16 parameters are what the GPU decodes with: quantize against them.
+                    let scale = f16::from_f32((max - min) / 255.0);
+                    let offset = f16::from_f32(min);
+                    scales.push(scale);
+                    scales.push(offset);
+                    let (scale, offset) = (scale.to_f32(), offset.to_f32());
+                    for four in weights.chunks_exact(4) {
+                        let mut word = 0u32;
+                        for (i, &w) in four.iter().enumerate() {
+                            let q = if scale > 0.0 {
+                                ((w - offset) / scale).round().clamp(0.0, 255.0)
+                            } else {
+                                0.0
+                            };
+                            word |= (q as u32) << (8 * i);
+                        }
+                        codes.push(word);
+                    }
+                }
+            }
+            MatrixFormat::Nf4 => {
+                for weights in row_values.chunks_exact(block) {
+                    let scale = nf4_scale(weights);
+                    scales.push(scale);
+                    let scale = scale.to_f32();
+                    for eight in weights.chunks_exact(8) {
+                        let mut word = 0u32;
+                        for (i, &w) in eight.iter().enumerate() {
+                            let unit = if scale > 0.0 { w / scale } else { 0.0 };
+                            word |= (nearest_nf4(unit) as u32) << (4 * i);
+                        }
+                        codes.push(word);
+                    }
+                }
+            }
+        }
+    }
+    (codes, scales)
+}
+
 /// The points halfway between neighbouring NormalFloat levels.
 const NF4_MIDPOINTS: [f32; 15] = {
     let mut midpoints = [0.0; 15];
@@ -293,6 +335,17 @@ mod tests {
             let nf4 = PackedMatrix::pack(MatrixFormat::Nf4, rows, cols, &v).unwrap().unpack();
             let bound = f32::max(0.3 * 0.16, 0.3 * 0.3) + 1e-3;
             assert!(v.iter().zip(&nf4).all(|(a, b)| (a - b).abs() <= bound), "nf4 {rows}x{cols}");
+        }
+    }
+
+    /// Large matrices are packed on several threads: the words are those of one thread.
+    #[test]
+    fn packing_in_parallel_gives_the_same_words() {
+        let (rows, cols) = (1100, 1000);
+        assert!(rows * cols >= PARALLEL_WEIGHTS);
+        let v = values(rows * cols);
+        for format in MatrixFormat::ALL {
+            assert_eq!(pack_rows_in_parallel(format, cols, &v), pack_rows(format, cols, &v), "{format:?}");
         }
     }
 
