@@ -427,3 +427,19 @@ fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     transposed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MatrixFormat::{Bf16, Int8, F16, F32};
+
+    /// Matrices read in one pass share a format: floats of mixed precision go to f32 (neither
+    /// f16 nor bf16 holds the other); agreeing or quantized formats are left as they are.
+    #[test]
+    fn stacked_floats_of_mixed_precision_are_kept_in_f32() {
+        assert_eq!(widest_floats(vec![F16, Bf16, F16]), vec![F32; 3]);
+        assert_eq!(widest_floats(vec![Bf16, F32]), vec![F32; 2]);
+        assert_eq!(widest_floats(vec![Bf16, Bf16]), vec![Bf16; 2]);
+        assert_eq!(widest_floats(vec![Int8, F16]), vec![Int8, F16]);
+    }
+}
