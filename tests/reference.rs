@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::relative_error;
-use rwkv_wgpu::model::reference::ReferenceModel;
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
+use rwkv_wgpu::model::v7::reference::ReferenceModel;
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 

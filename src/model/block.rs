@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::channel_mix::{ChannelMix, ChannelScratch};
 use super::config::ModelConfig;
-use super::loader::{Loader, Store};
+use super::loader::{Inventory, Loader, Store};
 use super::source::TensorSource;
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
@@ -30,8 +30,6 @@ pub trait LoadTimeMix<S: Store>: Sized {
 pub trait TimeMix: LoadTimeMix<Gpu> + Send + Sync + 'static {
     /// Intermediate values of a step of `rows` rows, shared by all layers.
     type Scratch;
-    /// The `wkv` state of one layer before the first token.
-    fn initial_state(config: &ModelConfig) -> Vec<f32>;
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Self::Scratch>;
     /// Records `x += TimeMix(LN1(x))` for the rows of a step (`input.x` is the residual stream,
     /// `input.norm` LN1), updating the sequences' `att_x` and `wkv`.
@@ -79,12 +77,6 @@ impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
 
 /// The blocks of a loaded model, whatever its version.
 pub trait Layers: Send + Sync {
-    /// The `wkv` state of one layer before the first token.
-    fn initial_state(&self) -> Vec<f32>;
-    /// The number of values of one layer's `wkv` state.
-    fn state_len(&self) -> usize {
-        self.initial_state().len()
-    }
     /// Records a step's pass through every block: `x` ([rows, C]) is the residual stream,
     /// scratch tensors come from `pool`.
     fn record(
@@ -102,11 +94,30 @@ pub struct Blocks<T> {
     pub blocks: Vec<Block<Gpu, T>>,
 }
 
-impl<T: TimeMix> Layers for Blocks<T> {
-    fn initial_state(&self) -> Vec<f32> {
-        T::initial_state(&self.config)
-    }
+/// Uploads every block of a version whose time mix is `T` (an [`super::architecture::Architecture`]'s
+/// `upload`).
+pub fn upload<T: TimeMix>(
+    source: &dyn TensorSource,
+    config: &Arc<ModelConfig>,
+    gpu: &Gpu,
+    plan: &QuantPlan,
+) -> Result<Box<dyn Layers>> {
+    let blocks = Block::<Gpu, T>::load_all(source, config, gpu, plan)?;
+    Ok(Box::new(Blocks { config: config.clone(), blocks }))
+}
 
+/// Reads every block of a version whose time mix is `T` into an inventory (an
+/// [`super::architecture::Architecture`]'s `inventory`).
+pub fn inventory<T: LoadTimeMix<Inventory>>(
+    source: &dyn TensorSource,
+    config: &ModelConfig,
+    store: &Inventory,
+    plan: &QuantPlan,
+) -> Result<()> {
+    Block::<Inventory, T>::load_all(source, config, store, plan).map(drop)
+}
+
+impl<T: TimeMix> Layers for Blocks<T> {
     fn record(
         &self,
         rec: &mut Recorder,

@@ -2,7 +2,7 @@
 //!   k = relu(W_k·x_k)²;  out = W_v·k, gated by σ(W_r·x_r) in RWKV-4…6 (RWKV-7 has no gate),
 //! with x_k, x_r the token-shifted inputs.
 
-use super::config::{ModelConfig, Version};
+use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
@@ -24,16 +24,16 @@ impl<S: Store> ChannelMix<S> {
     pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let ffn = |name: &str| format!("blocks.{layer}.ffn.{name}");
-        let names = |parts: &[&str]| parts.iter().map(|p| ffn(p)).collect::<Vec<_>>();
+        let layout = &config.version.architecture.channel_mix;
+        let names = layout.mixes.iter().map(|p| ffn(p)).collect::<Vec<_>>();
         let label = ffn("mixes");
-        let (mixes, gated) = match config.version {
-            Version::V4 | Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-                (loader.stacked_complement(&label, &names(&["time_mix_k", "time_mix_r"]), c)?, true)
-            }
-            Version::V6 => (loader.stacked(&label, &names(&["time_maa_k", "time_maa_r"]), c)?, true),
-            Version::V7 => (loader.stacked(&label, &names(&["x_k"]), c)?, false),
+        let mixes = if layout.complement {
+            loader.stacked_complement(&label, &names, c)?
+        } else {
+            loader.stacked(&label, &names, c)?
         };
-        let receptance = if gated { Some(loader.linear(&ffn("receptance.weight"), c, c)?) } else { None };
+        let receptance =
+            if layout.gated { Some(loader.linear(&ffn("receptance.weight"), c, c)?) } else { None };
         Ok(ChannelMix {
             mixes,
             key: loader.linear(&ffn("key.weight"), config.ffn, c)?,
@@ -54,7 +54,7 @@ pub struct ChannelScratch {
 
 impl ChannelScratch {
     pub fn new(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<ChannelScratch> {
-        let mixes = if config.version == Version::V7 { 1 } else { 2 };
+        let mixes = config.version.architecture.channel_mix.mixes.len();
         let (shifted, stride) = pool.stack(gpu, "ffn.shifted", mixes, rows, config.embd)?;
         Ok(ChannelScratch {
             shifted,

@@ -1,81 +1,24 @@
 //! What a model file holds: its RWKV version, detected from the tensor names as the official
 //! package does, and its shapes, read from the tensors (never from a table of known sizes).
 
-use super::embedding::NormalizedIn;
+use super::architecture::{TensorNames, Version, Widths};
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 
-/// RWKV generations, as the official `rwkv` package (0.8.32) tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    V4,
-    V5_0,
-    V5_1,
-    V5_2,
-    V6,
-    V7,
-}
-
-impl Version {
-    pub const ALL: [Version; 6] =
-        [Version::V4, Version::V5_0, Version::V5_1, Version::V5_2, Version::V6, Version::V7];
-
-    /// The precision the official loader normalizes this version's embedding table in (see
-    /// model::embedding).
-    pub fn embedding_normalized_in(self) -> NormalizedIn {
-        match self {
-            Version::V7 => NormalizedIn::F32,
-            _ => NormalizedIn::FileDtype,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Version::V4 => "RWKV-4",
-            Version::V5_0 => "RWKV-5.0",
-            Version::V5_1 => "RWKV-5.1",
-            Version::V5_2 => "RWKV-5.2",
-            Version::V6 => "RWKV-6",
-            Version::V7 => "RWKV-7 (x070)",
-        }
-    }
-}
-
-/// Detects the version from the tensor names (and the shape of `att.time_decay` for 5.2).
+/// Detects the version from the tensor names, as the official package does.
 pub fn detect_version(source: &dyn TensorSource) -> Result<Version> {
-    let names = source.names();
-    let has = |suffix: &str| names.iter().any(|n| n.starts_with("blocks.") && n.ends_with(suffix));
-    if !names.iter().any(|n| n == "emb.weight") || !has(".ln1.weight") {
-        let mut shown: Vec<&str> = names.iter().map(String::as_str).take(8).collect();
+    let names = TensorNames::new(source);
+    if !names.all().iter().any(|n| n == "emb.weight") || !names.in_blocks(".ln1.weight") {
+        let mut shown: Vec<&str> = names.all().iter().map(String::as_str).take(8).collect();
         shown.sort_unstable();
         return Err(Error::UnsupportedModel(format!(
             "not an RWKV checkpoint: no `emb.weight` and `blocks.N.ln1.weight` among its {} tensors (first: {})",
-            names.len(),
+            names.all().len(),
             shown.join(", ")
         )));
     }
-    if has(".att.k_k") || has(".att.x_r") || has(".att.r_k") {
-        return Ok(Version::V7);
-    }
-    if names.iter().any(|n| n.contains("time_maa")) {
-        return Ok(Version::V6);
-    }
-    let any = |part: &str| names.iter().any(|n| n.contains(part));
-    if any("ln_x") {
-        let decay_2d = names
-            .iter()
-            .filter(|n| n.ends_with(".att.time_decay"))
-            .filter_map(|n| source.meta(n))
-            .any(|(_, shape)| shape.len() == 2 && shape[1] > 1);
-        return Ok(if decay_2d {
-            Version::V5_2
-        } else if any("gate.weight") {
-            Version::V5_1
-        } else {
-            Version::V5_0
-        });
-    }
-    Ok(Version::V4)
+    Version::detect(&names)
+        .ok_or_else(|| Error::UnsupportedModel("no RWKV version recognises its tensors".into()))
 }
 
 /// The size of one low-rank projection, for `info`.
@@ -124,7 +67,7 @@ fn squeeze_leading(mut shape: Vec<usize>, rank: usize) -> Vec<usize> {
 
 /// Dimension `dim` of a tensor that must have `rank` dimensions once leading size-1 dimensions
 /// are dropped.
-fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result<usize> {
+pub(crate) fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result<usize> {
     let shape = squeeze_leading(shape_of(source, name)?, rank);
     if shape.len() != rank || shape.contains(&0) {
         return Err(Error::malformed_tensor(
@@ -133,6 +76,17 @@ fn dim(source: &dyn TensorSource, name: &str, rank: usize, dim: usize) -> Result
         ));
     }
     Ok(shape[dim])
+}
+
+/// The rank of a low-rank projection from its input factor `tensor` ([C, D·parts], stored
+/// `parts` projections side by side).
+pub(crate) fn lora_rank(
+    source: &dyn TensorSource,
+    name: &'static str,
+    tensor: &str,
+    parts: usize,
+) -> Result<LoraRank> {
+    Ok(LoraRank { name, rank: dim(source, tensor, 2, 1)? / parts })
 }
 
 /// The channel-mix width F from `ffn.key.weight` [F, C]. A matrix stored the wrong way round
@@ -146,7 +100,7 @@ fn ffn_width(source: &dyn TensorSource, embd: usize) -> Result<usize> {
 /// Heads and head size from a tensor that is [H] (one value per head, possibly stored as
 /// [H, 1, 1]) or [H, N], as the official package reads them: the head count is the first
 /// dimension, which is 1 for a one-head model.
-fn heads_from(source: &dyn TensorSource, name: &str, embd: usize) -> Result<(usize, usize)> {
+pub(crate) fn heads_from(source: &dyn TensorSource, name: &str, embd: usize) -> Result<(usize, usize)> {
     let mut shape = squeeze_leading(shape_of(source, name)?, 2);
     while shape.len() > 1 && shape.last() == Some(&1) {
         shape.pop();
@@ -185,50 +139,23 @@ impl ModelConfig {
             .map_or(0, |last| last + 1);
         let vocab = dim(source, "emb.weight", 2, 0)?;
         let embd = dim(source, "emb.weight", 2, 1)?;
-        let rank = |name: &'static str, tensor: &str, divisor: usize| -> Result<LoraRank> {
-            Ok(LoraRank { name, rank: dim(source, tensor, 2, 1)? / divisor })
-        };
-        let (heads, head_size, lora) = match version {
-            Version::V4 => (0, 0, vec![]),
-            Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-                let (heads, head_size) = heads_from(source, "blocks.0.att.time_decay", embd)?;
-                (heads, head_size, vec![])
-            }
-            Version::V6 => {
-                let (heads, head_size) = heads_from(source, "blocks.0.att.time_faaaa", embd)?;
-                let lora = vec![
-                    rank("token shift", "blocks.0.att.time_maa_w1", 5)?,
-                    rank("decay", "blocks.0.att.time_decay_w1", 1)?,
-                ];
-                (heads, head_size, lora)
-            }
-            Version::V7 => {
-                let (heads, head_size) = heads_from(source, "blocks.0.att.r_k", embd)?;
-                // Layer 0 has no value residual, so its v1 may be absent or a placeholder.
-                let value_residual = if layers > 1 {
-                    rank("value residual", "blocks.1.att.v1", 1)?
-                } else {
-                    LoraRank { name: "value residual", rank: 0 }
-                };
-                let lora = vec![
-                    rank("decay", "blocks.0.att.w1", 1)?,
-                    rank("in-context rate", "blocks.0.att.a1", 1)?,
-                    value_residual,
-                    rank("gate", "blocks.0.att.g1", 1)?,
-                ];
-                (heads, head_size, lora)
-            }
-        };
+        let widths = Widths { embd, layers };
+        let time_mix = (version.architecture.time_mix_shape)(source, &widths)?;
         Ok(ModelConfig {
             version,
             layers,
             embd,
-            heads,
-            head_size,
+            heads: time_mix.heads,
+            head_size: time_mix.head_size,
             ffn: ffn_width(source, embd)?,
             vocab,
-            lora,
+            lora: time_mix.lora,
         })
+    }
+
+    /// One layer's `wkv` state before the first token.
+    pub fn initial_wkv(&self) -> Vec<f32> {
+        (self.version.architecture.state.initial_wkv)(self)
     }
 
     /// The rank of the projection called `name`, 0 if the model has none.

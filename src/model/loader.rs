@@ -5,7 +5,7 @@
 use super::source::{TensorData, TensorSource};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
-use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
+use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix, QuantPlan};
 
 /// Where loaded weights go.
 pub trait Store {
@@ -75,10 +75,20 @@ impl Store for Host {
     }
 }
 
-/// Checks tensors without keeping them: `info` uses it to validate a whole file cheaply.
-pub struct Validate;
+/// Checks tensors without keeping their values, and lists each matrix's name, format and shape:
+/// what validating a file, its memory estimate and its storage summary need.
+#[derive(Default)]
+pub struct Inventory {
+    matrices: std::sync::Mutex<Vec<PlannedMatrix>>,
+}
 
-impl Store for Validate {
+impl Inventory {
+    pub fn into_matrices(self) -> Vec<PlannedMatrix> {
+        self.matrices.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for Inventory {
     type Vector = ();
     type Matrix = ();
     const KEEPS_VALUES: bool = false;
@@ -87,7 +97,14 @@ impl Store for Validate {
         Ok(())
     }
 
-    fn matrix(&self, _name: &str, _matrix: PackedMatrix) -> Result<()> {
+    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<()> {
+        let planned = PlannedMatrix {
+            name: name.to_string(),
+            format: matrix.format,
+            rows: matrix.rows,
+            cols: matrix.cols,
+        };
+        self.matrices.lock().unwrap_or_else(|p| p.into_inner()).push(planned);
         Ok(())
     }
 }

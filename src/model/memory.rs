@@ -45,7 +45,7 @@ pub fn memory(
         .sum();
     let vectors = all_elements.saturating_sub(matrix_elements) as u64 * 4;
     let (c, layers) = (config.embd as u64, config.layers as u64);
-    let wkv = if config.heads == 0 { 3 * c } else { c * config.head_size as u64 };
+    let wkv = config.initial_wkv().len() as u64;
     let per_row = 30 * c + config.ffn as u64 + config.vocab as u64;
     Ok(Memory {
         weights: matrix_bytes + vectors,

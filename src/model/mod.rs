@@ -5,15 +5,16 @@
 //! [`crate::runtime::Session`].
 //!
 //! Every version shares the block structure ([`block`]) and the channel mix
-//! ([`channel_mix`]); each version file holds only its time mix.
+//! ([`channel_mix`]); each version file holds its time mix and its [`architecture::Architecture`]:
+//! everything else the engine must know of that version.
 
+pub mod architecture;
 pub mod block;
 pub mod channel_mix;
 pub mod config;
 pub mod embedding;
 pub mod loader;
 pub mod memory;
-pub mod reference;
 pub mod source;
 pub mod synthetic;
 pub mod v4;
@@ -24,15 +25,16 @@ pub mod v7;
 use std::path::Path;
 use std::sync::Arc;
 
-use self::block::{Block, Blocks, LayerState, Layers, LoadTimeMix, TimeMix};
-use self::config::{ModelConfig, Version};
+use self::architecture::Version;
+use self::block::{LayerState, Layers};
+use self::config::ModelConfig;
 use self::embedding::Embedding;
-use self::loader::{Loader, Store, Validate};
+use self::loader::{Inventory, Loader, Store};
 use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::{self, Epilogue, Recorder};
-use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix, QuantPlan};
+use crate::quant::{MatrixFormat, PlannedMatrix, QuantPlan};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Default)]
@@ -61,16 +63,6 @@ pub struct Model {
     pub storage: String,
 }
 
-fn load_blocks<T: TimeMix>(
-    source: &dyn TensorSource,
-    config: &Arc<ModelConfig>,
-    gpu: &Gpu,
-    plan: &QuantPlan,
-) -> Result<Box<dyn Layers>> {
-    let blocks = Block::<Gpu, T>::load_all(source, config, gpu, plan)?;
-    Ok(Box::new(Blocks { config: config.clone(), blocks }))
-}
-
 /// Refuses, before anything is allocated, a model with a matrix whose single row would not fit
 /// one storage binding (larger matrices are split by rows, so rows are what must fit), with its
 /// matrices stored as `plan` says.
@@ -96,30 +88,9 @@ pub fn check_fits(
     Ok(())
 }
 
-/// Reads every tensor of the model into `store`, whatever the version: with a store that keeps
-/// nothing, this checks the file, or lists its matrices.
-fn walk<S: Store>(source: &dyn TensorSource, config: &ModelConfig, store: &S, plan: &QuantPlan) -> Result<()>
-where
-    v4::TimeMix4<S>: LoadTimeMix<S>,
-    v5::TimeMix5<S>: LoadTimeMix<S>,
-    v6::TimeMix6<S>: LoadTimeMix<S>,
-    v7::TimeMix7<S>: LoadTimeMix<S>,
-{
-    let blocks = match config.version {
-        Version::V4 => Block::<S, v4::TimeMix4<S>>::load_all(source, config, store, plan).map(drop),
-        Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-            Block::<S, v5::TimeMix5<S>>::load_all(source, config, store, plan).map(drop)
-        }
-        Version::V6 => Block::<S, v6::TimeMix6<S>>::load_all(source, config, store, plan).map(drop),
-        Version::V7 => Block::<S, v7::TimeMix7<S>>::load_all(source, config, store, plan).map(drop),
-    };
-    in_version(config.version, blocks)?;
-    in_version(config.version, Outer::load(source, config, store, plan).map(drop))
-}
-
 /// Checks every tensor of the model (presence, shape, dtype) without keeping any of it.
 pub fn validate(source: &dyn TensorSource, config: &ModelConfig) -> Result<()> {
-    walk(source, config, &Validate, &QuantPlan::default())
+    planned_matrices(source, config, &QuantPlan::default()).map(drop)
 }
 
 /// Every weight matrix of the model with the format `plan` gives it (or the format the file
@@ -129,9 +100,11 @@ pub fn planned_matrices(
     config: &ModelConfig,
     plan: &QuantPlan,
 ) -> Result<Vec<PlannedMatrix>> {
-    let planner = Planner::default();
-    walk(source, config, &planner, plan)?;
-    Ok(planner.matrices.into_inner().unwrap_or_else(|p| p.into_inner()))
+    let inventory = Inventory::default();
+    let blocks = (config.version.architecture.inventory)(source, config, &inventory, plan);
+    in_version(config.version, blocks)?;
+    in_version(config.version, Outer::load(source, config, &inventory, plan).map(drop))?;
+    Ok(inventory.into_matrices())
 }
 
 /// The formats of `matrices` by their share of the bytes, largest first: "bf16" when there is
@@ -156,33 +129,6 @@ pub fn describe_storage(matrices: &[PlannedMatrix]) -> String {
         .map(|&(format, size)| format!("{} {}%", format.name(), share(size)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A store that only records each matrix's name, format and shape.
-#[derive(Default)]
-struct Planner {
-    matrices: std::sync::Mutex<Vec<PlannedMatrix>>,
-}
-
-impl Store for Planner {
-    type Vector = ();
-    type Matrix = ();
-    const KEEPS_VALUES: bool = false;
-
-    fn rows(&self, _name: &str, _cols: usize, _data: Vec<f32>) -> Result<()> {
-        Ok(())
-    }
-
-    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<()> {
-        let planned = PlannedMatrix {
-            name: name.to_string(),
-            format: matrix.format,
-            rows: matrix.rows,
-            cols: matrix.cols,
-        };
-        self.matrices.lock().unwrap_or_else(|p| p.into_inner()).push(planned);
-        Ok(())
-    }
 }
 
 /// The weights outside the blocks. ln0 stays on the host with the embedding it normalizes.
@@ -244,7 +190,7 @@ impl Model {
 
     /// One layer's `wkv` state before the first token.
     pub fn initial_wkv(&self) -> Vec<f32> {
-        self.layers.initial_state()
+        self.config.initial_wkv()
     }
 
     /// The head, `head.weight` as stored on the GPU.
@@ -265,14 +211,7 @@ impl Model {
         let config = Arc::new(ModelConfig::from_source(source)?);
         check_fits(&gpu, source, &config, &options.quant)?;
         let uploaded = gpu.scoped("uploading the weights", || {
-            let layers = match config.version {
-                Version::V4 => load_blocks::<v4::TimeMix4<Gpu>>(source, &config, &gpu, &options.quant)?,
-                Version::V5_0 | Version::V5_1 | Version::V5_2 => {
-                    load_blocks::<v5::TimeMix5<Gpu>>(source, &config, &gpu, &options.quant)?
-                }
-                Version::V6 => load_blocks::<v6::TimeMix6<Gpu>>(source, &config, &gpu, &options.quant)?,
-                Version::V7 => load_blocks::<v7::TimeMix7<Gpu>>(source, &config, &gpu, &options.quant)?,
-            };
+            let layers = (config.version.architecture.upload)(source, &config, &gpu, &options.quant)?;
             Ok((layers, Outer::load(source, &config, gpu.as_ref(), &options.quant)?))
         });
         let (layers, outer) = in_version(config.version, uploaded)?;
@@ -282,7 +221,7 @@ impl Model {
             config.vocab,
             config.embd,
             outer.ln0,
-            config.version.embedding_normalized_in(),
+            config.version.architecture.embedding,
         )?;
         let file_dtype =
             source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());

@@ -10,7 +10,8 @@ use std::borrow::Cow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::config::{LoraRank, ModelConfig, Version};
+use super::architecture::Version;
+use super::config::{LoraRank, ModelConfig};
 use super::source::{DType, TensorData, TensorSource};
 use crate::error::{Error, Result};
 
@@ -61,7 +62,7 @@ impl SyntheticV7 {
         let c = heads * head_size;
         let [decay, rate, value, gate] = lora;
         let config = ModelConfig {
-            version: Version::V7,
+            version: Version::latest(&super::v7::ARCHITECTURE),
             layers,
             embd: c,
             heads,

@@ -2,12 +2,32 @@
 //!
 //! Reference: `RWKV.att_one` in BlinkDL's `rwkv` package 0.8.32.
 
-use super::block::{LayerState, LoadTimeMix, TimeMix};
+use super::architecture::{Architecture, ChannelMixLayout, StateLayout, TimeMixShape};
+use super::block::{self, LayerState, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
-use super::loader::{Loader, Store};
+use super::embedding::NormalizedIn;
+use super::loader::{Inventory, Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
+
+/// What no later generation has: RWKV-4 is what remains.
+pub static ARCHITECTURE: Architecture = Architecture {
+    revisions: &["RWKV-4"],
+    detect: |_| Some("RWKV-4"),
+    time_mix_shape: |_, _| Ok(TimeMixShape { heads: 0, head_size: 0, lora: vec![] }),
+    embedding: NormalizedIn::FileDtype,
+    channel_mix: ChannelMixLayout { mixes: &["time_mix_k", "time_mix_r"], complement: true, gated: true },
+    state: StateLayout { initial_wkv, tuned: None },
+    upload: block::upload::<TimeMix4<Gpu>>,
+    inventory: block::inventory::<TimeMix4<Inventory>>,
+};
+
+/// aa = bb = 0, pp = −1e30, per channel.
+fn initial_wkv(config: &ModelConfig) -> Vec<f32> {
+    let c = config.embd;
+    [vec![0.0; 2 * c], vec![WKV4_INITIAL_PP; c]].concat()
+}
 
 /// `blocks.N.att.*`
 pub struct TimeMix4<S: Store> {
@@ -55,12 +75,6 @@ pub struct Scratch4 {
 
 impl TimeMix for TimeMix4<Gpu> {
     type Scratch = Scratch4;
-
-    /// aa = bb = 0, pp = −1e30.
-    fn initial_state(config: &ModelConfig) -> Vec<f32> {
-        let c = config.embd;
-        [vec![0.0; 2 * c], vec![WKV4_INITIAL_PP; c]].concat()
-    }
 
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch4> {
         let c = config.embd;

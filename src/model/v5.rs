@@ -7,12 +7,48 @@
 //!
 //! Reference: `RWKV.att_one_v5` and `att_one_v5_1` in BlinkDL's `rwkv` package 0.8.32.
 
-use super::block::{LayerState, LoadTimeMix, TimeMix};
-use super::config::ModelConfig;
-use super::loader::{Loader, Store};
+use super::architecture::{
+    zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
+};
+use super::block::{self, LayerState, LoadTimeMix, TimeMix};
+use super::config::{heads_from, ModelConfig};
+use super::embedding::NormalizedIn;
+use super::loader::{Inventory, Loader, Store};
+use super::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv5Inputs};
+
+pub static ARCHITECTURE: Architecture = Architecture {
+    revisions: &["RWKV-5.0", "RWKV-5.1", "RWKV-5.2"],
+    detect,
+    time_mix_shape: |source: &dyn TensorSource, widths: &Widths| {
+        let (heads, head_size) = heads_from(source, "blocks.0.att.time_decay", widths.embd)?;
+        Ok(TimeMixShape { heads, head_size, lora: vec![] })
+    },
+    embedding: NormalizedIn::FileDtype,
+    channel_mix: ChannelMixLayout { mixes: &["time_mix_k", "time_mix_r"], complement: true, gated: true },
+    state: StateLayout { initial_wkv: zero_matrices, tuned: Some(TunedState::Transposed) },
+    upload: block::upload::<TimeMix5<Gpu>>,
+    inventory: block::inventory::<TimeMix5<Inventory>>,
+};
+
+/// RWKV-5 has a group norm (`ln_x`); 5.2 stores a decay per channel ([H, N]), 5.1 one per head
+/// but a gate, 5.0 neither.
+fn detect(names: &TensorNames) -> Option<&'static str> {
+    if !names.any_containing("ln_x") {
+        return None;
+    }
+    let decay_per_channel =
+        names.shapes_ending(".att.time_decay").any(|shape| shape.len() == 2 && shape[1] > 1);
+    Some(if decay_per_channel {
+        "RWKV-5.2"
+    } else if names.any_containing("gate.weight") {
+        "RWKV-5.1"
+    } else {
+        "RWKV-5.0"
+    })
+}
 
 /// `blocks.N.att.*`
 pub struct TimeMix5<S: Store> {
@@ -183,10 +219,6 @@ pub struct Scratch5 {
 
 impl TimeMix for TimeMix5<Gpu> {
     type Scratch = Scratch5;
-
-    fn initial_state(config: &ModelConfig) -> Vec<f32> {
-        vec![0.0; config.embd * config.head_size]
-    }
 
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch5> {
         let (shifted, stride) = pool.stack_of(gpu, "att.shifted", rows, config.embd)?;

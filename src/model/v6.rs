@@ -3,9 +3,14 @@
 //!
 //! Reference: `RWKV.att_one_v6_0` in BlinkDL's `rwkv` package 0.8.32.
 
-use super::block::{LayerState, LoadTimeMix, TimeMix};
-use super::config::ModelConfig;
-use super::loader::{Loader, Store};
+use super::architecture::{
+    zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
+};
+use super::block::{self, LayerState, LoadTimeMix, TimeMix};
+use super::config::{heads_from, lora_rank, ModelConfig};
+use super::embedding::NormalizedIn;
+use super::loader::{Inventory, Loader, Store};
+use super::source::TensorSource;
 use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
@@ -14,6 +19,26 @@ use crate::kernels::{self, Epilogue, Mixes, NormInput, Prev, Recorder, Segment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
+
+pub static ARCHITECTURE: Architecture = Architecture {
+    revisions: &["RWKV-6"],
+    detect: |names: &TensorNames| names.any_containing("time_maa").then_some("RWKV-6"),
+    time_mix_shape,
+    embedding: NormalizedIn::FileDtype,
+    channel_mix: ChannelMixLayout { mixes: &["time_maa_k", "time_maa_r"], complement: false, gated: true },
+    state: StateLayout { initial_wkv: zero_matrices, tuned: Some(TunedState::Transposed) },
+    upload: block::upload::<TimeMix6<Gpu>>,
+    inventory: block::inventory::<TimeMix6<Inventory>>,
+};
+
+fn time_mix_shape(source: &dyn TensorSource, widths: &Widths) -> Result<TimeMixShape> {
+    let (heads, head_size) = heads_from(source, "blocks.0.att.time_faaaa", widths.embd)?;
+    let lora = vec![
+        lora_rank(source, "token shift", "blocks.0.att.time_maa_w1", MIXES.len())?,
+        lora_rank(source, "decay", "blocks.0.att.time_decay_w1", 1)?,
+    ];
+    Ok(TimeMixShape { heads, head_size, lora })
+}
 
 /// `blocks.N.att.*`
 pub struct TimeMix6<S: Store> {
@@ -78,10 +103,6 @@ pub struct Scratch6 {
 
 impl TimeMix for TimeMix6<Gpu> {
     type Scratch = Scratch6;
-
-    fn initial_state(config: &ModelConfig) -> Vec<f32> {
-        vec![0.0; config.embd * config.head_size]
-    }
 
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch6> {
         let c = config.embd;

@@ -6,7 +6,8 @@ use std::path::Path;
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
-use crate::model::config::{ModelConfig, Version};
+use crate::model::architecture::{TunedState, Version};
+use crate::model::config::ModelConfig;
 use crate::model::source::TensorSource;
 
 /// One layer's state, in the official layout: `wkv` is [H, N (key), N (value)] for RWKV-5/6,
@@ -107,7 +108,7 @@ impl State {
         }
         let version = metadata
             .get("version")
-            .and_then(|v| Version::ALL.into_iter().find(|known| known.name() == v))
+            .and_then(|v| Version::by_name(v))
             .ok_or_else(|| bad("unknown or missing `version` metadata".into()))?;
         let embd = metadata
             .get("embd")
@@ -141,9 +142,12 @@ impl State {
     /// `.pth` or `.safetensors` file. State-tuning tools store it in their kernels' layout,
     /// [head, value, key]: that is RWKV-7's own layout, and the transpose of RWKV-5/6's.
     pub fn from_time_state(config: &ModelConfig, source: &dyn TensorSource) -> Result<State> {
-        if matches!(config.version, Version::V4) {
-            return Err(Error::UnsupportedModel("RWKV-4 has no matrix state to tune".into()));
-        }
+        let Some(layout) = config.version.architecture.state.tuned else {
+            return Err(Error::UnsupportedModel(format!(
+                "{} has no matrix state to tune",
+                config.version.name()
+            )));
+        };
         let (heads, n) = (config.heads, config.head_size);
         let layers = (0..config.layers)
             .map(|layer| {
@@ -158,9 +162,9 @@ impl State {
                     });
                 }
                 let stored = tensor.to_f32(&name)?;
-                let wkv = match config.version {
-                    Version::V7 => stored,
-                    _ => transpose_heads(&stored, heads, n),
+                let wkv = match layout {
+                    TunedState::AsStored => stored,
+                    TunedState::Transposed => transpose_heads(&stored, heads, n),
                 };
                 Ok(LayerValues { att_x: vec![0.0; config.embd], wkv, ffn_x: vec![0.0; config.embd] })
             })

@@ -3,15 +3,57 @@
 //!
 //! Reference: `RWKV_x070_TMix_one` in BlinkDL's `rwkv` package 0.8.32.
 
-use super::block::{LayerState, LoadTimeMix, TimeMix};
-use super::config::ModelConfig;
-use super::loader::{Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{self, Decay7, Sigmoid, Tanh};
 use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, NormInput, Prev, Recorder, Segment, Wkv7Inputs};
+use crate::model::architecture::{
+    zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
+};
+use crate::model::block::{self, LayerState, LoadTimeMix, TimeMix};
+use crate::model::config::{heads_from, lora_rank, LoraRank, ModelConfig};
+use crate::model::embedding::NormalizedIn;
+use crate::model::loader::{Inventory, Loader, Store};
+use crate::model::source::TensorSource;
+
+pub mod reference;
 
 const IDENTITY: Activation = Activation::None;
+
+pub static ARCHITECTURE: Architecture = Architecture {
+    revisions: &["RWKV-7 (x070)"],
+    detect,
+    time_mix_shape,
+    // The official loader normalizes RWKV-7's embedding in f32, whatever the file holds.
+    embedding: NormalizedIn::F32,
+    channel_mix: ChannelMixLayout { mixes: &["x_k"], complement: false, gated: false },
+    state: StateLayout { initial_wkv: zero_matrices, tuned: Some(TunedState::AsStored) },
+    upload: block::upload::<TimeMix7<Gpu>>,
+    inventory: block::inventory::<TimeMix7<Inventory>>,
+};
+
+fn detect(names: &TensorNames) -> Option<&'static str> {
+    let telltale = [".att.k_k", ".att.x_r", ".att.r_k"].iter().any(|suffix| names.in_blocks(suffix));
+    telltale.then_some(ARCHITECTURE.revisions[0])
+}
+
+fn time_mix_shape(source: &dyn TensorSource, widths: &Widths) -> Result<TimeMixShape> {
+    let (heads, head_size) = heads_from(source, "blocks.0.att.r_k", widths.embd)?;
+    let rank = |name, tensor: &str| lora_rank(source, name, tensor, 1);
+    // Layer 0 has no value residual, so its v1 may be absent or a placeholder.
+    let value_residual = if widths.layers > 1 {
+        rank("value residual", "blocks.1.att.v1")?
+    } else {
+        LoraRank { name: "value residual", rank: 0 }
+    };
+    let lora = vec![
+        rank("decay", "blocks.0.att.w1")?,
+        rank("in-context rate", "blocks.0.att.a1")?,
+        value_residual,
+        rank("gate", "blocks.0.att.g1")?,
+    ];
+    Ok(TimeMixShape { heads, head_size, lora })
+}
 
 /// The six token-shift mixes of the time mix, in the order they are stacked.
 pub const TIME_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
@@ -128,10 +170,6 @@ pub struct Scratch7 {
 
 impl TimeMix for TimeMix7<Gpu> {
     type Scratch = Scratch7;
-
-    fn initial_state(config: &ModelConfig) -> Vec<f32> {
-        vec![0.0; config.embd * config.head_size]
-    }
 
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch7> {
         let c = config.embd;

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 
-use super::block::Block;
-use super::config::{ModelConfig, Version};
-use super::embedding::Embedding;
-use super::loader::{Host, HostMatrix, Loader};
-use super::source::TensorSource;
-use super::v7::{self, TimeMix7, ValueResidual};
+use super::{self as v7, TimeMix7, ValueResidual};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, OperandRef, Prev};
+use crate::model::block::Block;
+use crate::model::config::ModelConfig;
+use crate::model::embedding::Embedding;
+use crate::model::loader::{Host, HostMatrix, Loader};
+use crate::model::source::TensorSource;
 use crate::quant::QuantPlan;
 use crate::runtime::{LayerValues, State};
 
@@ -44,7 +44,7 @@ fn layer_norm(x: &[f32], norm: &[f32]) -> Vec<f32> {
 impl ReferenceModel {
     pub fn from_source(source: &dyn TensorSource) -> Result<ReferenceModel> {
         let config = ModelConfig::from_source(source)?;
-        if config.version != Version::V7 {
+        if !std::ptr::eq(config.version.architecture, &v7::ARCHITECTURE) {
             return Err(Error::UnsupportedModel(format!(
                 "the CPU reference runs RWKV-7 only, not {}",
                 config.version.name()
@@ -60,7 +60,7 @@ impl ReferenceModel {
                 config.vocab,
                 config.embd,
                 loader.norm_f32("blocks.0.ln0", config.embd)?,
-                config.version.embedding_normalized_in(),
+                v7::ARCHITECTURE.embedding,
             )?,
             blocks,
             config,
@@ -69,11 +69,7 @@ impl ReferenceModel {
 
     pub fn zero_state(&self) -> State {
         let c = &self.config;
-        let layer = LayerValues {
-            att_x: vec![0.0; c.embd],
-            wkv: vec![0.0; c.embd * c.head_size],
-            ffn_x: vec![0.0; c.embd],
-        };
+        let layer = LayerValues { att_x: vec![0.0; c.embd], wkv: c.initial_wkv(), ffn_x: vec![0.0; c.embd] };
         State { version: c.version, embd: c.embd, layers: vec![layer; c.layers] }
     }
 
