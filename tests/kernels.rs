@@ -409,7 +409,7 @@ fn group_norm_bonus_gate_matches_reference() {
             let [r_gpu, k_gpu, v_gpu, r_k_gpu, g_gpu] = [&r, &k, &v, &r_k, &g].map(|x| upload(&gpu, c, x));
             let out = GpuTensor::zeros(&gpu, "out", rows, c).unwrap();
             run(&gpu, |rec| {
-                let operands = BonusGate { r: &r_gpu, k: &k_gpu, v: &v_gpu, r_k: &r_k_gpu, g: &g_gpu };
+                let operands = BonusGate { rkv: [&r_gpu, &k_gpu, &v_gpu], r_k: &r_k_gpu, g: &g_gpu };
                 kernels::group_norm_bonus_gate(rec, "gn", heads, &y_gpu, &norm, operands, &out)
             });
             let expected =

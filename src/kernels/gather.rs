@@ -2,10 +2,11 @@
 
 use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::Result;
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const GATHER: KernelSource = KernelSource { name: "gather", parts: &[wgsl::SEQUENCES, wgsl::GATHER] };
-const BINDINGS: &[Access] = &[Access::Uniform, Access::Uniform, Access::Read, Access::ReadWrite];
+const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -5,6 +5,7 @@
 
 use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
 use crate::error::{Error, Result};
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, Binding, Gpu, GpuMatrix, GpuTensor, KernelSource, RowMapping};
 use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 
@@ -59,7 +60,7 @@ fn source(format: MatrixFormat, one_row: bool, gpu: &Gpu) -> &'static KernelSour
 
 /// params, weights, x, y, and the operand: always bound (the input's buffer again, never read,
 /// when there is none), so that one entry point per row mapping serves every epilogue.
-const BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
+const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read];
 
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
 /// drivers (`blocked`).

@@ -3,6 +3,7 @@
 
 use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 /// Layer norm epsilon of every RWKV version (torch's default).
@@ -12,25 +13,13 @@ pub const GN_EPS: f32 = 64e-5;
 
 const LAYER_NORM: KernelSource =
     KernelSource { name: "layer_norm", parts: &[wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM] };
-const LAYER_NORM_BINDINGS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
+const LAYER_NORM_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
 
 const GROUP_NORM: KernelSource =
     KernelSource { name: "group_norm", parts: &[wgsl::REDUCE, wgsl::GROUP_NORM] };
-const GROUP_NORM_PLAIN_BINDINGS: &[Access] =
-    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
-const GROUP_NORM_GATE_BINDINGS: &[Access] =
-    &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite];
-const GROUP_NORM_BONUS_BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-];
+const GROUP_NORM_PLAIN_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
+const GROUP_NORM_GATE_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, ReadWrite];
+const GROUP_NORM_BONUS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, Read, Read, Read, ReadWrite];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -143,9 +132,8 @@ pub fn group_norm_ref(heads: usize, y: &[f32], ln_x: (&[f32], &[f32]), gate: Opt
 
 /// The operands of RWKV-7's time-mix output stage, each [rows, C] except `r_k` ([C]).
 pub struct BonusGate<'a> {
-    pub r: &'a GpuTensor,
-    pub k: &'a GpuTensor,
-    pub v: &'a GpuTensor,
+    /// The recurrence's r, k and v.
+    pub rkv: [&'a GpuTensor; 3],
     pub r_k: &'a GpuTensor,
     pub g: &'a GpuTensor,
 }
@@ -162,7 +150,8 @@ pub fn group_norm_bonus_gate(
     out: &GpuTensor,
 ) -> Result<()> {
     let params = check_group_norm(label, heads, y, norm, out)?;
-    for (name, operand) in [("r", operands.r), ("k", operands.k), ("v", operands.v), ("g", operands.g)] {
+    let [r, k, v] = operands.rkv;
+    for (name, operand) in [("r", r), ("k", k), ("v", v), ("g", operands.g)] {
         expect_shape(label, name, operand, y.rows, y.cols)?;
     }
     expect_shape(label, "r_k", operands.r_k, 1, y.cols)?;
@@ -170,9 +159,9 @@ pub fn group_norm_bonus_gate(
     let storage = [
         y.binding(),
         norm.binding(),
-        operands.r.binding(),
-        operands.k.binding(),
-        operands.v.binding(),
+        r.binding(),
+        k.binding(),
+        v.binding(),
         operands.r_k.binding(),
         operands.g.binding(),
         out.binding(),

@@ -3,11 +3,11 @@
 
 use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE] };
-const BINDINGS: &[Access] =
-    &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
+const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, ReadWrite];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

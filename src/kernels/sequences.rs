@@ -3,21 +3,13 @@
 //! the recorded dispatches bind once.
 
 use crate::error::{Error, Result};
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, Gpu};
 
 /// The bindings of the RWKV-4 and RWKV-5/6 recurrences (wkv4.wgsl, wkv5.wgsl): params, the
 /// sequence table, the state slots, the inputs r, k, v, w and u, and the output.
-pub(super) const WKV_BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Uniform,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-];
+pub(super) const WKV_BINDINGS: &[Access] =
+    &[Uniform, Uniform, ReadWrite, Read, Read, Read, Read, Read, ReadWrite];
 
 /// The most sequences one step can hold (the size of the uniform array in `sequences.wgsl`).
 pub const MAX_SEQUENCES: usize = 256;

@@ -2,26 +2,18 @@
 
 use super::{check_stack, expect_shape, to_u32, wgsl, Recorder, LN_EPS};
 use crate::error::{Error, Result};
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const TOKEN_SHIFT: KernelSource =
     KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT] };
-const BINDINGS: &[Access] =
-    &[Access::Uniform, Access::Uniform, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
+const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite, Read, ReadWrite];
 const LAYER_NORM_SHIFT: KernelSource = KernelSource {
     name: "layer_norm_shift",
     parts: &[wgsl::SEQUENCES, wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM_SHIFT],
 };
-const LAYER_NORM_SHIFT_BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Uniform,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-    Access::Read,
-    Access::ReadWrite,
-    Access::ReadWrite,
-];
+const LAYER_NORM_SHIFT_BINDINGS: &[Access] =
+    &[Uniform, Uniform, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

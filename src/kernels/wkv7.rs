@@ -2,32 +2,15 @@
 
 use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const KEYS: KernelSource = KernelSource { name: "wkv7_keys", parts: &[wgsl::REDUCE, wgsl::WKV7_KEYS] };
-const KEYS_BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-    Access::ReadWrite,
-];
+const KEYS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
 
 const WKV7: KernelSource = KernelSource { name: "wkv7", parts: &[wgsl::SEQUENCES, wgsl::WKV7] };
-const WKV7_BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Uniform,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-];
+const WKV7_BINDINGS: &[Access] =
+    &[Uniform, Uniform, ReadWrite, Read, Read, Read, Read, Read, Read, ReadWrite];
 
 /// Epsilon of torch's `F.normalize`, which the official code uses for `kk`.
 pub const L2_EPS: f64 = 1e-12;

@@ -31,17 +31,26 @@ pub trait TimeMix: LoadTimeMix<Gpu> + Send + Sync + 'static {
     /// Intermediate values of a step of `rows` rows, shared by all layers.
     type Scratch;
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Self::Scratch>;
-    /// Records `x += TimeMix(LN1(x))` for the rows of a step (`input.x` is the residual stream,
-    /// `input.norm` LN1), updating the sequences' `att_x` and `wkv`.
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        config: &ModelConfig,
-        layer: usize,
-        input: NormInput,
-        state: &LayerState,
-        scratch: &Self::Scratch,
-    ) -> Result<()>;
+    /// Records `x += TimeMix(LN1(x))` for the rows of a step, updating the sequences' `att_x`
+    /// and `wkv`.
+    fn record(&self, rec: &mut Recorder, step: LayerStep, scratch: &Self::Scratch) -> Result<()>;
+}
+
+/// One layer's part of a step, as its time mix records it.
+pub struct LayerStep<'a> {
+    pub config: &'a ModelConfig,
+    pub layer: usize,
+    /// The residual stream (`input.x`, [rows, C]) and LN1 (`input.norm`).
+    pub input: NormInput<'a>,
+    pub state: &'a LayerState,
+}
+
+/// What a step's pass through the blocks reads and updates.
+pub struct StepTensors<'a> {
+    /// The residual stream, [rows, C]: the normalized embedding rows on the way in.
+    pub x: &'a GpuTensor,
+    /// Every layer's state, each sequence's in its slot.
+    pub state: &'a [LayerState],
 }
 
 /// `blocks.N.*`
@@ -77,15 +86,8 @@ impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
 
 /// The blocks of a loaded model, whatever its version.
 pub trait Layers: Send + Sync {
-    /// Records a step's pass through every block: `x` ([rows, C]) is the residual stream,
-    /// scratch tensors come from `pool`.
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        pool: &ScratchPool,
-        x: &GpuTensor,
-        state: &[LayerState],
-    ) -> Result<()>;
+    /// Records a step's pass through every block, with scratch tensors from `pool`.
+    fn record(&self, rec: &mut Recorder, pool: &ScratchPool, step: StepTensors) -> Result<()>;
 }
 
 /// The blocks of one version.
@@ -118,14 +120,8 @@ pub fn inventory<T: LoadTimeMix<Inventory>>(
 }
 
 impl<T: TimeMix> Layers for Blocks<T> {
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        pool: &ScratchPool,
-        x: &GpuTensor,
-        state: &[LayerState],
-    ) -> Result<()> {
-        let gpu = rec.gpu;
+    fn record(&self, rec: &mut Recorder, pool: &ScratchPool, step: StepTensors) -> Result<()> {
+        let (gpu, StepTensors { x, state }) = (rec.gpu, step);
         let config = &self.config;
         let rows = x.rows;
         let att_scratch = T::scratch(gpu, pool, config, rows)?;
@@ -134,7 +130,7 @@ impl<T: TimeMix> Layers for Blocks<T> {
         let xf = pool.tensor(gpu, "xf", rows, config.embd)?;
         for (layer, (block, state)) in self.blocks.iter().zip(state).enumerate() {
             let ln1 = NormInput { x, norm: &block.ln1, normed: &xa };
-            block.att.record(rec, config, layer, ln1, state, &att_scratch)?;
+            block.att.record(rec, LayerStep { config, layer, input: ln1, state }, &att_scratch)?;
             let ln2 = NormInput { x, norm: &block.ln2, normed: &xf };
             block.ffn.record(rec, layer, (ln2, &state.ffn_x), &ffn_scratch)?;
         }

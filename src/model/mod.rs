@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use self::architecture::Version;
-use self::block::{LayerState, Layers};
+use self::block::{Layers, StepTensors};
 use self::config::ModelConfig;
 use self::embedding::Embedding;
 use self::loader::{Inventory, Loader, Store};
@@ -164,16 +164,10 @@ pub(crate) fn in_version<T>(version: Version, result: Result<T>) -> Result<T> {
 /// [`Model::embedding`]), [`Model::record_blocks`] over them, and [`Model::record_head`] over the
 /// rows whose next-token logits are wanted.
 impl Model {
-    /// Records every block over a step's rows: `x` ([rows, C]) holds the normalized embedding
+    /// Records every block over a step's rows: `step.x` ([rows, C]) holds the normalized embedding
     /// rows and becomes the residual stream; each sequence's state is read and updated.
-    pub fn record_blocks(
-        &self,
-        rec: &mut Recorder,
-        pool: &ScratchPool,
-        x: &GpuTensor,
-        state: &[LayerState],
-    ) -> Result<()> {
-        self.layers.record(rec, pool, x, state)
+    pub fn record_blocks(&self, rec: &mut Recorder, pool: &ScratchPool, step: StepTensors) -> Result<()> {
+        self.layers.record(rec, pool, step)
     }
 
     /// Records `logits = head(ln_out(rows))` ([n, C] → [n, V]), with `normed` ([n, C]) as scratch.

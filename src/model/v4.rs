@@ -3,13 +3,13 @@
 //! Reference: `RWKV.att_one` in BlinkDL's `rwkv` package 0.8.32.
 
 use super::architecture::{Architecture, ChannelMixLayout, StateLayout, TimeMixShape};
-use super::block::{self, LayerState, LoadTimeMix, TimeMix};
+use super::block::{self, LayerStep, LoadTimeMix, TimeMix};
 use super::config::ModelConfig;
 use super::embedding::NormalizedIn;
 use super::loader::{Inventory, Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
+use crate::kernels::{self, Activation, Epilogue, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
 
 /// What no later generation has: RWKV-4 is what remains.
 pub static ARCHITECTURE: Architecture = Architecture {
@@ -83,15 +83,8 @@ impl TimeMix for TimeMix4<Gpu> {
         Ok(Scratch4 { shifted, stride, r: vector("r")?, k: vector("k")?, v: vector("v")?, y: vector("y")? })
     }
 
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        _config: &ModelConfig,
-        layer: usize,
-        input: NormInput,
-        state: &LayerState,
-        s: &Scratch4,
-    ) -> Result<()> {
+    fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch4) -> Result<()> {
+        let LayerStep { layer, input, state, .. } = step;
         let x = input.x;
         let label = |op: &str| format!("L{layer}.att.{op}");
         let [xk, xv, xr] = &s.shifted;

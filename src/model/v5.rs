@@ -10,14 +10,14 @@
 use super::architecture::{
     zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
 };
-use super::block::{self, LayerState, LoadTimeMix, TimeMix};
+use super::block::{self, LayerStep, LoadTimeMix, TimeMix};
 use super::config::{heads_from, ModelConfig};
 use super::embedding::NormalizedIn;
 use super::loader::{Inventory, Loader, Store};
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, Wkv5Inputs};
+use crate::kernels::{self, Activation, Epilogue, Prev, Recorder, Wkv5Inputs};
 
 pub static ARCHITECTURE: Architecture = Architecture {
     revisions: &["RWKV-5.0", "RWKV-5.1", "RWKV-5.2"],
@@ -225,15 +225,8 @@ impl TimeMix for TimeMix5<Gpu> {
         Ok(Scratch5 { shifted, stride, core: CoreScratch::new(gpu, pool, config, rows)? })
     }
 
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        config: &ModelConfig,
-        layer: usize,
-        input: NormInput,
-        state: &LayerState,
-        s: &Scratch5,
-    ) -> Result<()> {
+    fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch5) -> Result<()> {
+        let LayerStep { config, layer, input, state } = step;
         let (label, x) = (format!("L{layer}.att.ln_shift"), input.x);
         let gated = self.core.gate.is_some();
         let shifted = &s.shifted[..if gated { 4 } else { 3 }];

@@ -6,7 +6,7 @@
 use super::architecture::{
     zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
 };
-use super::block::{self, LayerState, LoadTimeMix, TimeMix};
+use super::block::{self, LayerStep, LoadTimeMix, TimeMix};
 use super::config::{heads_from, lora_rank, ModelConfig};
 use super::embedding::NormalizedIn;
 use super::loader::{Inventory, Loader, Store};
@@ -15,7 +15,7 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, NormInput, Prev, Recorder, Segment};
+use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -124,15 +124,8 @@ impl TimeMix for TimeMix6<Gpu> {
         })
     }
 
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        config: &ModelConfig,
-        layer: usize,
-        input: NormInput,
-        state: &LayerState,
-        s: &Scratch6,
-    ) -> Result<()> {
+    fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch6) -> Result<()> {
+        let LayerStep { config, layer, input, state } = step;
         let label = |op: &str| format!("L{layer}.att.{op}");
         let (xa, x) = (input.normed, input.x);
         // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x with xa = LN1(x), keeping xa_prev for the

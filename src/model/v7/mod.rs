@@ -6,11 +6,11 @@
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{self, Decay7, Sigmoid, Tanh};
-use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, NormInput, Prev, Recorder, Segment, Wkv7Inputs};
+use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Prev, Recorder, Segment, Wkv7Inputs};
 use crate::model::architecture::{
     zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
 };
-use crate::model::block::{self, LayerState, LoadTimeMix, TimeMix};
+use crate::model::block::{self, LayerStep, LoadTimeMix, TimeMix};
 use crate::model::config::{heads_from, lora_rank, LoraRank, ModelConfig};
 use crate::model::embedding::NormalizedIn;
 use crate::model::loader::{Inventory, Loader, Store};
@@ -197,15 +197,8 @@ impl TimeMix for TimeMix7<Gpu> {
         })
     }
 
-    fn record(
-        &self,
-        rec: &mut Recorder,
-        config: &ModelConfig,
-        layer: usize,
-        input: NormInput,
-        state: &LayerState,
-        s: &Scratch7,
-    ) -> Result<()> {
+    fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch7) -> Result<()> {
+        let LayerStep { config, layer, input, state } = step;
         let heads = config.heads;
         let label = |op: &str| format!("L{layer}.att.{op}");
         let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
@@ -259,7 +252,7 @@ impl TimeMix for TimeMix7<Gpu> {
         let wkv = Wkv7Inputs { r, w: &s.w, k: &s.k_shaped, v, kk: &s.kk, a: &s.a };
         kernels::wkv7(rec, &label("wkv"), heads, &state.wkv, wkv, &s.y)?;
         // 9. y = (GroupNorm(y) + (Σ r⊙k⊙r_k)·v) ⊙ g
-        let bonus_gate = BonusGate { r, k: &s.k_shaped, v, r_k: &self.r_k, g: &s.g };
+        let bonus_gate = BonusGate { rkv: [r, &s.k_shaped, v], r_k: &self.r_k, g: &s.g };
         kernels::group_norm_bonus_gate(rec, &label("ln_x"), heads, &s.y, &self.ln_x, bonus_gate, &s.y_gated)?;
         // 10. x += W_o·y
         linear(rec, "output", &self.output, &s.y_gated, x, Epilogue::ACCUMULATE)

@@ -5,6 +5,7 @@ use super::{Engine, Logits, Sampling, Work};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Step};
 use crate::kernels::{self, Recorder, Sequences, MAX_SEQUENCES};
+use crate::model::block::StepTensors;
 
 /// The shape a step is recorded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,7 +146,7 @@ impl Engine {
         let mut rec = Recorder::with_sequences(gpu, &sequences);
         // The rows arrive normalized by ln0 (see model::embedding).
         let x = pool.tensor(gpu, "x", shape.rows, c)?;
-        model.record_blocks(&mut rec, pool, &x, &inner.state)?;
+        model.record_blocks(&mut rec, pool, StepTensors { x: &x, state: &inner.state })?;
         let body = std::mem::take(&mut rec.step);
 
         // The last rows' tensors hold one row per sequence, whatever the chunk: with a large
