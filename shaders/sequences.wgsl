@@ -22,6 +22,15 @@ struct Sequences {
 
 @group(0) @binding(1) var<uniform> sequences: Sequences;
 
+// The params of a recurrence over heads (wkv5.wgsl, wkv7.wgsl), walked in windows of rows;
+// kernels::sequences::HeadWalk on the Rust side.
+struct HeadWalk {
+    heads: u32,
+    head_size: u32,
+    window_first: u32,  // the rows this dispatch walks (window_rows)
+    window_count: u32,
+}
+
 // Elements from one row of a [rows, cols] tensor to the next: rows are padded to whole vec4s.
 fn row_stride(cols: u32) -> u32 {
     return (cols + 3u) & ~3u;

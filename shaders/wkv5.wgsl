@@ -16,14 +16,7 @@
 // binding 7  u      [C]                bonus of the current token
 // binding 8  y      [rows, C]          out
 
-struct Params {
-    heads: u32,
-    head_size: u32,
-    window_first: u32,  // the rows this dispatch walks (window_rows)
-    window_count: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: HeadWalk;
 
 override DECAY_PER_ROW: bool = false;
 

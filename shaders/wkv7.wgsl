@@ -17,14 +17,7 @@
 // binding 8  a      [rows, C]   in-context learning rate
 // binding 9  y      [rows, C]   out
 
-struct Params {
-    heads: u32,
-    head_size: u32,
-    window_first: u32,  // the rows this dispatch walks (window_rows)
-    window_count: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: HeadWalk;
 @group(0) @binding(2) var<storage, read_write> state: array<f32>;
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> w: array<f32>;

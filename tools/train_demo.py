@@ -37,6 +37,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from small_rwkv.common import optimizer_step, random_windows, scheduled_lr
+from small_rwkv.v7 import wkv7_scan
+
 LAYERS, EMBD, HEAD_SIZE, FFN = 4, 256, 32, 1024
 LORA_W, LORA_A, LORA_V, LORA_G = 32, 32, 16, 64
 VOCAB = 256
@@ -95,16 +98,7 @@ class Block(nn.Module):
         else:
             v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
         r, k, v, a, w = (z.view(B, T, H, N) for z in (r, k, v, a, w))
-        S = x.new_zeros(B, H, N, N)
-        outs = []
-        # Per-step operands prepared outside the loop: unbind's backward is one stack, where
-        # indexing [:, t] would add a full-size gradient per step (quadratic in T).
-        steps = zip((-kk).unsqueeze(-1).unbind(1), (kk * a).unsqueeze(-2).unbind(1), w.unsqueeze(-2).unbind(1),
-                    v.unsqueeze(-1).unbind(1), k.unsqueeze(-2).unbind(1), r.unsqueeze(-1).unbind(1))
-        for neg_kk, kk_a, w_t, v_t, k_t, r_t in steps:
-            S = S * w_t + (S @ neg_kk) * kk_a + v_t * k_t
-            outs.append((S @ r_t).squeeze(-1))
-        o = torch.stack(outs, dim=1)                  # [B, T, H, N]
+        o = wkv7_scan(r, w, k, v, kk, a)              # [B, T, H, N]
         o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)
         o = o + ((r * k * self.r_k).sum(-1, keepdim=True) * v).view(B, T, C)
         x = x + self.output(o * g)
@@ -197,16 +191,12 @@ def main() -> None:
     ema = None
     while time.time() - start < budget:
         frac = (time.time() - start) / budget
-        for group in opt.param_groups:     # warm up, then cosine down to 10%
-            group["lr"] = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        starts = rng.integers(0, len(data) - args.ctx - 1, size=args.batch)
-        chunk = torch.tensor(np.stack([data[s:s + args.ctx + 1] for s in starts]).astype(np.int64))
+        for group in opt.param_groups:
+            group["lr"] = scheduled_lr(args.lr, step, frac)
+        chunk = random_windows(rng, data, args.batch, args.ctx)
         logits = model(chunk[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, VOCAB), chunk[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(model, opt, loss)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         step += 1
         if step % 50 == 0:

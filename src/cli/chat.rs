@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::sampling::SamplingArgs;
-use super::{encode, ChunkArg, GpuArgs, ModelArg, TokenizerArg};
+use super::{encode, GpuArgs, TextModelArgs};
 use rwkv_wgpu::runtime::{Finish, GenerateOptions, Session, State};
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    model: ModelArg,
+    model: TextModelArgs,
     /// The most tokens of one reply.
     #[arg(short = 'n', long, default_value_t = 500)]
     max_tokens: usize,
@@ -26,10 +26,6 @@ pub struct ChatArgs {
     save_state: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
-    #[command(flatten)]
-    tokenizer: TokenizerArg,
-    #[command(flatten)]
-    chunk: ChunkArg,
 }
 
 /// A reply ends at a blank line (the start of the next turn).
@@ -43,8 +39,8 @@ pub fn run(gpu_args: &GpuArgs, args: ChatArgs) -> Result<()> {
         ..GenerateOptions::default()
     };
     options.sampler.validate()?;
-    let tokenizer = args.tokenizer.load(&args.model)?;
-    let engine = args.model.engine(gpu_args, &args.chunk, 1)?;
+    let tokenizer = args.model.tokenizer()?;
+    let engine = args.model.engine(gpu_args, 1)?;
     let vocab = engine.model().config.vocab;
     let mut session = Session::new(&engine)?;
     if let Some(path) = &args.load_state {

@@ -6,14 +6,14 @@ use std::time::Instant;
 use clap::Args;
 
 use super::sampling::SamplingArgs;
-use super::{encode, ChunkArg, GpuArgs, ModelArg, TokenizerArg};
+use super::{encode, GpuArgs, TextModelArgs};
 use rwkv_wgpu::runtime::{Engine, GenerateOptions, Logits, Session};
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    model: ModelArg,
+    model: TextModelArgs,
     /// Text to continue.
     #[arg(long, short = 'p')]
     prompt: String,
@@ -25,10 +25,6 @@ pub struct GenerateArgs {
     stop: Vec<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
-    #[command(flatten)]
-    tokenizer: TokenizerArg,
-    #[command(flatten)]
-    chunk: ChunkArg,
 }
 
 pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
@@ -39,11 +35,11 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
         ..GenerateOptions::default()
     };
     options.sampler.validate()?;
-    let tokenizer = args.tokenizer.load(&args.model)?;
+    let tokenizer = args.model.tokenizer()?;
     if args.prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
-    let engine = args.model.engine(gpu_args, &args.chunk, 1)?;
+    let engine = args.model.engine(gpu_args, 1)?;
     let prompt = encode(&tokenizer, &args.prompt, engine.model().config.vocab)?;
     generate(&engine, &tokenizer, &prompt, &options)
 }

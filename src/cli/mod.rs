@@ -214,6 +214,28 @@ impl ModelArg {
     }
 }
 
+/// A model that reads text: the model, its tokenizer and the prefill chunk.
+#[derive(Args)]
+struct TextModelArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
+    #[command(flatten)]
+    chunk: ChunkArg,
+}
+
+impl TextModelArgs {
+    fn tokenizer(&self) -> Result<Tokenizer> {
+        self.tokenizer.load(&self.model)
+    }
+
+    /// The model on an engine with room for `slots` sequences.
+    fn engine(&self, gpu_args: &GpuArgs, slots: usize) -> Result<Engine> {
+        self.model.engine(gpu_args, &self.chunk, slots)
+    }
+}
+
 /// How many tokens of a prompt one step reads.
 #[derive(Args)]
 struct ChunkArg {

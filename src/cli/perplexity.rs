@@ -6,21 +6,17 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::{encode, ChunkArg, GpuArgs, ModelArg, TokenizerArg};
+use super::{encode, GpuArgs, TextModelArgs};
 use rwkv_wgpu::runtime::Session;
 use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
 pub struct PerplexityArgs {
     #[command(flatten)]
-    model: ModelArg,
+    model: TextModelArgs,
     /// The text to score (UTF-8).
     #[arg(long)]
     text: PathBuf,
-    #[command(flatten)]
-    tokenizer: TokenizerArg,
-    #[command(flatten)]
-    chunk: ChunkArg,
 }
 
 /// −log softmax(logits)[target], in f64.
@@ -32,8 +28,8 @@ fn loss(logits: &[f32], target: u32) -> f64 {
 
 pub fn run(gpu_args: &GpuArgs, args: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.text).map_err(|e| Error::io(&args.text, e))?;
-    let tokenizer = args.tokenizer.load(&args.model)?;
-    let engine = args.model.engine(gpu_args, &args.chunk, 1)?;
+    let tokenizer = args.model.tokenizer()?;
+    let engine = args.model.engine(gpu_args, 1)?;
     let vocab = engine.model().config.vocab;
     let tokens = encode(&tokenizer, &text, vocab)?;
     if tokens.len() < 2 {

@@ -60,6 +60,10 @@ fn pad_rows(data: &[f32], cols: usize) -> Vec<f32> {
     padded
 }
 
+/// Tensors in one buffer (a kernel writes them all), and the distance from one to the next in
+/// elements.
+pub type Stack = (Vec<GpuTensor>, usize);
+
 /// f32 values `[rows, cols]` on the GPU: a whole buffer, the first rows of one, or one entry of a
 /// [`GpuTensor::stack`].
 #[derive(Debug, Clone)]
@@ -130,14 +134,7 @@ impl GpuTensor {
 
     /// `count` tensors of `[rows, cols]` in one buffer, each starting at an offset the adapter can
     /// bind, so one kernel can write all of them and others can bind each one alone.
-    /// Returns the entries and the distance between them in elements.
-    pub fn stack(
-        gpu: &Gpu,
-        label: &str,
-        count: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(Vec<GpuTensor>, usize)> {
+    pub fn stack(gpu: &Gpu, label: &str, count: usize, rows: usize, cols: usize) -> Result<Stack> {
         let align = (gpu.storage_alignment() / F32).max(4) as usize;
         let entry = (rows * padded4(cols)).max(4).div_ceil(align) * align;
         let buffer = Self::allocate(gpu, label, count * entry)?;
@@ -145,18 +142,6 @@ impl GpuTensor {
             .map(|i| GpuTensor { buffer: buffer.clone(), offset: (i * entry) as u64 * F32, rows, cols })
             .collect();
         Ok((entries, entry))
-    }
-
-    /// [`GpuTensor::stack`] with the number of entries fixed at compile time.
-    pub fn stack_of<const N: usize>(
-        gpu: &Gpu,
-        label: &str,
-        rows: usize,
-        cols: usize,
-    ) -> Result<([GpuTensor; N], usize)> {
-        let (entries, stride) = Self::stack(gpu, label, N, rows, cols)?;
-        let entries = entries.try_into().map_err(|_| Error::Gpu(format!("{label}: expected {N} entries")))?;
-        Ok((entries, stride))
     }
 
     /// The first `rows` rows, as a tensor of their own (same buffer).

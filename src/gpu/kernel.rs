@@ -153,6 +153,11 @@ impl Gpu {
 }
 
 impl Pipeline {
+    /// Whether binding `index` is a uniform buffer.
+    pub fn binds_uniform(&self, index: usize) -> bool {
+        self.bindings.get(index) == Some(&Access::Uniform)
+    }
+
     /// Binds `resources` (in binding order) and fixes the grid: the result is replayed as is.
     pub fn dispatch(
         self: &Arc<Self>,

@@ -15,7 +15,7 @@ mod profile;
 use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
-pub use self::buffer::{Binding, GpuTensor, Readback};
+pub use self::buffer::{Binding, GpuTensor, Readback, Stack};
 pub use self::kernel::{Access, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::buffer::GpuTensor;
+use super::buffer::{GpuTensor, Stack};
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -45,14 +45,7 @@ impl ScratchPool {
     }
 
     /// [`GpuTensor::stack`] of `count` entries of `[max_rows, cols]`, each viewed as `rows` rows.
-    pub fn stack(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        count: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(Vec<GpuTensor>, usize)> {
+    pub fn stack(&self, gpu: &Gpu, label: &str, count: usize, rows: usize, cols: usize) -> Result<Stack> {
         self.entries(gpu, label, (count, self.max_rows), rows, cols)
     }
 
@@ -63,7 +56,7 @@ impl ScratchPool {
         (count, capacity): (usize, usize),
         rows: usize,
         cols: usize,
-    ) -> Result<(Vec<GpuTensor>, usize)> {
+    ) -> Result<Stack> {
         if rows > capacity {
             return Err(Error::InvalidArgument(format!("{label}: a step of {rows} rows exceeds {capacity}")));
         }

@@ -1,6 +1,6 @@
 //! Gathering the last row of each sequence, so the head computes only the logits that are read.
 
-use super::{expect_shape, to_u32, wgsl, Recorder};
+use super::{expect_shape, to_u32, wgsl, Grid, Recorder};
 use crate::error::Result;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
@@ -22,5 +22,5 @@ pub fn gather_last_rows(rec: &mut Recorder, label: &str, x: &GpuTensor, out: &Gp
     let pipeline = rec.gpu.pipeline(&GATHER, "gather_last_rows", BINDINGS, &[])?;
     let params = Params { len: to_u32(label, x.cols)?, padding: [0; 3] };
     let workgroups = to_u32(label, x.cols.div_ceil(64))?;
-    rec.record_per_sequence(&pipeline, label, &params, &[x.binding(), out.binding()], workgroups)
+    rec.record(&pipeline, label, &params, &[x.binding(), out.binding()], Grid::PerSequence(workgroups))
 }

@@ -182,7 +182,7 @@ pub fn linear(
 ) -> Result<()> {
     expect_shape(label, "y", y, x.rows, matrix.rows)?;
     let segment = Segment { x, y, activation: epilogue.activation };
-    record(rec, label, matrix, &[segment], Epilogue { activation: Activation::None, ..epilogue })
+    linear_grouped(rec, label, matrix, &[segment], Epilogue { activation: Activation::None, ..epilogue })
 }
 
 /// Records a grouped product: `matrix` is several matrices stacked by rows, and each segment's
@@ -202,31 +202,6 @@ pub fn linear_grouped(
             "{label}: a grouped product's activations are per segment"
         )));
     }
-    record(rec, label, matrix, segments, epilogue)
-}
-
-/// One binding that covers every tensor of `tensors` (which must share a buffer), and the
-/// offset of each within it, in bytes.
-fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding, Vec<u64>)> {
-    let first = tensors[0];
-    if tensors.iter().any(|t| t.buffer != first.buffer) {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: the {what} of a grouped product must share one buffer"
-        )));
-    }
-    let start = tensors.iter().map(|t| t.offset).min().unwrap_or(0);
-    let end = tensors.iter().map(|t| t.offset + t.bytes()).max().unwrap_or(0);
-    let binding = Binding { buffer: first.buffer.clone(), offset: start, size: end - start };
-    Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
-}
-
-fn record(
-    rec: &mut Recorder,
-    label: &str,
-    matrix: &GpuMatrix,
-    segments: &[Segment],
-    epilogue: Epilogue,
-) -> Result<()> {
     let Some(first) = segments.first() else {
         return Err(Error::InvalidArgument(format!("{label}: a product needs at least one segment")));
     };
@@ -366,6 +341,21 @@ fn record(
         }
     }
     Ok(())
+}
+
+/// One binding that covers every tensor of `tensors` (which must share a buffer), and the
+/// offset of each within it, in bytes.
+fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding, Vec<u64>)> {
+    let first = tensors[0];
+    if tensors.iter().any(|t| t.buffer != first.buffer) {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: the {what} of a grouped product must share one buffer"
+        )));
+    }
+    let start = tensors.iter().map(|t| t.offset).min().unwrap_or(0);
+    let end = tensors.iter().map(|t| t.offset + t.bytes()).max().unwrap_or(0);
+    let binding = Binding { buffer: first.buffer.clone(), offset: start, size: end - start };
+    Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
 }
 
 /// The kernel entry point for a row mapping, one row or many.

@@ -137,7 +137,8 @@ impl<'g> Recorder<'g> {
             .ok_or_else(|| Error::InvalidArgument(format!("{label}: the step has no sequence table")))
     }
 
-    /// Records one dispatch of `pipeline`: binding 0 is always the kernel's uniform `params`,
+    /// Records one dispatch of `pipeline` over `grid`. Binding 0 is always the kernel's uniform
+    /// `params`; a kernel whose binding 1 is uniform too reads the step's sequence table there;
     /// the storage buffers follow in binding order.
     fn record<P: bytemuck::Pod>(
         &mut self,
@@ -145,22 +146,22 @@ impl<'g> Recorder<'g> {
         label: &str,
         params: &P,
         storage: &[Binding],
-        workgroups: [u32; 3],
+        grid: impl Into<Grid>,
     ) -> Result<()> {
-        self.record_bindings(pipeline, label, params, None, storage, workgroups)
-    }
-
-    /// Like [`Recorder::record`] for kernels that walk sequences: binding 1 is the sequence table.
-    fn record_per_sequence<P: bytemuck::Pod>(
-        &mut self,
-        pipeline: &Arc<Pipeline>,
-        label: &str,
-        params: &P,
-        storage: &[Binding],
-        workgroups_x: u32,
-    ) -> Result<()> {
-        let count = to_u32(label, self.sequences(label)?.count)?;
-        self.record_with_sequences(pipeline, label, params, storage, [workgroups_x.max(1), count.max(1), 1])
+        let workgroups = match grid.into() {
+            Grid::Workgroups(workgroups) => workgroups,
+            Grid::PerSequence(x) => [x.max(1), to_u32(label, self.sequences(label)?.count)?.max(1), 1],
+        };
+        let uniform = self.gpu.uniform(label, params)?;
+        let mut bindings = Vec::with_capacity(storage.len() + 2);
+        bindings.push(Binding::whole(&uniform));
+        if pipeline.binds_uniform(1) {
+            bindings.push(Binding::whole(&self.sequences(label)?.buffer));
+        }
+        bindings.extend_from_slice(storage);
+        let dispatch = pipeline.dispatch(self.gpu, label, &bindings, workgroups)?;
+        self.step.push(dispatch);
+        Ok(())
     }
 
     /// Records a kernel that walks each sequence's rows in order, once per window of
@@ -176,40 +177,21 @@ impl<'g> Recorder<'g> {
         workgroups_x: u32,
     ) -> Result<()> {
         windows(rows, inner_loops).into_iter().try_for_each(|window| {
-            self.record_per_sequence(pipeline, label, &params(window), storage, workgroups_x)
+            self.record(pipeline, label, &params(window), storage, Grid::PerSequence(workgroups_x))
         })
     }
+}
 
-    /// Records a kernel that reads the step's sequence table (binding 1), over any grid.
-    fn record_with_sequences<P: bytemuck::Pod>(
-        &mut self,
-        pipeline: &Arc<Pipeline>,
-        label: &str,
-        params: &P,
-        storage: &[Binding],
-        workgroups: [u32; 3],
-    ) -> Result<()> {
-        let table = Binding::whole(&self.sequences(label)?.buffer);
-        self.record_bindings(pipeline, label, params, Some(table), storage, workgroups)
-    }
+/// The workgroups of a dispatch.
+enum Grid {
+    Workgroups([u32; 3]),
+    /// `x` workgroups for each sequence of the step (`y`).
+    PerSequence(u32),
+}
 
-    fn record_bindings<P: bytemuck::Pod>(
-        &mut self,
-        pipeline: &Arc<Pipeline>,
-        label: &str,
-        params: &P,
-        table: Option<Binding>,
-        storage: &[Binding],
-        workgroups: [u32; 3],
-    ) -> Result<()> {
-        let uniform = self.gpu.uniform(label, params)?;
-        let mut bindings = Vec::with_capacity(storage.len() + 2);
-        bindings.push(Binding::whole(&uniform));
-        bindings.extend(table);
-        bindings.extend_from_slice(storage);
-        let dispatch = pipeline.dispatch(self.gpu, label, &bindings, workgroups)?;
-        self.step.push(dispatch);
-        Ok(())
+impl From<[u32; 3]> for Grid {
+    fn from(workgroups: [u32; 3]) -> Grid {
+        Grid::Workgroups(workgroups)
     }
 }
 

@@ -91,6 +91,16 @@ pub struct Window {
     pub count: u32,
 }
 
+/// The params of a recurrence over heads (wkv5, wkv7), walked in windows (`HeadWalk` in
+/// sequences.wgsl).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct HeadWalk {
+    pub heads: u32,
+    pub head_size: u32,
+    pub window: Window,
+}
+
 /// The windows that cover up to `rows` rows of each sequence when one token costs
 /// `inner_loops` iterations of the kernel's loops inside its token loop, each within
 /// [`LOOP_BUDGET`]. Always at least one window, so that a step of no rows still records.

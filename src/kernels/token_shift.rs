@@ -104,7 +104,7 @@ pub fn token_shift(
     };
     let storage = [x.binding(), prev.binding(), mix_binding, out[0].entries_binding(out.len(), stride)];
     let grid = [to_u32(label, c.div_ceil(64))?, to_u32(label, x.rows.max(1))?, 1];
-    rec.record_with_sequences(&pipeline, label, &params, &storage, grid)
+    rec.record(&pipeline, label, &params, &storage, grid)
 }
 
 /// Records [`crate::kernels::layer_norm`] of `input.x` into `input.normed` and
@@ -146,13 +146,7 @@ pub fn layer_norm_shift(
     // Enough workgroups to fill a GPU even for one row; prefill's many rows need no split.
     const WORKGROUPS_WANTED: usize = 256;
     let column_blocks = WORKGROUPS_WANTED.div_ceil(x.rows.max(1)).clamp(1, c.div_ceil(64));
-    rec.record_with_sequences(
-        &pipeline,
-        label,
-        &params,
-        &storage,
-        [rows.max(1), to_u32(label, column_blocks)?, 1],
-    )
+    rec.record(&pipeline, label, &params, &storage, [rows.max(1), to_u32(label, column_blocks)?, 1])
 }
 
 /// Checks a shift's state and output stack against its input `x`.

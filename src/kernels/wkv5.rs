@@ -1,20 +1,12 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
 
-use super::sequences::WKV_BINDINGS;
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
+use super::sequences::{HeadWalk, WKV_BINDINGS};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
 use crate::gpu::{GpuTensor, KernelSource};
 
 const WKV5: KernelSource =
     KernelSource { name: "wkv5", parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV5] };
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    heads: u32,
-    head_size: u32,
-    window: Window,
-}
 
 /// The inputs of [`wkv5`]: `r`, `k`, `v` are [rows, C].
 pub struct Wkv5Inputs<'a> {
@@ -54,7 +46,7 @@ pub fn wkv5(
     let (heads, head_size) = split_heads(label, heads, c)?;
     expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
     let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", WKV_BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
-    let params = |window| Params { heads, head_size, window };
+    let params = |window| HeadWalk { heads, head_size, window };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];
     // One pass over the head's keys per token.

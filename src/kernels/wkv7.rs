@@ -1,6 +1,7 @@
 //! RWKV-7's recurrence: key shaping, then the state update and readout.
 
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, Window};
+use super::sequences::HeadWalk;
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
@@ -21,14 +22,6 @@ struct HeadParams {
     heads: u32,
     head_size: u32,
     padding: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Wkv7Params {
-    heads: u32,
-    head_size: u32,
-    window: Window,
 }
 
 fn head_params(label: &str, heads: usize, channels: usize) -> Result<HeadParams> {
@@ -113,7 +106,7 @@ pub fn wkv7(
     }
     let (heads, head_size) = split_heads(label, heads, c)?;
     expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
-    let params = |window| Wkv7Params { heads, head_size, window };
+    let params = |window| HeadWalk { heads, head_size, window };
     let pipeline = rec.gpu.pipeline(&WKV7, "wkv7", WKV7_BINDINGS, &[])?;
     let storage = [
         state.binding(),

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 from . import v4, v5, v6, v7
 from .common import FixtureCase
@@ -29,16 +29,22 @@ ALL_FORMATS = ("pth", "f16", "bf16", "f32")
 DEEP_GROWTH = 6.0
 
 
+LEGACY_ARCHS = [v4.ARCH, v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
+
+
+def _legacy_shape(arch, layers: int, embd: int, ffn: int, vocab: int, head_size: int,
+                  lora: Tuple[int, int]) -> LegacyShape:
+    """A shape for `arch`: RWKV-4 has no heads, and only RWKV-6 has the LoRA ranks (mix, decay)."""
+    heads, v6_lora = arch is not v4.ARCH, arch is v6.ARCH
+    return LegacyShape(layers=layers, embd=embd, ffn=ffn, vocab=vocab, head_size=head_size if heads else 0,
+                       lora_mix=lora[0] if v6_lora else 0, lora_decay=lora[1] if v6_lora else 0)
+
+
 def _legacy_cases() -> Dict[str, FixtureCase]:
     cases: Dict[str, FixtureCase] = {}
-    archs = [v4.ARCH, v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
-    for n, arch in enumerate(archs):
-        heads = arch is not v4.ARCH
-        lora = arch is v6.ARCH
-        a = LegacyShape(layers=2, embd=32, ffn=128, vocab=128, head_size=16 if heads else 0,
-                        lora_mix=8 if lora else 0, lora_decay=16 if lora else 0)
-        b = LegacyShape(layers=3, embd=64, ffn=224, vocab=256, head_size=32 if heads else 0,
-                        lora_mix=16 if lora else 0, lora_decay=32 if lora else 0)
+    for n, arch in enumerate(LEGACY_ARCHS):
+        a = _legacy_shape(arch, layers=2, embd=32, ffn=128, vocab=128, head_size=16, lora=(8, 16))
+        b = _legacy_shape(arch, layers=3, embd=64, ffn=224, vocab=256, head_size=32, lora=(16, 32))
         for case in (FixtureCase("A", arch, a, tokens=64, seed=20250801 + 10 * n, formats=ALL_FORMATS),
                      FixtureCase("B", arch, b, tokens=64, seed=20250802 + 10 * n, formats=("pth",))):
             cases[case.key] = case
@@ -54,16 +60,13 @@ def _legacy_cases() -> Dict[str, FixtureCase]:
 # time_faaaa or r_k, which is then 1) and three (not a power of two), for every version with heads.
 def _head_count_cases() -> Dict[str, FixtureCase]:
     cases: Dict[str, FixtureCase] = {}
-    archs = [v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
-    for n, arch in enumerate(archs):
-        lora = arch is v6.ARCH
+    for n, arch in enumerate(LEGACY_ARCHS[1:]):
         for name, embd, head_size in (("H1", 64, 64), ("H3", 48, 16)):
             # RWKV-5.0/5.1 keep one decay per head, [H]: the package squeezes a one-head [1] to
             # a scalar and then fails while printing its shape, so it cannot run one head.
             if name == "H1" and arch.version in ("5.0", "5.1"):
                 continue
-            shape = LegacyShape(layers=2, embd=embd, ffn=160, vocab=128, head_size=head_size,
-                                lora_mix=8 if lora else 0, lora_decay=16 if lora else 0)
+            shape = _legacy_shape(arch, layers=2, embd=embd, ffn=160, vocab=128, head_size=head_size, lora=(8, 16))
             seed = 20251201 + 10 * n + (name == "H3")
             case = FixtureCase(name, arch, shape, tokens=64, seed=seed, formats=("pth",))
             cases[case.key] = case
@@ -84,12 +87,8 @@ LONG_LOGIT_STEP = 10
 
 def _long_cases() -> Dict[str, FixtureCase]:
     cases: Dict[str, FixtureCase] = {}
-    archs = [v4.ARCH, v5.ARCHS["5.0"], v5.ARCHS["5.1"], v5.ARCHS["5.2"], v6.ARCH]
-    for n, arch in enumerate(archs):
-        heads = arch is not v4.ARCH
-        lora = arch is v6.ARCH
-        shape = LegacyShape(layers=2, embd=64, ffn=192, vocab=128, head_size=32 if heads else 0,
-                            lora_mix=8 if lora else 0, lora_decay=16 if lora else 0)
+    for n, arch in enumerate(LEGACY_ARCHS):
+        shape = _legacy_shape(arch, layers=2, embd=64, ffn=192, vocab=128, head_size=32, lora=(8, 16))
         case = FixtureCase("long", arch, shape, tokens=LONG_TOKENS, seed=20251301 + 10 * n,
                            formats=("pth",), logit_step=LONG_LOGIT_STEP)
         cases[case.key] = case

@@ -184,7 +184,7 @@ class Diag:
 class LegacyArch(Arch):
     """Base of RWKV-4/5/6: a subclass supplies the time-mix tensors (`att_tensors`), their
     official order/shapes (`att_order`, `att_shapes`), the time-mix math (`time_mix`), the
-    wkv state shape (`wkv_shape`) and whether the channel mix uses `time_maa` (`v6_style`)."""
+    wkv state shape (`wkv_shape`, a matrix per head unless overridden) and whether the channel mix uses `time_maa` (`v6_style`)."""
 
     family = "legacy"
     sensitivity_batch = 24
@@ -210,8 +210,8 @@ class LegacyArch(Arch):
         raise NotImplementedError
 
     def wkv_shape(self, s: LegacyShape) -> Tuple[int, ...]:
-        """Shape of state_wkv.npy ([L, ...])."""
-        raise NotImplementedError
+        """Shape of state_wkv.npy ([L, ...]): RWKV-5 and 6 keep a [N, N] matrix per head."""
+        return (s.layers, s.heads, s.head_size, s.head_size)
 
     def zero_wkv(self, B: int, s: LegacyShape) -> np.ndarray:
         """The initial wkv state of B batch entries ([B, L, ...])."""

@@ -86,9 +86,6 @@ class V5Arch(LegacyArch):
         t.update(ln_x(rng, C))
         return t
 
-    def wkv_shape(self, s):
-        return (s.layers, s.heads, s.head_size, s.head_size)
-
     def time_mix(self, P, i, xx, sx, state, s, diag):
         a = f"blocks.{i}.att."
         B, H, N = xx.shape[0], s.heads, s.head_size

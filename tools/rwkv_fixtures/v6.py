@@ -76,9 +76,6 @@ class V6Arch(LegacyArch):
         t.update(ln_x(rng, C))
         return t
 
-    def wkv_shape(self, s):
-        return (s.layers, s.heads, s.head_size, s.head_size)
-
     def time_mix(self, P, i, xx, sx, state, s, diag):
         a = f"blocks.{i}.att."
         B, H, N, Dm = xx.shape[0], s.heads, s.head_size, s.lora_mix

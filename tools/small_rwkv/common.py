@@ -146,6 +146,15 @@ class OfficialModel(nn.Module):
         self.params = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(tensors[n].float().clone())
                                         for n in self.names})
 
+    def initial_tensors(self, seed: int) -> Dict[str, torch.Tensor]:
+        """The outer tensors, then each layer's norms and `block_init`, from one generator."""
+        gen = fresh_generator(seed)
+        tensors = outer_tensors(gen)
+        for i in range(LAYERS):
+            tensors.update(layer_norms(i))
+            tensors.update({f"blocks.{i}.{k}": v for k, v in self.block_init(i, gen).items()})
+        return tensors
+
     def p(self, name: str) -> torch.Tensor:
         return self.params[name.replace(".", "__")]
 
@@ -197,6 +206,26 @@ def mean_loss(model: nn.Module, tokens: torch.Tensor) -> float:
         return F.cross_entropy(logits[0], tokens[0, 1:]).item()
 
 
+def scheduled_lr(lr: float, step: int, frac: float) -> float:
+    """Linear warm-up over 50 steps, then a cosine from lr down to lr/10 as `frac` of the time
+    budget goes by."""
+    return lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def random_windows(rng: np.random.Generator, data: np.ndarray, batch: int, ctx: int) -> torch.Tensor:
+    """`batch` windows of ctx + 1 tokens from random places in `data`, [batch, ctx + 1]."""
+    starts = rng.integers(0, len(data) - ctx - 1, size=batch)
+    return torch.tensor(np.stack([data[s:s + ctx + 1] for s in starts]).astype(np.int64))
+
+
+def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backpropagates `loss` and takes one step, the gradients clipped at norm 1."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def train(model: OfficialModel, data: np.ndarray, heldout: np.ndarray, minutes: float, batch: int,
           ctx: int, lr: float, seed: int, log: Callable[[str], None] = print) -> dict:
     """Adam(W) on random windows of `data` for `minutes` of wall time: linear warm-up over 50
@@ -214,17 +243,13 @@ def train(model: OfficialModel, data: np.ndarray, heldout: np.ndarray, minutes: 
     while time.time() - start < budget:
         frac = min(1.0, (time.time() - start) / budget)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        starts = rng.integers(0, len(data) - ctx - 1, size=batch)
-        chunk = torch.tensor(np.stack([data[s:s + ctx + 1] for s in starts]).astype(np.int64))
+            group["lr"] = scheduled_lr(lr, step, frac)
+        chunk = random_windows(rng, data, batch, ctx)
         logits = model(chunk[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, VOCAB), chunk[:, 1:].reshape(-1))
         if not torch.isfinite(loss):
             raise RuntimeError(f"{model.version}: loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(model, opt, loss)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         step += 1
         if step % 100 == 0:

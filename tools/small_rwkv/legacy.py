@@ -20,7 +20,7 @@ from rwkv_fixtures import v4 as fx_v4, v5 as fx_v5, v6 as fx_v6
 from rwkv_fixtures.legacy import LegacyShape
 
 from .common import (EMBD, FFN, GROUP_NORM_EPS, HEAD_SIZE, HEADS, LAYERS, V6_LORA, VOCAB, OfficialModel,
-                     fresh_generator, layer_norms, orthogonal, outer_tensors, ramp, small_normal, vec3,
+                     orthogonal, ramp, small_normal, vec3,
                      zigzag)
 
 MAA = ("w", "k", "v", "r", "g")   # order of RWKV-6's five ddlerp LoRA outputs
@@ -41,12 +41,7 @@ class LegacyModel(OfficialModel):
                                  lora_mix=V6_LORA["mix"] if lora else 0, lora_decay=V6_LORA["decay"] if lora else 0)
         arch = {"v4": fx_v4.ARCH, "v6": fx_v6.ARCH}.get(version) or fx_v5.ARCHS[version[1:]]
         arch.validate(self.shape)
-        gen = fresh_generator(seed)
-        tensors = outer_tensors(gen)
-        for i in range(LAYERS):
-            tensors.update(layer_norms(i))
-            tensors.update({f"blocks.{i}.{k}": v for k, v in self.block_init(i, gen).items()})
-        super().__init__(arch.expected_shapes(self.shape), tensors)
+        super().__init__(arch.expected_shapes(self.shape), self.initial_tensors(seed))
         self.heads = self.shape.heads
         self.v6 = version == "v6"
         self.gated = version in ("v5.1", "v5.2", "v6")

@@ -18,9 +18,26 @@ import torch.nn.functional as F
 from rwkv_fixtures import v7 as fx_v7
 
 from .common import (EMBD, FFN, GROUP_NORM_EPS, HEAD_SIZE, HEADS, LAYERS, V7_LORA, VOCAB, OfficialModel,
-                     fresh_generator, layer_norms, orthogonal, outer_tensors, ramp, small_normal, vec3)
+                     orthogonal, ramp, small_normal, vec3)
 
 DECAY_SCALE = 0.606531   # the official constant: w = exp(-0.606531 * sigmoid(.))
+
+
+def wkv7_scan(r, w, k, v, kk, a):
+    """The RWKV-7 recurrence over time from a zero state, all operands [B, T, H, N]; returns the
+    readouts [B, T, H, N]. State S [B, H, value, key]: S' = S diag(w) + S (-kk)(kk a)^T + v k^T,
+    out = S' r."""
+    B, T, H, N = r.shape
+    S = r.new_zeros(B, H, N, N)
+    outs = []
+    # Per-step operands prepared outside the loop: unbind's backward is one stack, where
+    # indexing [:, t] would add a full-size gradient per step (quadratic in T).
+    steps = zip((-kk).unsqueeze(-1).unbind(1), (kk * a).unsqueeze(-2).unbind(1), w.unsqueeze(-2).unbind(1),
+                v.unsqueeze(-1).unbind(1), k.unsqueeze(-2).unbind(1), r.unsqueeze(-1).unbind(1))
+    for neg_kk, kk_a, w_t, v_t, k_t, r_t in steps:
+        S = S * w_t + (S @ neg_kk) * kk_a + v_t * k_t
+        outs.append((S @ r_t).squeeze(-1))
+    return torch.stack(outs, dim=1)
 
 
 class V7Model(OfficialModel):
@@ -33,12 +50,7 @@ class V7Model(OfficialModel):
                                       lora_w=V7_LORA["w"], lora_a=V7_LORA["a"], lora_v=V7_LORA["v"],
                                       lora_g=V7_LORA["g"])
         self.shape.validate()
-        gen = fresh_generator(seed)
-        tensors = outer_tensors(gen)
-        for i in range(LAYERS):
-            tensors.update(layer_norms(i))
-            tensors.update({f"blocks.{i}.{k}": v for k, v in self.block_init(i, gen).items()})
-        super().__init__(fx_v7.expected_shapes(self.shape), tensors)
+        super().__init__(fx_v7.expected_shapes(self.shape), self.initial_tensors(seed))
         self.heads = HEADS
 
     def block_init(self, i: int, gen: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -94,15 +106,7 @@ class V7Model(OfficialModel):
         else:
             v = v + (ctx["v_first"] - v) * torch.sigmoid(P("v0") + (xv @ P("v1")) @ P("v2"))
         r, k, v, aa, w = (z.view(B, T, H, N) for z in (r, k, v, aa, w))
-        # state S [B, H, value, key]: S' = S diag(w) + S (-kk)(kk a)^T + v k^T; out = S' r
-        S = xx.new_zeros(B, H, N, N)
-        outs = []
-        steps = zip((-kk).unsqueeze(-1).unbind(1), (kk * aa).unsqueeze(-2).unbind(1), w.unsqueeze(-2).unbind(1),
-                    v.unsqueeze(-1).unbind(1), k.unsqueeze(-2).unbind(1), r.unsqueeze(-1).unbind(1))
-        for neg_kk, kk_a, w_t, v_t, k_t, r_t in steps:
-            S = S * w_t + (S @ neg_kk) * kk_a + v_t * k_t
-            outs.append((S @ r_t).squeeze(-1))
-        o = torch.stack(outs, dim=1).reshape(B * T, C)
+        o = wkv7_scan(r, w, k, v, kk, aa).reshape(B * T, C)
         o = F.group_norm(o, H, P("ln_x.weight"), P("ln_x.bias"), GROUP_NORM_EPS).view(B, T, C)
         o = o + ((r * k * P("r_k")).sum(-1, keepdim=True) * v).view(B, T, C)
         return self.linear(o * g, a + "output.weight")
