@@ -3,7 +3,8 @@
 // first_row .. first_row + rows and keeps its recurrent state in slot `slot` of the state
 // tensors.
 
-const MAX_SEQUENCES: u32 = 256u;
+// MAX_SEQUENCES, the most sequences of a step, is declared before this prelude from
+// kernels::sequences::MAX_SEQUENCES.
 
 struct Sequence {
     slot: u32,
@@ -21,6 +22,9 @@ struct Sequences {
 }
 
 @group(0) @binding(1) var<uniform> sequences: Sequences;
+
+// Heads up to this size keep their row of the state in registers (wkv5.wgsl, wkv7.wgsl).
+const MAX_HEAD_SIZE: u32 = 64u;
 
 // The params of a recurrence over heads (wkv5.wgsl, wkv7.wgsl), walked in windows of rows;
 // kernels::sequences::HeadWalk on the Rust side.

@@ -20,8 +20,6 @@
 
 override DECAY_PER_ROW: bool = false;
 
-const MAX_HEAD_SIZE: u32 = 64u;
-
 fn decay(base: u32, c: u32) -> f32 {
     if DECAY_PER_ROW {
         return w[base + c];

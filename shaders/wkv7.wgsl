@@ -27,8 +27,6 @@
 @group(0) @binding(8) var<storage, read> a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;
 
-const MAX_HEAD_SIZE: u32 = 64u;
-
 // Where one thread works: its sequence, its value channel, and offsets derived from them.
 struct Walk {
     sequence: Sequence,

@@ -25,6 +25,9 @@ pub struct KernelSource {
     /// Unique name of this assembly, used for labels and the pipeline cache.
     pub name: &'static str,
     pub parts: &'static [&'static str],
+    /// Sizes from Rust constants, declared as WGSL `const`s before the parts: the size of an
+    /// array in uniform or function memory cannot be an override constant.
+    pub sizes: &'static [(&'static str, usize)],
 }
 
 /// How a kernel uses one binding, in binding order (`@binding(0)`, `@binding(1)`, …).
@@ -88,11 +91,13 @@ impl Gpu {
         constants: &Constants,
         label: &str,
     ) -> Pipeline {
-        let code: String = source
-            .parts
-            .iter()
-            .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part })
-            .collect();
+        let sizes = source.sizes.iter().map(|(name, size)| format!("const {name}: u32 = {size}u;\n"));
+        let parts =
+            source
+                .parts
+                .iter()
+                .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part });
+        let code: String = sizes.chain(parts.map(str::to_string)).collect();
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(source.name),
             source: wgpu::ShaderSource::Wgsl(code.into()),

@@ -1,11 +1,13 @@
 //! Gathering the last row of each sequence, so the head computes only the logits that are read.
 
+use super::sequences::SEQUENCE_SIZES;
 use super::{expect_shape, to_u32, wgsl, Grid, Recorder};
 use crate::error::Result;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const GATHER: KernelSource = KernelSource { name: "gather", parts: &[wgsl::SEQUENCES, wgsl::GATHER] };
+const GATHER: KernelSource =
+    KernelSource { name: "gather", parts: &[wgsl::SEQUENCES, wgsl::GATHER], sizes: SEQUENCE_SIZES };
 const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite];
 
 #[repr(C)]

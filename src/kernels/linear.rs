@@ -17,10 +17,12 @@ macro_rules! products {
         const $matvec: KernelSource = KernelSource {
             name: concat!("matvec_", $name),
             parts: &[$weights, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
+            sizes: &[],
         };
         const $matmul: KernelSource = KernelSource {
             name: concat!("matmul_", $name),
             parts: &[$weights, $tile, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+            sizes: &[],
         };
     };
 }
@@ -34,6 +36,7 @@ products!(MATVEC_NF4, MATMUL_NF4, "nf4", wgsl::WEIGHTS_NF4, wgsl::TILE_F32);
 const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
     name: "matmul_f16_arithmetic",
     parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    sizes: &[],
 };
 
 /// The assembly for a matrix format, one or more rows, and the adapter's features. Only f16

@@ -11,12 +11,15 @@ pub const LN_EPS: f32 = 1e-5;
 /// Group norm epsilon of `ln_x` in RWKV-5, 6 and 7.
 pub const GN_EPS: f32 = 64e-5;
 
-const LAYER_NORM: KernelSource =
-    KernelSource { name: "layer_norm", parts: &[wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM] };
+const LAYER_NORM: KernelSource = KernelSource {
+    name: "layer_norm",
+    parts: &[wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM],
+    sizes: &[],
+};
 const LAYER_NORM_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
 
 const GROUP_NORM: KernelSource =
-    KernelSource { name: "group_norm", parts: &[wgsl::REDUCE, wgsl::GROUP_NORM] };
+    KernelSource { name: "group_norm", parts: &[wgsl::REDUCE, wgsl::GROUP_NORM], sizes: &[] };
 const GROUP_NORM_PLAIN_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
 const GROUP_NORM_GATE_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, ReadWrite];
 const GROUP_NORM_BONUS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, Read, Read, Read, ReadWrite];

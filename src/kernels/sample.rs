@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE] };
+const SAMPLE: KernelSource =
+    KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE], sizes: &[] };
 const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, ReadWrite];
 
 #[repr(C)]

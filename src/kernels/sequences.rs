@@ -14,6 +14,9 @@ pub(super) const WKV_BINDINGS: &[Access] =
 /// The most sequences one step can hold (the size of the uniform array in `sequences.wgsl`).
 pub const MAX_SEQUENCES: usize = 256;
 
+/// The sizes `sequences.wgsl` needs, for the kernels that include it.
+pub(super) const SEQUENCE_SIZES: &[(&str, usize)] = &[("MAX_SEQUENCES", MAX_SEQUENCES)];
+
 /// One sequence of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SequenceEntry {

@@ -1,16 +1,18 @@
 //! Token shift: each mix blends a token's input with the previous token's, per channel.
 
+use super::sequences::SEQUENCE_SIZES;
 use super::{check_stack, expect_shape, to_u32, wgsl, Recorder, LN_EPS};
 use crate::error::{Error, Result};
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const TOKEN_SHIFT: KernelSource =
-    KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT] };
+    KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT], sizes: SEQUENCE_SIZES };
 const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite, Read, ReadWrite];
 const LAYER_NORM_SHIFT: KernelSource = KernelSource {
     name: "layer_norm_shift",
     parts: &[wgsl::SEQUENCES, wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM_SHIFT],
+    sizes: SEQUENCE_SIZES,
 };
 const LAYER_NORM_SHIFT_BINDINGS: &[Access] =
     &[Uniform, Uniform, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite];

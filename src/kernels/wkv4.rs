@@ -1,12 +1,16 @@
 //! RWKV-4's recurrence: a per-channel weighted average kept in log space.
 
+use super::sequences::SEQUENCE_SIZES;
 use super::sequences::WKV_BINDINGS;
 use super::{expect_shape, to_u32, wgsl, Recorder, Window};
 use crate::error::Result;
 use crate::gpu::{GpuTensor, KernelSource};
 
-const WKV4: KernelSource =
-    KernelSource { name: "wkv4", parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV4] };
+const WKV4: KernelSource = KernelSource {
+    name: "wkv4",
+    parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV4],
+    sizes: SEQUENCE_SIZES,
+};
 
 /// Where the RWKV-4 state starts: aa = bb = 0 and pp = −1e30 (so the first token's weight wins).
 pub const WKV4_INITIAL_PP: f32 = -1e30;

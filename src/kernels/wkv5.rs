@@ -1,12 +1,16 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
 
+use super::sequences::SEQUENCE_SIZES;
 use super::sequences::{HeadWalk, WKV_BINDINGS};
 use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
 use crate::gpu::{GpuTensor, KernelSource};
 
-const WKV5: KernelSource =
-    KernelSource { name: "wkv5", parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV5] };
+const WKV5: KernelSource = KernelSource {
+    name: "wkv5",
+    parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV5],
+    sizes: SEQUENCE_SIZES,
+};
 
 /// The inputs of [`wkv5`]: `r`, `k`, `v` are [rows, C].
 pub struct Wkv5Inputs<'a> {

@@ -1,15 +1,18 @@
 //! RWKV-7's recurrence: key shaping, then the state update and readout.
 
 use super::sequences::HeadWalk;
+use super::sequences::SEQUENCE_SIZES;
 use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::Result;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const KEYS: KernelSource = KernelSource { name: "wkv7_keys", parts: &[wgsl::REDUCE, wgsl::WKV7_KEYS] };
+const KEYS: KernelSource =
+    KernelSource { name: "wkv7_keys", parts: &[wgsl::REDUCE, wgsl::WKV7_KEYS], sizes: &[] };
 const KEYS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
 
-const WKV7: KernelSource = KernelSource { name: "wkv7", parts: &[wgsl::SEQUENCES, wgsl::WKV7] };
+const WKV7: KernelSource =
+    KernelSource { name: "wkv7", parts: &[wgsl::SEQUENCES, wgsl::WKV7], sizes: SEQUENCE_SIZES };
 const WKV7_BINDINGS: &[Access] =
     &[Uniform, Uniform, ReadWrite, Read, Read, Read, Read, Read, Read, ReadWrite];
 
