@@ -86,3 +86,60 @@ fn more_than_the_device_holds_is_too_big() {
     assert!(matches!(error, Error::TooBig(_)), "{error:?}");
     assert!(error.to_string().contains("more than the adapter's 64-byte storage bindings"), "{error}");
 }
+
+/// Set in the child process of the out-of-memory test.
+const OUT_OF_MEMORY_CHILD: &str = "RWKV_WGPU_TEST_OUT_OF_MEMORY_CHILD";
+
+/// Running out of memory while creating an engine is `TooBig`, and the process stays healthy.
+/// The memory really runs out: a child process of this test lowers its own address-space limit
+/// (`prlimit`, util-linux) once the model is loaded, so the CPU driver's allocation of the states
+/// fails as a GPU's would, while every single buffer stays within the adapter's limits.
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_memory_creating_an_engine_is_too_big() {
+    if std::env::var_os(OUT_OF_MEMORY_CHILD).is_some() {
+        return out_of_memory_child();
+    }
+    let name = "running_out_of_memory_creating_an_engine_is_too_big";
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(OUT_OF_MEMORY_CHILD, "1")
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && text.contains("1 passed"), "the child failed:\n{text}");
+}
+
+#[cfg(target_os = "linux")]
+fn out_of_memory_child() {
+    let gpu = Arc::new(common::default_gpu());
+    let model = Arc::new(Model::load(gpu, &tiny(), &LoadOptions::default()).unwrap());
+    let address_space = |soft: &str| {
+        let pid = std::process::id().to_string();
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--as={soft}:")])
+            .status()
+            .expect("running prlimit (util-linux) to lower this process's address-space limit");
+        assert!(status.success(), "prlimit failed");
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let in_use_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    // 64 MiB to spare, and an engine whose states take about 270 MB (30,000 slots of 2 layers of
+    // 1,152 values), each layer's buffer within lavapipe's 128 MiB bindings.
+    address_space(&(in_use_kib * 1024 + (64 << 20)).to_string());
+    let error = Engine::new(model.clone(), EngineOptions { slots: 30_000, chunk: 8 })
+        .err()
+        .expect("an engine larger than the memory left was created");
+    address_space("unlimited");
+    assert!(matches!(error, Error::TooBig(_)), "{error:?}");
+    assert!(error.to_string().contains("ran out of memory"), "{error}");
+
+    let engine = Engine::new(model, EngineOptions { slots: 2, chunk: 8 }).unwrap();
+    let logits = Session::new(&engine).unwrap().feed(&[1, 2, 3]).unwrap();
+    assert!(logits.iter().all(|x| x.is_finite()));
+}

@@ -181,7 +181,7 @@ impl Engine {
             .unwrap_or(usize::MAX)
             .clamp(1, max_rows);
         let initial_wkv = model.initial_wkv();
-        // Checked before anything is allocated: the host builds the initial states too.
+        // Checked before anything is allocated: one buffer holds a layer's states of every slot.
         let widest = initial_wkv.len().max(config.vocab).max(config.embd);
         let limit = gpu.limits.max_buffer_size;
         if widest
@@ -196,7 +196,9 @@ impl Engine {
         }
         let state = (0..config.layers)
             .map(|layer| {
-                let wkv = initial_wkv.repeat(options.slots);
+                let wkv =
+                    GpuTensor::zeros(gpu, &format!("L{layer}.state.wkv"), options.slots, initial_wkv.len())?;
+                write_initial_state(gpu, &wkv, &initial_wkv)?;
                 Ok(LayerState {
                     att_x: GpuTensor::zeros(
                         gpu,
@@ -204,7 +206,7 @@ impl Engine {
                         options.slots,
                         config.embd,
                     )?,
-                    wkv: GpuTensor::from_rows(gpu, &format!("L{layer}.state.wkv"), initial_wkv.len(), &wkv)?,
+                    wkv,
                     ffn_x: GpuTensor::zeros(
                         gpu,
                         &format!("L{layer}.state.ffn_x"),
@@ -424,4 +426,19 @@ impl Engine {
         let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
         Ok(recorded.body.len() + recorded.head.as_ref().map_or(0, |(head, _)| head.len()))
     }
+}
+
+/// Writes `initial` into every slot of `wkv` (which starts zeroed) a few slots at a time: the
+/// state of thousands of slots must not be built in host memory first.
+fn write_initial_state(gpu: &Gpu, wkv: &GpuTensor, initial: &[f32]) -> Result<()> {
+    if initial.iter().all(|&value| value == 0.0) {
+        return Ok(());
+    }
+    const BATCH_VALUES: usize = 1 << 18;
+    let batch = (BATCH_VALUES / initial.len().max(1)).clamp(1, wkv.rows.max(1));
+    let values = initial.repeat(batch);
+    (0..wkv.rows).step_by(batch).try_for_each(|first| {
+        let slots = batch.min(wkv.rows - first);
+        wkv.write_rows(gpu, first, &values[..slots * initial.len()])
+    })
 }
