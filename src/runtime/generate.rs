@@ -28,6 +28,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::stops::StopScanner;
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use crate::error::Result;
@@ -104,8 +105,7 @@ pub struct Generation<'s> {
     /// The token chosen but not yet returned.
     next: u32,
     generated: usize,
-    /// Text decoded but not yet returned: it may be the beginning of a stop string.
-    held: String,
+    stops: StopScanner,
     finish: Option<Finish>,
     /// The last token, when the generation ended without feeding it to the session.
     unfed: Option<u32>,
@@ -154,7 +154,7 @@ impl Session {
             options: options.clone(),
             next,
             generated: 0,
-            held: String::new(),
+            stops: StopScanner::new(options.stop.clone()),
             finish: None,
             unfed: None,
         })
@@ -192,30 +192,6 @@ impl Generation<'_> {
         self.unfed
     }
 
-    /// Splits off the text that can be returned: everything up to a stop string (ending the
-    /// generation), or everything except a tail that could still become one.
-    fn release(&mut self) -> String {
-        let stops = &self.options.stop;
-        if let Some((at, stop)) =
-            stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s))).min()
-        {
-            self.finish = Some(Finish::Stop(stop.clone()));
-            let text = self.held[..at].to_string();
-            self.held.clear();
-            return text;
-        }
-        let keep = stops
-            .iter()
-            .flat_map(|stop| (1..stop.len()).filter(|&n| stop.is_char_boundary(n)).map(move |n| &stop[..n]))
-            .filter(|prefix| self.held.ends_with(prefix))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let split = self.held.len() - keep;
-        let rest = self.held.split_off(split);
-        std::mem::replace(&mut self.held, rest)
-    }
-
     /// The next piece, or `None` once the generation has ended.
     pub async fn next_async(&mut self) -> Option<Result<Piece>> {
         if self.finish.is_none() && self.options.cancel.is_cancelled() {
@@ -237,18 +213,18 @@ impl Generation<'_> {
         if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
             self.finish = Some(Finish::EndOfText);
             self.unfed = Some(token);
-            let text = std::mem::take(&mut self.held) + &self.text.finish()?;
+            let text = self.stops.finish() + &self.text.finish()?;
             return Ok(Piece { token, text });
         }
-        self.held += &self.text.push(token)?;
-        let mut text = self.release();
-        if self.finish.is_some() {
+        let (mut text, stop) = self.stops.push(&self.text.push(token)?);
+        if let Some(stop) = stop {
+            self.finish = Some(Finish::Stop(stop));
             self.unfed = Some(token);
         } else if self.generated >= self.options.max_tokens {
             self.finish = Some(Finish::MaxTokens);
             self.unfed = Some(token);
-            self.held += &self.text.finish()?;
-            text += &std::mem::take(&mut self.held);
+            let rest = self.text.finish()?;
+            text += &(self.stops.finish() + &rest);
         } else {
             self.next = self.session.feed_and_sample_async(&[token], &mut self.sampler).await?;
         }

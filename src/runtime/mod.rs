@@ -7,6 +7,7 @@ mod generate;
 mod sampler;
 mod session;
 mod state;
+mod stops;
 
 pub use self::batch::{Batch, BatchEvent, RequestOptions};
 pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work, STEP_CACHE_CAPACITY};
@@ -16,3 +17,4 @@ pub use self::generate::{CancelToken, Finish, GenerateOptions, Generation, Piece
 pub use self::sampler::{Sampler, SamplerOptions};
 pub use self::session::Session;
 pub use self::state::{LayerValues, State};
+pub use self::stops::StopScanner;
