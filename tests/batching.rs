@@ -346,6 +346,7 @@ fn batch_scheduler_generates_what_each_request_generates_alone() {
                         assert_eq!(finish, Finish::MaxTokens);
                         finished += 1;
                     }
+                    BatchEvent::Checkpoint { .. } => panic!("no checkpoint was asked for"),
                 }
             }
         }

@@ -120,6 +120,7 @@ fn decode_once(engine: &Engine, sequences: usize, tokens: usize) -> Result<()> {
         max_tokens: tokens,
         stop_token: None,
         sampler: SamplerOptions { greedy: true, ..SamplerOptions::default() },
+        ..RequestOptions::default()
     };
     let mut batch = Batch::new(engine);
     for s in 0..sequences {

@@ -2,8 +2,9 @@
 //!
 //! Each step gives every generating request one row (its last token) and fills the rest of the
 //! step with prompt chunks of requests still reading, so a new request's prompt is read while
-//! the others keep generating. Requests join with [`Batch::add`] and leave when they finish or
-//! with [`Batch::remove`], between any two steps.
+//! the others keep generating. Requests join with [`Batch::add`] (or [`Batch::add_session`], from
+//! a state of the caller's) and leave when they finish or with [`Batch::remove`], between any two
+//! steps. A request's state can be kept: at checkpoints of its prompt, and when it leaves.
 //!
 //! ```no_run
 //! # use rwkv_wgpu::runtime::{Batch, BatchEvent, Engine, RequestOptions};
@@ -37,19 +38,49 @@ pub struct RequestOptions {
     /// Finish when this token is generated (e.g. end of text).
     pub stop_token: Option<u32>,
     pub sampler: SamplerOptions,
+    /// Prompt lengths after which the step reports a [`BatchEvent::Checkpoint`]: the request's
+    /// state then holds exactly that much of its prompt (a shared system prompt, say).
+    pub checkpoints: Vec<usize>,
 }
 
 impl Default for RequestOptions {
     fn default() -> Self {
-        RequestOptions { max_tokens: 200, stop_token: Some(0), sampler: SamplerOptions::default() }
+        RequestOptions {
+            max_tokens: 200,
+            stop_token: Some(0),
+            sampler: SamplerOptions::default(),
+            checkpoints: Vec::new(),
+        }
     }
 }
 
 /// Something that happened to a request during a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchEvent {
-    Token { request: u64, token: u32 },
-    Finished { request: u64, finish: Finish },
+    Token {
+        request: u64,
+        token: u32,
+    },
+    Finished {
+        request: u64,
+        finish: Finish,
+    },
+    /// The request's state holds its first `tokens` prompt tokens and nothing more; it is in
+    /// slot [`Batch::slot`] until the next step.
+    Checkpoint {
+        request: u64,
+        tokens: usize,
+    },
+}
+
+/// A request that left the batch, with the state it reached.
+pub struct Left {
+    pub request: u64,
+    /// Holds the state after the request's prompt and every generated token but the last
+    /// (which was sampled, never fed).
+    pub session: Session,
+    /// The tokens the state has read since the request joined, in order.
+    pub fed: Vec<u32>,
 }
 
 struct Request {
@@ -61,22 +92,41 @@ struct Request {
     sampler: Sampler,
     options: RequestOptions,
     generated: usize,
+    fed: Vec<u32>,
+}
+
+impl Request {
+    fn leave(self) -> Left {
+        Left { request: self.id, session: self.session, fed: self.fed }
+    }
 }
 
 /// Generation requests served together on one engine.
 pub struct Batch {
     engine: Engine,
     requests: Vec<Request>,
+    /// Requests that finished in the last step, until [`Batch::take_finished`] or the next step.
+    finished: Vec<Request>,
     next_id: u64,
 }
 
 impl Batch {
     pub fn new(engine: &Engine) -> Batch {
-        Batch { engine: engine.clone(), requests: Vec::new(), next_id: 0 }
+        Batch { engine: engine.clone(), requests: Vec::new(), finished: Vec::new(), next_id: 0 }
     }
 
     /// Queues a request; its prompt is read over the next steps. Returns its id.
     pub fn add(&mut self, prompt: Vec<u32>, options: RequestOptions) -> Result<u64> {
+        self.add_session(Session::new(&self.engine)?, prompt, options)
+    }
+
+    /// Queues a request that continues from `session`'s state (which the batch then owns).
+    pub fn add_session(
+        &mut self,
+        session: Session,
+        prompt: Vec<u32>,
+        options: RequestOptions,
+    ) -> Result<u64> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("a request needs a prompt of at least one token".into()));
         }
@@ -85,17 +135,28 @@ impl Batch {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
         let sampler = Sampler::new(options.sampler.clone())?;
-        let session = Session::new(&self.engine)?;
         self.engine.clear_counts(session.slot())?;
         let id = self.next_id;
         self.next_id += 1;
-        self.requests.push(Request { id, session, input: prompt, read: 0, sampler, options, generated: 0 });
+        let (input, read, generated, fed) = (prompt, 0, 0, Vec::new());
+        self.requests.push(Request { id, session, input, read, sampler, options, generated, fed });
         Ok(id)
     }
 
-    /// Drops a request (its state slot is freed).
-    pub fn remove(&mut self, request: u64) {
-        self.requests.retain(|r| r.id != request);
+    /// Takes a request out of the batch, with its state.
+    pub fn remove(&mut self, request: u64) -> Option<Left> {
+        let at = self.requests.iter().position(|r| r.id == request)?;
+        Some(self.requests.remove(at).leave())
+    }
+
+    /// The requests that finished in the last step, with their states.
+    pub fn take_finished(&mut self) -> Vec<Left> {
+        self.finished.drain(..).map(Request::leave).collect()
+    }
+
+    /// The state slot of a request in the batch.
+    pub fn slot(&self, request: u64) -> Option<usize> {
+        self.requests.iter().find(|r| r.id == request).map(|r| r.session.slot())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,6 +175,7 @@ impl Batch {
 
     /// [`Batch::step`] without blocking.
     pub async fn step_async(&mut self) -> Result<Vec<BatchEvent>> {
+        self.finished.clear();
         if self.requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -129,7 +191,9 @@ impl Batch {
             }
             let request = &self.requests[i];
             let left = request.input.len() - request.read;
-            let take = left.min(chunk).min(budget);
+            let next_checkpoint = request.options.checkpoints.iter().find(|&&at| at > request.fed.len());
+            let before_checkpoint = next_checkpoint.map_or(usize::MAX, |&at| at - request.fed.len());
+            let take = left.min(chunk).min(budget).min(before_checkpoint);
             if take == 0 {
                 continue;
             }
@@ -153,7 +217,11 @@ impl Batch {
         let mut finished = Vec::new();
         for (&(i, take, _), output) in plan.iter().zip(results) {
             let request = &mut self.requests[i];
+            request.fed.extend_from_slice(&request.input[request.read..request.read + take]);
             request.read += take;
+            if request.generated == 0 && request.options.checkpoints.contains(&request.fed.len()) {
+                events.push(BatchEvent::Checkpoint { request: request.id, tokens: request.fed.len() });
+            }
             let Some(token) = output.token else {
                 continue;
             };
@@ -178,7 +246,9 @@ impl Batch {
                 }
             }
         }
-        self.requests.retain(|r| !finished.contains(&r.id));
+        let (done, active) =
+            std::mem::take(&mut self.requests).into_iter().partition(|r| finished.contains(&r.id));
+        (self.finished, self.requests) = (done, active);
         Ok(events)
     }
 }

@@ -28,9 +28,9 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::stops::StopScanner;
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
+use super::stops::StopScanner;
 use crate::error::Result;
 use crate::tokenizer::{TextStream, Tokenizer};
 
