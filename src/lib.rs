@@ -42,6 +42,8 @@ pub mod model;
 pub mod npy;
 pub mod quant;
 pub mod runtime;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod server;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

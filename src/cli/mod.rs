@@ -9,6 +9,7 @@ mod logits;
 mod perplexity;
 mod quantize;
 mod sampling;
+mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,6 +130,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a pre-quantized model (int8 or nf4) that loads without quantizing again.
     Quantize(quantize::QuantizeArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API, batching every request on one engine.
+    Serve(serve::ServeArgs),
 }
 
 /// A model file argument shared by the commands.
@@ -298,5 +301,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(args) => perplexity::run(&cli.gpu, args),
         Command::Bench(args) => bench::run(&cli.gpu, args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(&cli.gpu, args),
     }
 }

@@ -9,7 +9,7 @@ mod session;
 mod state;
 mod stops;
 
-pub use self::batch::{Batch, BatchEvent, RequestOptions};
+pub use self::batch::{Batch, BatchEvent, Left, RequestOptions};
 pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work, STEP_CACHE_CAPACITY};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::generate::generate_stream;

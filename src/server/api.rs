@@ -1,0 +1,189 @@
+//! The OpenAI request bodies this server reads, checked into what the scheduler runs.
+
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::runtime::SamplerOptions;
+
+/// A string or a list of strings (`prompt`, `stop`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(text) => vec![text],
+            OneOrMany::Many(texts) => texts,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// What both endpoints share. Unknown fields are ignored, as clients send many.
+#[derive(Debug, Deserialize)]
+pub struct Sampling {
+    pub model: Option<String>,
+    pub max_tokens: Option<usize>,
+    /// The chat endpoint's newer name for `max_tokens`.
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Option<OneOrMany>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: OneOrMany,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// A message's content: text, or a list of parts of which only text is supported.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// Parses a body, as OpenAI's 400 when it is not the JSON the endpoint reads.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("malformed request body: {error}")))
+}
+
+impl CompletionRequest {
+    pub fn prompt(self) -> Result<(String, Sampling), ApiError> {
+        let mut prompts = self.prompt.into_vec();
+        if prompts.len() != 1 {
+            return Err(ApiError::bad_param("prompt", "give one prompt per request (a string)"));
+        }
+        Ok((prompts.remove(0), self.sampling))
+    }
+}
+
+impl ChatRequest {
+    /// The messages as (role, text).
+    pub fn messages(&self) -> Result<Vec<(String, String)>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::bad_param("messages", "`messages` must hold at least one message"));
+        }
+        self.messages
+            .iter()
+            .map(|message| {
+                let text = match &message.content {
+                    None => String::new(),
+                    Some(Content::Text(text)) => text.clone(),
+                    Some(Content::Parts(parts)) => parts
+                        .iter()
+                        .map(|part| match (&*part.kind, &part.text) {
+                            ("text", Some(text)) => Ok(text.as_str()),
+                            (kind, _) => Err(ApiError::bad_param(
+                                "messages",
+                                format!(
+                                    "content parts of type `{kind}` are not supported: this model reads text"
+                                ),
+                            )),
+                        })
+                        .collect::<Result<String, _>>()?,
+                };
+                Ok((message.role.clone(), text))
+            })
+            .collect()
+    }
+}
+
+/// The sampling a request asks for, checked.
+pub struct Checked {
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub sampler: SamplerOptions,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl Sampling {
+    /// `default_max` when the request gives no `max_tokens`; `limit` bounds it.
+    pub fn check(self, default_max: usize, limit: usize) -> Result<Checked, ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_param("n", "this server returns one choice per request (n = 1)"));
+        }
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max);
+        if max_tokens == 0 || max_tokens > limit {
+            return Err(ApiError::bad_param(
+                "max_tokens",
+                format!("max_tokens must be 1 to {limit}, got {max_tokens}"),
+            ));
+        }
+        let stop = self.stop.map(OneOrMany::into_vec).unwrap_or_default();
+        if stop.len() > 4 || stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad_param("stop", "give up to 4 stop strings, none empty"));
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::bad_param(
+                "temperature",
+                format!("temperature must be 0 to 2, got {temperature}"),
+            ));
+        }
+        let penalty = |name: &'static str, value: Option<f32>| match value.unwrap_or(0.0) {
+            p if (-2.0..=2.0).contains(&p) => Ok(p),
+            p => Err(ApiError::bad_param(name, format!("{name} must be -2 to 2, got {p}"))),
+        };
+        let sampler = SamplerOptions {
+            // Temperature 0 means the most likely token, as in OpenAI's API.
+            greedy: temperature == 0.0,
+            temperature: if temperature == 0.0 { 1.0 } else { temperature },
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0),
+            presence_penalty: penalty("presence_penalty", self.presence_penalty)?,
+            frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
+            seed: self.seed,
+        };
+        sampler.validate().map_err(|error| ApiError::bad_request(error.to_string()))?;
+        Ok(Checked {
+            max_tokens,
+            stop,
+            sampler,
+            stream: self.stream,
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+}
