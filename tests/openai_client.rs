@@ -14,7 +14,11 @@ use rwkv_wgpu::server::ServerOptions;
 fn the_official_openai_client_works_against_the_server() {
     let python = std::env::var("RWKV_WGPU_PYTHON").unwrap_or_else(|_| {
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-        if venv.exists() { venv.display().to_string() } else { "python3".into() }
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
     });
     let probe = Command::new(&python).args(["-c", "import openai"]).output();
     assert!(
@@ -29,6 +33,7 @@ fn the_official_openai_client_works_against_the_server() {
         .args([&format!("{}/v1", served.base), "test-key", "demo"])
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && text.contains("all checks passed"), "{text}");
 }

@@ -214,7 +214,7 @@ fn a_full_queue_is_429_and_a_client_that_leaves_frees_its_place() {
             assert!(Instant::now() < deadline, "the second request never queued");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (status, answer) = served.post(&"/v1/completions".to_string(), &json!({ "prompt": "HAMLET:" }));
+        let (status, answer) = served.post("/v1/completions", &json!({ "prompt": "HAMLET:" }));
         assert_eq!(status, 429, "{answer}");
         assert_eq!(answer["error"]["code"], "queue_full");
         // The first client leaves mid-stream: its sequence is cancelled and the second runs.

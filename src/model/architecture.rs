@@ -29,10 +29,13 @@ pub struct Architecture {
     pub channel_mix: ChannelMixLayout,
     pub state: StateLayout,
     /// Loads every block onto the GPU, its matrices stored as the plan says.
-    pub upload: fn(&dyn TensorSource, &Arc<ModelConfig>, &Gpu, &QuantPlan) -> Result<Box<dyn Layers>>,
+    pub upload: Upload,
     /// Reads every block's tensors (checking them) into a store that lists the matrices.
     pub inventory: fn(&dyn TensorSource, &ModelConfig, &Inventory, &QuantPlan) -> Result<()>,
 }
+
+/// Loads a version's blocks onto the GPU.
+pub type Upload = fn(&dyn TensorSource, &Arc<ModelConfig>, &Gpu, &QuantPlan) -> Result<Box<dyn Layers>>;
 
 /// The generations, in the order detection tries them: a later one's telltale names are absent
 /// from the earlier ones, and RWKV-4, which has none, comes last.
