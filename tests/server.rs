@@ -82,6 +82,34 @@ fn completions_and_chat_answer_as_the_engine_does() {
 }
 
 #[test]
+fn a_test_fixture_of_the_official_shapes_serves_too() {
+    // RWKV-7 "tiny" (2 layers, 4 heads of 16, vocabulary 256: the demo's bytes fit it).
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v7/tiny/model-f16.safetensors");
+    let gpu = std::sync::Arc::new(common::default_gpu());
+    let model = std::sync::Arc::new(rwkv_wgpu::model::Model::load(gpu, &path, &Default::default()).unwrap());
+    let served = serve::start_with(model.clone(), ServerOptions { max_batch: 4, ..ServerOptions::default() });
+    let prompts = ["ab", "The cat", "0123456789"];
+    let answers: Vec<Value> = prompts
+        .iter()
+        .map(|p| served.ok("/v1/completions", &json!({ "prompt": p, "max_tokens": 12, "temperature": 0 })))
+        .collect();
+    let engine = Engine::new(model, EngineOptions::default()).unwrap();
+    let tokenizer = serve::demo_tokenizer();
+    for (prompt, answer) in prompts.iter().zip(&answers) {
+        let options =
+            GenerateOptions { max_tokens: 12, stop_at_end_of_text: true, ..GenerateOptions::default() };
+        let mut session = Session::new(&engine).unwrap();
+        let expected: String = session
+            .generate(&tokenizer, prompt, &options)
+            .unwrap()
+            .map(|piece| piece.unwrap().text)
+            .collect();
+        assert_eq!(text(answer), expected, "{prompt}");
+    }
+}
+
+#[test]
 fn thirty_two_concurrent_clients_each_get_what_they_get_alone() {
     let served = start(ServerOptions { max_batch: 32, ..ServerOptions::default() });
     let body = |i: usize| {

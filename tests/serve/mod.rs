@@ -24,8 +24,13 @@ pub fn demo_model() -> Arc<Model> {
 
 /// The demo model served on a free port of 127.0.0.1.
 pub fn start(options: ServerOptions) -> Served {
+    start_with(demo_model(), options)
+}
+
+/// `model` served with the demo's byte-level tokenizer on a free port of 127.0.0.1.
+pub fn start_with(model: Arc<Model>, options: ServerOptions) -> Served {
     let options = ServerOptions { port: 0, model_id: "demo".into(), ..options };
-    let server = Server::start(demo_model(), demo_tokenizer(), options).unwrap();
+    let server = Server::start(model, demo_tokenizer(), options).unwrap();
     let base = format!("http://{}", server.addr());
     Served { server, base }
 }
