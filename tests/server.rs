@@ -258,3 +258,33 @@ fn a_full_queue_is_429_and_a_client_that_leaves_frees_its_place() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn long_prompts_and_long_conversations_keep_the_cache_bounded() {
+    // A 16,000-token prompt's states are evicted by later ones (the cache holds 1 MiB of keys and
+    // spilled states in host memory): the server keeps answering. A trie with a node per token
+    // once overflowed the scheduler's stack here, freeing such a key.
+    let served = start(ServerOptions { cache_mib: 1, host_cache_mib: 1, ..ServerOptions::default() });
+    let long = served.ok("/v1/completions", &json!({ "prompt": "To be, or not. ".repeat(1067), "max_tokens": 1 }));
+    assert!(long["usage"]["prompt_tokens"].as_u64().unwrap() >= 16_000);
+    for n in 0..12 {
+        served.ok("/v1/completions", &json!({ "prompt": format!("{n}: what light"), "max_tokens": 2 }));
+    }
+    assert!(served.metric("cache_host_bytes") <= (1 << 20) as f64);
+    assert_eq!(served.get("/health").0, 200);
+
+    // A conversation of 40 messages keeps the states at its first message's end, its last two
+    // messages' ends and its prompt's end (and all of it but the last token), and its reply's.
+    let fresh = start(ServerOptions::default());
+    let messages: Vec<Value> = (0..40)
+        .map(|i| json!({ "role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("line {i}") }))
+        .collect();
+    fresh.ok("/v1/chat/completions", &json!({ "messages": messages, "max_tokens": 4 }));
+    assert_eq!(fresh.metric("cache_gpu_entries"), 6.0);
+    assert!(fresh.metric("steps_total") < 20.0, "the prompt was read in many small steps");
+
+    // A wrong method on a known path is OpenAI's JSON too.
+    let (status, body) = served.get("/v1/completions");
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("does not take GET"), "{body}");
+}

@@ -45,6 +45,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", None, format!("no endpoint {path}"))
     }
 
+    pub fn method_not_allowed(method: &str, path: &str) -> ApiError {
+        let message = format!("{path} does not take {method}");
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, message)
+    }
+
     /// 413: a body or a prompt larger than the server takes.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("too_large"), message.into())

@@ -44,7 +44,10 @@ pub async fn chat_completions(State(app): State<Arc<App>>, body: Result<Bytes, B
 
 fn answer(app: &App, result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|error| {
-        Metrics::add(&app.metrics.failed_requests, 1);
+        // The scheduler counts the jobs it fails (500), streamed or not.
+        if error.status != StatusCode::INTERNAL_SERVER_ERROR {
+            Metrics::add(&app.metrics.failed_requests, 1);
+        }
         error.into_response()
     })
 }
@@ -80,7 +83,7 @@ async fn complete(
     let (pieces, checkpoints_wanted, sampling, default_max, mut stop) = match endpoint {
         Endpoint::Completion => {
             let (prompt, sampling) = api::parse::<CompletionRequest>(&body)?.prompt()?;
-            (vec![prompt], false, sampling, 16, Vec::new())
+            (vec![prompt], false, sampling, 16.min(app.options.max_tokens), Vec::new())
         }
         Endpoint::Chat => {
             let request = api::parse::<ChatRequest>(&body)?;
@@ -104,8 +107,15 @@ async fn complete(
         prompt.extend(app.tokenizer.encode(piece).map_err(|e| ApiError::bad_request(e.to_string()))?);
         checkpoints.push(prompt.len());
     }
+    // Worth keeping: the end of the first message (a system prompt many requests share) and of
+    // the last two (where the previous turn ended); a checkpoint per message of a long
+    // conversation would split its prompt into as many steps and fill the cache.
+    let boundaries = checkpoints.len().saturating_sub(1);
+    checkpoints.truncate(boundaries);
     if !checkpoints_wanted {
         checkpoints.clear();
+    } else if boundaries > 3 {
+        checkpoints.drain(1..boundaries - 2);
     }
     if prompt.is_empty() {
         return Err(ApiError::bad_param("prompt", "the prompt is empty"));

@@ -244,12 +244,23 @@ fn build(model: Arc<Model>, tokenizer: Tokenizer, options: &ServerOptions) -> Re
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     let router = Router::new()
         .merge(api)
-        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/health", get(health))
         .route("/metrics", get(handlers::metrics))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
+        })
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(app);
     Ok((router, cached_slots))
+}
+
+/// 200 while the engine runs, 503 once it has stopped.
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.jobs.is_closed() {
+        return ApiError::unavailable("the engine has stopped").into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// Refuses `/v1/*` without the API key, when the server has one.

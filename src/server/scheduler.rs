@@ -149,6 +149,7 @@ impl<'t> Scheduler<'t> {
             }
             Err(error) => {
                 let _ = job.events.send(JobEvent::Failed(error.to_string()));
+                Metrics::add(&self.metrics.failed_requests, 1);
             }
         }
     }
@@ -253,13 +254,16 @@ impl<'t> Scheduler<'t> {
                     }
                     let Some(running) = self.running.get_mut(&request) else { continue };
                     let rest = running.text.finish().unwrap_or_default();
-                    let (text, _) = running.stops.push(&rest);
-                    let text = text + &running.stops.finish();
+                    let (text, stop) = running.stops.push(&rest);
+                    let text = if stop.is_some() { text } else { text + &running.stops.finish() };
                     if !text.is_empty() {
                         let _ = running.job.events.send(JobEvent::Text(text));
                     }
-                    let reason =
-                        if finish == Finish::MaxTokens { FinishReason::Length } else { FinishReason::Stop };
+                    let reason = if finish == Finish::MaxTokens && stop.is_none() {
+                        FinishReason::Length
+                    } else {
+                        FinishReason::Stop
+                    };
                     ended.push((request, reason));
                 }
             }
@@ -297,7 +301,9 @@ impl<'t> Scheduler<'t> {
         log::error!("a step failed: {message}");
         for (_, running) in self.running.drain() {
             let _ = running.job.events.send(JobEvent::Failed(message.to_string()));
+            Metrics::add(&self.metrics.failed_requests, 1);
         }
         self.batch = Batch::new(&self.engine);
+        self.metrics.active.store(0, Ordering::Relaxed);
     }
 }
