@@ -1,13 +1,16 @@
 // Choosing each sequence's next token on the GPU, so that only its id travels back to the CPU.
 // One workgroup per row of logits.
 //
-// The token's logit is first lowered by the penalties of the tokens this sequence generated so
-// far (counts, kept per state slot on the GPU and bumped here). Greedy takes the first largest
-// logit. Otherwise the kept set is every token whose logit reaches a threshold: the k-th largest
-// logit (top-k), raised to the largest logit whose tokens at or above it carry top-p of the top-k
-// mass at the temperature. Both thresholds are found by bisection over the logits' order-keeping
-// u32 keys (32 halvings reach the exact value), each halving one pass over the row. The draw walks
-// the kept set in token order. `sample_ref` in src/kernels/sample.rs is the same definition.
+// The token's logit first gets its slot's logit bias (banned tokens: a bias of BANNED) and is
+// lowered by the penalties of the tokens this sequence generated so far (counts: occurrences kept
+// per state slot on the GPU, decayed by the choice's `decay` and bumped here). Greedy takes the
+// first largest logit. Otherwise the kept set is every token whose logit reaches a threshold: the
+// k-th largest logit (top-k), raised to the largest logit whose tokens at or above it carry top-p
+// of the top-k mass at the temperature, raised to where the probability (at temperature 1) is
+// min-p of the most likely token's. The thresholds are found by bisection over the logits'
+// order-keeping u32 keys (32 halvings reach the exact value), each halving one pass over the row.
+// The draw walks the kept set in token order. `sample_ref` in src/kernels/sample.rs is the same
+// definition.
 //
 // 256 threads (WORKGROUP_SIZE, set by the pipeline; workgroup_sum is reduce.wgsl's), because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
 // once the invocation has run about 65535 loop iterations in all: with 64 threads a top-k and
@@ -16,8 +19,9 @@
 // binding 0  params
 // binding 1  logits  [rows, stride]
 // binding 2  choices [rows]            how to choose for each row (Choice below)
-// binding 3  counts  [slots, stride]   u32: times each token was generated
-// binding 4  tokens  [rows]            u32 out: the chosen token (NON_FINITE_LOGITS: none could be)
+// binding 3  counts  [slots, stride]   occurrences of each generated token (decayed)
+// binding 4  bias    [slots, stride]   each slot's logit bias
+// binding 5  tokens  [rows]            u32 out: the chosen token (NON_FINITE_LOGITS: none could be)
 
 struct Params {
     vocab: u32,
@@ -39,18 +43,24 @@ struct Choice {
     presence: f32,
     frequency: f32,
     draw: f32,        // uniform in [0, 1)
+    min_p: f32,       // 0 keeps all
+    decay: f32,       // the occurrences' factor per generated token; 1 keeps them
+    _padding0: u32,   // a tensor's rows are whole vec4s
+    _padding1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> choices: array<Choice>;
-@group(0) @binding(3) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(4) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(3) var<storage, read_write> counts: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> tokens: array<u32>;
 
 var<workgroup> best_value: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
 var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
+var<workgroup> chosen_token: u32;
 
 // Maps floats to u32 so that the order of the keys is the order of the floats (−0 as +0).
 fn order_key(x: f32) -> u32 {
@@ -59,9 +69,10 @@ fn order_key(x: f32) -> u32 {
 }
 
 fn penalized(row: u32, choice: Choice, token: u32) -> f32 {
-    let count = counts[choice.slot * params.stride + token];
-    let logit = logits[row * params.stride + token];
-    return select(logit, logit - choice.presence - f32(count) * choice.frequency, count > 0u);
+    let at = choice.slot * params.stride + token;
+    let count = counts[at];
+    let logit = logits[row * params.stride + token] + bias[at];
+    return select(logit, logit - choice.presence - count * choice.frequency, count > 0.0);
 }
 
 // Sum over the row of `weight(logit)` for tokens with key >= threshold; every thread gets it.
@@ -84,9 +95,18 @@ fn count_from(row: u32, choice: Choice, threshold: u32, thread: u32) -> f32 {
     return workgroup_sum(n, thread);
 }
 
-fn finish(choice: Choice, row: u32, token: u32) {
-    tokens[row] = token;
-    counts[choice.slot * params.stride + token] += 1u;
+// Every thread calls it: the slot's occurrences decay, then the chosen token's grows by one.
+fn finish(choice: Choice, row: u32, token: u32, thread: u32) {
+    if choice.decay != 1.0 {
+        for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+            counts[choice.slot * params.stride + t] *= choice.decay;
+        }
+    }
+    storageBarrier();
+    if thread == 0u {
+        tokens[row] = token;
+        counts[choice.slot * params.stride + token] += 1.0;
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -140,9 +160,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     if flags.x == GREEDY {
-        if thread == 0u {
-            finish(choice, row, argmax);
-        }
+        finish(choice, row, argmax, thread);
         return;
     }
 
@@ -168,6 +186,10 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
             low = select(low, middle, enough);
             high = select(middle - 1u, high, enough);
         }
+    }
+    // min-p: tokens at least min_p as likely as the most likely, at temperature 1.
+    if choice.min_p > 0.0 {
+        low = max(low, order_key(max_logit + log(choice.min_p)));
     }
 
     // The draw: each thread sums a contiguous span of tokens, the spans' running sums locate the
@@ -223,6 +245,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
                 }
             }
         }
-        finish(choice, row, chosen);
+        chosen_token = chosen;
     }
+    finish(choice, row, workgroupUniformLoad(&chosen_token), thread);
 }

@@ -8,19 +8,16 @@ use std::sync::Arc;
 
 use common::{fixture_dir, Rng};
 use rwkv_wgpu::gpu::{Gpu, GpuTensor};
-use rwkv_wgpu::kernels::{self, Choice, Recorder};
+use rwkv_wgpu::kernels::{self, Choice, Recorder, SlotSampling};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 
-fn bits(values: &[u32]) -> Vec<f32> {
-    values.iter().map(|&v| f32::from_bits(v)).collect()
-}
-
-/// Random choices covering every mode: greedy, plain temperature, top-k, top-p, both, penalties.
+/// Random choices covering every mode: greedy, plain temperature, top-k, top-p, both, penalties
+/// (decaying in kinds 5, 7 and 8), min-p (7, 8, with top-p in 8).
 fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice> {
     (0..rows)
         .map(|r| {
-            let kind = r % 7;
+            let kind = r % 9;
             Choice {
                 slot: (r % slots) as u32,
                 mode: match kind {
@@ -28,11 +25,14 @@ fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice
                     6 => Choice::SKIP,
                     _ => Choice::DRAW,
                 },
+                min_p: if matches!(kind, 7 | 8) { rng.uniform(0.01, 0.5) } else { 0.0 },
+                decay: if matches!(kind, 0 | 5 | 7 | 8) { rng.uniform(0.5, 1.0) } else { 1.0 },
+                padding: [0; 2],
                 top_k: if matches!(kind, 2 | 4) { 1 + (rng.next_u64() % 40) as u32 } else { 0 },
                 temperature: rng.uniform(0.3, 2.0),
-                top_p: if matches!(kind, 3 | 4) { rng.uniform(0.2, 0.95) } else { 1.0 },
-                presence: if kind == 5 { rng.uniform(0.0, 2.0) } else { 0.0 },
-                frequency: if kind == 5 { rng.uniform(0.0, 1.0) } else { 0.0 },
+                top_p: if matches!(kind, 3 | 4 | 8) { rng.uniform(0.2, 0.95) } else { 1.0 },
+                presence: if matches!(kind, 0 | 5 | 7) { rng.uniform(0.0, 2.0) } else { 0.0 },
+                frequency: if matches!(kind, 0 | 5 | 7) { rng.uniform(0.0, 1.0) } else { 0.0 },
                 draw: rng.uniform(0.0, 1.0).min(0.999_999),
             }
         })
@@ -42,42 +42,71 @@ fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice
 
 /// One row per slot (as in an engine step: a slot appears once), one row of each kind.
 fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
-    let (rows, slots) = (7, 7);
+    let (rows, slots) = (9, 9);
     let mut rng = Rng::new(seed);
     // Logits on a coarse grid, so that ties are common.
     let logits: Vec<f32> = (0..rows * vocab).map(|_| (rng.uniform(-8.0, 8.0) * 4.0).round() / 4.0).collect();
-    let counts: Vec<u32> = (0..slots * vocab)
-        .map(|_| if rng.next_u64() % 10 == 0 { (rng.next_u64() % 4) as u32 } else { 0 })
+    // Occurrences as decay leaves them (fractions), and a bias on some tokens, banning a few.
+    let counts: Vec<f32> = (0..slots * vocab)
+        .map(|_| if rng.next_u64() % 10 == 0 { (rng.next_u64() % 4) as f32 * 0.75 } else { 0.0 })
+        .collect();
+    let bias: Vec<f32> = (0..slots * vocab)
+        .map(|_| match rng.next_u64() % 20 {
+            0 => kernels::BANNED,
+            1 | 2 => (rng.uniform(-4.0, 4.0) * 4.0).round() / 4.0,
+            _ => 0.0,
+        })
         .collect();
     let choices = choices(&mut rng, rows, slots, vocab);
     let logits_gpu = GpuTensor::from_rows(gpu, "logits", vocab, &logits).unwrap();
-    let counts_gpu = GpuTensor::from_rows(gpu, "counts", vocab, &bits(&counts)).unwrap();
+    let counts_gpu = GpuTensor::from_rows(gpu, "counts", vocab, &counts).unwrap();
+    let bias_gpu = GpuTensor::from_rows(gpu, "bias", vocab, &bias).unwrap();
     let choices_gpu =
         GpuTensor::from_rows(gpu, "choices", Choice::COLS, bytemuck::cast_slice(&choices)).unwrap();
     let tokens_gpu = GpuTensor::zeros(gpu, "tokens", 1, rows).unwrap();
     let mut rec = Recorder::new(gpu);
-    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, &counts_gpu, &tokens_gpu).unwrap();
+    let slot_sampling = SlotSampling { counts: &counts_gpu, bias: &bias_gpu };
+    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, slot_sampling, &tokens_gpu).unwrap();
     rec.finish().run(gpu);
     let tokens: Vec<u32> = tokens_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
-    let counts_after: Vec<u32> = counts_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
+    let counts_after = counts_gpu.read(gpu).unwrap();
 
     let mut expected_counts = counts.clone();
     for (r, choice) in choices.iter().enumerate() {
         let slot = choice.slot as usize;
+        let own = slot * vocab..(slot + 1) * vocab;
         let expected = kernels::sample_ref(
             &logits[r * vocab..(r + 1) * vocab],
-            &counts[slot * vocab..(slot + 1) * vocab],
+            &counts[own.clone()],
+            &bias[own.clone()],
             choice,
         );
         match expected {
             None => assert_eq!(tokens[r], 0, "row {r} (skipped) was written"),
             Some(token) => {
-                assert_eq!(tokens[r], token, "{}: row {r} of {choice:?}", common::describe(gpu));
-                expected_counts[slot * vocab + token as usize] += 1;
+                assert_eq!(
+                    tokens[r],
+                    token,
+                    "{}: row {r} of {choice:?}\nlogits {:?}\nbias {:?}\ncounts {:?}",
+                    common::describe(gpu),
+                    &logits[r * vocab..(r + 1) * vocab].iter().take(12).collect::<Vec<_>>(),
+                    &bias[own.clone()].iter().take(12).collect::<Vec<_>>(),
+                    &counts[own.clone()].iter().take(12).collect::<Vec<_>>()
+                );
+                assert!(
+                    bias[slot * vocab + token as usize] != kernels::BANNED,
+                    "row {r} chose a banned token"
+                );
+                kernels::count_ref(&mut expected_counts[own], token, choice.decay);
             }
         }
     }
-    assert_eq!(counts_after, expected_counts, "{}: the counts of chosen tokens", common::describe(gpu));
+    common::assert_close(
+        &format!("{}: the decayed counts", common::describe(gpu)),
+        &counts_after,
+        &expected_counts,
+        1e-6,
+    );
 }
 
 #[test]
@@ -103,12 +132,21 @@ fn non_finite_logits_are_an_error_not_a_token() {
         logits[3] = bad;
         let logits = GpuTensor::from_rows(&gpu, "logits", vocab, &logits).unwrap();
         let counts = GpuTensor::zeros(&gpu, "counts", 1, vocab).unwrap();
+        let bias = GpuTensor::zeros(&gpu, "bias", 1, vocab).unwrap();
         let choice = Choice { mode: Choice::DRAW, top_p: 0.9, ..Choice::skip() };
         let choices =
             GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
         let tokens = GpuTensor::zeros(&gpu, "tokens", 1, 1).unwrap();
         let mut rec = Recorder::new(&gpu);
-        kernels::sample(&mut rec, "sample", &logits, &choices, &counts, &tokens).unwrap();
+        kernels::sample(
+            &mut rec,
+            "sample",
+            &logits,
+            &choices,
+            SlotSampling { counts: &counts, bias: &bias },
+            &tokens,
+        )
+        .unwrap();
         rec.finish().run(&gpu);
         assert_eq!(tokens.read(&gpu).unwrap()[0].to_bits(), Choice::NON_FINITE_LOGITS, "a logit of {bad}");
     }
@@ -140,11 +178,23 @@ fn gpu_sampling_generates_what_cpu_sampling_would() {
             seed: Some(7),
             ..SamplerOptions::default()
         },
+        SamplerOptions {
+            greedy: false,
+            temperature: 1.3,
+            min_p: 0.05,
+            presence_penalty: 0.4,
+            frequency_penalty: 0.4,
+            penalty_decay: 0.9,
+            logit_bias: vec![(3, 2.5), (17, -1.0)],
+            banned: vec![prompt[0], 42],
+            seed: Some(8),
+            ..SamplerOptions::default()
+        },
     ] {
         let mut on_gpu = Vec::new();
         let mut session = Session::new(&engine).unwrap();
         let mut sampler = Sampler::new(options.clone()).unwrap();
-        session.clear_counts().unwrap();
+        session.start_sampling(&options).unwrap();
         let mut token = session.feed_and_sample(&prompt, &mut sampler).unwrap();
         for _ in 0..24 {
             on_gpu.push(token);

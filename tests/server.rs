@@ -69,6 +69,16 @@ fn completions_and_chat_answer_as_the_engine_does() {
     assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "length");
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 40);
 
+    // logit_bias -100 bans a token: the greedy answer's first byte (the demo's tokens are bytes)
+    // never comes; min-p and decaying penalties are accepted.
+    let first = expected_first_byte(&text(&answer_of(&served, prompt)));
+    let banned = json!({ "prompt": prompt, "max_tokens": 40, "temperature": 0, "logit_bias": { first.to_string(): -100 } });
+    let answer = served.ok("/v1/completions", &banned);
+    assert!(!text(&answer).as_bytes().contains(&first), "{answer}");
+    let extras = json!({ "prompt": prompt, "max_tokens": 8, "min_p": 0.1, "penalty_decay": 0.996,
+                         "presence_penalty": 0.5, "seed": 3 });
+    assert_eq!(text(&served.ok("/v1/completions", &extras)), text(&served.ok("/v1/completions", &extras)));
+
     // A seed reproduces a sampled answer.
     let sampled = json!({ "prompt": prompt, "max_tokens": 30, "temperature": 1.0, "top_p": 0.9, "seed": 7 });
     assert_eq!(text(&served.ok("/v1/completions", &sampled)), text(&served.ok("/v1/completions", &sampled)));
@@ -107,6 +117,14 @@ fn a_test_fixture_of_the_official_shapes_serves_too() {
             .collect();
         assert_eq!(text(answer), expected, "{prompt}");
     }
+}
+
+fn answer_of(served: &serve::Served, prompt: &str) -> Value {
+    served.ok("/v1/completions", &json!({ "prompt": prompt, "max_tokens": 40, "temperature": 0 }))
+}
+
+fn expected_first_byte(text: &str) -> u8 {
+    text.as_bytes()[0]
 }
 
 #[test]
@@ -209,6 +227,14 @@ fn bad_requests_get_openai_errors() {
     expect(post(&json!({ "prompt": "x", "top_p": 0 }).to_string()), 400, "top-p");
     expect(post(&json!({ "prompt": "x", "n": 2 }).to_string()), 400, "n = 1");
     expect(post(&json!({ "prompt": "x", "max_tokens": 0 }).to_string()), 400, "max_tokens");
+    expect(post(&json!({ "prompt": "x", "logit_bias": { "x": 1 } }).to_string()), 400, "not a token id");
+    expect(
+        post(&json!({ "prompt": "x", "logit_bias": { "99999": 1 } }).to_string()),
+        400,
+        "beyond the vocabulary",
+    );
+    expect(post(&json!({ "prompt": "x", "logit_bias": { "5": 500 } }).to_string()), 400, "[-100, 100]");
+    expect(post(&json!({ "prompt": "x", "min_p": 1.5 }).to_string()), 400, "min-p");
     expect(post(&json!({ "prompt": "" }).to_string()), 400, "empty");
     expect(post(&json!({ "prompt": "x".repeat(100) }).to_string()), 413, "at most 64");
     expect(post(&json!({ "prompt": "x".repeat(10_000) }).to_string()), 413, "larger than 4096 bytes");
@@ -224,7 +250,7 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(status, 404, "{body}");
     // After all that, the server still answers.
     assert_eq!(served.post_text("/v1/completions", &good, Some("sesame")).0, 200);
-    assert!(served.metric("failed_requests_total") >= 15.0);
+    assert!(served.metric("failed_requests_total") >= 19.0);
 }
 
 #[test]
@@ -265,7 +291,8 @@ fn long_prompts_and_long_conversations_keep_the_cache_bounded() {
     // spilled states in host memory): the server keeps answering. A trie with a node per token
     // once overflowed the scheduler's stack here, freeing such a key.
     let served = start(ServerOptions { cache_mib: 1, host_cache_mib: 1, ..ServerOptions::default() });
-    let long = served.ok("/v1/completions", &json!({ "prompt": "To be, or not. ".repeat(1067), "max_tokens": 1 }));
+    let long =
+        served.ok("/v1/completions", &json!({ "prompt": "To be, or not. ".repeat(1067), "max_tokens": 1 }));
     assert!(long["usage"]["prompt_tokens"].as_u64().unwrap() >= 16_000);
     for n in 0..12 {
         served.ok("/v1/completions", &json!({ "prompt": format!("{n}: what light"), "max_tokens": 2 }));

@@ -21,6 +21,19 @@ pub struct SamplingArgs {
     /// Penalty per earlier occurrence in the output.
     #[arg(long, default_value_t = 0.0)]
     frequency_penalty: f32,
+    /// The penalties' counts are multiplied by this after each token (the official pipeline uses
+    /// 0.996), in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    penalty_decay: f32,
+    /// Keep only tokens at least this share as likely as the most likely one, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Add BIAS to token ID's logit (repeatable).
+    #[arg(long, value_name = "ID:BIAS", value_parser = parse_bias)]
+    logit_bias: Vec<(u32, f32)>,
+    /// Never generate this token id (repeatable).
+    #[arg(long, value_name = "ID")]
+    ban: Vec<u32>,
     /// Always pick the most likely token.
     #[arg(long)]
     greedy: bool,
@@ -38,7 +51,18 @@ impl SamplingArgs {
             top_k: self.top_k,
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
+            penalty_decay: self.penalty_decay,
+            min_p: self.min_p,
+            logit_bias: self.logit_bias.clone(),
+            banned: self.ban.clone(),
             seed: self.seed,
         }
     }
+}
+
+fn parse_bias(text: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = text.split_once(':').ok_or_else(|| format!("`{text}` is not ID:BIAS"))?;
+    let id = id.trim().parse().map_err(|_| format!("`{id}` is not a token id"))?;
+    let bias = bias.trim().parse().map_err(|_| format!("`{bias}` is not a number"))?;
+    Ok((id, bias))
 }

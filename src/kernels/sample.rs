@@ -1,5 +1,6 @@
-//! Choosing next tokens on the GPU (greedy, or temperature with top-k / top-p, after presence
-//! and frequency penalties), so a decode step reads back token ids instead of logits.
+//! Choosing next tokens on the GPU (greedy, or temperature with top-k / top-p / min-p, after a
+//! logit bias and presence and frequency penalties that decay), so a decode step reads back token
+//! ids instead of logits.
 
 use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
@@ -8,7 +9,10 @@ use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const SAMPLE: KernelSource =
     KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE], sizes: &[] };
-const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, ReadWrite];
+const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read, ReadWrite];
+
+/// The logit bias of a banned token: no choice keeps it unless every token is banned.
+pub const BANNED: f32 = -1e30;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -36,6 +40,14 @@ pub struct Choice {
     pub frequency: f32,
     /// The uniform random number in [0, 1) that picks from the kept tokens.
     pub draw: f32,
+    /// Then keep the tokens at least this share as likely as the most likely (at temperature
+    /// 1); 0 keeps all.
+    pub min_p: f32,
+    /// The factor of every occurrence count per generated token (the official `alpha_decay`);
+    /// 1 keeps the counts.
+    pub decay: f32,
+    /// A tensor's rows are whole vec4s: the choices tensor's rows must be the struct's stride.
+    pub padding: [u32; 2],
 }
 
 impl Choice {
@@ -51,30 +63,46 @@ impl Choice {
     pub const COLS: usize = std::mem::size_of::<Choice>() / 4;
 
     pub fn skip() -> Choice {
-        Choice { mode: Choice::SKIP, temperature: 1.0, top_p: 1.0, ..bytemuck::Zeroable::zeroed() }
+        Choice {
+            mode: Choice::SKIP,
+            temperature: 1.0,
+            top_p: 1.0,
+            decay: 1.0,
+            ..bytemuck::Zeroable::zeroed()
+        }
     }
 }
+
+const _: () = assert!(Choice::COLS % 4 == 0, "the choices tensor's rows would be padded");
 
 /// Threads per row (sample.wgsl says why 256; reduce.wgsl's sum is sized by it).
 const SAMPLE_THREADS: f64 = 256.0;
 
+/// What sampling keeps per state slot: occurrences of the generated tokens and the logit bias,
+/// each `[slots, V]`.
+pub struct SlotSampling<'a> {
+    pub counts: &'a GpuTensor,
+    pub bias: &'a GpuTensor,
+}
+
 /// Records, for each row r of `logits` whose choice is not [`Choice::SKIP`]: pick a token as
 /// `choices` row r says, write it to `tokens[r]` (u32 bits in a `[1, rows]` tensor) and count
-/// it in `counts` (u32 bits, `[slots, V]`) row `slot`.
+/// it in the occurrences of its slot, after decaying them.
 pub fn sample(
     rec: &mut Recorder,
     label: &str,
     logits: &GpuTensor,
     choices: &GpuTensor,
-    counts: &GpuTensor,
+    slots: SlotSampling,
     tokens: &GpuTensor,
 ) -> Result<()> {
+    let SlotSampling { counts, bias } = slots;
     expect_shape(label, "choices", choices, logits.rows, Choice::COLS)?;
     expect_shape(label, "tokens", tokens, 1, logits.rows)?;
-    if counts.cols != logits.cols {
+    if counts.cols != logits.cols || bias.cols != logits.cols || bias.rows != counts.rows {
         return Err(Error::InvalidArgument(format!(
-            "{label}: counts hold {} tokens, the logits {}",
-            counts.cols, logits.cols
+            "{label}: counts [{}, {}] and bias [{}, {}] do not match logits of {} tokens",
+            counts.rows, counts.cols, bias.rows, bias.cols, logits.cols
         )));
     }
     let pipeline = rec.gpu.pipeline(&SAMPLE, "sample", BINDINGS, &[("WORKGROUP_SIZE", SAMPLE_THREADS)])?;
@@ -85,7 +113,7 @@ pub fn sample(
         rows,
         padding: 0,
     };
-    let bindings = [logits.binding(), choices.binding(), counts.binding(), tokens.binding()];
+    let bindings = [logits.binding(), choices.binding(), counts.binding(), bias.binding(), tokens.binding()];
     rec.record(&pipeline, label, &params, &bindings, [rows, 1, 1])
 }
 
@@ -103,17 +131,25 @@ fn from_order_key(key: u32) -> f32 {
     f32::from_bits(if key & 0x8000_0000 != 0 { key & 0x7fff_ffff } else { !key })
 }
 
-/// CPU reference of [`sample`] for one row (`counts` are the row's slot's); `None` for SKIP.
-/// The kept set and draw are the kernel's definition, computed by sorting instead of bisection
-/// and in f64.
-pub fn sample_ref(logits: &[f32], counts: &[u32], choice: &Choice) -> Option<u32> {
+/// CPU reference of [`sample`] for one row (`counts` and `bias` are the row's slot's); `None`
+/// for SKIP. The kept set and draw are the kernel's definition, computed by sorting instead of
+/// bisection and in f64. The caller updates the counts ([`count_ref`]).
+pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice) -> Option<u32> {
     if choice.mode == Choice::SKIP {
         return None;
     }
     let penalized: Vec<f32> = logits
         .iter()
         .zip(counts)
-        .map(|(&l, &c)| if c > 0 { l - choice.presence - c as f32 * choice.frequency } else { l })
+        .zip(bias)
+        .map(|((&l, &c), &b)| {
+            let l = l + b;
+            if c > 0.0 {
+                l - choice.presence - c * choice.frequency
+            } else {
+                l
+            }
+        })
         .collect();
     let argmax =
         (0..penalized.len()).fold(0, |best, i| if penalized[i] > penalized[best] { i } else { best });
@@ -141,6 +177,9 @@ pub fn sample_ref(logits: &[f32], counts: &[u32], choice: &Choice) -> Option<u32
             }
         }
     }
+    if choice.min_p > 0.0 {
+        threshold = threshold.max(order_key(penalized[argmax] + choice.min_p.ln()));
+    }
     let kept = |l: f32| order_key(l) >= threshold;
     let total: f64 = penalized.iter().filter(|&&l| kept(l)).map(|&l| weight(l)).sum();
     let target = f64::from(choice.draw) * total;
@@ -156,4 +195,12 @@ pub fn sample_ref(logits: &[f32], counts: &[u32], choice: &Choice) -> Option<u32
         }
     }
     Some(chosen as u32)
+}
+
+/// CPU reference of the kernel's count update: every occurrence decays, then `token`'s grows.
+pub fn count_ref(counts: &mut [f32], token: u32, decay: f32) {
+    if decay != 1.0 {
+        counts.iter_mut().for_each(|c| *c *= decay);
+    }
+    counts[token as usize] += 1.0;
 }

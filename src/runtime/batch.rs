@@ -136,6 +136,7 @@ impl Batch {
         }
         let sampler = Sampler::new(options.sampler.clone())?;
         self.engine.clear_counts(session.slot())?;
+        self.engine.set_logit_bias(session.slot(), &options.sampler.bias())?;
         let id = self.next_id;
         self.next_id += 1;
         let (input, read, generated, fed) = (prompt, 0, 0, Vec::new());

@@ -114,11 +114,12 @@ pub struct Counters {
     pub bytes_read_back: u64,
 }
 
-/// The GPU side of choosing tokens: each row's choice, each slot's counts of the tokens it
-/// generated (u32, for the penalties), and the chosen tokens (u32).
+/// The GPU side of choosing tokens: each row's choice, each slot's occurrences of the tokens it
+/// generated (for the penalties) and logit bias, and the chosen tokens (u32).
 struct Sampling {
     choices: GpuTensor,
     counts: GpuTensor,
+    bias: GpuTensor,
     tokens: GpuTensor,
 }
 
@@ -232,6 +233,7 @@ impl Engine {
         let sampling = Sampling {
             choices: GpuTensor::zeros(gpu, "sample choices", most_sequences, Choice::COLS)?,
             counts: GpuTensor::zeros(gpu, "generated token counts", options.slots, config.vocab)?,
+            bias: GpuTensor::zeros(gpu, "logit bias", options.slots, config.vocab)?,
             tokens: GpuTensor::zeros(gpu, "sampled tokens", 1, most_sequences)?,
         };
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;

@@ -144,7 +144,7 @@ impl Session {
         options: &GenerateOptions,
     ) -> Result<Generation<'s>> {
         let mut sampler = Sampler::new(options.sampler.clone())?;
-        self.clear_counts()?;
+        self.start_sampling(&options.sampler)?;
         let next = self.feed_and_sample_async(prompt, &mut sampler).await?;
         Ok(Generation {
             session: self,

@@ -1,5 +1,6 @@
-//! Choosing the next token from logits: greedy, or temperature with top-k / top-p, after
-//! presence and frequency penalties on the tokens generated so far. The engine does it on the
+//! Choosing the next token from logits: greedy, or temperature with top-k / top-p / min-p, after
+//! a logit bias (banned tokens) and presence and frequency penalties on the tokens generated so
+//! far, whose counts may decay as the official `alpha_decay` does. The engine does it on the
 //! GPU from a [`Sampler::choice`]; [`Sampler::sample`] does the same on the CPU.
 
 use std::collections::HashMap;
@@ -25,6 +26,16 @@ pub struct SamplerOptions {
     pub presence_penalty: f32,
     /// Subtracted from a token's logit for each time it was generated.
     pub frequency_penalty: f32,
+    /// Every count is multiplied by this after each generated token (the official pipeline's
+    /// `alpha_decay`, 0.996): in (0, 1], 1 never forgets.
+    pub penalty_decay: f32,
+    /// Keep only tokens at least this share as likely as the most likely one (at temperature 1);
+    /// in [0, 1), 0 keeps all.
+    pub min_p: f32,
+    /// Added to the logits of these tokens (summed where a token repeats).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Never chosen (unless every token is banned).
+    pub banned: Vec<u32>,
     /// Seed of the random generator; `None` draws one from the OS.
     pub seed: Option<u64>,
 }
@@ -38,6 +49,10 @@ impl Default for SamplerOptions {
             top_k: 0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            penalty_decay: 1.0,
+            min_p: 0.0,
+            logit_bias: Vec::new(),
+            banned: Vec::new(),
             seed: None,
         }
     }
@@ -58,7 +73,23 @@ impl SamplerOptions {
         if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
             return bad("penalties must be finite numbers".into());
         }
+        if !(self.penalty_decay > 0.0 && self.penalty_decay <= 1.0) {
+            return bad(format!("the penalty decay must be in (0, 1], got {}", self.penalty_decay));
+        }
+        if !(0.0..1.0).contains(&self.min_p) {
+            return bad(format!("min-p must be in [0, 1), got {}", self.min_p));
+        }
+        if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return bad(format!("the logit bias of token {token} must be a finite number, got {bias}"));
+        }
         Ok(())
+    }
+
+    /// The bias GPU sampling adds per token: the logit bias, and [`kernels::BANNED`] for banned
+    /// tokens.
+    pub fn bias(&self) -> Vec<(u32, f32)> {
+        let banned = self.banned.iter().map(|&token| (token, kernels::BANNED));
+        self.logit_bias.iter().copied().chain(banned).collect()
     }
 }
 
@@ -68,7 +99,8 @@ impl SamplerOptions {
 pub struct Sampler {
     options: SamplerOptions,
     rng: StdRng,
-    counts: HashMap<u32, u32>,
+    /// Occurrences of the generated tokens, decayed.
+    counts: HashMap<u32, f32>,
 }
 
 impl Sampler {
@@ -93,12 +125,20 @@ impl Sampler {
             presence: o.presence_penalty,
             frequency: o.frequency_penalty,
             draw: self.rng.random::<f32>(),
+            min_p: o.min_p,
+            decay: o.penalty_decay,
+            padding: [0; 2],
         }
     }
 
-    /// Counts a token chosen elsewhere (on the GPU) towards the penalties.
+    /// Counts a token chosen elsewhere (on the GPU) towards the penalties, after decaying the
+    /// others as the GPU does.
     pub fn count(&mut self, token: u32) {
-        *self.counts.entry(token).or_default() += 1;
+        let decay = self.options.penalty_decay;
+        if decay != 1.0 {
+            self.counts.values_mut().for_each(|c| *c *= decay);
+        }
+        *self.counts.entry(token).or_default() += 1.0;
     }
 
     /// Picks the next token from logits on the CPU and counts it towards the penalties.
@@ -109,14 +149,19 @@ impl Sampler {
         if let Some(bad) = logits.iter().position(|x| !x.is_finite()) {
             return Err(Error::NonFiniteLogits(format!("token {bad}'s logit is {}", logits[bad])));
         }
-        let mut counts = vec![0; logits.len()];
+        let mut counts = vec![0.0; logits.len()];
         for (&token, &count) in &self.counts {
             if let Some(slot) = counts.get_mut(token as usize) {
                 *slot = count;
             }
         }
+        let mut bias = vec![0.0; logits.len()];
+        for (token, value) in self.options.bias() {
+            let vocab = logits.len();
+            *bias.get_mut(token as usize).ok_or(Error::TokenOutOfRange { id: token, vocab })? += value;
+        }
         let choice = self.choice();
-        let token = kernels::sample_ref(logits, &counts, &choice).unwrap_or(0);
+        let token = kernels::sample_ref(logits, &counts, &bias, &choice).unwrap_or(0);
         self.count(token);
         Ok(token)
     }
@@ -166,6 +211,41 @@ mod tests {
         assert_eq!(s.sample(&[2.0, 1.0]).unwrap(), 1);
     }
 
+    /// Probabilities 0.6, 0.3, 0.1: min-p 0.2 keeps tokens at least 0.12 likely, the first two.
+    #[test]
+    fn min_p_drops_what_is_far_less_likely_than_the_best() {
+        let logits = [6f32.ln(), 3f32.ln(), 0.0];
+        let mut s = sampler(SamplerOptions { greedy: false, min_p: 0.2, ..SamplerOptions::default() });
+        let draws: Vec<u32> = (0..300).map(|_| s.sample(&logits).unwrap()).collect();
+        assert!(!draws.contains(&2));
+        assert!(draws.contains(&1));
+    }
+
+    #[test]
+    fn banned_tokens_and_logit_bias() {
+        let options =
+            SamplerOptions { banned: vec![1], logit_bias: vec![(2, 1.5)], ..SamplerOptions::default() };
+        // Token 1 is the largest but banned; token 2 rises from 1.0 to 2.5, above token 0.
+        assert_eq!(sampler(options).sample(&[2.0, 3.0, 1.0]).unwrap(), 2);
+        let everything = SamplerOptions { banned: vec![0, 1, 2], ..SamplerOptions::default() };
+        assert!(sampler(everything).sample(&[2.0, 3.0, 1.0]).is_ok(), "all banned still gives a token");
+        let outside = SamplerOptions { banned: vec![9], ..SamplerOptions::default() };
+        assert!(matches!(sampler(outside).sample(&[0.0; 3]), Err(Error::TokenOutOfRange { id: 9, .. })));
+    }
+
+    /// The official `alpha_decay`: each token multiplies every count, so old repeats weigh less.
+    #[test]
+    fn penalties_decay() {
+        let options =
+            SamplerOptions { frequency_penalty: 1.0, penalty_decay: 0.5, ..SamplerOptions::default() };
+        let mut s = sampler(options);
+        assert_eq!(s.sample(&[2.0, 1.6, 0.0]).unwrap(), 0);
+        // Token 0 counts 1 and scores 1.0 < 1.6: token 1.
+        assert_eq!(s.sample(&[2.0, 1.6, 0.0]).unwrap(), 1);
+        // Token 0 now counts 0.5 (2 − 0.5 = 1.5), token 1 counts 1 (0.6): token 0 again.
+        assert_eq!(s.sample(&[2.0, 1.6, 0.0]).unwrap(), 0);
+    }
+
     #[test]
     fn same_seed_same_tokens() {
         let options = SamplerOptions { greedy: false, seed: Some(42), ..SamplerOptions::default() };
@@ -184,6 +264,11 @@ mod tests {
             SamplerOptions { temperature: -1.0, ..SamplerOptions::default() },
             SamplerOptions { top_p: 0.0, ..SamplerOptions::default() },
             SamplerOptions { top_p: 1.5, ..SamplerOptions::default() },
+            SamplerOptions { min_p: 1.0, ..SamplerOptions::default() },
+            SamplerOptions { min_p: -0.1, ..SamplerOptions::default() },
+            SamplerOptions { penalty_decay: 0.0, ..SamplerOptions::default() },
+            SamplerOptions { penalty_decay: 1.5, ..SamplerOptions::default() },
+            SamplerOptions { logit_bias: vec![(0, f32::NAN)], ..SamplerOptions::default() },
         ] {
             assert!(matches!(Sampler::new(options), Err(Error::InvalidArgument(_))));
         }

@@ -1,7 +1,7 @@
 //! A session: one sequence, its state in one of the engine's slots.
 
 use super::engine::{Engine, Logits, Work};
-use super::sampler::Sampler;
+use super::sampler::{Sampler, SamplerOptions};
 use super::state::{LayerValues, State};
 use crate::error::{Error, Result};
 
@@ -103,6 +103,13 @@ impl Session {
     /// Forgets the tokens generated so far, for GPU sampling's penalties (a new generation).
     pub fn clear_counts(&mut self) -> Result<()> {
         self.engine.clear_counts(self.slot)
+    }
+
+    /// Starts a generation sampled as `options` say on the GPU: no tokens counted yet, and the
+    /// options' logit bias and banned tokens.
+    pub fn start_sampling(&mut self, options: &SamplerOptions) -> Result<()> {
+        self.engine.clear_counts(self.slot)?;
+        self.engine.set_logit_bias(self.slot, &options.bias())
     }
 
     /// Tokens per step when every position's logits come back: a chunk, unless its logits

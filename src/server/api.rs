@@ -40,6 +40,12 @@ pub struct Sampling {
     pub top_k: Option<usize>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// Not OpenAI's: the penalties' counts decay by this per token (the official `alpha_decay`).
+    pub penalty_decay: Option<f32>,
+    /// Not OpenAI's: keep tokens at least this share as likely as the most likely.
+    pub min_p: Option<f32>,
+    /// Token id (as a string) to a bias in [-100, 100] added to its logit; -100 bans it.
+    pub logit_bias: Option<std::collections::HashMap<String, f32>>,
     pub seed: Option<u64>,
     pub stop: Option<OneOrMany>,
     #[serde(default)]
@@ -167,6 +173,24 @@ impl Sampling {
             p if (-2.0..=2.0).contains(&p) => Ok(p),
             p => Err(ApiError::bad_param(name, format!("{name} must be -2 to 2, got {p}"))),
         };
+        let mut logit_bias = Vec::new();
+        let mut banned = Vec::new();
+        for (token, &bias) in self.logit_bias.iter().flatten() {
+            let id: u32 = token
+                .parse()
+                .map_err(|_| ApiError::bad_param("logit_bias", format!("`{token}` is not a token id")))?;
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(ApiError::bad_param(
+                    "logit_bias",
+                    format!("bias {bias} of token {id} is not in [-100, 100]"),
+                ));
+            }
+            if bias <= -100.0 {
+                banned.push(id);
+            } else {
+                logit_bias.push((id, bias));
+            }
+        }
         let sampler = SamplerOptions {
             // Temperature 0 means the most likely token, as in OpenAI's API.
             greedy: temperature == 0.0,
@@ -175,6 +199,10 @@ impl Sampling {
             top_k: self.top_k.unwrap_or(0),
             presence_penalty: penalty("presence_penalty", self.presence_penalty)?,
             frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
+            penalty_decay: self.penalty_decay.unwrap_or(1.0),
+            min_p: self.min_p.unwrap_or(0.0),
+            logit_bias,
+            banned,
             seed: self.seed,
         };
         sampler.validate().map_err(|error| ApiError::bad_request(error.to_string()))?;

@@ -99,6 +99,12 @@ async fn complete(
     };
     check_model(app, &sampling)?;
     let checked: Checked = sampling.check(default_max, app.options.max_tokens)?;
+    if let Some((id, _)) = checked.sampler.bias().iter().find(|&&(id, _)| id as usize >= app.vocab) {
+        return Err(ApiError::bad_param(
+            "logit_bias",
+            format!("token {id} is beyond the vocabulary of {}", app.vocab),
+        ));
+    }
     stop.extend(checked.stop.iter().cloned());
 
     let mut prompt = Vec::new();

@@ -71,6 +71,14 @@ export interface GenerateOptions {
   topK?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** The penalties' counts are multiplied by this after each token (the official 0.996); 1 keeps them. */
+  penaltyDecay?: number;
+  /** Keep only tokens at least this share as likely as the most likely one; 0 keeps all. */
+  minP?: number;
+  /** Token id to a number added to its logit: `{ "42": -2 }`. */
+  logitBias?: Record<string, number>;
+  /** Token ids never generated. */
+  bannedTokens?: number[];
   /** Always take the most likely token. */
   greedy?: boolean;
   /** For reproducible sampling (a whole number). */
@@ -348,13 +356,17 @@ impl Model {
 
 /// Generation options as the CLI's defaults have them, and the abort signal.
 fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::AbortFlag>), JsError> {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 14] = [
         "maxTokens",
         "temperature",
         "topP",
         "topK",
         "presencePenalty",
         "frequencyPenalty",
+        "penaltyDecay",
+        "minP",
+        "logitBias",
+        "bannedTokens",
         "greedy",
         "seed",
         "stop",
@@ -368,6 +380,10 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         top_k: given.count("topK")?.unwrap_or(0) as usize,
         presence_penalty: given.number("presencePenalty")?.unwrap_or(0.0) as f32,
         frequency_penalty: given.number("frequencyPenalty")?.unwrap_or(0.0) as f32,
+        penalty_decay: given.number("penaltyDecay")?.unwrap_or(1.0) as f32,
+        min_p: given.number("minP")?.unwrap_or(0.0) as f32,
+        logit_bias: given.id_numbers("logitBias")?,
+        banned: given.ids("bannedTokens")?,
         seed: given.count("seed")?,
     };
     sampler.validate()?;

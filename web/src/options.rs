@@ -79,6 +79,34 @@ impl JsOptions {
             .collect()
     }
 
+    /// An array of whole numbers (token ids).
+    pub fn ids(&self, key: &str) -> Result<Vec<u32>, JsError> {
+        let Some(value) = self.get(key) else { return Ok(Vec::new()) };
+        let array = value.dyn_into::<Array>().map_err(|_| self.wrong(key, "an array of token ids"))?;
+        array
+            .iter()
+            .map(|item| token_id(&item).ok_or_else(|| self.wrong(key, "an array of token ids")))
+            .collect()
+    }
+
+    /// An object from token ids to numbers: `{ "42": -1.5 }`.
+    pub fn id_numbers(&self, key: &str) -> Result<Vec<(u32, f32)>, JsError> {
+        let Some(value) = self.get(key) else { return Ok(Vec::new()) };
+        let object =
+            value.dyn_into::<Object>().map_err(|_| self.wrong(key, "an object of token id: number"))?;
+        Object::entries(&object)
+            .iter()
+            .map(|entry| {
+                let pair = Array::from(&entry);
+                let id = pair.get(0).as_string().and_then(|text| text.parse().ok());
+                match (id, pair.get(1).as_f64()) {
+                    (Some(id), Some(bias)) => Ok((id, bias as f32)),
+                    _ => Err(self.wrong(key, "an object of token id: number")),
+                }
+            })
+            .collect()
+    }
+
     pub fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, JsError> {
         self.get(key)
             .map(|value| {
@@ -102,6 +130,10 @@ impl JsOptions {
             })
             .transpose()
     }
+}
+
+fn token_id(value: &JsValue) -> Option<u32> {
+    value.as_f64().filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(n)).map(|n| n as u32)
 }
 
 /// The `signal` of a call: checked before every token.

@@ -172,11 +172,12 @@ impl Engine {
         };
         let sample = match (&head, shape.logits) {
             (Some((_, logits)), Logits::Last) => {
-                let Sampling { choices, counts, tokens } = &inner.sampling;
+                let Sampling { choices, counts, bias, tokens } = &inner.sampling;
                 let rows = logits.rows;
                 let choices = GpuTensor { rows, ..choices.clone() };
                 let tokens = GpuTensor { cols: rows, ..tokens.clone() };
-                kernels::sample(&mut rec, "sample", logits, &choices, counts, &tokens)?;
+                let slots = kernels::SlotSampling { counts, bias };
+                kernels::sample(&mut rec, "sample", logits, &choices, slots, &tokens)?;
                 Some(std::mem::take(&mut rec.step))
             }
             _ => None,

@@ -66,7 +66,7 @@ impl Engine {
         self.inner.slots.check(slot)
     }
 
-    /// Sets a slot to the initial state.
+    /// Sets a slot to the initial state, with no logit bias and no generated tokens counted.
     pub fn reset(&self, slot: usize) -> Result<()> {
         self.check_slot(slot)?;
         let zeros = vec![0.0; self.inner.model.config.embd];
@@ -76,6 +76,7 @@ impl Engine {
             layer.wkv.write_rows(gpu, slot, &self.inner.initial_wkv)?;
             layer.ffn_x.write_rows(gpu, slot, &zeros)?;
         }
+        self.set_logit_bias(slot, &[])?;
         self.clear_counts(slot)
     }
 
@@ -85,6 +86,21 @@ impl Engine {
         let gpu = self.gpu();
         let zeros = vec![0.0; self.inner.model.config.vocab];
         self.inner.sampling.counts.write_rows(gpu, slot, &zeros)?;
+        gpu.check()
+    }
+
+    /// Sets the logit bias GPU sampling adds for `slot`: `bias` for the tokens listed (summed
+    /// where a token repeats), 0 for the others.
+    pub fn set_logit_bias(&self, slot: usize, bias: &[(u32, f32)]) -> Result<()> {
+        self.check_slot(slot)?;
+        let vocab = self.inner.model.config.vocab;
+        let mut row = vec![0.0; vocab];
+        for &(token, value) in bias {
+            let entry = row.get_mut(token as usize).ok_or(Error::TokenOutOfRange { id: token, vocab })?;
+            *entry += value;
+        }
+        let gpu = self.gpu();
+        self.inner.sampling.bias.write_rows(gpu, slot, &row)?;
         gpu.check()
     }
 
