@@ -9,7 +9,10 @@
 // of the top-k mass at the temperature, raised to where the probability (at temperature 1) is
 // min-p of the most likely token's. The thresholds are found by bisection over the logits'
 // order-keeping u32 keys (32 halvings reach the exact value), each halving one pass over the row.
-// The draw walks the kept set in token order. `sample_ref` in src/kernels/sample.rs is the same
+// Typical-p keeps, of those, the tokens whose surprise −log p (at temperature 1) is nearest the
+// entropy, fewest first, until they carry typical-p of the mass: its limit on |surprise − entropy|
+// is found by bisection too (over the bits of non-negative floats, which keep their order). The
+// draw walks the kept set in token order; an empty set gives the most likely token. `sample_ref` in src/kernels/sample.rs is the same
 // definition.
 //
 // 256 threads (WORKGROUP_SIZE, set by the pipeline; workgroup_sum is reduce.wgsl's), because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
@@ -45,8 +48,8 @@ struct Choice {
     draw: f32,        // uniform in [0, 1)
     min_p: f32,       // 0 keeps all
     decay: f32,       // the occurrences' factor per generated token; 1 keeps them
-    _padding0: u32,   // a tensor's rows are whole vec4s
-    _padding1: u32,
+    typical_p: f32,   // 1 keeps all
+    _padding: u32,    // a tensor's rows are whole vec4s
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,6 +64,28 @@ var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
 var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
 var<workgroup> chosen_token: u32;
+var<workgroup> typical_flag: u32;
+
+// The largest float bits: a limit on |surprise − entropy| that keeps every token.
+const ANY_SCORE: u32 = 0x7f7fffffu;
+
+// Whether a token is kept: at or above the logit threshold, and within the typical-p limit of
+// the mean (its score: |S/Z − (logit − max)| is |surprise − entropy|).
+fn kept(logit: f32, low: u32, max_logit: f32, mean: f32, score_limit: u32) -> bool {
+    return order_key(logit) >= low && bitcast<u32>(abs(mean - (logit - max_logit))) <= score_limit;
+}
+
+// The mass at temperature 1 of the tokens whose score is within `limit`.
+fn typical_mass(row: u32, choice: Choice, limit: u32, max_logit: f32, mean: f32, thread: u32) -> f32 {
+    var sum = 0.0;
+    for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+        let d = penalized(row, choice, t) - max_logit;
+        if bitcast<u32>(abs(mean - d)) <= limit {
+            sum += exp(d);
+        }
+    }
+    return workgroup_sum(sum, thread);
+}
 
 // Maps floats to u32 so that the order of the keys is the order of the floats (−0 as +0).
 fn order_key(x: f32) -> u32 {
@@ -151,6 +176,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     if thread == 0u {
         let all = choice.top_k == 0u || choice.top_k >= params.vocab;
         uniform_flags = vec4<u32>(choice.mode, select(1u, 0u, all), select(1u, 0u, choice.top_p >= 1.0), u32(nans > 0.0));
+        typical_flag = select(1u, 0u, choice.typical_p >= 1.0);
     }
     let flags = workgroupUniformLoad(&uniform_flags);
     if flags.w != 0u {
@@ -191,6 +217,31 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     if choice.min_p > 0.0 {
         low = max(low, order_key(max_logit + log(choice.min_p)));
     }
+    // typical-p: the smallest limit on the score whose tokens carry typical_p of the mass.
+    var mean = 0.0;
+    var score_limit = ANY_SCORE;
+    if workgroupUniformLoad(&typical_flag) != 0u {
+        var z = 0.0;
+        var s = 0.0;
+        for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+            let d = penalized(row, choice, t) - max_logit;
+            z += exp(d);
+            s += exp(d) * d;
+        }
+        z = workgroup_sum(z, thread);
+        s = workgroup_sum(s, thread);
+        mean = s / z;
+        let wanted = choice.typical_p * z;
+        var lowest = 0u;
+        var highest = ANY_SCORE;
+        for (var i = 0u; i < 32u; i++) {
+            let middle = lowest + (highest - lowest) / 2u;
+            let enough = typical_mass(row, choice, middle, max_logit, mean, thread) >= wanted;
+            highest = select(highest, middle, enough);
+            lowest = select(middle + 1u, lowest, enough);
+        }
+        score_limit = lowest;
+    }
 
     // The draw: each thread sums a contiguous span of tokens, the spans' running sums locate the
     // span holding the draw, and that thread walks it.
@@ -200,7 +251,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     var sum = 0.0;
     for (var t = first; t < end; t++) {
         let logit = penalized(row, choice, t);
-        if order_key(logit) >= low {
+        if kept(logit, low, max_logit, mean, score_limit) {
             sum += exp((logit - max_logit) / choice.temperature);
         }
     }
@@ -229,6 +280,11 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         }
         best_index[0] = holder;
         best_value[0] = target_mass - before;
+        // Nothing kept (typical-p can leave out what the other thresholds kept): the most likely.
+        chosen_token = argmax;
+        if total <= 0.0 {
+            best_index[0] = WORKGROUP_SIZE;
+        }
     }
     workgroupBarrier();
     if thread == best_index[0] {
@@ -237,7 +293,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         var chosen = first;
         for (var t = first; t < end; t++) {
             let logit = penalized(row, choice, t);
-            if order_key(logit) >= low {
+            if kept(logit, low, max_logit, mean, score_limit) {
                 chosen = t;
                 walked += exp((logit - max_logit) / choice.temperature);
                 if walked > remaining {

@@ -28,6 +28,10 @@ pub struct SamplingArgs {
     /// Keep only tokens at least this share as likely as the most likely one, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     min_p: f32,
+    /// Typical sampling: keep the tokens whose surprise is nearest the entropy until they carry
+    /// this share of the mass, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    typical_p: f32,
     /// Add BIAS to token ID's logit (repeatable).
     #[arg(long, value_name = "ID:BIAS", value_parser = parse_bias)]
     logit_bias: Vec<(u32, f32)>,
@@ -53,6 +57,7 @@ impl SamplingArgs {
             frequency_penalty: self.frequency_penalty,
             penalty_decay: self.penalty_decay,
             min_p: self.min_p,
+            typical_p: self.typical_p,
             logit_bias: self.logit_bias.clone(),
             banned: self.ban.clone(),
             seed: self.seed,

@@ -46,8 +46,11 @@ pub struct Choice {
     /// The factor of every occurrence count per generated token (the official `alpha_decay`);
     /// 1 keeps the counts.
     pub decay: f32,
+    /// Then keep, of those, the tokens whose surprise is nearest the entropy (at temperature 1)
+    /// until they carry this share of the mass (typical sampling); 1 keeps all.
+    pub typical_p: f32,
     /// A tensor's rows are whole vec4s: the choices tensor's rows must be the struct's stride.
-    pub padding: [u32; 2],
+    pub padding: u32,
 }
 
 impl Choice {
@@ -68,6 +71,7 @@ impl Choice {
             temperature: 1.0,
             top_p: 1.0,
             decay: 1.0,
+            typical_p: 1.0,
             ..bytemuck::Zeroable::zeroed()
         }
     }
@@ -180,7 +184,11 @@ pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice)
     if choice.min_p > 0.0 {
         threshold = threshold.max(order_key(penalized[argmax] + choice.min_p.ln()));
     }
-    let kept = |l: f32| order_key(l) >= threshold;
+    let typical = (choice.typical_p < 1.0).then(|| typical_limit(&penalized, max, choice.typical_p));
+    let kept = |l: f32| {
+        order_key(l) >= threshold
+            && typical.is_none_or(|(mean, limit)| (mean - (f64::from(l) - max)).abs() <= limit)
+    };
     let total: f64 = penalized.iter().filter(|&&l| kept(l)).map(|&l| weight(l)).sum();
     let target = f64::from(choice.draw) * total;
     let mut walked = 0.0;
@@ -195,6 +203,27 @@ pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice)
         }
     }
     Some(chosen as u32)
+}
+
+/// Typical sampling's mean `S/Z` (the score of a token of logit `l` is `|mean − (l − max)|`,
+/// its surprise's distance from the entropy) and the smallest score limit whose tokens carry
+/// `typical_p` of the mass at temperature 1.
+fn typical_limit(logits: &[f32], max: f64, typical_p: f32) -> (f64, f64) {
+    let offsets: Vec<f64> = logits.iter().map(|&l| f64::from(l) - max).collect();
+    let z: f64 = offsets.iter().map(|d| d.exp()).sum();
+    let mean = offsets.iter().map(|d| d.exp() * d).sum::<f64>() / z;
+    let mut scored: Vec<(f64, f64)> = offsets.iter().map(|d| ((mean - d).abs(), d.exp())).collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let wanted = f64::from(typical_p) * z;
+    let mut cumulative = 0.0;
+    for (i, &(score, weight)) in scored.iter().enumerate() {
+        cumulative += weight;
+        let last_of_score = scored.get(i + 1).is_none_or(|next| next.0 != score);
+        if last_of_score && cumulative >= wanted {
+            return (mean, score);
+        }
+    }
+    (mean, f64::MAX)
 }
 
 /// CPU reference of the kernel's count update: every occurrence decays, then `token`'s grows.

@@ -32,6 +32,9 @@ pub struct SamplerOptions {
     /// Keep only tokens at least this share as likely as the most likely one (at temperature 1);
     /// in [0, 1), 0 keeps all.
     pub min_p: f32,
+    /// Typical sampling: keep the tokens whose surprise is nearest the entropy (at temperature
+    /// 1), fewest first, until they carry this share of the mass; in (0, 1], 1 keeps all.
+    pub typical_p: f32,
     /// Added to the logits of these tokens (summed where a token repeats).
     pub logit_bias: Vec<(u32, f32)>,
     /// Never chosen (unless every token is banned).
@@ -51,6 +54,7 @@ impl Default for SamplerOptions {
             frequency_penalty: 0.0,
             penalty_decay: 1.0,
             min_p: 0.0,
+            typical_p: 1.0,
             logit_bias: Vec::new(),
             banned: Vec::new(),
             seed: None,
@@ -78,6 +82,9 @@ impl SamplerOptions {
         }
         if !(0.0..1.0).contains(&self.min_p) {
             return bad(format!("min-p must be in [0, 1), got {}", self.min_p));
+        }
+        if !(self.typical_p > 0.0 && self.typical_p <= 1.0) {
+            return bad(format!("typical-p must be in (0, 1], got {}", self.typical_p));
         }
         if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
             return bad(format!("the logit bias of token {token} must be a finite number, got {bias}"));
@@ -127,7 +134,8 @@ impl Sampler {
             draw: self.rng.random::<f32>(),
             min_p: o.min_p,
             decay: o.penalty_decay,
-            padding: [0; 2],
+            typical_p: o.typical_p,
+            padding: 0,
         }
     }
 
@@ -221,6 +229,15 @@ mod tests {
         assert!(draws.contains(&1));
     }
 
+    /// Probabilities 0.5, 0.3, 0.2 (entropy 1.03 nats; surprises 0.69, 1.20, 1.61): typical-p
+    /// 0.25 keeps the token nearest the entropy, token 1 (0.3 of the mass), alone.
+    #[test]
+    fn typical_p_keeps_the_tokens_nearest_the_entropy() {
+        let logits = [5f32.ln(), 3f32.ln(), 2f32.ln()];
+        let mut s = sampler(SamplerOptions { greedy: false, typical_p: 0.25, ..SamplerOptions::default() });
+        assert!((0..100).all(|_| s.sample(&logits).unwrap() == 1));
+    }
+
     #[test]
     fn banned_tokens_and_logit_bias() {
         let options =
@@ -266,6 +283,8 @@ mod tests {
             SamplerOptions { top_p: 1.5, ..SamplerOptions::default() },
             SamplerOptions { min_p: 1.0, ..SamplerOptions::default() },
             SamplerOptions { min_p: -0.1, ..SamplerOptions::default() },
+            SamplerOptions { typical_p: 0.0, ..SamplerOptions::default() },
+            SamplerOptions { typical_p: 1.1, ..SamplerOptions::default() },
             SamplerOptions { penalty_decay: 0.0, ..SamplerOptions::default() },
             SamplerOptions { penalty_decay: 1.5, ..SamplerOptions::default() },
             SamplerOptions { logit_bias: vec![(0, f32::NAN)], ..SamplerOptions::default() },

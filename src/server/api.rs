@@ -44,6 +44,8 @@ pub struct Sampling {
     pub penalty_decay: Option<f32>,
     /// Not OpenAI's: keep tokens at least this share as likely as the most likely.
     pub min_p: Option<f32>,
+    /// Not OpenAI's: typical sampling's share of the mass.
+    pub typical_p: Option<f32>,
     /// Token id (as a string) to a bias in [-100, 100] added to its logit; -100 bans it.
     pub logit_bias: Option<std::collections::HashMap<String, f32>>,
     pub seed: Option<u64>,
@@ -201,6 +203,7 @@ impl Sampling {
             frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
             penalty_decay: self.penalty_decay.unwrap_or(1.0),
             min_p: self.min_p.unwrap_or(0.0),
+            typical_p: self.typical_p.unwrap_or(1.0),
             logit_bias,
             banned,
             seed: self.seed,

@@ -75,6 +75,8 @@ export interface GenerateOptions {
   penaltyDecay?: number;
   /** Keep only tokens at least this share as likely as the most likely one; 0 keeps all. */
   minP?: number;
+  /** Typical sampling's share of the mass; 1 keeps all. */
+  typicalP?: number;
   /** Token id to a number added to its logit: `{ "42": -2 }`. */
   logitBias?: Record<string, number>;
   /** Token ids never generated. */
@@ -356,7 +358,7 @@ impl Model {
 
 /// Generation options as the CLI's defaults have them, and the abort signal.
 fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::AbortFlag>), JsError> {
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 15] = [
         "maxTokens",
         "temperature",
         "topP",
@@ -365,6 +367,7 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         "frequencyPenalty",
         "penaltyDecay",
         "minP",
+        "typicalP",
         "logitBias",
         "bannedTokens",
         "greedy",
@@ -382,6 +385,7 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         frequency_penalty: given.number("frequencyPenalty")?.unwrap_or(0.0) as f32,
         penalty_decay: given.number("penaltyDecay")?.unwrap_or(1.0) as f32,
         min_p: given.number("minP")?.unwrap_or(0.0) as f32,
+        typical_p: given.number("typicalP")?.unwrap_or(1.0) as f32,
         logit_bias: given.id_numbers("logitBias")?,
         banned: given.ids("bannedTokens")?,
         seed: given.count("seed")?,
