@@ -228,6 +228,22 @@ async fn generates_what_the_cli_generates() {
     model.reset().unwrap();
     let again = model.generate("ROMEO:", Some(sampled(7.0)), None).await.unwrap();
     assert_eq!(field(&first, "text").as_string(), field(&again, "text").as_string());
+
+    // A banned token never comes (the demo's tokens are bytes): greedy takes the next best.
+    let first_byte = u32::from(expected.as_bytes()[0]);
+    let banned = options(&[
+        ("greedy", true.into()),
+        ("maxTokens", 20.0.into()),
+        ("bannedTokens", js_sys::Array::of1(&first_byte.into()).into()),
+        ("logitBias", options(&[("32", (-1.5).into())])),
+        ("minP", 0.05.into()),
+        ("typicalP", 0.95.into()),
+        ("penaltyDecay", 0.996.into()),
+    ]);
+    model.reset().unwrap();
+    let result = model.generate(&prompt, Some(banned.unchecked_into()), None).await.unwrap();
+    let text = field(&result, "text").as_string().unwrap();
+    assert!(!text.as_bytes().contains(&(first_byte as u8)), "{text:?} holds a banned byte");
 }
 
 #[wasm_bindgen_test]
@@ -323,6 +339,10 @@ async fn errors_are_exceptions_with_the_library_messages() {
         (vec![("top_p", 0.5.into())], "unknown option `top_p`"),
         (vec![("maxTokens", "ten".into())], "`maxTokens` must be a whole number"),
         (vec![("stop", 5.0.into())], "`stop` must be a string or an array of strings"),
+        (vec![("minP", 1.0.into())], "min-p must be in [0, 1)"),
+        (vec![("bannedTokens", "x".into())], "`bannedTokens` must be an array of token ids"),
+        (vec![("logitBias", 5.0.into())], "`logitBias` must be an object of token id: number"),
+        (vec![("bannedTokens", js_sys::Array::of1(&300.into()).into())], "token id 300 is out of range"),
     ] {
         let error =
             message(model.generate("a", Some(options(&fields).unchecked_into()), None).await.unwrap_err());
