@@ -13,7 +13,8 @@
 // entropy, fewest first, until they carry typical-p of the mass: its limit on |surprise − entropy|
 // is found by bisection too (over the bits of non-negative floats, which keep their order). The
 // draw walks the kept set in token order; an empty set gives the most likely token. `sample_ref` in src/kernels/sample.rs is the same
-// definition.
+// definition. A choice may also ask for the chosen token's log-probability and the most likely
+// tokens' (at temperature 1, after the bias and penalties), written before the counts change.
 //
 // 256 threads (WORKGROUP_SIZE, set by the pipeline; workgroup_sum is reduce.wgsl's), because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
 // once the invocation has run about 65535 loop iterations in all: with 64 threads a top-k and
@@ -25,6 +26,8 @@
 // binding 3  counts  [slots, stride]   occurrences of each generated token (decayed)
 // binding 4  bias    [slots, stride]   each slot's logit bias
 // binding 5  tokens  [rows]            u32 out: the chosen token (NON_FINITE_LOGITS: none could be)
+// binding 6  logprobs [rows, LOGPROB_STRIDE]  out: the chosen token's log-probability, then pairs
+//                                     (token id bits, log-probability), most likely first
 
 struct Params {
     vocab: u32,
@@ -49,7 +52,7 @@ struct Choice {
     min_p: f32,       // 0 keeps all
     decay: f32,       // the occurrences' factor per generated token; 1 keeps them
     typical_p: f32,   // 1 keeps all
-    _padding: u32,    // a tensor's rows are whole vec4s
+    logprobs: u32,    // 0: none; else 1 + how many of the most likely tokens to report
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -58,6 +61,7 @@ struct Choice {
 @group(0) @binding(3) var<storage, read_write> counts: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(6) var<storage, read_write> logprobs: array<f32>;
 
 var<workgroup> best_value: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
@@ -65,6 +69,7 @@ var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
 var<workgroup> chosen_token: u32;
 var<workgroup> typical_flag: u32;
+var<workgroup> logprob_count: u32;
 
 // The largest float bits: a limit on |surprise − entropy| that keeps every token.
 const ANY_SCORE: u32 = 0x7f7fffffu;
@@ -120,6 +125,66 @@ fn count_from(row: u32, choice: Choice, threshold: u32, thread: u32) -> f32 {
     return workgroup_sum(n, thread);
 }
 
+// Every thread calls it with its best (value, token): the largest value of the workgroup, the
+// lowest token among equals, is left in best_value[0] and best_index[0].
+fn best_of_workgroup(value: f32, index: u32, thread: u32) {
+    best_value[thread] = value;
+    best_index[thread] = index;
+    workgroupBarrier();
+    for (var half_size = WORKGROUP_SIZE / 2u; half_size > 0u; half_size /= 2u) {
+        if thread < half_size {
+            let other = best_value[thread + half_size];
+            let other_index = best_index[thread + half_size];
+            if other > best_value[thread] || (other == best_value[thread] && other_index < best_index[thread]) {
+                best_value[thread] = other;
+                best_index[thread] = other_index;
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// Every thread calls it, before `finish` changes the counts: the chosen token's log-probability
+// (at temperature 1, after the bias and penalties) and the most likely tokens' with theirs, most
+// likely first (ties: the lower id first), as many as the choice asks for.
+fn report(row: u32, choice: Choice, token: u32, max_logit: f32, thread: u32) {
+    let count = workgroupUniformLoad(&logprob_count);
+    if count == 0u {
+        return;
+    }
+    var z = 0.0;
+    for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+        z += exp(penalized(row, choice, t) - max_logit);
+    }
+    let log_z = log(workgroup_sum(z, thread));
+    let base = row * LOGPROB_STRIDE;
+    if thread == 0u {
+        logprobs[base] = penalized(row, choice, token) - max_logit - log_z;
+    }
+    var previous = max_logit;
+    var previous_index = 0u;
+    for (var k = 0u; k + 1u < count && k < params.vocab; k++) {
+        var value = -0x1.fffffep+127f;
+        var index = params.vocab;
+        for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
+            let logit = penalized(row, choice, t);
+            let after = k == 0u || logit < previous || (logit == previous && t > previous_index);
+            if after && (logit > value || (logit == value && t < index)) {
+                value = logit;
+                index = t;
+            }
+        }
+        best_of_workgroup(value, index, thread);
+        previous = best_value[0];
+        previous_index = best_index[0];
+        workgroupBarrier();
+        if thread == 0u {
+            logprobs[base + 1u + 2u * k] = bitcast<f32>(previous_index);
+            logprobs[base + 2u + 2u * k] = previous - max_logit - log_z;
+        }
+    }
+}
+
 // Every thread calls it: the slot's occurrences decay, then the chosen token's grows by one.
 fn finish(choice: Choice, row: u32, token: u32, thread: u32) {
     if choice.decay != 1.0 {
@@ -157,26 +222,14 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         nans += select(0.0, 1.0, (bitcast<u32>(logit) & 0x7fffffffu) >= 0x7f800000u);
     }
     nans = workgroup_sum(nans, thread);
-    best_value[thread] = value;
-    best_index[thread] = index;
-    workgroupBarrier();
-    for (var half_size = WORKGROUP_SIZE / 2u; half_size > 0u; half_size /= 2u) {
-        if thread < half_size {
-            let other = best_value[thread + half_size];
-            let other_index = best_index[thread + half_size];
-            if other > best_value[thread] || (other == best_value[thread] && other_index < best_index[thread]) {
-                best_value[thread] = other;
-                best_index[thread] = other_index;
-            }
-        }
-        workgroupBarrier();
-    }
+    best_of_workgroup(value, index, thread);
     let max_logit = best_value[0];
     let argmax = best_index[0];
     if thread == 0u {
         let all = choice.top_k == 0u || choice.top_k >= params.vocab;
         uniform_flags = vec4<u32>(choice.mode, select(1u, 0u, all), select(1u, 0u, choice.top_p >= 1.0), u32(nans > 0.0));
         typical_flag = select(1u, 0u, choice.typical_p >= 1.0);
+        logprob_count = choice.logprobs;
     }
     let flags = workgroupUniformLoad(&uniform_flags);
     if flags.w != 0u {
@@ -186,6 +239,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     if flags.x == GREEDY {
+        report(row, choice, argmax, max_logit, thread);
         finish(choice, row, argmax, thread);
         return;
     }
@@ -303,5 +357,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         }
         chosen_token = chosen;
     }
-    finish(choice, row, workgroupUniformLoad(&chosen_token), thread);
+    let token = workgroupUniformLoad(&chosen_token);
+    report(row, choice, token, max_logit, thread);
+    finish(choice, row, token, thread);
 }

@@ -341,7 +341,7 @@ fn batch_scheduler_generates_what_each_request_generates_alone() {
         while !batch.is_empty() {
             for event in batch.step().unwrap() {
                 match event {
-                    BatchEvent::Token { request, token } => generated[request as usize].push(token),
+                    BatchEvent::Token { request, token, .. } => generated[request as usize].push(token),
                     BatchEvent::Finished { finish, .. } => {
                         assert_eq!(finish, Finish::MaxTokens);
                         finished += 1;

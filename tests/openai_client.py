@@ -41,6 +41,13 @@ def main(base_url: str, api_key: str, model: str) -> None:
     assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1, again.usage
     assert again.choices[0].message.content == reply
 
+    # Log-probabilities of the chosen tokens and the most likely ones.
+    scored = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0,
+                                            logprobs=True, top_logprobs=2)
+    first = scored.choices[0].logprobs.content[0]
+    assert first.logprob <= 0 and len(first.top_logprobs) == 2, first
+    assert first.token == first.top_logprobs[0].token, first
+
     # A seed reproduces sampled text.
     sampled = [client.completions.create(model=model, prompt="JULIET:", max_tokens=24, temperature=1.0,
                                          top_p=0.95, seed=11).choices[0].text for _ in range(2)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{fixture_dir, Rng};
 use rwkv_wgpu::gpu::{Gpu, GpuTensor};
-use rwkv_wgpu::kernels::{self, Choice, Recorder, SlotSampling};
+use rwkv_wgpu::kernels::{self, Choice, Recorder, SampleOutputs, SlotSampling};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 
@@ -28,7 +28,11 @@ fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice
                 min_p: if matches!(kind, 7 | 8) { rng.uniform(0.01, 0.5) } else { 0.0 },
                 decay: if matches!(kind, 0 | 5 | 7 | 8) { rng.uniform(0.5, 1.0) } else { 1.0 },
                 typical_p: if matches!(kind, 1 | 4 | 8) { rng.uniform(0.2, 0.99) } else { 1.0 },
-                padding: 0,
+                logprobs: match kind {
+                    0 | 3 => 1 + (rng.next_u64() % 6) as u32,
+                    8 => 1 + kernels::MAX_TOP_LOGPROBS as u32,
+                    _ => 0,
+                },
                 top_k: if matches!(kind, 2 | 4) { 1 + (rng.next_u64() % 40) as u32 } else { 0 },
                 temperature: rng.uniform(0.3, 2.0),
                 top_p: if matches!(kind, 3 | 4 | 8) { rng.uniform(0.2, 0.95) } else { 1.0 },
@@ -65,12 +69,15 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
     let choices_gpu =
         GpuTensor::from_rows(gpu, "choices", Choice::COLS, bytemuck::cast_slice(&choices)).unwrap();
     let tokens_gpu = GpuTensor::zeros(gpu, "tokens", 1, rows).unwrap();
+    let logprobs_gpu = GpuTensor::zeros(gpu, "logprobs", rows, kernels::LOGPROB_COLS).unwrap();
     let mut rec = Recorder::new(gpu);
     let slot_sampling = SlotSampling { counts: &counts_gpu, bias: &bias_gpu };
-    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, slot_sampling, &tokens_gpu).unwrap();
+    let outputs = SampleOutputs { tokens: &tokens_gpu, logprobs: &logprobs_gpu };
+    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, slot_sampling, outputs).unwrap();
     rec.finish().run(gpu);
     let tokens: Vec<u32> = tokens_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
     let counts_after = counts_gpu.read(gpu).unwrap();
+    let reports = logprobs_gpu.read(gpu).unwrap();
 
     let mut expected_counts = counts.clone();
     for (r, choice) in choices.iter().enumerate() {
@@ -98,6 +105,29 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
                     bias[slot * vocab + token as usize] != kernels::BANNED,
                     "row {r} chose a banned token"
                 );
+                if choice.logprobs > 0 {
+                    let row = &reports[r * kernels::LOGPROB_COLS..(r + 1) * kernels::LOGPROB_COLS];
+                    let found = kernels::TokenLogprobs::from_row(row, choice.logprobs, vocab);
+                    let expected = kernels::logprobs_ref(
+                        &logits[r * vocab..(r + 1) * vocab],
+                        &counts[own.clone()],
+                        &bias[own.clone()],
+                        choice,
+                        token,
+                    );
+                    let ids =
+                        |l: &kernels::TokenLogprobs| l.top.iter().map(|&(id, _)| id).collect::<Vec<_>>();
+                    let values = |l: &kernels::TokenLogprobs| {
+                        [l.logprob].into_iter().chain(l.top.iter().map(|&(_, v)| v)).collect::<Vec<_>>()
+                    };
+                    assert_eq!(ids(&found), ids(&expected), "row {r}: the most likely tokens");
+                    common::assert_close(
+                        &format!("row {r}: log-probabilities"),
+                        &values(&found),
+                        &values(&expected),
+                        1e-5,
+                    );
+                }
                 kernels::count_ref(&mut expected_counts[own], token, choice.decay);
             }
         }
@@ -134,6 +164,7 @@ fn non_finite_logits_are_an_error_not_a_token() {
         let logits = GpuTensor::from_rows(&gpu, "logits", vocab, &logits).unwrap();
         let counts = GpuTensor::zeros(&gpu, "counts", 1, vocab).unwrap();
         let bias = GpuTensor::zeros(&gpu, "bias", 1, vocab).unwrap();
+        let reports = GpuTensor::zeros(&gpu, "logprobs", 1, kernels::LOGPROB_COLS).unwrap();
         let choice = Choice { mode: Choice::DRAW, top_p: 0.9, ..Choice::skip() };
         let choices =
             GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
@@ -145,7 +176,7 @@ fn non_finite_logits_are_an_error_not_a_token() {
             &logits,
             &choices,
             SlotSampling { counts: &counts, bias: &bias },
-            &tokens,
+            SampleOutputs { tokens: &tokens, logprobs: &reports },
         )
         .unwrap();
         rec.finish().run(&gpu);

@@ -315,3 +315,61 @@ fn long_prompts_and_long_conversations_keep_the_cache_bounded() {
     assert_eq!(status, 405, "{body}");
     assert!(body.contains("does not take GET"), "{body}");
 }
+
+#[test]
+fn log_probabilities_of_chosen_and_most_likely_tokens() {
+    let served = start(ServerOptions::default());
+    let messages = json!([{ "role": "user", "content": "Who goes there?" }]);
+    let body = json!({ "messages": messages, "max_tokens": 12, "temperature": 0, "logprobs": true, "top_logprobs": 3 });
+    let answer = served.ok("/v1/chat/completions", &body);
+    let content = answer["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    let generated = answer["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert!(content.len() == generated || content.len() + 1 == generated, "{answer}");
+    let tokens: String = content.iter().map(|e| e["token"].as_str().unwrap()).collect();
+    assert!(tokens.starts_with(&text(&answer)), "{tokens:?} vs {:?}", text(&answer));
+    for entry in &content {
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let logprob = entry["logprob"].as_f64().unwrap();
+        assert!(logprob <= 0.0);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(entry["token"], top[0]["token"]);
+        assert!((logprob - top[0]["logprob"].as_f64().unwrap()).abs() < 1e-6);
+        let values: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+        assert_eq!(entry["bytes"].as_array().unwrap().len(), entry["token"].as_str().unwrap().len());
+    }
+
+    // The same reports, streamed.
+    let streamed = json!({ "messages": messages, "max_tokens": 12, "temperature": 0, "logprobs": true,
+                           "top_logprobs": 3, "stream": true });
+    let chunks: Vec<Value> = served
+        .stream("/v1/chat/completions", &streamed)
+        .filter(|e| e != "[DONE]")
+        .map(|e| serde_json::from_str(&e).unwrap())
+        .collect();
+    let streamed_content: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(streamed_content, content);
+
+    // Completions' columns: tokens, their log-probabilities, the most likely, offsets.
+    let body = json!({ "prompt": "ROMEO:", "max_tokens": 8, "temperature": 0, "logprobs": 2 });
+    let answer = served.ok("/v1/completions", &body);
+    let logprobs = &answer["choices"][0]["logprobs"];
+    let tokens: Vec<&str> =
+        logprobs["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tokens.concat(), text(&answer));
+    assert_eq!(logprobs["token_logprobs"].as_array().unwrap().len(), 8);
+    assert!(logprobs["top_logprobs"].as_array().unwrap().iter().all(|t| t.as_object().unwrap().len() <= 2));
+    let offsets: Vec<u64> =
+        logprobs["text_offset"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap()).collect();
+    assert_eq!(offsets[0], 0);
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+
+    let (status, _) = served
+        .post("/v1/chat/completions", &json!({ "messages": messages, "logprobs": true, "top_logprobs": 21 }));
+    assert_eq!(status, 400);
+}

@@ -60,6 +60,7 @@ impl SamplingArgs {
             typical_p: self.typical_p,
             logit_bias: self.logit_bias.clone(),
             banned: self.ban.clone(),
+            logprobs: None,
             seed: self.seed,
         }
     }

@@ -22,7 +22,10 @@ pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
     BonusGate, GN_EPS, LN_EPS,
 };
-pub use self::sample::{count_ref, sample, sample_ref, Choice, SlotSampling, BANNED};
+pub use self::sample::{
+    count_ref, logprobs_ref, sample, sample_ref, Choice, SampleOutputs, SlotSampling, TokenLogprobs, BANNED,
+    LOGPROB_COLS, MAX_TOP_LOGPROBS,
+};
 pub use self::sequences::{windows, SequenceEntry, Sequences, Window, LOOP_BUDGET, MAX_SEQUENCES};
 pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};

@@ -7,9 +7,18 @@ use crate::error::{Error, Result};
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const SAMPLE: KernelSource =
-    KernelSource { name: "sample", parts: &[wgsl::REDUCE, wgsl::SAMPLE], sizes: &[] };
-const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read, ReadWrite];
+/// The most likely tokens a choice may ask to report with their log-probabilities.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Values per row of the `logprobs` output: the chosen token's, then (id bits, log-probability)
+/// pairs, in whole vec4s.
+pub const LOGPROB_COLS: usize = (1 + 2 * MAX_TOP_LOGPROBS).next_multiple_of(4);
+
+const SAMPLE: KernelSource = KernelSource {
+    name: "sample",
+    parts: &[wgsl::REDUCE, wgsl::SAMPLE],
+    sizes: &[("LOGPROB_STRIDE", LOGPROB_COLS)],
+};
+const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite];
 
 /// The logit bias of a banned token: no choice keeps it unless every token is banned.
 pub const BANNED: f32 = -1e30;
@@ -49,8 +58,9 @@ pub struct Choice {
     /// Then keep, of those, the tokens whose surprise is nearest the entropy (at temperature 1)
     /// until they carry this share of the mass (typical sampling); 1 keeps all.
     pub typical_p: f32,
-    /// A tensor's rows are whole vec4s: the choices tensor's rows must be the struct's stride.
-    pub padding: u32,
+    /// 0 reports nothing; else the chosen token's log-probability and those of the
+    /// `logprobs − 1` most likely tokens (at most [`MAX_TOP_LOGPROBS`]).
+    pub logprobs: u32,
 }
 
 impl Choice {
@@ -89,18 +99,27 @@ pub struct SlotSampling<'a> {
     pub bias: &'a GpuTensor,
 }
 
+/// Where sampling writes: the chosen tokens (u32 bits, `[1, rows]`) and what the choices ask to
+/// report of them (`[rows, LOGPROB_COLS]`).
+pub struct SampleOutputs<'a> {
+    pub tokens: &'a GpuTensor,
+    pub logprobs: &'a GpuTensor,
+}
+
 /// Records, for each row r of `logits` whose choice is not [`Choice::SKIP`]: pick a token as
-/// `choices` row r says, write it to `tokens[r]` (u32 bits in a `[1, rows]` tensor) and count
-/// it in the occurrences of its slot, after decaying them.
+/// `choices` row r says, write it to `tokens[r]` (and its log-probabilities where asked) and
+/// count it in the occurrences of its slot, after decaying them.
 pub fn sample(
     rec: &mut Recorder,
     label: &str,
     logits: &GpuTensor,
     choices: &GpuTensor,
     slots: SlotSampling,
-    tokens: &GpuTensor,
+    outputs: SampleOutputs,
 ) -> Result<()> {
     let SlotSampling { counts, bias } = slots;
+    let SampleOutputs { tokens, logprobs } = outputs;
+    expect_shape(label, "logprobs", logprobs, logits.rows, LOGPROB_COLS)?;
     expect_shape(label, "choices", choices, logits.rows, Choice::COLS)?;
     expect_shape(label, "tokens", tokens, 1, logits.rows)?;
     if counts.cols != logits.cols || bias.cols != logits.cols || bias.rows != counts.rows {
@@ -117,7 +136,14 @@ pub fn sample(
         rows,
         padding: 0,
     };
-    let bindings = [logits.binding(), choices.binding(), counts.binding(), bias.binding(), tokens.binding()];
+    let bindings = [
+        logits.binding(),
+        choices.binding(),
+        counts.binding(),
+        bias.binding(),
+        tokens.binding(),
+        logprobs.binding(),
+    ];
     rec.record(&pipeline, label, &params, &bindings, [rows, 1, 1])
 }
 
@@ -135,6 +161,13 @@ fn from_order_key(key: u32) -> f32 {
     f32::from_bits(if key & 0x8000_0000 != 0 { key & 0x7fff_ffff } else { !key })
 }
 
+/// The logits after the bias and the penalties, in f32 as the kernel computes them.
+fn penalize(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice) -> Vec<f32> {
+    // In the kernel's order of operations, so that the two round alike.
+    let penalized = |l: f32, c: f32| if c > 0.0 { l - choice.presence - c * choice.frequency } else { l };
+    logits.iter().zip(counts).zip(bias).map(|((&l, &c), &b)| penalized(l + b, c)).collect()
+}
+
 /// CPU reference of [`sample`] for one row (`counts` and `bias` are the row's slot's); `None`
 /// for SKIP. The kept set and draw are the kernel's definition, computed by sorting instead of
 /// bisection and in f64. The caller updates the counts ([`count_ref`]).
@@ -142,19 +175,7 @@ pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice)
     if choice.mode == Choice::SKIP {
         return None;
     }
-    let penalized: Vec<f32> = logits
-        .iter()
-        .zip(counts)
-        .zip(bias)
-        .map(|((&l, &c), &b)| {
-            let l = l + b;
-            if c > 0.0 {
-                l - choice.presence - c * choice.frequency
-            } else {
-                l
-            }
-        })
-        .collect();
+    let penalized = penalize(logits, counts, bias, choice);
     let argmax =
         (0..penalized.len()).fold(0, |best, i| if penalized[i] > penalized[best] { i } else { best });
     if choice.mode == Choice::GREEDY {
@@ -224,6 +245,47 @@ fn typical_limit(logits: &[f32], max: f64, typical_p: f32) -> (f64, f64) {
         }
     }
     (mean, f64::MAX)
+}
+
+/// A chosen token's log-probability and the most likely tokens' (at temperature 1, after the
+/// logit bias and penalties), most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// Reads a row of the kernel's `logprobs` output for a choice that asked for `logprobs`, over
+    /// a vocabulary of `vocab` tokens (which bounds how many are reported).
+    pub fn from_row(row: &[f32], logprobs: u32, vocab: usize) -> TokenLogprobs {
+        let top = (0..(logprobs.saturating_sub(1) as usize).min(vocab))
+            .map(|k| (row[1 + 2 * k].to_bits(), row[2 + 2 * k]))
+            .collect();
+        TokenLogprobs { logprob: row[0], top }
+    }
+}
+
+/// CPU reference of the kernel's report of `token` for a choice that asks for log-probabilities.
+pub fn logprobs_ref(
+    logits: &[f32],
+    counts: &[f32],
+    bias: &[f32],
+    choice: &Choice,
+    token: u32,
+) -> TokenLogprobs {
+    let penalized: Vec<f64> = penalize(logits, counts, bias, choice).into_iter().map(f64::from).collect();
+    let max = penalized.iter().copied().fold(f64::MIN, f64::max);
+    let log_z = penalized.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    let logprob = |t: usize| (penalized[t] - max - log_z) as f32;
+    let mut order: Vec<usize> = (0..penalized.len()).collect();
+    order.sort_by(|&a, &b| penalized[b].total_cmp(&penalized[a]).then(a.cmp(&b)));
+    let top = order
+        .iter()
+        .take(choice.logprobs.saturating_sub(1) as usize)
+        .map(|&t| (t as u32, logprob(t)))
+        .collect();
+    TokenLogprobs { logprob: logprob(token as usize), top }
 }
 
 /// CPU reference of the kernel's count update: every occurrence decays, then `token`'s grows.

@@ -15,7 +15,7 @@
 //! }
 //! while !batch.is_empty() {
 //!     for event in batch.step()? {
-//!         if let BatchEvent::Token { request, token } = event {
+//!         if let BatchEvent::Token { request, token, .. } = event {
 //!             println!("request {request}: token {token}");
 //!         }
 //!     }
@@ -29,7 +29,7 @@ use super::generate::Finish;
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use crate::error::{Error, Result};
-use crate::kernels::MAX_SEQUENCES;
+use crate::kernels::{TokenLogprobs, MAX_SEQUENCES};
 
 /// What a request generates.
 #[derive(Debug, Clone)]
@@ -55,11 +55,13 @@ impl Default for RequestOptions {
 }
 
 /// Something that happened to a request during a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BatchEvent {
+    /// A generated token, with its log-probabilities where the request's sampler asks for them.
     Token {
         request: u64,
         token: u32,
+        logprobs: Option<TokenLogprobs>,
     },
     Finished {
         request: u64,
@@ -228,7 +230,7 @@ impl Batch {
             };
             request.sampler.count(token);
             request.generated += 1;
-            events.push(BatchEvent::Token { request: request.id, token });
+            events.push(BatchEvent::Token { request: request.id, token, logprobs: output.logprobs });
             let finish = if Some(token) == request.options.stop_token {
                 Some(Finish::EndOfText)
             } else if request.generated >= request.options.max_tokens {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::DispatchTime;
 use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool};
-use crate::kernels::{Choice, MAX_SEQUENCES};
+use crate::kernels::{Choice, TokenLogprobs, LOGPROB_COLS, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
 
@@ -89,6 +89,8 @@ pub struct Output {
     pub logits: Vec<f32>,
     /// The token chosen on the GPU, when it asked for one.
     pub token: Option<u32>,
+    /// Its log-probabilities, when its choice asked for them.
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// What runs steps; one at a time, since steps share the scratch memory.
@@ -96,6 +98,7 @@ struct Runner {
     steps: StepCache,
     readback: Readback,
     tokens_readback: Readback,
+    logprobs_readback: Readback,
     counters: Counters,
     /// The next step's command buffer, encoded while the GPU ran the last one.
     ahead: Option<Encoded>,
@@ -121,6 +124,7 @@ struct Sampling {
     counts: GpuTensor,
     bias: GpuTensor,
     tokens: GpuTensor,
+    logprobs: GpuTensor,
 }
 
 struct Inner {
@@ -235,13 +239,21 @@ impl Engine {
             counts: GpuTensor::zeros(gpu, "generated token counts", options.slots, config.vocab)?,
             bias: GpuTensor::zeros(gpu, "logit bias", options.slots, config.vocab)?,
             tokens: GpuTensor::zeros(gpu, "sampled tokens", 1, most_sequences)?,
+            logprobs: GpuTensor::zeros(
+                gpu,
+                "sampled tokens' log-probabilities",
+                most_sequences,
+                LOGPROB_COLS,
+            )?,
         };
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
+        let logprobs_readback = Readback::new(gpu, "logprob readback", most_sequences, LOGPROB_COLS)?;
         gpu.check()?;
         let runner = AsyncMutex::new(Runner {
             steps: StepCache::default(),
             readback,
             tokens_readback,
+            logprobs_readback,
             counters: Counters::default(),
             ahead: None,
         });
@@ -318,15 +330,17 @@ impl Engine {
         } else {
             inner.runner.lock().await
         };
-        let Runner { steps, readback, tokens_readback, counters, ahead } = &mut *runner;
+        let Runner { steps, readback, tokens_readback, logprobs_readback, counters, ahead } = &mut *runner;
+        let readbacks = (&*readback, &*tokens_readback, &*logprobs_readback);
         let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
         let entries = self.upload(recorded, work, shape)?;
         let sampled = work.iter().any(|item| item.sample.is_some());
         let wants_logits = work.iter().any(|item| item.logits != Logits::None);
-        let encoding = Encoding { step: recorded.id, shape, wants_logits, sampled };
+        let reported = work.iter().any(|item| item.sample.is_some_and(|c| c.logprobs > 0));
+        let encoding = Encoding { step: recorded.id, shape, wants_logits, sampled, reported };
         let encoded = match ahead.take() {
             Some(encoded) if encoded.encoding == encoding => encoded,
-            _ => self.encode(recorded, (readback, tokens_readback), encoding),
+            _ => self.encode(recorded, readbacks, encoding),
         };
         gpu.queue.submit([encoded.commands]);
         *counters = Counters {
@@ -337,7 +351,7 @@ impl Engine {
             bytes_read_back: counters.bytes_read_back + encoded.bytes_read_back,
         };
         // Decoding repeats the same step: encode the next one while the GPU runs this one.
-        *ahead = Some(self.encode(recorded, (readback, tokens_readback), encoding));
+        *ahead = Some(self.encode(recorded, readbacks, encoding));
 
         let tokens: Vec<u32> = if sampled {
             tokens_readback.read_rows_async(gpu, 1).await?.into_iter().map(f32::to_bits).collect()
@@ -358,6 +372,11 @@ impl Engine {
                 Vec::new()
             }
         };
+        let reports = if reported {
+            logprobs_readback.read_rows_async(gpu, shape.sequences).await?
+        } else {
+            Vec::new()
+        };
         let row = |r: usize| values[r * vocab..(r + 1) * vocab].to_vec();
         Ok(work
             .iter()
@@ -373,6 +392,13 @@ impl Engine {
                     }
                 },
                 token: item.sample.map(|_| tokens[s]),
+                logprobs: item.sample.filter(|c| c.logprobs > 0).map(|c| {
+                    TokenLogprobs::from_row(
+                        &reports[s * LOGPROB_COLS..(s + 1) * LOGPROB_COLS],
+                        c.logprobs,
+                        vocab,
+                    )
+                }),
             })
             .collect())
     }

@@ -39,6 +39,9 @@ pub struct SamplerOptions {
     pub logit_bias: Vec<(u32, f32)>,
     /// Never chosen (unless every token is banned).
     pub banned: Vec<u32>,
+    /// Report each chosen token's log-probability and those of this many most likely tokens
+    /// (at most 20), at temperature 1 after the bias and penalties; `None` reports nothing.
+    pub logprobs: Option<usize>,
     /// Seed of the random generator; `None` draws one from the OS.
     pub seed: Option<u64>,
 }
@@ -57,6 +60,7 @@ impl Default for SamplerOptions {
             typical_p: 1.0,
             logit_bias: Vec::new(),
             banned: Vec::new(),
+            logprobs: None,
             seed: None,
         }
     }
@@ -85,6 +89,13 @@ impl SamplerOptions {
         }
         if !(self.typical_p > 0.0 && self.typical_p <= 1.0) {
             return bad(format!("typical-p must be in (0, 1], got {}", self.typical_p));
+        }
+        if self.logprobs.is_some_and(|n| n > kernels::MAX_TOP_LOGPROBS) {
+            return bad(format!(
+                "at most {} top log-probabilities, not {:?}",
+                kernels::MAX_TOP_LOGPROBS,
+                self.logprobs
+            ));
         }
         if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
             return bad(format!("the logit bias of token {token} must be a finite number, got {bias}"));
@@ -135,7 +146,7 @@ impl Sampler {
             min_p: o.min_p,
             decay: o.penalty_decay,
             typical_p: o.typical_p,
-            padding: 0,
+            logprobs: o.logprobs.map_or(0, |top| 1 + top as u32),
         }
     }
 

@@ -49,6 +49,11 @@ pub struct Sampling {
     /// Token id (as a string) to a bias in [-100, 100] added to its logit; -100 bans it.
     pub logit_bias: Option<std::collections::HashMap<String, f32>>,
     pub seed: Option<u64>,
+    /// Chat: `true` to report each token's log-probability; completions: how many of the most
+    /// likely tokens to report with it.
+    pub logprobs: Option<serde_json::Value>,
+    /// Chat: how many of the most likely tokens to report (0 to 20).
+    pub top_logprobs: Option<usize>,
     pub stop: Option<OneOrMany>,
     #[serde(default)]
     pub stream: bool,
@@ -193,6 +198,22 @@ impl Sampling {
                 logit_bias.push((id, bias));
             }
         }
+        use serde_json::Value;
+        let logprobs = match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(self.top_logprobs.unwrap_or(0)),
+            Some(Value::Number(n)) => {
+                let n =
+                    n.as_u64().ok_or_else(|| ApiError::bad_param("logprobs", "logprobs must be 0 to 20"))?;
+                Some(n as usize)
+            }
+            Some(_) => {
+                return Err(ApiError::bad_param("logprobs", "logprobs must be true, false or 0 to 20"))
+            }
+        };
+        if logprobs.is_some_and(|n| n > crate::kernels::MAX_TOP_LOGPROBS) {
+            return Err(ApiError::bad_param("top_logprobs", "at most 20 top log-probabilities"));
+        }
         let sampler = SamplerOptions {
             // Temperature 0 means the most likely token, as in OpenAI's API.
             greedy: temperature == 0.0,
@@ -206,6 +227,7 @@ impl Sampling {
             typical_p: self.typical_p.unwrap_or(1.0),
             logit_bias,
             banned,
+            logprobs,
             seed: self.seed,
         };
         sampler.validate().map_err(|error| ApiError::bad_request(error.to_string()))?;

@@ -1,6 +1,7 @@
 //! The endpoints: a request becomes a job for the scheduler, and its events become OpenAI's
 //! response, whole or as server-sent events.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use super::api::{self, ChatRequest, Checked, CompletionRequest, Sampling};
 use super::error::ApiError;
+use super::logprobs::Reports;
 use super::metrics::Metrics;
 use super::scheduler::{FinishReason, Job, JobEvent};
 use super::{App, Events};
@@ -65,6 +67,8 @@ struct Reply {
     model: String,
     created: u64,
     prompt_tokens: usize,
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
 }
 
 async fn complete(
@@ -139,6 +143,7 @@ async fn complete(
             app.options.max_prompt_tokens
         )));
     }
+    let wants_logprobs = checked.sampler.logprobs.is_some();
     let (events, mut receiver) = unbounded_channel();
     let job = Job {
         prompt: prompt.clone(),
@@ -156,6 +161,7 @@ async fn complete(
         model: app.options.model_id.clone(),
         created: now(),
         prompt_tokens: prompt.len(),
+        logprobs: wants_logprobs,
     };
     let cached_tokens = match receiver.recv().await {
         Some(JobEvent::Started { cached_tokens }) => cached_tokens,
@@ -181,9 +187,11 @@ fn check_model(app: &App, sampling: &Sampling) -> Result<(), ApiError> {
 /// The whole response, once the job has ended.
 async fn whole(reply: Reply, cached_tokens: usize, mut events: Events) -> Result<Response, ApiError> {
     let mut text = String::new();
+    let mut reports = Reports::default();
     loop {
         match events.recv().await {
             Some(JobEvent::Text(piece)) => text += &piece,
+            Some(JobEvent::Logprobs(report)) => reports.push(report),
             Some(JobEvent::Finished { reason, completion_tokens }) => {
                 let usage = usage(reply.prompt_tokens, cached_tokens, completion_tokens);
                 let choice = match reply.endpoint {
@@ -199,6 +207,9 @@ async fn whole(reply: Reply, cached_tokens: usize, mut events: Events) -> Result
                 };
                 let mut body = reply.envelope(false);
                 body["choices"] = json!([choice]);
+                if reply.logprobs {
+                    body["choices"][0]["logprobs"] = reports.take(reply.endpoint == Endpoint::Chat);
+                }
                 body["usage"] = usage;
                 return Ok(Json(body).into_response());
             }
@@ -215,52 +226,75 @@ async fn whole(reply: Reply, cached_tokens: usize, mut events: Events) -> Result
 fn stream(reply: Reply, cached_tokens: usize, include_usage: bool, events: Events) -> impl IntoResponse {
     let first = (reply.endpoint == Endpoint::Chat)
         .then(|| reply.chunk(json!({ "role": "assistant", "content": "" }), None));
-    let state = (events, reply, first.into_iter().collect::<Vec<_>>(), false);
-    let stream =
-        futures_util::stream::unfold(state, move |(mut events, reply, mut queued, done)| async move {
-            loop {
-                if !queued.is_empty() {
-                    let next = queued.remove(0);
-                    return Some((Ok::<_, Infallible>(event(&next)), (events, reply, queued, done)));
-                }
-                if done {
-                    return None;
-                }
-                match events.recv().await {
-                    Some(JobEvent::Text(text)) => queued.push(reply.text_chunk(&text)),
-                    Some(JobEvent::Started { .. }) => {}
-                    Some(JobEvent::Finished { reason, completion_tokens }) => {
-                        queued.push(reply.finish_chunk(reason));
-                        if include_usage {
-                            let mut last = reply.envelope(true);
-                            last["choices"] = json!([]);
-                            last["usage"] = usage(reply.prompt_tokens, cached_tokens, completion_tokens);
-                            queued.push(last);
-                        }
-                        queued.push(Value::String("[DONE]".into()));
-                        return next_done(events, reply, queued);
-                    }
-                    Some(JobEvent::Failed(message)) => {
-                        queued.push(ApiError::internal(message).body());
-                        queued.push(Value::String("[DONE]".into()));
-                        return next_done(events, reply, queued);
-                    }
-                    None => return None,
-                }
-            }
-        });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let state = Streaming {
+        events,
+        reply,
+        queued: first.into_iter().collect(),
+        done: false,
+        reports: Reports::default(),
+        cached_tokens,
+        include_usage,
+    };
+    Sse::new(futures_util::stream::unfold(state, Streaming::next)).keep_alive(KeepAlive::default())
 }
 
-/// The first of the last events, the rest queued behind it.
-#[allow(clippy::type_complexity)]
-fn next_done(
+/// Where a stream is: the events still to come and the chunks ready to go.
+struct Streaming {
     events: Events,
     reply: Reply,
-    mut queued: Vec<Value>,
-) -> Option<(Result<Event, Infallible>, (Events, Reply, Vec<Value>, bool))> {
-    let next = queued.remove(0);
-    Some((Ok(event(&next)), (events, reply, queued, true)))
+    queued: VecDeque<Value>,
+    done: bool,
+    reports: Reports,
+    cached_tokens: usize,
+    include_usage: bool,
+}
+
+impl Streaming {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Streaming)> {
+        loop {
+            if let Some(next) = self.queued.pop_front() {
+                return Some((Ok(event(&next)), self));
+            }
+            if self.done {
+                return None;
+            }
+            match self.events.recv().await {
+                Some(JobEvent::Logprobs(report)) => self.reports.push(report),
+                Some(JobEvent::Text(text)) => {
+                    let chunk = self.with_logprobs(self.reply.text_chunk(&text));
+                    self.queued.push_back(chunk);
+                }
+                Some(JobEvent::Started { .. }) => {}
+                Some(JobEvent::Finished { reason, completion_tokens }) => {
+                    let chunk = self.with_logprobs(self.reply.finish_chunk(reason));
+                    self.queued.push_back(chunk);
+                    if self.include_usage {
+                        let mut last = self.reply.envelope(true);
+                        last["choices"] = json!([]);
+                        last["usage"] =
+                            usage(self.reply.prompt_tokens, self.cached_tokens, completion_tokens);
+                        self.queued.push_back(last);
+                    }
+                    self.queued.push_back(Value::String("[DONE]".into()));
+                    self.done = true;
+                }
+                Some(JobEvent::Failed(message)) => {
+                    self.queued.push_back(ApiError::internal(message).body());
+                    self.queued.push_back(Value::String("[DONE]".into()));
+                    self.done = true;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// The chunk with the log-probabilities of the tokens since the last one, when asked for.
+    fn with_logprobs(&mut self, mut chunk: Value) -> Value {
+        if self.reply.logprobs {
+            chunk["choices"][0]["logprobs"] = self.reports.take(self.reply.endpoint == Endpoint::Chat);
+        }
+        chunk
+    }
 }
 
 /// `[DONE]` goes out as is, everything else as JSON.

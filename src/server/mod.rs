@@ -9,6 +9,7 @@ pub mod api;
 pub mod cache;
 pub mod error;
 mod handlers;
+mod logprobs;
 pub mod metrics;
 pub mod scheduler;
 pub mod template;

@@ -29,18 +29,36 @@ pub struct Job {
     pub events: UnboundedSender<JobEvent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum JobEvent {
     /// The job is in the batch; this much of its prompt came from the cache.
     Started {
         cached_tokens: usize,
     },
+    /// A generated token's log-probabilities (when the job asks), before its text.
+    Logprobs(TokenReport),
     Text(String),
     Finished {
         reason: FinishReason,
         completion_tokens: usize,
     },
     Failed(String),
+}
+
+/// A token as a client sees it: its text (lossy where it holds part of a character), bytes and
+/// log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedToken {
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// A generated token and the most likely tokens at its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenReport {
+    pub chosen: ReportedToken,
+    pub top: Vec<ReportedToken>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,12 +250,26 @@ impl<'t> Scheduler<'t> {
                         log::warn!("caching a state: {error}");
                     }
                 }
-                BatchEvent::Token { request, token } => {
+                BatchEvent::Token { request, token, logprobs } => {
                     generated += 1;
                     let Some(running) = self.running.get_mut(&request) else { continue };
                     running.generated += 1;
                     if Some(token) == self.tokenizer.end_of_text() {
                         continue;
+                    }
+                    if let Some(logprobs) = logprobs {
+                        let tokenizer = self.tokenizer;
+                        let reported = |id: u32, logprob: f32| {
+                            let bytes = tokenizer.decode_bytes(&[id]).unwrap_or_default();
+                            ReportedToken {
+                                text: String::from_utf8_lossy(&bytes).into_owned(),
+                                bytes,
+                                logprob,
+                            }
+                        };
+                        let chosen = reported(token, logprobs.logprob);
+                        let top = logprobs.top.iter().map(|&(id, logprob)| reported(id, logprob)).collect();
+                        let _ = running.job.events.send(JobEvent::Logprobs(TokenReport { chosen, top }));
                     }
                     let decoded = running.text.push(token).unwrap_or_default();
                     let (text, stop) = running.stops.push(&decoded);

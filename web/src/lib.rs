@@ -388,6 +388,7 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         typical_p: given.number("typicalP")?.unwrap_or(1.0) as f32,
         logit_bias: given.id_numbers("logitBias")?,
         banned: given.ids("bannedTokens")?,
+        logprobs: None,
         seed: given.count("seed")?,
     };
     sampler.validate()?;

@@ -15,6 +15,8 @@ pub(super) struct Encoding {
     pub shape: Shape,
     pub wants_logits: bool,
     pub sampled: bool,
+    /// Some choice asks for log-probabilities.
+    pub reported: bool,
 }
 
 /// A step's command buffer, encoded ahead of its inputs (they are written by the queue before it
@@ -31,7 +33,7 @@ impl Engine {
     pub(super) fn encode(
         &self,
         recorded: &Recorded,
-        (readback, tokens_readback): (&Readback, &Readback),
+        (readback, tokens_readback, logprobs_readback): (&Readback, &Readback, &Readback),
         e: Encoding,
     ) -> Encoded {
         let gpu = self.gpu();
@@ -55,6 +57,10 @@ impl Engine {
         if sample.is_some() {
             let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
             bytes_read_back += tokens_readback.copy_from(&mut encoder, &chosen);
+            if e.reported {
+                let reports = GpuTensor { rows: e.shape.sequences, ..self.inner.sampling.logprobs.clone() };
+                bytes_read_back += logprobs_readback.copy_from(&mut encoder, &reports);
+            }
         }
         Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
     }

@@ -172,12 +172,14 @@ impl Engine {
         };
         let sample = match (&head, shape.logits) {
             (Some((_, logits)), Logits::Last) => {
-                let Sampling { choices, counts, bias, tokens } = &inner.sampling;
+                let Sampling { choices, counts, bias, tokens, logprobs } = &inner.sampling;
                 let rows = logits.rows;
                 let choices = GpuTensor { rows, ..choices.clone() };
                 let tokens = GpuTensor { cols: rows, ..tokens.clone() };
+                let logprobs = GpuTensor { rows, ..logprobs.clone() };
                 let slots = kernels::SlotSampling { counts, bias };
-                kernels::sample(&mut rec, "sample", logits, &choices, slots, &tokens)?;
+                let outputs = kernels::SampleOutputs { tokens: &tokens, logprobs: &logprobs };
+                kernels::sample(&mut rec, "sample", logits, &choices, slots, outputs)?;
                 Some(std::mem::take(&mut rec.step))
             }
             _ => None,
