@@ -3,17 +3,22 @@
 //
 // The token's logit first gets its slot's logit bias (banned tokens: a bias of BANNED) and is
 // lowered by the penalties of the tokens this sequence generated so far (counts: occurrences kept
-// per state slot on the GPU, decayed by the choice's `decay` and bumped here). Greedy takes the
+// per state slot on the GPU, decayed by the choice's `decay` and bumped here). A constrained
+// choice (`masked`) then sets the tokens its row of `masks` leaves out to MASKED, below any
+// banned token, so that they are never chosen; with none left, it writes NOTHING_ALLOWED. Greedy takes the
 // first largest logit. Otherwise the kept set is every token whose logit reaches a threshold: the
 // k-th largest logit (top-k), raised to the largest logit whose tokens at or above it carry top-p
 // of the top-k mass at the temperature, raised to where the probability (at temperature 1) is
 // min-p of the most likely token's. The thresholds are found by bisection over the logits'
 // order-keeping u32 keys (32 halvings reach the exact value), each halving one pass over the row.
-// Typical-p keeps, of those, the tokens whose surprise −log p (at temperature 1) is nearest the
-// entropy, fewest first, until they carry typical-p of the mass: its limit on |surprise − entropy|
-// is found by bisection too (over the bits of non-negative floats, which keep their order). The
-// draw walks the kept set in token order; an empty set gives the most likely token. `sample_ref` in src/kernels/sample.rs is the same
-// definition. A choice may also ask for the chosen token's log-probability and the most likely
+// Typical-p ranks every token by how near its surprise −log p (at temperature 1) is to the
+// entropy, takes the nearest, fewest first, until they carry typical-p of the whole mass, and
+// keeps those the other thresholds kept: its limit on |surprise − entropy| is found by bisection
+// too (over the bits of non-negative floats, which keep their order). The draw walks the kept set
+// in token order, weighing each token relative to the largest kept logit (typical-p may drop the
+// largest of all, and at a low temperature the rest would weigh nothing against it); a token of
+// zero weight is never chosen, and an empty set gives the most likely token. `sample_ref` in
+// src/kernels/sample.rs is the same definition. A choice may also ask for the chosen token's log-probability and the most likely
 // tokens' (at temperature 1, after the bias and penalties), written before the counts change.
 //
 // 256 threads (WORKGROUP_SIZE, set by the pipeline; workgroup_sum is reduce.wgsl's), because llvmpipe (lavapipe and its GL driver) stops every loop of an invocation
@@ -28,17 +33,23 @@
 // binding 5  tokens  [rows]            u32 out: the chosen token (NON_FINITE_LOGITS: none could be)
 // binding 6  logprobs [rows, LOGPROB_STRIDE]  out: the chosen token's log-probability, then pairs
 //                                     (token id bits, log-probability), most likely first
+// binding 7  masks   [rows, mask_stride]  u32: bit t % 32 of word t / 32 set where a constrained
+//                                     row allows token t
 
 struct Params {
     vocab: u32,
     stride: u32,
     rows: u32,
-    _padding: u32,
+    mask_stride: u32,
 }
 
 const SKIP: u32 = 0u;
 const GREEDY: u32 = 1u;
 const NON_FINITE_LOGITS: u32 = 0xffffffffu;  // the token written when a logit is NaN or infinite
+const NOTHING_ALLOWED: u32 = 0xfffffffeu;    // the token written when a mask allows no token
+// The logit of a token the mask leaves out: below a banned token's (BANNED, −1e30), and far enough
+// from the lowest float that a temperature does not take its weight to −∞.
+const MASKED: f32 = -2e30;
 
 struct Choice {
     slot: u32,
@@ -53,6 +64,10 @@ struct Choice {
     decay: f32,       // the occurrences' factor per generated token; 1 keeps them
     typical_p: f32,   // 1 keeps all
     logprobs: u32,    // 0: none; else 1 + how many of the most likely tokens to report
+    masked: u32,      // 1: only the tokens of this row's mask may be chosen
+    _reserved0: u32,
+    _reserved1: u32,
+    _reserved2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -62,13 +77,14 @@ struct Choice {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> tokens: array<u32>;
 @group(0) @binding(6) var<storage, read_write> logprobs: array<f32>;
+@group(0) @binding(7) var<storage, read> masks: array<u32>;
 
 var<workgroup> best_value: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_index: array<u32, WORKGROUP_SIZE>;
 var<workgroup> uniform_flags: vec4<u32>;
 var<workgroup> prefix: array<f32, WORKGROUP_SIZE>;
 var<workgroup> chosen_token: u32;
-var<workgroup> typical_flag: u32;
+var<workgroup> choice_flags: u32;  // 1: typical-p applies; 2: the mask allows no token
 var<workgroup> logprob_count: u32;
 
 // The largest float bits: a limit on |surprise − entropy| that keeps every token.
@@ -98,11 +114,16 @@ fn order_key(x: f32) -> u32 {
     return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
+fn allowed(row: u32, choice: Choice, token: u32) -> bool {
+    return choice.masked == 0u || (masks[row * params.mask_stride + token / 32u] & (1u << (token % 32u))) != 0u;
+}
+
 fn penalized(row: u32, choice: Choice, token: u32) -> f32 {
     let at = choice.slot * params.stride + token;
     let count = counts[at];
     let logit = logits[row * params.stride + token] + bias[at];
-    return select(logit, logit - choice.presence - count * choice.frequency, count > 0.0);
+    let penalized = select(logit, logit - choice.presence - count * choice.frequency, count > 0.0);
+    return select(MASKED, penalized, allowed(row, choice, token));
 }
 
 // Sum over the row of `weight(logit)` for tokens with key >= threshold; every thread gets it.
@@ -187,6 +208,8 @@ fn report(row: u32, choice: Choice, token: u32, max_logit: f32, thread: u32) {
 
 // Every thread calls it: the slot's occurrences decay, then the chosen token's grows by one.
 fn finish(choice: Choice, row: u32, token: u32, thread: u32) {
+    // Every thread is done reading the counts before any changes them.
+    storageBarrier();
     if choice.decay != 1.0 {
         for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
             counts[choice.slot * params.stride + t] *= choice.decay;
@@ -213,6 +236,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     var value = -0x1.fffffep+127f;
     var index = 0u;
     var nans = 0.0;
+    var open = 0.0;
     for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
         let logit = penalized(row, choice, t);
         if logit > value {
@@ -220,21 +244,25 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
             index = t;
         }
         nans += select(0.0, 1.0, (bitcast<u32>(logit) & 0x7fffffffu) >= 0x7f800000u);
+        open += select(0.0, 1.0, allowed(row, choice, t));
     }
     nans = workgroup_sum(nans, thread);
+    open = workgroup_sum(open, thread);
     best_of_workgroup(value, index, thread);
     let max_logit = best_value[0];
     let argmax = best_index[0];
     if thread == 0u {
         let all = choice.top_k == 0u || choice.top_k >= params.vocab;
         uniform_flags = vec4<u32>(choice.mode, select(1u, 0u, all), select(1u, 0u, choice.top_p >= 1.0), u32(nans > 0.0));
-        typical_flag = select(1u, 0u, choice.typical_p >= 1.0);
-        logprob_count = choice.logprobs;
+        choice_flags = select(0u, 1u, choice.typical_p < 1.0) | select(0u, 2u, open == 0.0);
+        // At most what a row of `logprobs` holds (the host checks this too).
+        logprob_count = min(choice.logprobs, 1u + MAX_TOP_LOGPROBS);
     }
     let flags = workgroupUniformLoad(&uniform_flags);
-    if flags.w != 0u {
+    let more_flags = workgroupUniformLoad(&choice_flags);
+    if flags.w != 0u || (more_flags & 2u) != 0u {
         if thread == 0u {
-            tokens[row] = NON_FINITE_LOGITS;
+            tokens[row] = select(NOTHING_ALLOWED, NON_FINITE_LOGITS, flags.w != 0u);
         }
         return;
     }
@@ -274,7 +302,7 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     // typical-p: the smallest limit on the score whose tokens carry typical_p of the mass.
     var mean = 0.0;
     var score_limit = ANY_SCORE;
-    if workgroupUniformLoad(&typical_flag) != 0u {
+    if (more_flags & 1u) != 0u {
         var z = 0.0;
         var s = 0.0;
         for (var t = thread; t < params.vocab; t += WORKGROUP_SIZE) {
@@ -302,11 +330,21 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     let span = (params.vocab + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
     let first = min(thread * span, params.vocab);
     let end = min(first + span, params.vocab);
+    var largest_kept = -0x1.fffffep+127f;
+    for (var t = first; t < end; t++) {
+        let logit = penalized(row, choice, t);
+        if kept(logit, low, max_logit, mean, score_limit) {
+            largest_kept = max(largest_kept, logit);
+        }
+    }
+    best_of_workgroup(largest_kept, 0u, thread);
+    let reference = best_value[0];
+    workgroupBarrier();
     var sum = 0.0;
     for (var t = first; t < end; t++) {
         let logit = penalized(row, choice, t);
         if kept(logit, low, max_logit, mean, score_limit) {
-            sum += exp((logit - max_logit) / choice.temperature);
+            sum += exp((logit - reference) / choice.temperature);
         }
     }
     prefix[thread] = sum;
@@ -344,12 +382,13 @@ fn sample(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     if thread == best_index[0] {
         let remaining = best_value[0];
         var walked = 0.0;
-        var chosen = first;
+        var chosen = argmax;
         for (var t = first; t < end; t++) {
             let logit = penalized(row, choice, t);
-            if kept(logit, low, max_logit, mean, score_limit) {
+            let weight = exp((logit - reference) / choice.temperature);
+            if kept(logit, low, max_logit, mean, score_limit) && weight > 0.0 {
                 chosen = t;
-                walked += exp((logit - max_logit) / choice.temperature);
+                walked += weight;
                 if walked > remaining {
                     break;
                 }

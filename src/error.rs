@@ -73,6 +73,11 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// A JSON schema, grammar or regular expression that cannot constrain generation, or a
+    /// tokenizer whose token bytes constrained decoding cannot know.
+    #[error("constrained decoding: {0}")]
+    Grammar(String),
+
     /// A caller passed an argument outside its domain.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

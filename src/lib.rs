@@ -31,12 +31,14 @@
 //!
 //! Modules, by concern: [`gpu`] (device, pipelines, buffers), [`kernels`] (one per WGSL
 //! family, each with a CPU reference), [`model`] (files, validation, the RWKV-7 layer),
-//! [`runtime`] (the engine, sessions, batching, states, generation and sampling), [`tokenizer`]
-//! (World and Hugging Face). [`runtime::generate`](runtime::Session::generate) streams text with
+//! [`runtime`] (the engine, sessions, batching, states, generation and sampling), [`grammar`]
+//! (constrained decoding: JSON schemas, grammars, regular expressions), [`tokenizer`] (World and
+//! Hugging Face). [`runtime::generate`](runtime::Session::generate) streams text with
 //! stop strings and cancellation; [`runtime::Engine::step`] advances many sequences in one step.
 
 pub mod error;
 pub mod gpu;
+pub mod grammar;
 pub mod kernels;
 pub mod model;
 pub mod npy;

@@ -8,16 +8,21 @@ use std::sync::Arc;
 
 use common::{fixture_dir, Rng};
 use rwkv_wgpu::gpu::{Gpu, GpuTensor};
-use rwkv_wgpu::kernels::{self, Choice, Recorder, SampleOutputs, SlotSampling};
+use rwkv_wgpu::kernels::{self, Choice, Recorder, RowMasks, SampleOutputs, SampleRow, SlotSampling};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Sampler, SamplerOptions, Session};
 
+/// Kinds of rows: see `choices`.
+const KINDS: usize = 11;
+
 /// Random choices covering every mode: greedy, plain temperature, top-k, top-p, both, penalties
-/// (decaying in kinds 5, 7 and 8), min-p (7, 8, with top-p in 8).
+/// (decaying in kinds 5, 7 and 8), min-p (7, 8, with top-p in 8), typical-p (1, 4, 8; at a low
+/// temperature in 1, where it may drop the most likely token), and masks (kinds 0, 2, 5, 8 and 10
+/// allow a random third of the tokens, 9 none, 10 at most a few).
 fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice> {
     (0..rows)
         .map(|r| {
-            let kind = r % 9;
+            let kind = r % KINDS;
             Choice {
                 slot: (r % slots) as u32,
                 mode: match kind {
@@ -34,20 +39,41 @@ fn choices(rng: &mut Rng, rows: usize, slots: usize, vocab: usize) -> Vec<Choice
                     _ => 0,
                 },
                 top_k: if matches!(kind, 2 | 4) { 1 + (rng.next_u64() % 40) as u32 } else { 0 },
-                temperature: rng.uniform(0.3, 2.0),
+                temperature: if kind == 1 { 0.05 } else { rng.uniform(0.3, 2.0) },
                 top_p: if matches!(kind, 3 | 4 | 8) { rng.uniform(0.2, 0.95) } else { 1.0 },
                 presence: if matches!(kind, 0 | 5 | 7) { rng.uniform(0.0, 2.0) } else { 0.0 },
                 frequency: if matches!(kind, 0 | 5 | 7) { rng.uniform(0.0, 1.0) } else { 0.0 },
                 draw: rng.uniform(0.0, 1.0).min(0.999_999),
+                masked: u32::from(matches!(kind, 0 | 2 | 5 | 8 | 9 | 10)),
+                reserved: [0; 3],
             }
         })
         .map(|c| if c.top_k as usize > vocab { Choice { top_k: 0, ..c } } else { c })
         .collect()
 }
 
+/// Each row's mask, as `choices` describes them.
+fn masks(rng: &mut Rng, rows: usize, vocab: usize) -> Vec<u32> {
+    let words = kernels::mask_words(vocab);
+    let mut masks = vec![0u32; rows * words];
+    for r in 0..rows {
+        let share = match r % KINDS {
+            9 => continue,
+            10 => 3.0 / vocab as f32,
+            _ => 1.0 / 3.0,
+        };
+        for t in 0..vocab {
+            if rng.uniform(0.0, 1.0) < share {
+                masks[r * words + t / 32] |= 1 << (t % 32);
+            }
+        }
+    }
+    masks
+}
+
 /// One row per slot (as in an engine step: a slot appears once), one row of each kind.
 fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
-    let (rows, slots) = (9, 9);
+    let (rows, slots) = (KINDS, KINDS);
     let mut rng = Rng::new(seed);
     // Logits on a coarse grid, so that ties are common.
     let logits: Vec<f32> = (0..rows * vocab).map(|_| (rng.uniform(-8.0, 8.0) * 4.0).round() / 4.0).collect();
@@ -63,6 +89,9 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
         })
         .collect();
     let choices = choices(&mut rng, rows, slots, vocab);
+    let masks = masks(&mut rng, rows, vocab);
+    let words = kernels::mask_words(vocab);
+    let masks_gpu = GpuTensor::from_rows(gpu, "masks", words, bytemuck::cast_slice(&masks)).unwrap();
     let logits_gpu = GpuTensor::from_rows(gpu, "logits", vocab, &logits).unwrap();
     let counts_gpu = GpuTensor::from_rows(gpu, "counts", vocab, &counts).unwrap();
     let bias_gpu = GpuTensor::from_rows(gpu, "bias", vocab, &bias).unwrap();
@@ -73,7 +102,8 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
     let mut rec = Recorder::new(gpu);
     let slot_sampling = SlotSampling { counts: &counts_gpu, bias: &bias_gpu };
     let outputs = SampleOutputs { tokens: &tokens_gpu, logprobs: &logprobs_gpu };
-    kernels::sample(&mut rec, "sample", &logits_gpu, &choices_gpu, slot_sampling, outputs).unwrap();
+    let inputs = (&logits_gpu, &choices_gpu, RowMasks(&masks_gpu));
+    kernels::sample(&mut rec, "sample", inputs, slot_sampling, outputs).unwrap();
     rec.finish().run(gpu);
     let tokens: Vec<u32> = tokens_gpu.read(gpu).unwrap().into_iter().map(f32::to_bits).collect();
     let counts_after = counts_gpu.read(gpu).unwrap();
@@ -83,14 +113,18 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
     for (r, choice) in choices.iter().enumerate() {
         let slot = choice.slot as usize;
         let own = slot * vocab..(slot + 1) * vocab;
-        let expected = kernels::sample_ref(
-            &logits[r * vocab..(r + 1) * vocab],
-            &counts[own.clone()],
-            &bias[own.clone()],
-            choice,
-        );
+        let row = SampleRow {
+            logits: &logits[r * vocab..(r + 1) * vocab],
+            counts: &counts[own.clone()],
+            bias: &bias[own.clone()],
+            mask: &masks[r * words..(r + 1) * words],
+        };
+        let expected = kernels::sample_ref(row, choice);
         match expected {
             None => assert_eq!(tokens[r], 0, "row {r} (skipped) was written"),
+            Some(Choice::NOTHING_ALLOWED) => {
+                assert_eq!(tokens[r], Choice::NOTHING_ALLOWED, "row {r}: a mask that allows nothing");
+            }
             Some(token) => {
                 assert_eq!(
                     tokens[r],
@@ -101,20 +135,17 @@ fn check_kernel(gpu: &Gpu, vocab: usize, seed: u64) {
                     &bias[own.clone()].iter().take(12).collect::<Vec<_>>(),
                     &counts[own.clone()].iter().take(12).collect::<Vec<_>>()
                 );
-                assert!(
-                    bias[slot * vocab + token as usize] != kernels::BANNED,
-                    "row {r} chose a banned token"
-                );
+                let t = token as usize;
+                let allowed = choice.masked == 0 || masks[r * words + t / 32] >> (t % 32) & 1 != 0;
+                assert!(allowed, "row {r} chose token {token}, which its mask leaves out");
+                // With a mask, every allowed token may be banned too.
+                if choice.masked == 0 {
+                    assert!(bias[slot * vocab + t] != kernels::BANNED, "row {r} chose a banned token");
+                }
                 if choice.logprobs > 0 {
-                    let row = &reports[r * kernels::LOGPROB_COLS..(r + 1) * kernels::LOGPROB_COLS];
-                    let found = kernels::TokenLogprobs::from_row(row, choice.logprobs, vocab);
-                    let expected = kernels::logprobs_ref(
-                        &logits[r * vocab..(r + 1) * vocab],
-                        &counts[own.clone()],
-                        &bias[own.clone()],
-                        choice,
-                        token,
-                    );
+                    let report = &reports[r * kernels::LOGPROB_COLS..(r + 1) * kernels::LOGPROB_COLS];
+                    let found = kernels::TokenLogprobs::from_row(report, choice.logprobs, vocab);
+                    let expected = kernels::logprobs_ref(row, choice, token);
                     let ids =
                         |l: &kernels::TokenLogprobs| l.top.iter().map(|&(id, _)| id).collect::<Vec<_>>();
                     let values = |l: &kernels::TokenLogprobs| {
@@ -169,12 +200,12 @@ fn non_finite_logits_are_an_error_not_a_token() {
         let choices =
             GpuTensor::from_rows(&gpu, "choices", Choice::COLS, bytemuck::cast_slice(&[choice])).unwrap();
         let tokens = GpuTensor::zeros(&gpu, "tokens", 1, 1).unwrap();
+        let masks = GpuTensor::zeros(&gpu, "masks", 1, kernels::mask_words(vocab)).unwrap();
         let mut rec = Recorder::new(&gpu);
         kernels::sample(
             &mut rec,
             "sample",
-            &logits,
-            &choices,
+            (&logits, &choices, RowMasks(&masks)),
             SlotSampling { counts: &counts, bias: &bias },
             SampleOutputs { tokens: &tokens, logprobs: &reports },
         )

@@ -23,8 +23,8 @@ pub use self::norm::{
     BonusGate, GN_EPS, LN_EPS,
 };
 pub use self::sample::{
-    count_ref, logprobs_ref, sample, sample_ref, Choice, SampleOutputs, SlotSampling, TokenLogprobs, BANNED,
-    LOGPROB_COLS, MAX_TOP_LOGPROBS,
+    count_ref, logprobs_ref, mask_words, sample, sample_ref, Choice, RowMasks, SampleOutputs, SampleRow,
+    SlotSampling, TokenLogprobs, BANNED, LOGPROB_COLS, MAX_TOP_LOGPROBS,
 };
 pub use self::sequences::{windows, SequenceEntry, Sequences, Window, LOOP_BUDGET, MAX_SEQUENCES};
 pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};

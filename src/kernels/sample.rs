@@ -1,6 +1,6 @@
-//! Choosing next tokens on the GPU (greedy, or temperature with top-k / top-p / min-p, after a
-//! logit bias and presence and frequency penalties that decay), so a decode step reads back token
-//! ids instead of logits.
+//! Choosing next tokens on the GPU (greedy, or temperature with top-k / top-p / min-p /
+//! typical-p, after a logit bias, presence and frequency penalties that decay, and a mask of the
+//! tokens a grammar allows), so a decode step reads back token ids instead of logits.
 
 use super::{expect_shape, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
@@ -16,12 +16,19 @@ pub const LOGPROB_COLS: usize = (1 + 2 * MAX_TOP_LOGPROBS).next_multiple_of(4);
 const SAMPLE: KernelSource = KernelSource {
     name: "sample",
     parts: &[wgsl::REDUCE, wgsl::SAMPLE],
-    sizes: &[("LOGPROB_STRIDE", LOGPROB_COLS)],
+    sizes: &[("LOGPROB_STRIDE", LOGPROB_COLS), ("MAX_TOP_LOGPROBS", MAX_TOP_LOGPROBS)],
 };
-const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite];
+const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite, Read];
 
 /// The logit bias of a banned token: no choice keeps it unless every token is banned.
 pub const BANNED: f32 = -1e30;
+/// The logit of a token a constrained choice's mask leaves out (below any banned token).
+const MASKED: f32 = -2e30;
+
+/// The u32 words of one row of token masks over `vocab` tokens (token t: bit t % 32 of word t / 32).
+pub fn mask_words(vocab: usize) -> usize {
+    vocab.div_ceil(32)
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -29,7 +36,7 @@ struct Params {
     vocab: u32,
     stride: u32,
     rows: u32,
-    padding: u32,
+    mask_stride: u32,
 }
 
 /// How one row of logits becomes a token; mirrors `Choice` in `sample.wgsl`.
@@ -61,6 +68,11 @@ pub struct Choice {
     /// 0 reports nothing; else the chosen token's log-probability and those of the
     /// `logprobs − 1` most likely tokens (at most [`MAX_TOP_LOGPROBS`]).
     pub logprobs: u32,
+    /// 1: only the tokens of this row's mask may be chosen (set by the engine for a constrained
+    /// sequence).
+    pub masked: u32,
+    /// Zero: the choices tensor's rows are whole vec4s.
+    pub reserved: [u32; 3],
 }
 
 impl Choice {
@@ -71,6 +83,9 @@ impl Choice {
 
     /// What the kernel writes instead of a token when a logit of the row is NaN or infinite.
     pub const NON_FINITE_LOGITS: u32 = u32::MAX;
+    /// What the kernel writes instead of a token when the row's mask allows none of the
+    /// vocabulary (a grammar that can only end).
+    pub const NOTHING_ALLOWED: u32 = u32::MAX - 1;
 
     /// Values per choice in the `choices` tensor.
     pub const COLS: usize = std::mem::size_of::<Choice>() / 4;
@@ -106,14 +121,16 @@ pub struct SampleOutputs<'a> {
     pub logprobs: &'a GpuTensor,
 }
 
+/// Each row's allowed tokens, for its choice if `masked` (u32 bits, `[rows, mask_words(V)]`).
+pub struct RowMasks<'a>(pub &'a GpuTensor);
+
 /// Records, for each row r of `logits` whose choice is not [`Choice::SKIP`]: pick a token as
 /// `choices` row r says, write it to `tokens[r]` (and its log-probabilities where asked) and
 /// count it in the occurrences of its slot, after decaying them.
 pub fn sample(
     rec: &mut Recorder,
     label: &str,
-    logits: &GpuTensor,
-    choices: &GpuTensor,
+    (logits, choices, RowMasks(masks)): (&GpuTensor, &GpuTensor, RowMasks),
     slots: SlotSampling,
     outputs: SampleOutputs,
 ) -> Result<()> {
@@ -122,6 +139,7 @@ pub fn sample(
     expect_shape(label, "logprobs", logprobs, logits.rows, LOGPROB_COLS)?;
     expect_shape(label, "choices", choices, logits.rows, Choice::COLS)?;
     expect_shape(label, "tokens", tokens, 1, logits.rows)?;
+    expect_shape(label, "masks", masks, logits.rows, mask_words(logits.cols))?;
     if counts.cols != logits.cols || bias.cols != logits.cols || bias.rows != counts.rows {
         return Err(Error::InvalidArgument(format!(
             "{label}: counts [{}, {}] and bias [{}, {}] do not match logits of {} tokens",
@@ -134,7 +152,7 @@ pub fn sample(
         vocab: to_u32(label, logits.cols)?,
         stride: to_u32(label, logits.stride())?,
         rows,
-        padding: 0,
+        mask_stride: to_u32(label, masks.stride())?,
     };
     let bindings = [
         logits.binding(),
@@ -143,6 +161,7 @@ pub fn sample(
         bias.binding(),
         tokens.binding(),
         logprobs.binding(),
+        masks.binding(),
     ];
     rec.record(&pipeline, label, &params, &bindings, [rows, 1, 1])
 }
@@ -161,28 +180,51 @@ fn from_order_key(key: u32) -> f32 {
     f32::from_bits(if key & 0x8000_0000 != 0 { key & 0x7fff_ffff } else { !key })
 }
 
-/// The logits after the bias and the penalties, in f32 as the kernel computes them.
-fn penalize(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice) -> Vec<f32> {
-    // In the kernel's order of operations, so that the two round alike.
-    let penalized = |l: f32, c: f32| if c > 0.0 { l - choice.presence - c * choice.frequency } else { l };
-    logits.iter().zip(counts).zip(bias).map(|((&l, &c), &b)| penalized(l + b, c)).collect()
+/// What one row of sampling reads, for the CPU references: the row's logits, its slot's counts
+/// and bias, and its mask (read only if the choice is `masked`).
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRow<'a> {
+    pub logits: &'a [f32],
+    pub counts: &'a [f32],
+    pub bias: &'a [f32],
+    pub mask: &'a [u32],
 }
 
-/// CPU reference of [`sample`] for one row (`counts` and `bias` are the row's slot's); `None`
-/// for SKIP. The kept set and draw are the kernel's definition, computed by sorting instead of
-/// bisection and in f64. The caller updates the counts ([`count_ref`]).
-pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice) -> Option<u32> {
+impl SampleRow<'_> {
+    fn allowed(&self, choice: &Choice, token: usize) -> bool {
+        choice.masked == 0 || self.mask.get(token / 32).is_some_and(|word| word >> (token % 32) & 1 != 0)
+    }
+
+    /// The logits after the bias, the penalties and the mask, in f32 as the kernel computes them.
+    fn penalize(&self, choice: &Choice) -> Vec<f32> {
+        // In the kernel's order of operations, so that the two round alike.
+        let penalized = |l: f32, c: f32| if c > 0.0 { l - choice.presence - c * choice.frequency } else { l };
+        let values =
+            self.logits.iter().zip(self.counts).zip(self.bias).map(|((&l, &c), &b)| penalized(l + b, c));
+        values.enumerate().map(|(t, l)| if self.allowed(choice, t) { l } else { MASKED }).collect()
+    }
+}
+
+/// CPU reference of [`sample`] for one row; `None` for SKIP. The kept set and draw are the
+/// kernel's definition, computed by sorting instead of bisection and in f64. The caller updates
+/// the counts ([`count_ref`]).
+pub fn sample_ref(row: SampleRow, choice: &Choice) -> Option<u32> {
     if choice.mode == Choice::SKIP {
         return None;
     }
-    let penalized = penalize(logits, counts, bias, choice);
+    if !(0..row.logits.len()).any(|t| row.allowed(choice, t)) {
+        return Some(Choice::NOTHING_ALLOWED);
+    }
+    let penalized = row.penalize(choice);
     let argmax =
         (0..penalized.len()).fold(0, |best, i| if penalized[i] > penalized[best] { i } else { best });
     if choice.mode == Choice::GREEDY {
         return Some(argmax as u32);
     }
     let max = f64::from(penalized[argmax]);
-    let weight = |l: f32| ((f64::from(l) - max) / f64::from(choice.temperature)).exp();
+    let weight_from =
+        |reference: f64, l: f32| ((f64::from(l) - reference) / f64::from(choice.temperature)).exp();
+    let weight = |l: f32| weight_from(max, l);
     let mut kept_keys: Vec<u32> = penalized.iter().map(|&l| order_key(l)).collect();
     kept_keys.sort_unstable_by(|a, b| b.cmp(a));
     let k = choice.top_k as usize;
@@ -210,12 +252,15 @@ pub fn sample_ref(logits: &[f32], counts: &[f32], bias: &[f32], choice: &Choice)
         order_key(l) >= threshold
             && typical.is_none_or(|(mean, limit)| (mean - (f64::from(l) - max)).abs() <= limit)
     };
+    // Weighed relative to the largest kept logit, as the kernel does.
+    let largest_kept = penalized.iter().copied().filter(|&l| kept(l)).fold(f32::MIN, f32::max);
+    let weight = |l: f32| weight_from(f64::from(largest_kept), l);
     let total: f64 = penalized.iter().filter(|&&l| kept(l)).map(|&l| weight(l)).sum();
     let target = f64::from(choice.draw) * total;
     let mut walked = 0.0;
     let mut chosen = argmax;
     for (t, &l) in penalized.iter().enumerate() {
-        if kept(l) {
+        if kept(l) && weight(l) > 0.0 {
             chosen = t;
             walked += weight(l);
             if walked > target {
@@ -259,7 +304,7 @@ impl TokenLogprobs {
     /// Reads a row of the kernel's `logprobs` output for a choice that asked for `logprobs`, over
     /// a vocabulary of `vocab` tokens (which bounds how many are reported).
     pub fn from_row(row: &[f32], logprobs: u32, vocab: usize) -> TokenLogprobs {
-        let top = (0..(logprobs.saturating_sub(1) as usize).min(vocab))
+        let top = (0..(logprobs.saturating_sub(1) as usize).min(vocab).min(MAX_TOP_LOGPROBS))
             .map(|k| (row[1 + 2 * k].to_bits(), row[2 + 2 * k]))
             .collect();
         TokenLogprobs { logprob: row[0], top }
@@ -267,14 +312,8 @@ impl TokenLogprobs {
 }
 
 /// CPU reference of the kernel's report of `token` for a choice that asks for log-probabilities.
-pub fn logprobs_ref(
-    logits: &[f32],
-    counts: &[f32],
-    bias: &[f32],
-    choice: &Choice,
-    token: u32,
-) -> TokenLogprobs {
-    let penalized: Vec<f64> = penalize(logits, counts, bias, choice).into_iter().map(f64::from).collect();
+pub fn logprobs_ref(row: SampleRow, choice: &Choice, token: u32) -> TokenLogprobs {
+    let penalized: Vec<f64> = row.penalize(choice).into_iter().map(f64::from).collect();
     let max = penalized.iter().copied().fold(f64::MIN, f64::max);
     let log_z = penalized.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
     let logprob = |t: usize| (penalized[t] - max - log_z) as f32;

@@ -29,7 +29,8 @@ use super::generate::Finish;
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use crate::error::{Error, Result};
-use crate::kernels::{TokenLogprobs, MAX_SEQUENCES};
+use crate::grammar::{CompiledGrammar, Constraint};
+use crate::kernels::{Choice, TokenLogprobs, MAX_SEQUENCES};
 
 /// What a request generates.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct RequestOptions {
     /// Prompt lengths after which the step reports a [`BatchEvent::Checkpoint`]: the request's
     /// state then holds exactly that much of its prompt (a shared system prompt, say).
     pub checkpoints: Vec<usize>,
+    /// Generate only what this grammar allows; the request finishes where the grammar ends.
+    pub grammar: Option<CompiledGrammar>,
 }
 
 impl Default for RequestOptions {
@@ -50,6 +53,7 @@ impl Default for RequestOptions {
             stop_token: Some(0),
             sampler: SamplerOptions::default(),
             checkpoints: Vec::new(),
+            grammar: None,
         }
     }
 }
@@ -95,6 +99,7 @@ struct Request {
     options: RequestOptions,
     generated: usize,
     fed: Vec<u32>,
+    constraint: Option<Constraint>,
 }
 
 impl Request {
@@ -142,7 +147,18 @@ impl Batch {
         let id = self.next_id;
         self.next_id += 1;
         let (input, read, generated, fed) = (prompt, 0, 0, Vec::new());
-        self.requests.push(Request { id, session, input, read, sampler, options, generated, fed });
+        let constraint = options.grammar.as_ref().map(CompiledGrammar::start);
+        self.requests.push(Request {
+            id,
+            session,
+            input,
+            read,
+            sampler,
+            options,
+            generated,
+            fed,
+            constraint,
+        });
         Ok(id)
     }
 
@@ -211,7 +227,8 @@ impl Batch {
             .map(|(&(i, take, _), sample)| {
                 let request = &self.requests[i];
                 let tokens = &request.input[request.read..request.read + take];
-                Work { sample, ..Work::new(request.session.slot(), tokens, Logits::None) }
+                let constraint = request.constraint.as_ref().filter(|_| sample.is_some());
+                Work { sample, constraint, ..Work::new(request.session.slot(), tokens, Logits::None) }
             })
             .collect();
         let results = self.engine.step_async(&work).await?;
@@ -228,10 +245,30 @@ impl Batch {
             let Some(token) = output.token else {
                 continue;
             };
+            if token == Choice::NOTHING_ALLOWED {
+                // Its grammar can only end here.
+                events.push(BatchEvent::Finished { request: request.id, finish: Finish::EndOfText });
+                finished.push(request.id);
+                continue;
+            }
             request.sampler.count(token);
             request.generated += 1;
             events.push(BatchEvent::Token { request: request.id, token, logprobs: output.logprobs });
-            let finish = if Some(token) == request.options.stop_token {
+            let constraint = request.constraint.as_ref();
+            let grammar_ends = match constraint {
+                Some(constraint) if constraint.is_end(token) => true,
+                // The mask allowed the token, so this cannot fail; if it did, the request ends
+                // rather than the whole batch.
+                Some(constraint) => constraint.accept(token).map_or_else(
+                    |error| {
+                        log::warn!("request {}: {error}", request.id);
+                        true
+                    },
+                    |()| constraint.is_finished(),
+                ),
+                None => false,
+            };
+            let finish = if Some(token) == request.options.stop_token || grammar_ends {
                 Some(Finish::EndOfText)
             } else if request.generated >= request.options.max_tokens {
                 Some(Finish::MaxTokens)

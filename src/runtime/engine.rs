@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::DispatchTime;
 use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool};
-use crate::kernels::{Choice, TokenLogprobs, LOGPROB_COLS, MAX_SEQUENCES};
+use crate::grammar::Constraint;
+use crate::kernels::{mask_words, Choice, TokenLogprobs, LOGPROB_COLS, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
 
@@ -73,12 +74,15 @@ pub struct Work<'a> {
     pub logits: Logits,
     /// Choose the next token on the GPU, from the logits after the last of `tokens`.
     pub sample: Option<Choice>,
+    /// Choose only a token this constraint allows (with `sample`). Its mask is computed while
+    /// the GPU runs the step's forward pass.
+    pub constraint: Option<&'a Constraint>,
 }
 
 impl<'a> Work<'a> {
     /// Work that reads `tokens` and returns `logits`, choosing no token.
     pub fn new(slot: usize, tokens: &'a [u32], logits: Logits) -> Self {
-        Work { slot, tokens, logits, sample: None }
+        Work { slot, tokens, logits, sample: None, constraint: None }
     }
 }
 
@@ -117,10 +121,12 @@ pub struct Counters {
     pub bytes_read_back: u64,
 }
 
-/// The GPU side of choosing tokens: each row's choice, each slot's occurrences of the tokens it
-/// generated (for the penalties) and logit bias, and the chosen tokens (u32).
+/// The GPU side of choosing tokens: each row's choice and mask of allowed tokens, each slot's
+/// occurrences of the tokens it generated (for the penalties) and logit bias, and the chosen
+/// tokens (u32).
 struct Sampling {
     choices: GpuTensor,
+    masks: GpuTensor,
     counts: GpuTensor,
     bias: GpuTensor,
     tokens: GpuTensor,
@@ -236,6 +242,7 @@ impl Engine {
         let readback = Readback::new(gpu, "logits readback", logit_rows.max(most_sequences), config.vocab)?;
         let sampling = Sampling {
             choices: GpuTensor::zeros(gpu, "sample choices", most_sequences, Choice::COLS)?,
+            masks: GpuTensor::zeros(gpu, "allowed tokens", most_sequences, mask_words(config.vocab))?,
             counts: GpuTensor::zeros(gpu, "generated token counts", options.slots, config.vocab)?,
             bias: GpuTensor::zeros(gpu, "logit bias", options.slots, config.vocab)?,
             tokens: GpuTensor::zeros(gpu, "sampled tokens", 1, most_sequences)?,
@@ -337,16 +344,24 @@ impl Engine {
         let sampled = work.iter().any(|item| item.sample.is_some());
         let wants_logits = work.iter().any(|item| item.logits != Logits::None);
         let reported = work.iter().any(|item| item.sample.is_some_and(|c| c.logprobs > 0));
-        let encoding = Encoding { step: recorded.id, shape, wants_logits, sampled, reported };
+        let constrained = work.iter().any(|item| item.constraint.is_some());
+        let encoding = Encoding { step: recorded.id, shape, wants_logits, sampled, reported, constrained };
         let encoded = match ahead.take() {
             Some(encoded) if encoded.encoding == encoding => encoded,
             _ => self.encode(recorded, readbacks, encoding),
         };
         gpu.queue.submit([encoded.commands]);
+        let submits = 1 + u64::from(encoded.sampling.is_some());
+        if let Some(sampling) = encoded.sampling {
+            // The masks are computed while the GPU runs the forward pass, and written before
+            // the sampling runs.
+            self.upload_masks(work)?;
+            gpu.queue.submit([sampling]);
+        }
         *counters = Counters {
             steps: counters.steps + 1,
             tokens: counters.tokens + shape.rows as u64,
-            submits: counters.submits + 1,
+            submits: counters.submits + submits,
             dispatches: counters.dispatches + encoded.dispatches as u64,
             bytes_read_back: counters.bytes_read_back + encoded.bytes_read_back,
         };
@@ -358,6 +373,14 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if let Some(s) = work.iter().enumerate().position(|(s, item)| {
+            item.sample.is_some() && tokens[s] == Choice::NOTHING_ALLOWED && item.constraint.is_none()
+        }) {
+            return Err(Error::Internal(format!(
+                "an unconstrained choice in slot {} found no token",
+                work[s].slot
+            )));
+        }
         if let Some(s) = work
             .iter()
             .enumerate()
@@ -391,6 +414,7 @@ impl Engine {
                         values[entry.first_row * vocab..(entry.first_row + entry.rows) * vocab].to_vec()
                     }
                 },
+                // A constrained sequence whose grammar can only end gets NOTHING_ALLOWED.
                 token: item.sample.map(|_| tokens[s]),
                 logprobs: item.sample.filter(|c| c.logprobs > 0).map(|c| {
                     TokenLogprobs::from_row(

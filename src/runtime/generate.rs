@@ -32,6 +32,8 @@ use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use super::stops::StopScanner;
 use crate::error::Result;
+use crate::grammar::{CompiledGrammar, Constraint};
+use crate::kernels::Choice;
 use crate::tokenizer::{TextStream, Tokenizer};
 
 /// How to generate.
@@ -45,6 +47,9 @@ pub struct GenerateOptions {
     /// Stop at the tokenizer's end-of-text token.
     pub stop_at_end_of_text: bool,
     pub sampler: SamplerOptions,
+    /// Generate only text this grammar allows (see [`crate::grammar`]); the generation ends
+    /// where the grammar does.
+    pub grammar: Option<CompiledGrammar>,
     /// Set it from anywhere to stop the generation before its next token.
     pub cancel: CancelToken,
 }
@@ -56,6 +61,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             stop_at_end_of_text: true,
             sampler: SamplerOptions::default(),
+            grammar: None,
             cancel: CancelToken::default(),
         }
     }
@@ -89,6 +95,7 @@ pub enum Finish {
     MaxTokens,
     /// The generated text reached this stop string.
     Stop(String),
+    /// The end-of-text token, or the end of the grammar the generation follows.
     EndOfText,
     Cancelled,
 }
@@ -109,6 +116,7 @@ pub struct Generation<'s> {
     finish: Option<Finish>,
     /// The last token, when the generation ended without feeding it to the session.
     unfed: Option<u32>,
+    constraint: Option<Constraint>,
 }
 
 impl Session {
@@ -145,7 +153,8 @@ impl Session {
     ) -> Result<Generation<'s>> {
         let mut sampler = Sampler::new(options.sampler.clone())?;
         self.start_sampling(&options.sampler)?;
-        let next = self.feed_and_sample_async(prompt, &mut sampler).await?;
+        let constraint = options.grammar.as_ref().map(CompiledGrammar::start);
+        let next = self.feed_and_sample_async(prompt, &mut sampler, constraint.as_ref()).await?;
         Ok(Generation {
             session: self,
             tokenizer,
@@ -157,6 +166,7 @@ impl Session {
             stops: StopScanner::new(options.stop.clone()),
             finish: None,
             unfed: None,
+            constraint,
         })
     }
 
@@ -197,6 +207,10 @@ impl Generation<'_> {
         if self.finish.is_none() && self.options.cancel.is_cancelled() {
             self.finish = Some(Finish::Cancelled);
         }
+        if self.finish.is_none() && self.next == Choice::NOTHING_ALLOWED {
+            // The grammar could only end right after the prompt.
+            self.finish = Some(Finish::EndOfText);
+        }
         if self.finish.is_some() || self.generated >= self.options.max_tokens {
             return None;
         }
@@ -210,23 +224,35 @@ impl Generation<'_> {
     async fn step(&mut self) -> Result<Piece> {
         let token = self.next;
         self.generated += 1;
-        if self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text() {
+        let grammar_ends = self.constraint.as_ref().is_some_and(|c| c.is_end(token));
+        if grammar_ends || (self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text()) {
             self.finish = Some(Finish::EndOfText);
             self.unfed = Some(token);
             let text = self.stops.finish() + &self.text.finish()?;
             return Ok(Piece { token, text });
         }
+        if let Some(constraint) = &self.constraint {
+            constraint.accept(token)?;
+        }
         let (mut text, stop) = self.stops.push(&self.text.push(token)?);
+        let complete = self.constraint.as_ref().is_some_and(Constraint::is_finished);
         if let Some(stop) = stop {
             self.finish = Some(Finish::Stop(stop));
             self.unfed = Some(token);
-        } else if self.generated >= self.options.max_tokens {
-            self.finish = Some(Finish::MaxTokens);
+        } else if self.generated >= self.options.max_tokens || complete {
+            self.finish = Some(if complete { Finish::EndOfText } else { Finish::MaxTokens });
             self.unfed = Some(token);
             let rest = self.text.finish()?;
             text += &(self.stops.finish() + &rest);
         } else {
-            self.next = self.session.feed_and_sample_async(&[token], &mut self.sampler).await?;
+            let constraint = self.constraint.as_ref();
+            self.next = self.session.feed_and_sample_async(&[token], &mut self.sampler, constraint).await?;
+            if self.next == Choice::NOTHING_ALLOWED {
+                // The grammar can only end here: so does the text.
+                self.finish = Some(Finish::EndOfText);
+                let rest = self.text.finish()?;
+                text += &(self.stops.finish() + &rest);
+            }
         }
         Ok(Piece { token, text })
     }

@@ -11,6 +11,9 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Choice};
 
+/// The largest logit bias by magnitude: far beyond any logit, far short of a banned token's.
+pub const MAX_LOGIT_BIAS: f32 = 1e6;
+
 /// How to sample. `Default` is greedy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerOptions {
@@ -97,8 +100,11 @@ impl SamplerOptions {
                 self.logprobs
             ));
         }
-        if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
-            return bad(format!("the logit bias of token {token} must be a finite number, got {bias}"));
+        if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !(b.abs() <= MAX_LOGIT_BIAS)) {
+            return bad(format!(
+                "the logit bias of token {token} must be a number from -{MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}, got {bias} \
+                 (ban a token instead of biasing it further)"
+            ));
         }
         Ok(())
     }
@@ -147,6 +153,8 @@ impl Sampler {
             decay: o.penalty_decay,
             typical_p: o.typical_p,
             logprobs: o.logprobs.map_or(0, |top| 1 + top as u32),
+            masked: 0,
+            reserved: [0; 3],
         }
     }
 
@@ -180,7 +188,8 @@ impl Sampler {
             *bias.get_mut(token as usize).ok_or(Error::TokenOutOfRange { id: token, vocab })? += value;
         }
         let choice = self.choice();
-        let token = kernels::sample_ref(logits, &counts, &bias, &choice).unwrap_or(0);
+        let row = kernels::SampleRow { logits, counts: &counts, bias: &bias, mask: &[] };
+        let token = kernels::sample_ref(row, &choice).unwrap_or(0);
         self.count(token);
         Ok(token)
     }
@@ -299,6 +308,7 @@ mod tests {
             SamplerOptions { penalty_decay: 0.0, ..SamplerOptions::default() },
             SamplerOptions { penalty_decay: 1.5, ..SamplerOptions::default() },
             SamplerOptions { logit_bias: vec![(0, f32::NAN)], ..SamplerOptions::default() },
+            SamplerOptions { logit_bias: vec![(0, -1e38)], ..SamplerOptions::default() },
         ] {
             assert!(matches!(Sampler::new(options), Err(Error::InvalidArgument(_))));
         }

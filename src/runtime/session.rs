@@ -4,6 +4,8 @@ use super::engine::{Engine, Logits, Work};
 use super::sampler::{Sampler, SamplerOptions};
 use super::state::{LayerValues, State};
 use crate::error::{Error, Result};
+use crate::grammar::Constraint;
+use crate::kernels::Choice;
 
 /// One sequence being read or generated. Feeding tokens advances its state, which stays on the
 /// GPU; long inputs are read in chunks of the engine's chunk size, and logits come back only
@@ -78,25 +80,37 @@ impl Session {
     }
 
     /// Reads `tokens` and returns the next token, chosen by `sampler` on the GPU: no logits come
-    /// back. The sampler counts it towards its penalties.
+    /// back. The sampler counts it towards its penalties. The slot's logit bias is the one
+    /// [`Session::start_sampling`] set (none after [`Session::new`] or [`Session::reset`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_and_sample(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
-        pollster::block_on(self.feed_and_sample_async(tokens, sampler))
+        pollster::block_on(self.feed_and_sample_async(tokens, sampler, None))
     }
 
-    /// [`Session::feed_and_sample`] without blocking.
-    pub async fn feed_and_sample_async(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
+    /// [`Session::feed_and_sample`] without blocking, choosing only what `constraint` allows
+    /// where there is one: then [`Choice::NOTHING_ALLOWED`](crate::kernels::Choice) means that
+    /// its grammar can only end. The caller tells the constraint the token
+    /// ([`Constraint::accept`]).
+    pub async fn feed_and_sample_async(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        constraint: Option<&Constraint>,
+    ) -> Result<u32> {
         let Some((last, before)) = split_last_chunk(tokens, self.engine.options().chunk) else {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         };
         if !before.is_empty() {
             self.read(before, Logits::None).await?;
         }
-        let work = Work { sample: Some(sampler.choice()), ..Work::new(self.slot, last, Logits::None) };
+        let work =
+            Work { sample: Some(sampler.choice()), constraint, ..Work::new(self.slot, last, Logits::None) };
         let token = self.engine.step_async(&[work]).await?.pop().and_then(|o| o.token);
         let token =
             token.ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
-        sampler.count(token);
+        if token != Choice::NOTHING_ALLOWED {
+            sampler.count(token);
+        }
         Ok(token)
     }
 

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::grammar::Grammar;
 use crate::runtime::SamplerOptions;
 
 /// A string or a list of strings (`prompt`, `stop`).
@@ -55,6 +56,10 @@ pub struct Sampling {
     /// Chat: how many of the most likely tokens to report (0 to 20).
     pub top_logprobs: Option<usize>,
     pub stop: Option<OneOrMany>,
+    /// `{"type": "text" | "json_object"}`, `{"type": "json_schema", "json_schema": {"schema":
+    /// …}}`, or (not OpenAI's) `{"type": "regex", "regex": …}` and `{"type": "grammar",
+    /// "grammar": …}` (Lark syntax).
+    pub response_format: Option<serde_json::Value>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
@@ -148,6 +153,8 @@ pub struct Checked {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampler: SamplerOptions,
+    /// What the output must follow.
+    pub grammar: Option<Grammar>,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -235,8 +242,32 @@ impl Sampling {
             max_tokens,
             stop,
             sampler,
+            grammar: self.response_format.as_ref().map(response_format).transpose()?.flatten(),
             stream: self.stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
         })
+    }
+}
+
+/// The grammar a `response_format` asks for; `None` for plain text.
+fn response_format(format: &serde_json::Value) -> Result<Option<Grammar>, ApiError> {
+    use serde_json::Value;
+    let bad = |message: &str| ApiError::bad_param("response_format", message.to_string());
+    let text = |name: &str| match &format[name] {
+        Value::String(text) => Ok(text.clone()),
+        _ => Err(bad(&format!("a response_format of type `{name}` needs `{name}`: a string"))),
+    };
+    match format["type"].as_str() {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonSchema(serde_json::json!({"type": "object"})))),
+        Some("json_schema") => match &format["json_schema"]["schema"] {
+            schema @ (Value::Object(_) | Value::Bool(_)) => Ok(Some(Grammar::JsonSchema(schema.clone()))),
+            _ => {
+                Err(bad("a response_format of type `json_schema` needs `json_schema.schema`: a JSON schema"))
+            }
+        },
+        Some("regex") => Ok(Some(Grammar::Regex(text("regex")?))),
+        Some("grammar") => Ok(Some(Grammar::Lark(text("grammar")?))),
+        _ => Err(bad("response_format.type must be text, json_object, json_schema, regex or grammar")),
     }
 }

@@ -143,6 +143,7 @@ async fn complete(
             app.options.max_prompt_tokens
         )));
     }
+    let grammar = checked.grammar.as_ref().map(|grammar| app.compile(grammar)).transpose()?;
     let wants_logprobs = checked.sampler.logprobs.is_some();
     let (events, mut receiver) = unbounded_channel();
     let job = Job {
@@ -151,6 +152,7 @@ async fn complete(
         max_tokens: checked.max_tokens,
         stop,
         sampler: checked.sampler,
+        grammar,
         events,
     };
     app.submit(job)?;

@@ -30,6 +30,7 @@ use self::metrics::Metrics;
 use self::scheduler::{Job, JobEvent, SchedulerOptions};
 use self::template::ChatTemplate;
 use crate::error::{Error, Result};
+use crate::grammar::{CompiledGrammar, Grammar, Grammars};
 use crate::model::Model;
 use crate::runtime::{Engine, EngineOptions};
 use crate::tokenizer::Tokenizer;
@@ -90,9 +91,21 @@ struct App {
     jobs: UnboundedSender<Job>,
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
+    /// Indexed on the first request with a `response_format` (a moment for 65536 tokens).
+    grammars: std::sync::OnceLock<std::result::Result<Grammars, String>>,
 }
 
 impl App {
+    /// Compiles a request's grammar; a bad one is a 400 naming it.
+    fn compile(&self, grammar: &Grammar) -> std::result::Result<CompiledGrammar, ApiError> {
+        let grammars = self
+            .grammars
+            .get_or_init(|| Grammars::new(&self.tokenizer, self.vocab).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|error| ApiError::bad_param("response_format", error.clone()))?;
+        grammars.compile(grammar).map_err(|error| ApiError::bad_param("response_format", error.to_string()))
+    }
+
     /// Queues a job, or refuses it when the queue is full.
     fn submit(&self, job: Job) -> std::result::Result<(), ApiError> {
         let queued = self.metrics.queued.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +250,7 @@ fn build(model: Arc<Model>, tokenizer: Tokenizer, options: &ServerOptions) -> Re
         jobs,
         metrics,
         next_id: AtomicU64::new(1),
+        grammars: std::sync::OnceLock::new(),
     });
     let api = Router::new()
         .route("/v1/models", get(handlers::models))

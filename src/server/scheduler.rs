@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use super::cache::StateCache;
 use super::metrics::Metrics;
 use crate::error::Result;
+use crate::grammar::CompiledGrammar;
 use crate::runtime::{
     Batch, BatchEvent, Engine, Finish, Left, RequestOptions, SamplerOptions, Session, StopScanner,
 };
@@ -25,6 +26,8 @@ pub struct Job {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampler: SamplerOptions,
+    /// What the output must follow (`response_format`).
+    pub grammar: Option<CompiledGrammar>,
     /// Where the job's events go; dropping the receiver cancels the job.
     pub events: UnboundedSender<JobEvent>,
 }
@@ -200,6 +203,7 @@ impl<'t> Scheduler<'t> {
             stop_token: self.tokenizer.end_of_text(),
             sampler: job.sampler.clone(),
             checkpoints,
+            grammar: job.grammar.clone(),
         };
         let id = self.batch.add_session(session, job.prompt[cached..].to_vec(), options)?;
         Ok((id, cached))

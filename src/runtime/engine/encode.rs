@@ -17,6 +17,9 @@ pub(super) struct Encoding {
     pub sampled: bool,
     /// Some choice asks for log-probabilities.
     pub reported: bool,
+    /// Some sequence is constrained: its sampling is a command buffer of its own, submitted once
+    /// its mask is written.
+    pub constrained: bool,
 }
 
 /// A step's command buffer, encoded ahead of its inputs (they are written by the queue before it
@@ -24,6 +27,8 @@ pub(super) struct Encoding {
 pub(super) struct Encoded {
     pub encoding: Encoding,
     pub commands: wgpu::CommandBuffer,
+    /// The sampling and its readback, where it runs on its own (see [`Encoding::constrained`]).
+    pub sampling: Option<wgpu::CommandBuffer>,
     pub dispatches: usize,
     pub bytes_read_back: u64,
 }
@@ -41,7 +46,8 @@ impl Engine {
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let head = recorded.head.as_ref();
         let sample = recorded.sample.as_ref().filter(|_| e.sampled);
-        let parts = [Some(&recorded.body), head.map(|(step, _)| step), sample];
+        let together = if e.constrained { None } else { sample };
+        let parts = [Some(&recorded.body), head.map(|(step, _)| step), together];
         // One compute pass for the whole step: every pass boundary costs on real GPUs.
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
@@ -49,10 +55,25 @@ impl Engine {
             step.encode_into(&mut pass);
         }
         drop(pass);
-        let dispatches = parts.iter().flatten().map(|step| step.len()).sum();
+        let mut dispatches = parts.iter().flatten().map(|step| step.len()).sum();
         let mut bytes_read_back = 0;
         if let (true, Some((_, logits))) = (e.wants_logits, head) {
             bytes_read_back += readback.copy_from(&mut encoder, logits);
+        }
+        let mut sampling = None;
+        if let (true, Some(sample)) = (e.constrained, sample) {
+            let commands = encoder.finish();
+            encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step sampling") });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step sampling"),
+                timestamp_writes: None,
+            });
+            sample.encode_into(&mut pass);
+            drop(pass);
+            dispatches += sample.len();
+            sampling = Some(commands);
         }
         if sample.is_some() {
             let chosen = GpuTensor { cols: e.shape.sequences, ..self.inner.sampling.tokens.clone() };
@@ -62,7 +83,26 @@ impl Engine {
                 bytes_read_back += logprobs_readback.copy_from(&mut encoder, &reports);
             }
         }
-        Encoded { encoding: e, commands: encoder.finish(), dispatches, bytes_read_back }
+        // `sampling` holds the forward pass until here: the encoder now holds the sampling.
+        let (commands, sampling) = match sampling {
+            Some(forward) => (forward, Some(encoder.finish())),
+            None => (encoder.finish(), None),
+        };
+        Encoded { encoding: e, commands, sampling, dispatches, bytes_read_back }
+    }
+
+    /// Writes the allowed tokens of each constrained sequence of a step (row s: `work[s]`),
+    /// asking each constraint for its mask.
+    pub(super) fn upload_masks(&self, work: &[Work]) -> Result<()> {
+        let masks = &self.inner.sampling.masks;
+        let cols = masks.cols;
+        let mut words = vec![0u32; work.len() * cols];
+        for (row, item) in work.iter().enumerate() {
+            if let Some(constraint) = item.constraint {
+                constraint.allowed_tokens(&mut words[row * cols..(row + 1) * cols])?;
+            }
+        }
+        masks.write_rows(self.gpu(), 0, bytemuck::cast_slice(&words))
     }
 
     /// Writes a step's inputs: the normalized embedding rows of its tokens, its sequence table and, for GPU
@@ -93,7 +133,10 @@ impl Engine {
         if work.iter().any(|item| item.sample.is_some()) {
             let choices: Vec<Choice> = work
                 .iter()
-                .map(|item| item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, ..c }))
+                .map(|item| {
+                    let masked = u32::from(item.constraint.is_some());
+                    item.sample.map_or_else(Choice::skip, |c| Choice { slot: item.slot as u32, masked, ..c })
+                })
                 .collect();
             inner.sampling.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&choices))?;
         }

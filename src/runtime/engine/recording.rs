@@ -4,7 +4,7 @@
 use super::{Engine, Logits, Sampling, Work};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Step};
-use crate::kernels::{self, Recorder, Sequences, MAX_SEQUENCES};
+use crate::kernels::{self, Recorder, Sequences, MAX_SEQUENCES, MAX_TOP_LOGPROBS};
 use crate::model::block::StepTensors;
 
 /// The shape a step is recorded for.
@@ -90,6 +90,17 @@ impl Engine {
                 )));
             }
             seen.push(item.slot);
+            if let Some(choice) = item.sample {
+                if choice.logprobs as usize > 1 + MAX_TOP_LOGPROBS {
+                    return Err(Error::InvalidArgument(format!(
+                        "a choice reports at most {MAX_TOP_LOGPROBS} top log-probabilities (logprobs ≤ {}), not {}",
+                        1 + MAX_TOP_LOGPROBS,
+                        choice.logprobs
+                    )));
+                }
+            } else if item.constraint.is_some() {
+                return Err(Error::InvalidArgument("a constraint needs a token to choose (sample)".into()));
+            }
             if item.sample.is_some() && item.logits == Logits::All {
                 return Err(Error::InvalidArgument(
                     "a token is chosen from the logits after the last token: ask for Logits::Last or None with it"
@@ -172,14 +183,16 @@ impl Engine {
         };
         let sample = match (&head, shape.logits) {
             (Some((_, logits)), Logits::Last) => {
-                let Sampling { choices, counts, bias, tokens, logprobs } = &inner.sampling;
+                let Sampling { choices, masks, counts, bias, tokens, logprobs } = &inner.sampling;
                 let rows = logits.rows;
                 let choices = GpuTensor { rows, ..choices.clone() };
+                let masks = GpuTensor { rows, ..masks.clone() };
                 let tokens = GpuTensor { cols: rows, ..tokens.clone() };
                 let logprobs = GpuTensor { rows, ..logprobs.clone() };
                 let slots = kernels::SlotSampling { counts, bias };
                 let outputs = kernels::SampleOutputs { tokens: &tokens, logprobs: &logprobs };
-                kernels::sample(&mut rec, "sample", logits, &choices, slots, outputs)?;
+                let inputs = (logits, &choices, kernels::RowMasks(&masks));
+                kernels::sample(&mut rec, "sample", inputs, slots, outputs)?;
                 Some(std::mem::take(&mut rec.step))
             }
             _ => None,
