@@ -36,8 +36,8 @@ fn world() -> (Engine, Tokenizer) {
     (engine, Tokenizer::world().unwrap())
 }
 
-/// A person: a short name, an age, up to three tags from a list. Compact JSON (no free
-/// whitespace), so that even a random model's text ends within the token limit.
+/// A person: a short name, an age, up to three tags from a list. (JSON comes compact, so that
+/// even a random model's text ends within the token limit.)
 fn person_schema() -> Value {
     json!({
         "type": "object",
@@ -47,8 +47,7 @@ fn person_schema() -> Value {
             "tags": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3}
         },
         "required": ["name", "age", "tags"],
-        "additionalProperties": false,
-        "x-guidance": {"whitespace_flexible": false}
+        "additionalProperties": false
     })
 }
 

@@ -32,7 +32,7 @@ pub struct ChatArgs {
 const TURN_END: &str = "\n\n";
 
 pub fn run(gpu_args: &GpuArgs, args: ChatArgs) -> Result<()> {
-    let options = GenerateOptions {
+    let mut options = GenerateOptions {
         max_tokens: args.max_tokens,
         stop: vec![TURN_END.into()],
         sampler: args.sampling.options(),
@@ -42,6 +42,8 @@ pub fn run(gpu_args: &GpuArgs, args: ChatArgs) -> Result<()> {
     let tokenizer = args.model.tokenizer()?;
     let engine = args.model.engine(gpu_args, 1)?;
     let vocab = engine.model().config.vocab;
+    // Each reply follows the grammar.
+    options.grammar = args.sampling.grammar(&tokenizer, vocab)?;
     let mut session = Session::new(&engine)?;
     if let Some(path) = &args.load_state {
         session.set_state(&State::load(path)?)?;

@@ -28,7 +28,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
-    let options = GenerateOptions {
+    let mut options = GenerateOptions {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         sampler: args.sampling.options(),
@@ -40,6 +40,7 @@ pub fn run(gpu_args: &GpuArgs, args: GenerateArgs) -> Result<()> {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
     let engine = args.model.engine(gpu_args, 1)?;
+    options.grammar = args.sampling.grammar(&tokenizer, engine.model().config.vocab)?;
     let prompt = encode(&tokenizer, &args.prompt, engine.model().config.vocab)?;
     generate(&engine, &tokenizer, &prompt, &options)
 }
@@ -66,15 +67,18 @@ fn generate(
 
     let started = Instant::now();
     let mut generated = 0;
+    let mut reports = Vec::new();
     for piece in generation.by_ref() {
         let piece = piece?;
         generated += 1;
         write!(stdout, "{}", piece.text)
             .and_then(|()| stdout.flush())
             .map_err(|e| Error::io("<stdout>", e))?;
+        reports.extend(piece.logprobs.map(|logprobs| (piece.token, logprobs)));
     }
     writeln!(stdout).map_err(|e| Error::io("<stdout>", e))?;
     let generate_time = started.elapsed();
+    print_logprobs(tokenizer, &reports)?;
     let rate = |tokens: usize, seconds: f64| tokens as f64 / seconds.max(1e-9);
     eprintln!(
         "prompt: {} tokens, {:.1} tokens/s (prefill, chunks of {}); generated: {generated} tokens, {:.1} tokens/s",
@@ -83,5 +87,23 @@ fn generate(
         engine.options().chunk,
         rate(generated, generate_time.as_secs_f64()),
     );
+    Ok(())
+}
+
+/// One line per generated token on stderr: its id, text and log-probability, then the most
+/// likely tokens with theirs.
+fn print_logprobs(
+    tokenizer: &rwkv_wgpu::tokenizer::Tokenizer,
+    reports: &[(u32, rwkv_wgpu::kernels::TokenLogprobs)],
+) -> Result<()> {
+    let text = |token: u32| tokenizer.decode(&[token]).map(|text| format!("{text:?}"));
+    for (token, logprobs) in reports {
+        let top = logprobs
+            .top
+            .iter()
+            .map(|&(id, logprob)| Ok(format!("{}={logprob:.4}", text(id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        eprintln!("logprob {token} {} {:.4}  top: {}", text(*token)?, logprobs.logprob, top.join(" "));
+    }
     Ok(())
 }

@@ -2,7 +2,12 @@
 
 use clap::Args;
 
+use std::path::PathBuf;
+
+use rwkv_wgpu::grammar::{CompiledGrammar, Grammar, Grammars};
 use rwkv_wgpu::runtime::SamplerOptions;
+use rwkv_wgpu::tokenizer::Tokenizer;
+use rwkv_wgpu::{Error, Result};
 
 #[derive(Args)]
 pub struct SamplingArgs {
@@ -44,6 +49,18 @@ pub struct SamplingArgs {
     /// Seed for reproducible sampling.
     #[arg(long)]
     seed: Option<u64>,
+    /// Report each token's log-probability and those of the N most likely tokens (0 to 20).
+    #[arg(long, value_name = "N")]
+    logprobs: Option<usize>,
+    /// Generate JSON that validates against the JSON schema in FILE.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// Generate text of the grammar in FILE (llguidance's Lark syntax: `start: ...`).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+    /// Generate text that matches this regular expression.
+    #[arg(long, value_name = "RE", group = "constraint")]
+    regex: Option<String>,
 }
 
 impl SamplingArgs {
@@ -60,9 +77,29 @@ impl SamplingArgs {
             typical_p: self.typical_p,
             logit_bias: self.logit_bias.clone(),
             banned: self.ban.clone(),
-            logprobs: None,
+            logprobs: self.logprobs,
             seed: self.seed,
         }
+    }
+}
+
+impl SamplingArgs {
+    /// The grammar asked for, compiled for `tokenizer` and a model of `vocab` tokens: a bad file,
+    /// schema, grammar or expression is an error before the model is read.
+    pub fn grammar(&self, tokenizer: &Tokenizer, vocab: usize) -> Result<Option<CompiledGrammar>> {
+        let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| Error::io(path, e));
+        let grammar = if let Some(path) = &self.json_schema {
+            let schema = serde_json::from_str(&read(path)?)
+                .map_err(|e| Error::Grammar(format!("{}: not JSON: {e}", path.display())))?;
+            Grammar::JsonSchema(schema)
+        } else if let Some(path) = &self.grammar {
+            Grammar::Lark(read(path)?)
+        } else if let Some(regex) = &self.regex {
+            Grammar::Regex(regex.clone())
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Grammars::new(tokenizer, vocab)?.compile(&grammar)?))
     }
 }
 

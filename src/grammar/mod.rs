@@ -31,7 +31,9 @@ use crate::tokenizer::Tokenizer;
 /// What the output must follow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grammar {
-    /// JSON that validates against this schema (`{"type": "object"}` for any object).
+    /// JSON that validates against this schema (`{"type": "object"}` for any object), written
+    /// without whitespace between its tokens unless the schema's `x-guidance` options (see
+    /// llguidance) allow it.
     JsonSchema(serde_json::Value),
     /// A grammar in llguidance's Lark-like syntax (`start: ...`).
     Lark(String),
@@ -51,11 +53,21 @@ impl Grammar {
 
     fn to_llguidance(&self) -> TopLevelGrammar {
         match self {
-            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
+            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(schema)),
             Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
             Grammar::Regex(regex) => TopLevelGrammar::from_regex(regex),
         }
     }
+}
+
+/// `schema`, asking for JSON without free whitespace unless its `x-guidance` options say
+/// otherwise: a model that may write any whitespace between tokens can write nothing else.
+fn compact(schema: &serde_json::Value) -> serde_json::Value {
+    let mut schema = schema.clone();
+    if let Some(object) = schema.as_object_mut() {
+        object.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    }
+    schema
 }
 
 /// Compiles grammars for one vocabulary: a model's token ids and the bytes each stands for. Made

@@ -33,7 +33,7 @@ use super::session::Session;
 use super::stops::StopScanner;
 use crate::error::Result;
 use crate::grammar::{CompiledGrammar, Constraint};
-use crate::kernels::Choice;
+use crate::kernels::{Choice, TokenLogprobs};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 /// How to generate.
@@ -83,10 +83,12 @@ impl CancelToken {
 
 /// One generated token and the text it completes (possibly empty: part of a character, or text
 /// held back because it may begin a stop string).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Piece {
     pub token: u32,
     pub text: String,
+    /// Its log-probabilities, where the sampler options ask for them.
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// Why a generation ended.
@@ -109,8 +111,8 @@ pub struct Generation<'s> {
     text: TextStream<'s>,
     sampler: Sampler,
     options: GenerateOptions,
-    /// The token chosen but not yet returned.
-    next: u32,
+    /// The token chosen but not yet returned, and its log-probabilities.
+    next: (u32, Option<TokenLogprobs>),
     generated: usize,
     stops: StopScanner,
     finish: Option<Finish>,
@@ -154,7 +156,7 @@ impl Session {
         let mut sampler = Sampler::new(options.sampler.clone())?;
         self.start_sampling(&options.sampler)?;
         let constraint = options.grammar.as_ref().map(CompiledGrammar::start);
-        let next = self.feed_and_sample_async(prompt, &mut sampler, constraint.as_ref()).await?;
+        let next = self.feed_and_choose(prompt, &mut sampler, constraint.as_ref()).await?;
         Ok(Generation {
             session: self,
             tokenizer,
@@ -207,7 +209,7 @@ impl Generation<'_> {
         if self.finish.is_none() && self.options.cancel.is_cancelled() {
             self.finish = Some(Finish::Cancelled);
         }
-        if self.finish.is_none() && self.next == Choice::NOTHING_ALLOWED {
+        if self.finish.is_none() && self.next.0 == Choice::NOTHING_ALLOWED {
             // The grammar could only end right after the prompt.
             self.finish = Some(Finish::EndOfText);
         }
@@ -222,14 +224,14 @@ impl Generation<'_> {
     }
 
     async fn step(&mut self) -> Result<Piece> {
-        let token = self.next;
+        let (token, logprobs) = (self.next.0, self.next.1.take());
         self.generated += 1;
         let grammar_ends = self.constraint.as_ref().is_some_and(|c| c.is_end(token));
         if grammar_ends || (self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text()) {
             self.finish = Some(Finish::EndOfText);
             self.unfed = Some(token);
             let text = self.stops.finish() + &self.text.finish()?;
-            return Ok(Piece { token, text });
+            return Ok(Piece { token, text, logprobs });
         }
         if let Some(constraint) = &self.constraint {
             constraint.accept(token)?;
@@ -246,15 +248,15 @@ impl Generation<'_> {
             text += &(self.stops.finish() + &rest);
         } else {
             let constraint = self.constraint.as_ref();
-            self.next = self.session.feed_and_sample_async(&[token], &mut self.sampler, constraint).await?;
-            if self.next == Choice::NOTHING_ALLOWED {
+            self.next = self.session.feed_and_choose(&[token], &mut self.sampler, constraint).await?;
+            if self.next.0 == Choice::NOTHING_ALLOWED {
                 // The grammar can only end here: so does the text.
                 self.finish = Some(Finish::EndOfText);
                 let rest = self.text.finish()?;
                 text += &(self.stops.finish() + &rest);
             }
         }
-        Ok(Piece { token, text })
+        Ok(Piece { token, text, logprobs })
     }
 }
 

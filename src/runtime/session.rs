@@ -5,7 +5,7 @@ use super::sampler::{Sampler, SamplerOptions};
 use super::state::{LayerValues, State};
 use crate::error::{Error, Result};
 use crate::grammar::Constraint;
-use crate::kernels::Choice;
+use crate::kernels::{Choice, TokenLogprobs};
 
 /// One sequence being read or generated. Feeding tokens advances its state, which stays on the
 /// GPU; long inputs are read in chunks of the engine's chunk size, and logits come back only
@@ -97,6 +97,17 @@ impl Session {
         sampler: &mut Sampler,
         constraint: Option<&Constraint>,
     ) -> Result<u32> {
+        Ok(self.feed_and_choose(tokens, sampler, constraint).await?.0)
+    }
+
+    /// [`Session::feed_and_sample_async`], with the token's log-probabilities where the sampler
+    /// asks for them.
+    pub async fn feed_and_choose(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        constraint: Option<&Constraint>,
+    ) -> Result<(u32, Option<TokenLogprobs>)> {
         let Some((last, before)) = split_last_chunk(tokens, self.engine.options().chunk) else {
             return Err(Error::InvalidArgument("no tokens to feed".into()));
         };
@@ -105,13 +116,13 @@ impl Session {
         }
         let work =
             Work { sample: Some(sampler.choice()), constraint, ..Work::new(self.slot, last, Logits::None) };
-        let token = self.engine.step_async(&[work]).await?.pop().and_then(|o| o.token);
+        let output = self.engine.step_async(&[work]).await?.pop().unwrap_or_default();
         let token =
-            token.ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
+            output.token.ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
         if token != Choice::NOTHING_ALLOWED {
             sampler.count(token);
         }
-        Ok(token)
+        Ok((token, output.logprobs))
     }
 
     /// Forgets the tokens generated so far, for GPU sampling's penalties (a new generation).
