@@ -2,6 +2,7 @@
 tests/openai_client.rs, which passes its base URL and API key): completions and chat, streamed
 and not, stop strings, seeds that reproduce, and errors as the client's exceptions."""
 
+import json
 import sys
 
 import openai
@@ -47,6 +48,25 @@ def main(base_url: str, api_key: str, model: str) -> None:
     first = scored.choices[0].logprobs.content[0]
     assert first.logprob <= 0 and len(first.top_logprobs) == 2, first
     assert first.token == first.top_logprobs[0].token, first
+
+    # Structured output: JSON that validates against the schema, parsed by the client.
+    schema = {"type": "object", "properties": {"speaker": {"type": "string", "maxLength": 12},
+                                               "lines": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["speaker", "lines"], "additionalProperties": False}
+    for seed in (1, 2):
+        structured = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=200, temperature=1.0, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "cue", "schema": schema, "strict": True}})
+        cue = json.loads(structured.choices[0].message.content)
+        assert set(cue) == {"speaker", "lines"} and isinstance(cue["speaker"], str), cue
+        assert len(cue["speaker"]) <= 12 and 1 <= cue["lines"] <= 9, cue
+        assert structured.choices[0].finish_reason == "stop", structured
+    try:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=4,
+                                       response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+        raise AssertionError("a bad schema was accepted")
+    except openai.BadRequestError as error:
+        assert "JSON schema" in str(error), error
 
     # A seed reproduces sampled text.
     sampled = [client.completions.create(model=model, prompt="JULIET:", max_tokens=24, temperature=1.0,

@@ -373,3 +373,71 @@ fn log_probabilities_of_chosen_and_most_likely_tokens() {
         .post("/v1/chat/completions", &json!({ "messages": messages, "logprobs": true, "top_logprobs": 21 }));
     assert_eq!(status, 400);
 }
+
+/// `response_format`: JSON of a schema, any JSON object, a regular expression and a grammar,
+/// whole and streamed; a bad one is a 400 naming it, before any token.
+#[test]
+fn response_format_constrains_the_answer() {
+    let served = start(ServerOptions::default());
+    let messages = json!([{ "role": "user", "content": "Who goes there?" }]);
+    let schema = json!({
+        "type": "object",
+        "properties": { "name": { "type": "string", "maxLength": 10 }, "friend": { "type": "boolean" } },
+        "required": ["name", "friend"],
+        "additionalProperties": false
+    });
+    for seed in 1..=3 {
+        let format = json!({ "type": "json_schema", "json_schema": { "name": "who", "schema": schema, "strict": true } });
+        let body =
+            json!({ "messages": messages, "max_tokens": 200, "seed": seed, "response_format": format });
+        let answer = served.ok("/v1/chat/completions", &body);
+        let value: Value = serde_json::from_str(&text(&answer)).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert!(value["name"].as_str().is_some_and(|n| n.chars().count() <= 10), "{value}");
+        assert!(value["friend"].is_boolean() && value.as_object().unwrap().len() == 2, "{value}");
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    }
+    let object = json!({ "prompt": "ROMEO:", "max_tokens": 200, "seed": 4, "response_format": { "type": "json_object" } });
+    let answer = served.ok("/v1/completions", &object);
+    // Any object: the demo model may not close its keys within the limit, but what it wrote is
+    // the start of a JSON object.
+    match serde_json::from_str::<Value>(&text(&answer)) {
+        Ok(value) => assert!(value.is_object(), "{value}"),
+        Err(error) => {
+            assert!(error.is_eof() && text(&answer).starts_with('{'), "{error}: {answer}");
+            assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
+        }
+    }
+
+    let regex = json!({ "prompt": "ROMEO:", "max_tokens": 50, "response_format": { "type": "regex", "regex": "[0-9]{4}" } });
+    assert!(text(&served.ok("/v1/completions", &regex)).bytes().filter(u8::is_ascii_digit).count() == 4);
+    let lark = "start: (\"ay\" | \"nay\") \", my lord\"";
+    let grammar = json!({ "prompt": "ROMEO:", "max_tokens": 50, "stream": true,
+                          "response_format": { "type": "grammar", "grammar": lark } });
+    let streamed: String = served
+        .stream("/v1/completions", &grammar)
+        .filter(|e| e != "[DONE]")
+        .map(|e| {
+            serde_json::from_str::<Value>(&e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(streamed == "ay, my lord" || streamed == "nay, my lord", "{streamed:?}");
+
+    for (format, needle) in [
+        (
+            json!({ "type": "json_schema", "json_schema": { "schema": { "type": "nonsense" } } }),
+            "JSON schema",
+        ),
+        (json!({ "type": "json_schema" }), "json_schema.schema"),
+        (json!({ "type": "regex", "regex": "[a-" }), "regular expression"),
+        (json!({ "type": "yaml" }), "response_format.type"),
+    ] {
+        let (status, answer) =
+            served.post("/v1/completions", &json!({ "prompt": "x", "response_format": format }));
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(needle), "{answer}");
+        assert_eq!(answer["error"]["param"], "response_format", "{answer}");
+    }
+}

@@ -117,8 +117,9 @@ impl Session {
         let work =
             Work { sample: Some(sampler.choice()), constraint, ..Work::new(self.slot, last, Logits::None) };
         let output = self.engine.step_async(&[work]).await?.pop().unwrap_or_default();
-        let token =
-            output.token.ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
+        let token = output
+            .token
+            .ok_or_else(|| Error::Internal("a step asked to choose a token returned none".into()))?;
         if token != Choice::NOTHING_ALLOWED {
             sampler.count(token);
         }
