@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
+use super::bench_grammar;
 use super::{FormatArg, GpuArgs};
 use rwkv_wgpu::gpu::DispatchTime;
 use rwkv_wgpu::model::config::ModelConfig;
@@ -95,9 +96,14 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also measure constrained decoding with the JSON schema in FILE (e.g.
+    /// examples/schemas/order.json): the masks' CPU time per token, and decode with and without
+    /// it (World vocabulary; the first format).
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<std::path::PathBuf>,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -254,6 +260,7 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
     }
     let most = args.batch.iter().copied().max().unwrap_or(1).max(1);
     let mut measurements = Vec::new();
+    let mut grammar = None;
     for &format in &args.quant {
         let format = MatrixFormat::from(format);
         let plan = QuantPlan::with(format);
@@ -263,6 +270,9 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
         engine.prepare(1, Logits::Last)?;
         engine.prepare(args.chunk.min(args.prefill.max(1)), Logits::Last)?;
         measurements.push(measure(&args, &engine, format.name(), memory)?);
+        if let (None, Some(path)) = (&grammar, &args.json_schema) {
+            grammar = Some(bench_grammar::measure(&engine, path, 4 * args.gen.max(16), args.repeats)?);
+        }
     }
     if args.json {
         let value = serde_json::json!({
@@ -274,6 +284,7 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
             "gen_tokens": args.gen,
             "repeats": args.repeats,
             "measurements": measurements,
+            "constrained": grammar,
         });
         println!("{value:#}");
         return Ok(());
@@ -326,6 +337,9 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
                 );
             }
         }
+    }
+    if let Some(grammar) = &grammar {
+        bench_grammar::print(grammar);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `rwkv-wgpu` command line.
 
 mod bench;
+mod bench_grammar;
 mod chat;
 mod demo;
 mod generate;
