@@ -276,3 +276,17 @@ fn each_request_of_a_batch_follows_its_own_grammar() {
     assert!(split > 5, "the constrained requests ran {split} steps");
     assert_eq!(engine.counters().submits, steps + split, "a constrained step submits its sampling apart");
 }
+
+/// A tokenizer whose tokens' bytes are unknown (word-level, no byte decoder) cannot constrain:
+/// a clear error, not a wrong mask.
+#[test]
+fn a_tokenizer_without_token_bytes_is_an_error() {
+    let path = common::fixture_dir("tokenizer", "").join("hf_word_level.json");
+    let tokenizer = Tokenizer::from_file(&path).unwrap();
+    match Grammars::new(&tokenizer, tokenizer.vocab_size()) {
+        Err(error @ Error::Grammar(_)) => {
+            assert!(error.to_string().contains("bytes of each token"), "{error}")
+        }
+        other => panic!("expected a grammar error, got {:?}", other.map(|_| ())),
+    }
+}

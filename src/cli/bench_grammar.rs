@@ -37,8 +37,8 @@ pub fn measure(engine: &Engine, path: &Path, tokens: usize, repeats: usize) -> R
     }
     let tokenizer = Tokenizer::world()?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let schema =
-        serde_json::from_str(&text).map_err(|e| Error::Grammar(format!("{}: not JSON: {e}", path.display())))?;
+    let schema = serde_json::from_str(&text)
+        .map_err(|e| Error::Grammar(format!("{}: not JSON: {e}", path.display())))?;
     let started = Instant::now();
     let grammars = Grammars::new(&tokenizer, vocab)?;
     let index_seconds = started.elapsed().as_secs_f64();
@@ -46,8 +46,10 @@ pub fn measure(engine: &Engine, path: &Path, tokens: usize, repeats: usize) -> R
     let grammar = grammars.compile(&Grammar::JsonSchema(schema))?;
     let compile_seconds = started.elapsed().as_secs_f64();
 
-    let sampler = SamplerOptions { greedy: false, temperature: 1.0, seed: Some(1), ..SamplerOptions::default() };
-    let free = GenerateOptions { max_tokens: tokens, sampler, stop_at_end_of_text: false, ..Default::default() };
+    let sampler =
+        SamplerOptions { greedy: false, temperature: 1.0, seed: Some(1), ..SamplerOptions::default() };
+    let free =
+        GenerateOptions { max_tokens: tokens, sampler, stop_at_end_of_text: false, ..Default::default() };
     let constrained = GenerateOptions { grammar: Some(grammar.clone()), ..free.clone() };
     let rate = |options: &GenerateOptions| -> Result<(f64, Vec<u32>)> {
         let mut rates = Vec::new();

@@ -62,8 +62,9 @@ pub struct Choice {
     /// The factor of every occurrence count per generated token (the official `alpha_decay`);
     /// 1 keeps the counts.
     pub decay: f32,
-    /// Then keep, of those, the tokens whose surprise is nearest the entropy (at temperature 1)
-    /// until they carry this share of the mass (typical sampling); 1 keeps all.
+    /// Typical sampling: of the whole vocabulary, the tokens whose surprise is nearest the
+    /// entropy (at temperature 1) until they carry this share of the mass, intersected with what
+    /// the other thresholds keep; 1 keeps all.
     pub typical_p: f32,
     /// 0 reports nothing; else the chosen token's log-probability and those of the
     /// `logprobs − 1` most likely tokens (at most [`MAX_TOP_LOGPROBS`]).
