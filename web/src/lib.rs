@@ -397,6 +397,7 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         stop: given.strings("stop")?,
         stop_at_end_of_text: true,
         sampler,
+        grammar: None,
         cancel: CancelToken::default(),
     };
     Ok((options, given.signal("signal")?))
