@@ -23,6 +23,8 @@ use js_sys::{Float32Array, Function, Uint32Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use rwkv_wgpu::gpu::{Gpu, GpuOptions};
+use rwkv_wgpu::grammar::{Grammar, Grammars};
+use rwkv_wgpu::kernels::TokenLogprobs;
 use rwkv_wgpu::model::source::{self, FileBytes};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::{
@@ -89,6 +91,20 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** Stops the generation before its next token once aborted. */
   signal?: AbortSignal;
+  /** Generate JSON valid against this JSON schema (an object, or its text); the generation ends with the JSON. */
+  jsonSchema?: object | string;
+  /** Generate text of this grammar (llguidance's Lark syntax: `start: ...`). */
+  grammar?: string;
+  /** Generate text that matches this regular expression. */
+  regex?: string;
+  /** Report each token's log-probability and those of this many most likely tokens (0 to 20). */
+  logprobs?: number;
+}
+
+/** A token's log-probability and the most likely tokens' (at temperature 1), most likely first. */
+export interface TokenLogprobs {
+  logprob: number;
+  top: { token: number; logprob: number }[];
 }
 
 export interface GenerateResult {
@@ -102,6 +118,8 @@ export interface GenerateResult {
   /** Generation time after the prompt. */
   seconds: number;
   tokensPerSecond: number;
+  /** Per generated token, where `logprobs` was asked for. */
+  logprobs?: TokenLogprobs[];
 }
 "#;
 
@@ -111,7 +129,9 @@ extern "C" {
     pub type LoadOptionsArg;
     #[wasm_bindgen(typescript_type = "GenerateOptions")]
     pub type GenerateOptionsArg;
-    #[wasm_bindgen(typescript_type = "(text: string, token: number) => boolean | void")]
+    #[wasm_bindgen(
+        typescript_type = "(text: string, token: number, logprobs?: TokenLogprobs) => boolean | void"
+    )]
     pub type OnToken;
 }
 
@@ -124,6 +144,8 @@ pub struct Model {
     /// Borrowed for the whole of a call that uses the GPU, so that a second call made before the
     /// first has finished fails with a clear message instead of interleaving with it.
     sessions: RefCell<Sessions>,
+    /// The vocabulary indexed for grammars, on the first generation that has one.
+    grammars: std::cell::OnceCell<Grammars>,
 }
 
 struct Sessions {
@@ -197,7 +219,13 @@ impl Model {
             pending: Vec::new(),
             scratch: Session::new(&engine)?,
         };
-        Ok(Model { engine, tokenizer, tokenizer_name, sessions: RefCell::new(sessions) })
+        Ok(Model {
+            engine,
+            tokenizer,
+            tokenizer_name,
+            sessions: RefCell::new(sessions),
+            grammars: Default::default(),
+        })
     }
 
     /// The model's shape and how it runs.
@@ -244,8 +272,8 @@ impl Model {
 
     /// Reads `prompt` after everything the conversation has read so far, then generates, calling
     /// `onToken(text, token)` for each token (the text may be empty: part of a character, or held
-    /// back because it may begin a stop string). `onToken` returning `false` stops the generation,
-    /// as does aborting `options.signal`.
+    /// back because it may begin a stop string), and its log-probabilities where `options.logprobs`
+    /// asks. `onToken` returning `false` stops the generation, as does aborting `options.signal`.
     #[wasm_bindgen(unchecked_return_type = "GenerateResult")]
     pub async fn generate(
         &self,
@@ -253,7 +281,10 @@ impl Model {
         options: Option<GenerateOptionsArg>,
         #[wasm_bindgen(js_name = onToken)] on_token: Option<OnToken>,
     ) -> Result<JsValue, JsError> {
-        let (options, signal) = generate_options(options.into())?;
+        let (mut options, signal, grammar) = generate_options(options.into())?;
+        if let Some(grammar) = grammar {
+            options.grammar = Some(self.grammars()?.compile(&grammar)?);
+        }
         let on_token: Option<Function> = on_token.map(|f| JsValue::from(f).into());
         let mut sessions = self.sessions()?;
         let sessions = &mut *sessions;
@@ -267,6 +298,7 @@ impl Model {
         let prompt_seconds = seconds_since(start);
         let start = js_sys::Date::now();
         let (mut text, mut tokens) = (String::new(), 0usize);
+        let reports = js_sys::Array::new();
         loop {
             if signal.as_ref().is_some_and(|signal| signal.is_aborted()) {
                 options.cancel.cancel();
@@ -275,9 +307,13 @@ impl Model {
             let piece = piece?;
             tokens += 1;
             text += &piece.text;
+            let report = piece.logprobs.as_ref().map_or(JsValue::UNDEFINED, logprobs_object);
+            if !report.is_undefined() {
+                reports.push(&report);
+            }
             if let Some(callback) = &on_token {
                 let answer = callback
-                    .call2(&JsValue::NULL, &piece.text.as_str().into(), &piece.token.into())
+                    .call3(&JsValue::NULL, &piece.text.as_str().into(), &piece.token.into(), &report)
                     .map_err(|thrown| JsError::new(&format!("onToken threw: {}", describe(&thrown))))?;
                 if answer.as_bool() == Some(false) {
                     options.cancel.cancel();
@@ -300,6 +336,10 @@ impl Model {
             ("promptSeconds", prompt_seconds.into()),
             ("seconds", seconds.into()),
             ("tokensPerSecond", (if seconds > 0.0 { tokens as f64 / seconds } else { 0.0 }).into()),
+            (
+                "logprobs",
+                if options.sampler.logprobs.is_some() { reports.into() } else { JsValue::UNDEFINED },
+            ),
         ]))
     }
 
@@ -337,6 +377,14 @@ impl Model {
 }
 
 impl Model {
+    fn grammars(&self) -> Result<&Grammars, JsError> {
+        if self.grammars.get().is_none() {
+            let grammars = Grammars::new(&self.tokenizer, self.engine.model().config.vocab)?;
+            let _ = self.grammars.set(grammars);
+        }
+        self.grammars.get().ok_or_else(|| JsError::new("indexing the vocabulary for grammars failed"))
+    }
+
     fn sessions(&self) -> Result<RefMut<'_, Sessions>, JsError> {
         self.sessions.try_borrow_mut().map_err(|_| {
             JsError::new("the model is busy: await the previous call (generate, logits, saveState) first")
@@ -356,9 +404,12 @@ impl Model {
     }
 }
 
-/// Generation options as the CLI's defaults have them, and the abort signal.
-fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::AbortFlag>), JsError> {
-    const KNOWN: [&str; 15] = [
+/// Generation options as the CLI's defaults have them, the abort signal, and the grammar asked
+/// for (compiled by the caller, which holds the vocabulary).
+fn generate_options(
+    value: JsValue,
+) -> Result<(GenerateOptions, Option<options::AbortFlag>, Option<Grammar>), JsError> {
+    const KNOWN: [&str; 19] = [
         "maxTokens",
         "temperature",
         "topP",
@@ -374,6 +425,10 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         "seed",
         "stop",
         "signal",
+        "jsonSchema",
+        "grammar",
+        "regex",
+        "logprobs",
     ];
     let given = JsOptions::new(value, "generate options", &KNOWN)?;
     let sampler = SamplerOptions {
@@ -388,7 +443,7 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         typical_p: given.number("typicalP")?.unwrap_or(1.0) as f32,
         logit_bias: given.id_numbers("logitBias")?,
         banned: given.ids("bannedTokens")?,
-        logprobs: None,
+        logprobs: given.count("logprobs")?.map(|n| n as usize),
         seed: given.count("seed")?,
     };
     sampler.validate()?;
@@ -400,7 +455,26 @@ fn generate_options(value: JsValue) -> Result<(GenerateOptions, Option<options::
         grammar: None,
         cancel: CancelToken::default(),
     };
-    Ok((options, given.signal("signal")?))
+    let grammars = [
+        given.json("jsonSchema")?.map(Grammar::JsonSchema),
+        given.string("grammar")?.map(Grammar::Lark),
+        given.string("regex")?.map(Grammar::Regex),
+    ];
+    let mut grammars = grammars.into_iter().flatten();
+    let grammar = grammars.next();
+    if grammars.next().is_some() {
+        return Err(JsError::new("generate options: give one of jsonSchema, grammar and regex"));
+    }
+    Ok((options, given.signal("signal")?, grammar))
+}
+
+/// `{ logprob, top: [{ token, logprob }] }`.
+fn logprobs_object(logprobs: &TokenLogprobs) -> JsValue {
+    let top = js_sys::Array::new();
+    for &(token, logprob) in &logprobs.top {
+        top.push(&object(&[("token", token.into()), ("logprob", f64::from(logprob).into())]));
+    }
+    object(&[("logprob", f64::from(logprobs.logprob).into()), ("top", top.into())])
 }
 
 /// A thrown JavaScript value as text: an `Error`'s message, or the value itself.

@@ -65,6 +65,22 @@ impl JsOptions {
         self.get(key).map(|value| value.as_string().ok_or_else(|| self.wrong(key, "a string"))).transpose()
     }
 
+    /// JSON given as an object or as its text.
+    pub fn json(&self, key: &str) -> Result<Option<serde_json::Value>, JsError> {
+        let Some(value) = self.get(key) else { return Ok(None) };
+        let text = match value.as_string() {
+            Some(text) => text,
+            None if value.is_object() => js_sys::JSON::stringify(&value)
+                .ok()
+                .and_then(|text| text.as_string())
+                .ok_or_else(|| self.wrong(key, "JSON (an object, or its text)"))?,
+            None => return Err(self.wrong(key, "JSON (an object, or its text)")),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| JsError::new(&format!("{}: `{key}` is not JSON: {e}", self.what)))
+    }
+
     /// A string or an array of strings.
     pub fn strings(&self, key: &str) -> Result<Vec<String>, JsError> {
         let Some(value) = self.get(key) else { return Ok(Vec::new()) };

@@ -246,6 +246,70 @@ async fn generates_what_the_cli_generates() {
     assert!(!text.as_bytes().contains(&(first_byte as u8)), "{text:?} holds a banned byte");
 }
 
+/// Constrained generation: JSON of a schema (given as an object), a regular expression, and
+/// log-probabilities per token, through the result and `onToken`.
+#[wasm_bindgen_test]
+async fn follows_a_json_schema_and_reports_logprobs() {
+    let model = demo_model().await;
+    let schema = js_sys::JSON::parse(
+        r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+            "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+            "required": ["name", "age"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    for seed in [1.0, 2.0] {
+        let fields = [("jsonSchema", schema.clone()), ("seed", seed.into()), ("maxTokens", 200.0.into())];
+        model.reset().unwrap();
+        let result = model.generate("ROMEO:", Some(options(&fields).unchecked_into()), None).await.unwrap();
+        let text = field(&result, "text").as_string().unwrap();
+        let value = js_sys::JSON::parse(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        assert!(field(&value, "name").as_string().is_some_and(|n| n.chars().count() <= 8), "{text}");
+        assert!(
+            field(&value, "age").as_f64().is_some_and(|a| (0.0..=99.0).contains(&a) && a.fract() == 0.0),
+            "{text}"
+        );
+        assert_eq!(Object::keys(value.unchecked_ref::<Object>()).length(), 2, "{text}");
+        assert_eq!(field(&result, "finish").as_string().unwrap(), "endOfText", "{text}");
+    }
+    model.reset().unwrap();
+    let digits = options(&[("regex", "[0-9]{3}-[0-9]{2}".into()), ("seed", 3.0.into())]);
+    let result = model.generate("ROMEO:", Some(digits.unchecked_into()), None).await.unwrap();
+    let text = field(&result, "text").as_string().unwrap();
+    assert!(
+        text.len() == 6
+            && text.char_indices().all(|(i, c)| if i == 3 { c == '-' } else { c.is_ascii_digit() }),
+        "{text:?}"
+    );
+
+    let reports = js_sys::Array::new();
+    let collect = Closure::<dyn FnMut(String, u32, JsValue)>::new({
+        let reports = reports.clone();
+        move |_text: String, token: u32, logprobs: JsValue| {
+            reports.push(&options(&[("token", token.into()), ("logprobs", logprobs)]));
+        }
+    });
+    model.reset().unwrap();
+    let scored = options(&[("greedy", true.into()), ("maxTokens", 6.0.into()), ("logprobs", 2.0.into())]);
+    let result = model
+        .generate("ROMEO:", Some(scored.unchecked_into()), Some(collect.as_ref().clone().unchecked_into()))
+        .await
+        .unwrap();
+    let logprobs: js_sys::Array = field(&result, "logprobs").unchecked_into();
+    assert_eq!((logprobs.length(), reports.length()), (6, 6));
+    for (report, logprobs) in reports.iter().zip(logprobs.iter()) {
+        assert_eq!(
+            js_sys::JSON::stringify(&field(&report, "logprobs")).unwrap(),
+            js_sys::JSON::stringify(&logprobs).unwrap()
+        );
+        let top: js_sys::Array = field(&logprobs, "top").unchecked_into();
+        assert_eq!(top.length(), 2);
+        // Greedy: the chosen token is the most likely.
+        assert_eq!(field(&top.get(0), "token").as_f64(), field(&report, "token").as_f64());
+        let logprob = field(&logprobs, "logprob").as_f64().unwrap();
+        assert!(logprob <= 0.0 && (logprob - field(&top.get(0), "logprob").as_f64().unwrap()).abs() < 1e-6);
+    }
+}
+
 #[wasm_bindgen_test]
 async fn generation_stops_and_cancels() {
     let model = demo_model().await;
@@ -343,6 +407,14 @@ async fn errors_are_exceptions_with_the_library_messages() {
         (vec![("bannedTokens", "x".into())], "`bannedTokens` must be an array of token ids"),
         (vec![("logitBias", 5.0.into())], "`logitBias` must be an object of token id: number"),
         (vec![("bannedTokens", js_sys::Array::of1(&300.into()).into())], "token id 300 is out of range"),
+        (vec![("jsonSchema", "{not json".into())], "`jsonSchema` is not JSON"),
+        (vec![("jsonSchema", "{\"type\": \"nonsense\"}".into())], "the JSON schema"),
+        (vec![("regex", "[a-".into())], "the regular expression"),
+        (
+            vec![("regex", "a".into()), ("grammar", "start: \"a\"".into())],
+            "one of jsonSchema, grammar and regex",
+        ),
+        (vec![("logprobs", 21.0.into())], "at most 20"),
     ] {
         let error =
             message(model.generate("a", Some(options(&fields).unchecked_into()), None).await.unwrap_err());
