@@ -100,7 +100,9 @@ impl SamplerOptions {
                 self.logprobs
             ));
         }
-        if let Some((token, bias)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite() || b.abs() > MAX_LOGIT_BIAS) {
+        if let Some((token, bias)) =
+            self.logit_bias.iter().find(|(_, b)| !b.is_finite() || b.abs() > MAX_LOGIT_BIAS)
+        {
             return bad(format!(
                 "the logit bias of token {token} must be a number from -{MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}, got {bias} \
                  (ban a token instead of biasing it further)"
