@@ -378,11 +378,11 @@ impl Model {
 
 impl Model {
     fn grammars(&self) -> Result<&Grammars, JsError> {
-        if self.grammars.get().is_none() {
-            let grammars = Grammars::new(&self.tokenizer, self.engine.model().config.vocab)?;
-            let _ = self.grammars.set(grammars);
+        if let Some(grammars) = self.grammars.get() {
+            return Ok(grammars);
         }
-        self.grammars.get().ok_or_else(|| JsError::new("indexing the vocabulary for grammars failed"))
+        let grammars = Grammars::new(&self.tokenizer, self.engine.model().config.vocab)?;
+        Ok(self.grammars.get_or_init(|| grammars))
     }
 
     fn sessions(&self) -> Result<RefMut<'_, Sessions>, JsError> {
