@@ -14,6 +14,7 @@
 //!   block's absolute maximum. Eight codes per u32, low nibble first; each block's absmax is an
 //!   f16, two per u32, after all the codes.
 
+pub mod ggml;
 mod pack;
 mod plan;
 

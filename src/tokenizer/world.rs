@@ -96,6 +96,37 @@ impl WorldTokenizer {
                 .map_err(|reason| malformed(format!("line {}: {reason}", index + 1)))?;
             entries.push(Entry { start: offset(start, source)?, end: offset(bytes.len(), source)?, id });
         }
+        Self::build(bytes, entries, source)
+    }
+
+    /// The World vocabulary as llama.cpp's converter stores it in a GGUF file: token `i` at index
+    /// `i`, each as the inside of Python's `repr()` of its bytes, with type 1 (normal) for the
+    /// vocabulary's tokens; id 0 and the padding have other types.
+    pub fn from_gguf_tokens(tokens: &[String], types: &[i64], source: &str) -> Result<Self> {
+        const NORMAL: i64 = 1;
+        let mut bytes = Vec::new();
+        let mut entries = Vec::new();
+        for (id, token) in tokens.iter().enumerate() {
+            if types.get(id).is_some_and(|&kind| kind != NORMAL) || id == END_OF_TEXT as usize {
+                continue;
+            }
+            let start = bytes.len();
+            // repr() quotes with ' unless the bytes hold a ' and no ".
+            if append_python_literal(&format!("b'{token}'"), &mut bytes).is_err() {
+                bytes.truncate(start);
+                append_python_literal(&format!("b\"{token}\""), &mut bytes)
+                    .map_err(|reason| Error::malformed(source, format!("token {id}: {reason}")))?;
+            }
+            let id = u32::try_from(id).ok().filter(|&id| id < MAX_ID);
+            let id = id.ok_or_else(|| Error::malformed(source, "more tokens than a vocabulary holds"))?;
+            entries.push(Entry { start: offset(start, source)?, end: offset(bytes.len(), source)?, id });
+        }
+        Self::build(bytes, entries, source)
+    }
+
+    /// The tokenizer of `entries`, whose bytes are in `bytes`.
+    fn build(bytes: Vec<u8>, entries: Vec<Entry>, source: &str) -> Result<Self> {
+        let malformed = |reason: String| Error::malformed(source, reason);
         // Comparing a big-endian prefix first avoids most slice comparisons; zero padding cannot
         // misorder because a tie falls through to the full comparison.
         let sort_key = |entry: &Entry| {

@@ -1,9 +1,14 @@
 //! Model files as sources of named tensors.
 //!
-//! Every file format (safetensors, PyTorch `.pth`) implements [`TensorSource`]: names, dtypes,
-//! shapes and little-endian bytes in row-major order. Everything above this module is
-//! format-blind; validation of presence, shape and dtype happens once, in `model::loader`.
+//! Every file format (safetensors, PyTorch `.pth`, GGUF, a Hugging Face folder of shards)
+//! implements [`TensorSource`]: names, dtypes, shapes and little-endian bytes in row-major order.
+//! [`layout`] presents other projects' names (Hugging Face, llama.cpp) as the official ones, so
+//! everything above this module is format-blind; validation of presence, shape and dtype happens
+//! once, in `model::loader`.
 
+mod folder;
+pub mod gguf;
+pub mod layout;
 mod pickle;
 mod pth;
 pub mod quantized;
@@ -106,6 +111,19 @@ pub trait TensorSource: Send + Sync {
     fn packed(&self, _name: &str) -> Result<Option<crate::quant::PackedMatrix>> {
         Ok(None)
     }
+    /// Whose names the file uses, for `info`: "official", or the project whose layout was mapped.
+    fn layout(&self) -> &'static str {
+        "official"
+    }
+    /// How a tensor is stored in the file, for `info` ("bf16", or a GGUF block type like "Q4_K").
+    fn stored_type(&self, name: &str) -> Option<String> {
+        self.meta(name).map(|(dtype, _)| dtype.to_string())
+    }
+    /// The tokenizer the file carries or sits beside (GGUF metadata, a Hugging Face folder's
+    /// `tokenizer.json`), if any.
+    fn tokenizer(&self) -> Option<Result<crate::tokenizer::Tokenizer>> {
+        None
+    }
 }
 
 /// The bytes of a model file: memory-mapped from disk, or already in memory (a model built into
@@ -130,22 +148,19 @@ impl std::ops::Deref for FileBytes {
     }
 }
 
-/// Opens a model file, choosing the reader by the file's first bytes rather than its name.
+/// Opens a model file, or a Hugging Face folder (config.json, one or several safetensors shards),
+/// choosing the reader by the file's first bytes rather than its name, and presents its tensors
+/// under the official names.
 pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let shown = path.display().to_string();
-    if len == 0 {
-        return Err(Error::malformed(shown, "the file is empty"));
+    if path.is_dir() {
+        return layout::official(folder::open(path)?);
     }
-    // SAFETY: the map is read-only; as with every memory-mapped loader, the file must not be
-    // truncated by another process while the model loads.
-    #[cfg(not(target_arch = "wasm32"))]
-    let bytes = FileBytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
-    // A browser has no files to map (std's file calls fail there before this point).
-    #[cfg(target_arch = "wasm32")]
-    let bytes = FileBytes::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?);
-    from_bytes(shown, bytes)
+    open_file(path)
+}
+
+/// Opens one file (see [`open`]).
+fn open_file(path: &Path) -> Result<Box<dyn TensorSource>> {
+    from_bytes(path.display().to_string(), file_bytes(path)?)
 }
 
 /// Reads a model file held in memory; `name` is what error messages call it.
@@ -160,6 +175,14 @@ pub fn from_bytes(name: impl Into<String>, bytes: FileBytes) -> Result<Box<dyn T
             "this is a git-lfs pointer file, not the model: fetch the real file with `git lfs pull` or download it directly",
         ));
     }
+    if bytes.starts_with(gguf::MAGIC) {
+        return layout::from_gguf(gguf::GgufFile::from_bytes(name, bytes)?);
+    }
+    layout::official(raw_from_bytes(name, bytes)?)
+}
+
+/// A safetensors or `.pth` file with its own names.
+fn raw_from_bytes(name: String, bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Ok(Box::new(PthFile::from_bytes(name, bytes)?));
     }
@@ -168,6 +191,23 @@ pub fn from_bytes(name: impl Into<String>, bytes: FileBytes) -> Result<Box<dyn T
     }
     Err(Error::malformed(
         name,
-        "not a model file: expected a .safetensors file or a PyTorch .pth checkpoint (zip)",
+        "not a model file: expected a .safetensors file, a PyTorch .pth checkpoint (zip) or a GGUF file",
     ))
+}
+
+/// Maps a file into memory (or reads it, in a browser); `shown` names it in errors.
+fn file_bytes(path: &Path) -> Result<FileBytes> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::malformed(path.display().to_string(), "the file is empty"));
+    }
+    // SAFETY: the map is read-only; as with every memory-mapped loader, the file must not be
+    // truncated by another process while the model loads.
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = FileBytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    // A browser has no files to map (std's file calls fail there before this point).
+    #[cfg(target_arch = "wasm32")]
+    let bytes = FileBytes::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    Ok(bytes)
 }

@@ -1,0 +1,510 @@
+//! Other layouts of the same weights, presented under the official names.
+//!
+//! Hugging Face checkpoints (flash-linear-attention's "fla-hub" RWKV-7, Transformers' RWKV
+//! ports) and llama.cpp's GGUF files name, shape and sometimes fuse the official tensors
+//! differently. Each layout here is a table from its names to the official ones, with the
+//! transform that undoes what its converter did (a transpose, a fused row, a rescale); the
+//! loader then reads every file the same way. Tables follow the converters: fla's
+//! `utils/convert_from_rwkv7.py`, Transformers' `Rwkv7ForCausalLM` parameter names, and
+//! llama.cpp's `convert_hf_to_gguf.py` (`Rwkv6Model`, `Rwkv7Model`).
+
+use std::collections::BTreeMap;
+
+use super::gguf::GgufFile;
+use super::{DType, TensorData, TensorSource};
+use crate::error::{Error, Result};
+use crate::quant::PackedMatrix;
+
+/// How a stored tensor becomes the official one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    Same,
+    /// The last two dimensions swapped (a `[in, out]` LoRA factor stored as `[out, in]`).
+    Transpose,
+    /// Part `index` of `count` equal parts along the first dimension (fused token-shift mixes).
+    Part {
+        index: usize,
+        count: usize,
+    },
+    /// The same values in another shape (a flattened `[heads, head_size]`).
+    Reshape(Vec<usize>),
+    /// Multiplied by a factor (GGUF RWKV-6 divides some layers' outputs by powers of two).
+    Scale(f32),
+}
+
+/// A source whose tensors are another source's, renamed to the official names.
+pub struct Renamed {
+    inner: Box<dyn TensorSource>,
+    layout: &'static str,
+    /// Official name → (stored name, transform).
+    map: BTreeMap<String, (String, Transform)>,
+}
+
+/// Presents `source` under the official names, whatever layout its names show.
+pub fn official(source: Box<dyn TensorSource>) -> Result<Box<dyn TensorSource>> {
+    let names = source.names();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let (layout, map) = if has("emb.weight") || !names.iter().any(|n| n.contains('.')) {
+        return Ok(source);
+    } else if has("model.embeddings.weight") && names.iter().any(|n| n.starts_with("model.layers.")) {
+        ("fla-hub (Hugging Face)", rename(&names, fla))
+    } else if has("rwkv7.embeddings.weight") {
+        ("Transformers RWKV-7 (Hugging Face)", rename(&names, transformers))
+    } else if has("rwkv.embeddings.weight") {
+        ("Transformers RWKV (Hugging Face)", rename(&names, transformers_legacy))
+    } else {
+        return Ok(source);
+    };
+    Ok(Box::new(Renamed::new(
+        source,
+        layout,
+        map,
+        "model.embeddings.weight|rwkv7.embeddings.weight|rwkv.embeddings.weight",
+    )))
+}
+
+/// A GGUF file of llama.cpp's `rwkv6` or `rwkv7` architecture under the official names.
+pub fn from_gguf(file: GgufFile) -> Result<Box<dyn TensorSource>> {
+    let architecture = file.text("general.architecture").unwrap_or("").to_string();
+    let names = file.names();
+    let map = match architecture.as_str() {
+        "rwkv7" => {
+            let embd = file.int("rwkv7.embedding_length");
+            let head_size = file.int("rwkv7.wkv.head_size");
+            let (Some(embd), Some(head_size)) = (embd, head_size) else {
+                return Err(Error::malformed(
+                    file.file_name(),
+                    "an rwkv7 GGUF without `rwkv7.embedding_length` and `rwkv7.wkv.head_size`",
+                ));
+            };
+            if head_size <= 0 || embd <= 0 || embd % head_size != 0 {
+                return Err(Error::malformed(
+                    file.file_name(),
+                    format!("embedding length {embd} is not a whole number of heads of {head_size}"),
+                ));
+            }
+            let heads = vec![(embd / head_size) as usize, head_size as usize];
+            rename(&names, |name| gguf_rwkv7(name, &heads))
+        }
+        "rwkv6" => {
+            let rescale = file.int("rwkv6.rescale_every_n_layers").unwrap_or(0).max(0) as usize;
+            rename(&names, |name| gguf_rwkv6(name, rescale))
+        }
+        "" => return Err(Error::malformed(file.file_name(), "a GGUF file without `general.architecture`")),
+        other => {
+            return Err(Error::UnsupportedModel(format!(
+                "{}: a GGUF file of architecture `{other}`; only RWKV-6 (`rwkv6`) and RWKV-7 (`rwkv7`) GGUF files load \
+                 (the hybrids `rwkv6qwen2` and `arwkv7` are not RWKV checkpoints this engine runs)",
+                file.file_name()
+            )))
+        }
+    };
+    Ok(Box::new(Renamed::new(Box::new(file), "llama.cpp GGUF", map, "token_embd.weight")))
+}
+
+/// The official name and transform of every stored name the layout knows.
+fn rename(
+    names: &[String],
+    map: impl Fn(&str) -> Vec<(String, Transform)>,
+) -> BTreeMap<String, (String, Transform)> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        for (official, transform) in map(name) {
+            out.insert(official, (name.clone(), transform));
+        }
+    }
+    out
+}
+
+/// Splits `{prefix}{layer}.{rest}` into (layer, rest).
+fn layer_of<'a>(name: &'a str, prefix: &str) -> Option<(usize, &'a str)> {
+    let (layer, rest) = name.strip_prefix(prefix)?.split_once('.')?;
+    Some((layer.parse().ok()?, rest))
+}
+
+fn one(name: String) -> Vec<(String, Transform)> {
+    vec![(name, Transform::Same)]
+}
+
+/// The six token-shift mixes of RWKV-7, in the order fused tensors keep them.
+const V7_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
+
+/// flash-linear-attention's RWKV-7 (`model.layers.N.attn.r_proj.weight`, ...).
+fn fla(name: &str) -> Vec<(String, Transform)> {
+    match name {
+        "model.embeddings.weight" => return one("emb.weight".into()),
+        "lm_head.weight" => return one("head.weight".into()),
+        _ => {}
+    }
+    if let Some(leaf) = name.strip_prefix("model.norm.") {
+        return one(format!("ln_out.{leaf}"));
+    }
+    let Some((layer, rest)) = layer_of(name, "model.layers.") else { return Vec::new() };
+    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
+    let (module, leaf) = rest.split_once('.').unwrap_or((rest, ""));
+    match module {
+        "pre_norm" => return one(block(&format!("ln0.{leaf}"))),
+        "attn_norm" => return one(block(&format!("ln1.{leaf}"))),
+        "ffn_norm" => return one(block(&format!("ln2.{leaf}"))),
+        "ffn" => return one(block(&format!("ffn.{leaf}"))),
+        "attn" => {}
+        _ => return Vec::new(),
+    }
+    let att = |leaf: &str| block(&format!("att.{leaf}"));
+    if leaf == "x_x" {
+        return V7_MIXES
+            .iter()
+            .enumerate()
+            .map(|(index, mix)| (att(mix), Transform::Part { index, count: V7_MIXES.len() }))
+            .collect();
+    }
+    // `w_lora.lora.0.weight` is w1ᵀ, `lora.2.weight` w2ᵀ and `lora.2.bias` w0 (the same for a, v, g).
+    if let Some((kind, part)) = leaf.split_once("_lora.lora.") {
+        return match part {
+            "0.weight" => vec![(att(&format!("{kind}1")), Transform::Transpose)],
+            "2.weight" => vec![(att(&format!("{kind}2")), Transform::Transpose)],
+            "2.bias" => one(att(&format!("{kind}0"))),
+            _ => Vec::new(),
+        };
+    }
+    let renamed = match leaf.split_once('.') {
+        Some(("r_proj", tail)) => format!("receptance.{tail}"),
+        Some(("k_proj", tail)) => format!("key.{tail}"),
+        Some(("v_proj", tail)) => format!("value.{tail}"),
+        Some(("o_proj", tail)) => format!("output.{tail}"),
+        Some(("g_norm", tail)) => format!("ln_x.{tail}"),
+        _ => leaf.to_string(),
+    };
+    one(att(&renamed))
+}
+
+/// Transformers' RWKV-7 port: the official names under `rwkv7.`, with `embeddings` for `emb`.
+fn transformers(name: &str) -> Vec<(String, Transform)> {
+    match name {
+        "rwkv7.embeddings.weight" => one("emb.weight".into()),
+        "head.weight" => one(name.into()),
+        _ => name.strip_prefix("rwkv7.").map(|rest| one(rest.into())).unwrap_or_default(),
+    }
+}
+
+/// Transformers' RWKV-4 (and the Hugging Face RWKV-5/6 ports): `rwkv.blocks.N.attention.*`,
+/// `feed_forward`, `pre_ln`, `time_mix_key` for `time_mix_k`.
+fn transformers_legacy(name: &str) -> Vec<(String, Transform)> {
+    match name {
+        "rwkv.embeddings.weight" => return one("emb.weight".into()),
+        "head.weight" => return one(name.into()),
+        _ => {}
+    }
+    if let Some(leaf) = name.strip_prefix("rwkv.ln_out.") {
+        return one(format!("ln_out.{leaf}"));
+    }
+    let Some((layer, rest)) = layer_of(name, "rwkv.blocks.") else { return Vec::new() };
+    let (module, leaf) = rest.split_once('.').unwrap_or((rest, ""));
+    let module = match module {
+        "pre_ln" => "ln0",
+        "attention" => "att",
+        "feed_forward" => "ffn",
+        other => other,
+    };
+    let leaf = match leaf {
+        "time_mix_key" => "time_mix_k",
+        "time_mix_value" => "time_mix_v",
+        "time_mix_receptance" => "time_mix_r",
+        other => other,
+    };
+    one(format!("blocks.{layer}.{module}.{leaf}"))
+}
+
+/// The tensors outside the blocks, as llama.cpp names them.
+fn gguf_outer(name: &str) -> Option<Vec<(String, Transform)>> {
+    let renamed = match name {
+        "token_embd.weight" => "emb.weight".to_string(),
+        "output.weight" => "head.weight".to_string(),
+        _ => {
+            if let Some(leaf) = name.strip_prefix("token_embd_norm.") {
+                format!("blocks.0.ln0.{leaf}")
+            } else if let Some(leaf) = name.strip_prefix("output_norm.") {
+                format!("ln_out.{leaf}")
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(one(renamed))
+}
+
+/// llama.cpp's `rwkv7`; `heads` is `[heads, head_size]` (r_k is stored flat).
+fn gguf_rwkv7(name: &str, heads: &[usize]) -> Vec<(String, Transform)> {
+    if let Some(outer) = gguf_outer(name) {
+        return outer;
+    }
+    let Some((layer, rest)) = layer_of(name, "blk.") else { return Vec::new() };
+    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
+    let (leaf, kind) = rest.rsplit_once('.').unwrap_or((rest, ""));
+    let official = match leaf {
+        "attn_norm" => format!("ln1.{kind}"),
+        "attn_norm_2" => format!("ln2.{kind}"),
+        "time_mix_ln" => format!("att.ln_x.{kind}"),
+        "time_mix_lerp_fused" => {
+            return V7_MIXES
+                .iter()
+                .enumerate()
+                .map(|(index, mix)| {
+                    (block(&format!("att.{mix}")), Transform::Part { index, count: V7_MIXES.len() })
+                })
+                .collect()
+        }
+        "time_mix_r_k" => return vec![(block("att.r_k"), Transform::Reshape(heads.to_vec()))],
+        "time_mix_key" | "time_mix_value" | "time_mix_receptance" | "time_mix_output" => {
+            format!("att.{}.weight", &leaf["time_mix_".len()..])
+        }
+        "channel_mix_key" | "channel_mix_value" => format!("ffn.{}.weight", &leaf["channel_mix_".len()..]),
+        "channel_mix_lerp_k" => "ffn.x_k".into(),
+        // Layer 0's v0/v1/v2 are copies of a0/a1/a2 that llama.cpp needs and we do not.
+        "time_mix_v0" | "time_mix_v1" | "time_mix_v2" if layer == 0 => return Vec::new(),
+        _ => {
+            let Some(short) = leaf.strip_prefix("time_mix_") else { return Vec::new() };
+            // The LoRA factors are stored `[out, in]` like linear layers.
+            let factor = short.len() == 2 && short.ends_with(['1', '2']);
+            let transform = if factor { Transform::Transpose } else { Transform::Same };
+            return vec![(block(&format!("att.{short}")), transform)];
+        }
+    };
+    one(block(&official))
+}
+
+/// The five token-shift mixes of RWKV-6, in the order llama.cpp fuses them.
+const V6_MIXES: [&str; 5] = ["time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"];
+
+/// llama.cpp's `rwkv6`. With `rescale` = n > 0, the converter divided layer i's attention output
+/// and channel-mix value by 2^(i / n); they are multiplied back.
+fn gguf_rwkv6(name: &str, rescale: usize) -> Vec<(String, Transform)> {
+    if let Some(outer) = gguf_outer(name) {
+        return outer;
+    }
+    let Some((layer, rest)) = layer_of(name, "blk.") else { return Vec::new() };
+    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
+    let (leaf, kind) = rest.rsplit_once('.').unwrap_or((rest, ""));
+    let undo_rescale = match rescale {
+        0 => Transform::Same,
+        n => Transform::Scale(2f32.powi((layer / n) as i32)),
+    };
+    let (official, transform) = match leaf {
+        "attn_norm" => (format!("ln1.{kind}"), Transform::Same),
+        "attn_norm_2" => (format!("ln2.{kind}"), Transform::Same),
+        "time_mix_ln" => (format!("att.ln_x.{kind}"), Transform::Same),
+        "time_mix_lerp_fused" => {
+            return V6_MIXES
+                .iter()
+                .enumerate()
+                .map(|(index, mix)| {
+                    (block(&format!("att.{mix}")), Transform::Part { index, count: V6_MIXES.len() })
+                })
+                .collect()
+        }
+        "time_mix_lerp_x" => ("att.time_maa_x".into(), Transform::Same),
+        "time_mix_w1" => ("att.time_maa_w1".into(), Transform::Transpose),
+        "time_mix_w2" => ("att.time_maa_w2".into(), Transform::Transpose),
+        "time_mix_first" => ("att.time_faaaa".into(), Transform::Same),
+        "time_mix_decay" => ("att.time_decay".into(), Transform::Same),
+        "time_mix_decay_w1" => ("att.time_decay_w1".into(), Transform::Transpose),
+        "time_mix_decay_w2" => ("att.time_decay_w2".into(), Transform::Transpose),
+        "time_mix_key" | "time_mix_value" | "time_mix_receptance" | "time_mix_gate" => {
+            (format!("att.{}.weight", &leaf["time_mix_".len()..]), Transform::Same)
+        }
+        "time_mix_output" => ("att.output.weight".into(), undo_rescale),
+        "channel_mix_lerp_k" => ("ffn.time_maa_k".into(), Transform::Same),
+        "channel_mix_lerp_r" => ("ffn.time_maa_r".into(), Transform::Same),
+        "channel_mix_key" | "channel_mix_receptance" => {
+            (format!("ffn.{}.weight", &leaf["channel_mix_".len()..]), Transform::Same)
+        }
+        "channel_mix_value" => ("ffn.value.weight".into(), undo_rescale),
+        _ => return Vec::new(),
+    };
+    vec![(block(&official), transform)]
+}
+
+impl Renamed {
+    /// `tied` lists the stored embedding names: a layout without a head reuses the embedding.
+    fn new(
+        inner: Box<dyn TensorSource>,
+        layout: &'static str,
+        mut map: BTreeMap<String, (String, Transform)>,
+        tied: &str,
+    ) -> Renamed {
+        if !map.contains_key("head.weight") {
+            if let Some(embedding) = tied.split('|').find(|name| inner.meta(name).is_some()) {
+                map.insert("head.weight".into(), (embedding.to_string(), Transform::Same));
+            }
+        }
+        Renamed { inner, layout, map }
+    }
+
+    fn stored(&self, name: &str) -> Result<&(String, Transform)> {
+        self.map.get(name).ok_or_else(|| Error::MissingTensor { name: name.into(), hint: String::new() })
+    }
+}
+
+/// The shape a transform gives a tensor of `shape`.
+fn transformed_shape(shape: &[usize], transform: &Transform) -> Vec<usize> {
+    let mut shape = shape.to_vec();
+    match transform {
+        Transform::Same | Transform::Scale(_) => {}
+        Transform::Transpose => {
+            let n = shape.len();
+            if n >= 2 {
+                shape.swap(n - 2, n - 1);
+            }
+        }
+        Transform::Part { count, .. } => match shape.first_mut() {
+            Some(first) if *first == *count => {
+                shape.remove(0);
+            }
+            Some(first) => *first /= count,
+            None => {}
+        },
+        Transform::Reshape(to) => shape = to.clone(),
+    }
+    shape
+}
+
+impl TensorSource for Renamed {
+    fn format(&self) -> &'static str {
+        self.inner.format()
+    }
+
+    fn layout(&self) -> &'static str {
+        self.layout
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
+    fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        let (stored, transform) = self.map.get(name)?;
+        let (dtype, shape) = self.inner.meta(stored)?;
+        Some((dtype, transformed_shape(&shape, transform)))
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorData<'_>> {
+        let (stored, transform) = self.stored(name)?;
+        let tensor = self.inner.tensor(stored)?;
+        let shape = transformed_shape(&tensor.shape, transform);
+        let elements: usize = tensor.shape.iter().product();
+        let parts = match transform {
+            Transform::Part { count, .. } => *count,
+            _ => 1,
+        };
+        let reshaped = shape.iter().product::<usize>() * parts == elements;
+        let size = tensor
+            .dtype
+            .size()
+            .ok_or_else(|| Error::DType { name: name.into(), dtype: tensor.dtype.to_string() })?;
+        if tensor.bytes.len() != elements * size || !reshaped {
+            return Err(Error::malformed_tensor(
+                stored,
+                format!(
+                    "its {} bytes do not make the shape {shape:?} it is read as `{name}` in",
+                    tensor.bytes.len()
+                ),
+            ));
+        }
+        let bytes = match transform {
+            Transform::Same | Transform::Reshape(_) => tensor.bytes,
+            Transform::Transpose => {
+                let n = tensor.shape.len();
+                let (rows, cols) =
+                    if n >= 2 { (tensor.shape[n - 2], tensor.shape[n - 1]) } else { (1, elements) };
+                swap_last_two(&tensor.bytes, size, rows, cols).into()
+            }
+            Transform::Part { index, count } => {
+                let part = tensor.bytes.len() / count;
+                match tensor.bytes {
+                    std::borrow::Cow::Borrowed(all) => all[index * part..(index + 1) * part].into(),
+                    std::borrow::Cow::Owned(all) => all[index * part..(index + 1) * part].to_vec().into(),
+                }
+            }
+            Transform::Scale(factor) => {
+                let values: Vec<f32> = tensor.to_f32(name)?.into_iter().map(|v| v * factor).collect();
+                let bytes = bytemuck::cast_slice::<f32, u8>(&values).to_vec();
+                return Ok(TensorData { dtype: DType::F32, shape, bytes: bytes.into() });
+            }
+        };
+        Ok(TensorData { dtype: tensor.dtype, shape, bytes })
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        match self.map.get(name) {
+            Some((stored, Transform::Same)) => self.inner.packed(stored),
+            _ => Ok(None),
+        }
+    }
+
+    fn stored_type(&self, name: &str) -> Option<String> {
+        self.map.get(name).and_then(|(stored, _)| self.inner.stored_type(stored))
+    }
+
+    fn tokenizer(&self) -> Option<Result<crate::tokenizer::Tokenizer>> {
+        self.inner.tokenizer()
+    }
+}
+
+/// A row-major `[.., rows, cols]` tensor of `size`-byte elements as `[.., cols, rows]`.
+fn swap_last_two(bytes: &[u8], size: usize, rows: usize, cols: usize) -> Vec<u8> {
+    let slab = rows * cols * size;
+    let mut out = vec![0u8; bytes.len()];
+    for (from, to) in bytes.chunks_exact(slab.max(1)).zip(out.chunks_exact_mut(slab.max(1))) {
+        for r in 0..rows {
+            for c in 0..cols {
+                let (src, dst) = ((r * cols + c) * size, (c * rows + r) * size);
+                to[dst..dst + size].copy_from_slice(&from[src..src + size]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fla's LoRA factors are the official ones transposed, with w0 as the second layer's bias.
+    #[test]
+    fn fla_names_map_to_official_names() {
+        assert_eq!(
+            fla("model.layers.3.attn.w_lora.lora.0.weight"),
+            vec![("blocks.3.att.w1".into(), Transform::Transpose)]
+        );
+        assert_eq!(fla("model.layers.3.attn.a_lora.lora.2.bias"), one("blocks.3.att.a0".into()));
+        assert_eq!(fla("model.layers.0.attn.g_norm.weight"), one("blocks.0.att.ln_x.weight".into()));
+        assert_eq!(fla("model.layers.1.ffn_norm.bias"), one("blocks.1.ln2.bias".into()));
+        assert_eq!(fla("model.layers.1.attn.x_x").len(), 6);
+        assert!(fla("model.rotary.inv_freq").is_empty());
+    }
+
+    /// llama.cpp's RWKV-7 names, its fused mixes and its flattened r_k.
+    #[test]
+    fn gguf_rwkv7_names_map_to_official_names() {
+        let heads = [4, 16];
+        assert_eq!(
+            gguf_rwkv7("blk.2.time_mix_w1.weight", &heads),
+            vec![("blocks.2.att.w1".into(), Transform::Transpose)]
+        );
+        assert_eq!(gguf_rwkv7("blk.2.time_mix_w0.weight", &heads), one("blocks.2.att.w0".into()));
+        assert_eq!(gguf_rwkv7("blk.1.time_mix_r_k.weight", &heads)[0].1, Transform::Reshape(vec![4, 16]));
+        assert_eq!(gguf_rwkv7("blk.0.time_mix_lerp_fused.weight", &heads)[5].0, "blocks.0.att.x_g");
+        assert!(gguf_rwkv7("blk.0.time_mix_v1.weight", &heads).is_empty());
+        assert_eq!(gguf_rwkv7("token_embd_norm.bias", &heads), one("blocks.0.ln0.bias".into()));
+    }
+
+    #[test]
+    fn transposing_swaps_the_last_two_dimensions_of_each_slab() {
+        let bytes: Vec<u8> = (0..12).collect(); // [2, 2, 3] of bytes
+        assert_eq!(swap_last_two(&bytes, 1, 2, 3), vec![0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]);
+        assert_eq!(
+            transformed_shape(&[6, 1, 1, 64], &Transform::Part { index: 2, count: 6 }),
+            vec![1, 1, 64]
+        );
+    }
+}
