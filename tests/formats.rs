@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use common::{fixture_dir, load_f32, load_tokens, relative_error};
 use rwkv_wgpu::gpu::Gpu;
+use rwkv_wgpu::model::lora::{self, Lora};
 use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
@@ -117,7 +118,7 @@ fn gguf_quantized_types_match_the_official_logits_of_their_decoded_weights() {
             seen.insert(source.stored_type(&tensor).unwrap());
         }
         let (shape, golden) = load_f32(&dir.join(format!("logits-{name}.npy")));
-        let exact = LoadOptions { quant: QuantPlan::with(MatrixFormat::F32) };
+        let exact = LoadOptions { quant: QuantPlan::with(MatrixFormat::F32), ..LoadOptions::default() };
         let error = worst_error(&logits(&gpu, source.as_ref(), &exact, &tokens, 1), &golden, shape[1]);
         println!("{name} in f32: worst logit error {error:.2e} × std");
         assert!(error <= CONFORMANCE_BOUND, "{name}: error {error:.2e} × std");
@@ -156,4 +157,51 @@ fn gguf_world_vocabulary_is_the_world_tokenizer() {
     let gpu = Arc::new(common::default_gpu());
     let ours = logits(&gpu, source.as_ref(), &LoadOptions::default(), &built_in.encode(text)[..4], 1);
     assert!(ours.len() == 4 * 65536 && ours.iter().all(|v| v.is_finite()));
+}
+
+/// LoRA adapters written by PEFT (on the fla model) and in RWKV-LM's format, merged at load,
+/// give the official logits of the weights their own tools merge.
+#[test]
+fn lora_adapters_match_the_official_logits_of_the_merged_weights() {
+    let gpu = Arc::new(common::default_gpu());
+    let dir = formats_dir().join("lora");
+    let tokens = load_tokens(&dir.join("tokens.npy"));
+    let cases = [
+        (formats_dir().join("fla"), "peft".parse::<Lora>().unwrap(), "logits-peft"),
+        (fixture_dir("v7", "tiny").join("model.pth"), "rwkv-lm.pth:0.5".parse().unwrap(), "logits-rwkv-lm"),
+    ];
+    for (base, mut lora, golden) in cases {
+        lora.path = dir.join(&lora.path);
+        let merged = lora::merge(source::open(&base).unwrap(), &[lora.clone()]).unwrap();
+        // Merged matrices stay in the base file's precision (bf16 here) unless --quant says
+        // otherwise: the golden logits of the merged weights rounded the same way, and in f32.
+        let exact = LoadOptions { quant: QuantPlan::with(MatrixFormat::F32), ..LoadOptions::default() };
+        for (options, golden) in
+            [(LoadOptions::default(), format!("{golden}-bf16.npy")), (exact, format!("{golden}.npy"))]
+        {
+            let (shape, golden) = load_f32(&dir.join(golden));
+            let ours = logits(&gpu, merged.as_ref(), &options, &tokens, 1);
+            let error = worst_error(&ours, &golden, shape[1]);
+            println!("{} + {}: worst logit error {error:.2e} × std", base.display(), lora.path.display());
+            assert!(error <= CONFORMANCE_BOUND, "{}: error {error:.2e} × std", lora.path.display());
+        }
+        let (shape, golden) = load_f32(&dir.join(format!("{golden}.npy")));
+        // Without the adapter the logits differ: the merge did something.
+        let plain = logits(&gpu, source::open(&base).unwrap().as_ref(), &LoadOptions::default(), &tokens, 1);
+        assert!(
+            worst_error(&plain, &golden, shape[1]) > 0.1,
+            "{}: the adapter changes nothing",
+            lora.path.display()
+        );
+    }
+    // Model::load takes the adapters in its options.
+    let options = LoadOptions {
+        lora: vec![Lora { path: dir.join("rwkv-lm.pth"), scale: 0.5 }],
+        ..LoadOptions::default()
+    };
+    let model = Model::load(gpu.clone(), &fixture_dir("v7", "tiny").join("model.pth"), &options).unwrap();
+    let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 1 }).unwrap();
+    let first = Session::new(&engine).unwrap().feed(&tokens[..1]).unwrap();
+    let (shape, golden) = load_f32(&dir.join("logits-rwkv-lm-bf16.npy"));
+    assert!(relative_error(&first, &golden[..shape[1]]) <= CONFORMANCE_BOUND);
 }

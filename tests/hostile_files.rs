@@ -255,7 +255,8 @@ fn matrix_weights_beyond_f16() {
     let model = Model::load(Arc::new(common::default_gpu()), &path, &LoadOptions::default()).unwrap();
     assert_eq!(model.storage, "f32");
     for format in [MatrixFormat::F16, MatrixFormat::Int8] {
-        let error = load_error_with(&path, &LoadOptions { quant: QuantPlan::all(format) });
+        let error =
+            load_error_with(&path, &LoadOptions { quant: QuantPlan::all(format), ..LoadOptions::default() });
         assert!(matches!(error, Error::BadWeights { .. }), "{error:?}");
         expect(&error, &["blocks.1.att.output.weight", "element 10 is 1000000", "beyond the range of f16"]);
     }

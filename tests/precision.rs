@@ -35,7 +35,7 @@ fn check_own_precision(gpu: Gpu) {
         ] {
             let (shape, official) = load_f32(&dir.join(logits));
             for plan in [QuantPlan::default(), QuantPlan::all(format)] {
-                let options = LoadOptions { quant: plan.clone() };
+                let options = LoadOptions { quant: plan.clone(), ..LoadOptions::default() };
                 let model = Arc::new(Model::load(gpu.clone(), &dir.join(file), &options).unwrap());
                 assert_eq!(model.storage, format.name(), "{version}/{file} with {plan:?}");
                 for chunk in [1, 64] {

@@ -40,7 +40,9 @@ fn measure_against(
     logits: &str,
     plan: &QuantPlan,
 ) -> (f64, f64) {
-    let model = Model::load(gpu.clone(), model, &LoadOptions { quant: plan.clone() }).unwrap();
+    let model =
+        Model::load(gpu.clone(), model, &LoadOptions { quant: plan.clone(), ..LoadOptions::default() })
+            .unwrap();
     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 32 }).unwrap();
     let tokens = load_tokens(&fixtures.join("tokens.npy"));
     let (shape, official) = load_f32(&fixtures.join(logits));
@@ -199,7 +201,7 @@ fn a_one_mebibyte_binding_limit_changes_nothing() {
                         binding_limit,
                         ..GpuOptions::default()
                     }));
-                    let options = LoadOptions { quant: QuantPlan::all(format) };
+                    let options = LoadOptions { quant: QuantPlan::all(format), ..LoadOptions::default() };
                     let model = Model::from_source(gpu, &source, &options).unwrap();
                     if binding_limit.is_some() {
                         assert!(model.head().parts.len() > 1, "{format:?}: the head was not split");
@@ -243,7 +245,9 @@ fn pre_quantized_files_round_trip() {
             for gpu in [common::default_gpu(), common::gl_gpu()] {
                 let gpu = Arc::new(gpu);
                 let run = |path: &std::path::Path, quant: QuantPlan| {
-                    let model = Model::load(gpu.clone(), path, &LoadOptions { quant }).unwrap();
+                    let model =
+                        Model::load(gpu.clone(), path, &LoadOptions { quant, ..LoadOptions::default() })
+                            .unwrap();
                     let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 4 }).unwrap();
                     Session::new(&engine).unwrap().feed_positions(&tokens).unwrap()
                 };

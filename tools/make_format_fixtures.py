@@ -49,6 +49,12 @@ OUT = os.path.join(FIXTURE_ROOT, "formats")
 QUANT_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_M", "Q5_K_M", "Q6_K"]
 
 
+def readable(folder: str) -> None:
+    """safetensors writes its files 0600; fixtures are committed 0644."""
+    for name in os.listdir(folder):
+        os.chmod(os.path.join(folder, name), 0o644)
+
+
 def official_weights(pth: str) -> dict:
     return {k: v.float() for k, v in torch.load(pth, map_location="cpu", weights_only=True).items()}
 
@@ -114,6 +120,7 @@ def make_fla(tmp: str) -> str:
     shutil.rmtree(out, ignore_errors=True)
     # Sharded, as the released checkpoints are: three files and an index.
     fla_model(weights, torch.bfloat16).save_pretrained(out, max_shard_size="150KB")
+    readable(out)
     return out
 
 
@@ -346,6 +353,18 @@ def make_gguf_world(llama_cpp: str, tmp: str) -> None:
 
 # ---- LoRA ----------------------------------------------------------------------------------
 
+def merged_logits(merged: dict, base: dict, tokens, tmp: str, out: str) -> None:
+    """The official logits of the merged weights in f32 (`out`.npy) and with each merged matrix
+    rounded to the base's bf16 (`out`-bf16.npy), the precision rwkv-wgpu keeps it in by default."""
+    torch.save(merged, tmp + ".pth")
+    write_npy(out + ".npy", run_official("v7", tmp + ".pth", tokens).result.logits)
+    changed = {k for k in merged if not torch.equal(merged[k], base[k])}
+    assert changed
+    rounded = {k: v.to(torch.bfloat16).float() if k in changed else v for k, v in merged.items()}
+    torch.save(rounded, tmp + "-bf16.pth")
+    write_npy(out + "-bf16.npy", run_official("v7", tmp + "-bf16.pth", tokens).result.logits)
+
+
 def make_lora(tmp: str) -> None:
     from peft import LoraConfig, get_peft_model
     base_pth = os.path.join(FIXTURE_ROOT, "v7/tiny/model.pth")
@@ -364,6 +383,7 @@ def make_lora(tmp: str) -> None:
     peft_model = get_peft_model(model, config)
     peft_dir = os.path.join(out, "peft")
     peft_model.save_pretrained(peft_dir)
+    readable(peft_dir)
     merged = peft_model.merge_and_unload().state_dict()
     official = dict(weights)
     for name in weights:
@@ -371,9 +391,7 @@ def make_lora(tmp: str) -> None:
         if fname:
             t = merged[fname]
             official[name] = (t.t() if transposed else t).reshape(weights[name].shape).float()
-    merged_pth = os.path.join(tmp, "peft-merged.pth")
-    torch.save(official, merged_pth)
-    write_npy(os.path.join(out, "logits-peft.npy"), run_official("v7", merged_pth, tokens).result.logits)
+    merged_logits(official, weights, tokens, os.path.join(tmp, "peft"), os.path.join(out, "logits-peft"))
 
     # RWKV-LM / RWKV-PEFT: `<module>.lora_A` [r, in], `.lora_B` [out, r], merged as
     # W + scale·B·A (their merge script's scale is lora_alpha / r).
@@ -392,9 +410,7 @@ def make_lora(tmp: str) -> None:
             prefix = key[:-len(".lora_A")]
             a, b = lora[key].float(), lora[prefix + ".lora_B"].float()
             official[prefix + ".weight"] = weights[prefix + ".weight"] + scale * (b @ a)
-    merged_pth = os.path.join(tmp, "rwkv-lm-merged.pth")
-    torch.save(official, merged_pth)
-    write_npy(os.path.join(out, "logits-rwkv-lm.npy"), run_official("v7", merged_pth, tokens).result.logits)
+    merged_logits(official, weights, tokens, os.path.join(tmp, "rwkv-lm"), os.path.join(out, "logits-rwkv-lm"))
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump({"peft": {"base": "formats/fla", "r": 4, "lora_alpha": 8},
                    "rwkv-lm": {"base": "v7/tiny/model.pth", "scale": scale, "r": 8}}, f, indent=1)

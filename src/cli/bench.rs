@@ -265,7 +265,11 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
         let format = MatrixFormat::from(format);
         let plan = QuantPlan::with(format);
         let memory = memory(source.as_ref(), &config, &plan, args.chunk)?;
-        let model = Model::from_source(gpu.clone(), source.as_ref(), &LoadOptions { quant: plan })?;
+        let model = Model::from_source(
+            gpu.clone(),
+            source.as_ref(),
+            &LoadOptions { quant: plan, ..LoadOptions::default() },
+        )?;
         let engine = Engine::new(Arc::new(model), EngineOptions { slots: most, chunk: args.chunk })?;
         engine.prepare(1, Logits::Last)?;
         engine.prepare(args.chunk.min(args.prefill.max(1)), Logits::Last)?;

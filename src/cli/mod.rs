@@ -150,6 +150,11 @@ struct ModelArg {
     /// Format of the head (the largest matrix); defaults to --quant (int8 for nf4).
     #[arg(long, value_enum)]
     quant_head: Option<FormatArg>,
+    /// A LoRA adapter to merge as the model loads: a PEFT folder or adapter_model.safetensors,
+    /// or an RWKV-LM/RWKV-PEFT .pth, with an optional scale (default 1; PEFT files also apply
+    /// their own lora_alpha / r). May be given several times.
+    #[arg(long, value_name = "FILE[:SCALE]")]
+    lora: Vec<rwkv_wgpu::model::lora::Lora>,
 }
 
 /// A weight format on the command line.
@@ -180,18 +185,23 @@ impl ModelArg {
     fn load(&self, gpu_args: &GpuArgs) -> Result<Model> {
         let source = self.source()?;
         ModelConfig::from_source(source.as_ref())?;
-        Model::from_source(gpu_args.open()?, source.as_ref(), &LoadOptions { quant: self.plan() })
+        Model::from_source(
+            gpu_args.open()?,
+            source.as_ref(),
+            &LoadOptions { quant: self.plan(), ..LoadOptions::default() },
+        )
     }
 
-    /// The file's tensors, or the demo model's when no file is given.
+    /// The file's tensors (or the demo model's when no file is given), adapters merged in.
     fn source(&self) -> Result<Box<dyn source::TensorSource>> {
-        match &self.model {
-            Some(path) => source::open(path),
+        let source = match &self.model {
+            Some(path) => source::open(path)?,
             None => {
                 eprintln!("model: {} (pass --model for a real one)", demo::NAME);
-                source::from_bytes(demo::NAME, source::FileBytes::Static(demo::MODEL))
+                source::from_bytes(demo::NAME, source::FileBytes::Static(demo::MODEL))?
             }
-        }
+        };
+        rwkv_wgpu::model::lora::merge(source, &self.lora)
     }
 
     /// The size of the model file in bytes.
@@ -258,10 +268,12 @@ struct TokenizerArg {
 }
 
 impl TokenizerArg {
+    /// `--tokenizer`, else the one the model file carries or sits beside (GGUF metadata, a Hugging
+    /// Face folder's tokenizer.json), else World.
     fn load(&self, model: &ModelArg) -> Result<Tokenizer> {
         match (&self.tokenizer, &model.model) {
             (Some(path), _) => Tokenizer::from_file(path),
-            (None, Some(_)) => Tokenizer::world(),
+            (None, Some(path)) => source::open(path)?.tokenizer().unwrap_or_else(Tokenizer::world),
             (None, None) => {
                 Ok(Tokenizer::HuggingFace(Box::new(HuggingFaceTokenizer::from_json(demo::TOKENIZER)?)))
             }

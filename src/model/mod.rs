@@ -14,6 +14,7 @@ pub mod channel_mix;
 pub mod config;
 pub mod embedding;
 pub mod loader;
+pub mod lora;
 pub mod memory;
 pub mod source;
 pub mod synthetic;
@@ -42,6 +43,9 @@ pub struct LoadOptions {
     /// The format of each large weight matrix (f32, bf16, f16, int8 or nf4), converted as it is
     /// loaded; by default each keeps its file's precision.
     pub quant: QuantPlan,
+    /// LoRA adapters merged into the weights as they load ([`Model::load`]; a caller of
+    /// [`Model::from_source`] merges with [`lora::merge`]).
+    pub lora: Vec<lora::Lora>,
 }
 
 /// A loaded model: its shape, its weights on the GPU and its embedding table in host memory.
@@ -194,9 +198,10 @@ impl Model {
 }
 
 impl Model {
-    /// Opens `path` and loads it onto `gpu`.
+    /// Opens `path` (a file or a Hugging Face folder) and loads it onto `gpu`, with the options'
+    /// adapters merged in.
     pub fn load(gpu: Arc<Gpu>, path: &Path, options: &LoadOptions) -> Result<Model> {
-        let source = source::open(path)?;
+        let source = lora::merge(source::open(path)?, &options.lora)?;
         Self::from_source(gpu, source.as_ref(), options)
     }
 

@@ -210,7 +210,7 @@ impl Model {
 
         let gpu = page_gpu(options.boolean("f16")?).await?;
         let source = source::from_bytes(name, FileBytes::Owned(bytes.to_vec()))?;
-        let load = rwkv_wgpu::model::LoadOptions { quant };
+        let load = rwkv_wgpu::model::LoadOptions { quant, ..Default::default() };
         let model = rwkv_wgpu::model::Model::from_source(gpu, source.as_ref(), &load)?;
         drop(source);
         let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk })?;

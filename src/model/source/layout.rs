@@ -102,6 +102,18 @@ pub fn from_gguf(file: GgufFile) -> Result<Box<dyn TensorSource>> {
     Ok(Box::new(Renamed::new(Box::new(file), "llama.cpp GGUF", map, "token_embd.weight")))
 }
 
+/// The official name of one tensor named as in the official checkpoints or a Hugging Face
+/// layout (what a LoRA adapter's module names follow), with the transform between them.
+pub fn official_name(name: &str) -> Option<(String, Transform)> {
+    let official = ["emb.weight", "head.weight"].contains(&name)
+        || name.starts_with("blocks.")
+        || name.starts_with("ln_out.");
+    if official {
+        return Some((name.to_string(), Transform::Same));
+    }
+    [fla, transformers, transformers_legacy].iter().find_map(|layout| layout(name).into_iter().next())
+}
+
 /// The official name and transform of every stored name the layout knows.
 fn rename(
     names: &[String],

@@ -158,6 +158,12 @@ pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
     open_file(path)
 }
 
+/// Opens a safetensors or `.pth` file with its own names (a LoRA adapter, whose names are
+/// mapped one by one).
+pub fn open_raw(path: &Path) -> Result<Box<dyn TensorSource>> {
+    raw_from_bytes(path.display().to_string(), file_bytes(path)?)
+}
+
 /// Opens one file (see [`open`]).
 fn open_file(path: &Path) -> Result<Box<dyn TensorSource>> {
     from_bytes(path.display().to_string(), file_bytes(path)?)
