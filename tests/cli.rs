@@ -211,3 +211,48 @@ fn bench_reports_memory_speed_and_per_token_costs_for_each_format() {
         assert!(kernels.iter().any(|k| k["kernel"].as_str().unwrap().starts_with("sample")), "{kernels:?}");
     }
 }
+
+fn formats(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(path).display().to_string()
+}
+
+/// `info` names the layout and the stored block types of a GGUF file; a Hugging Face folder and
+/// `--lora` are accepted wherever a model is.
+#[test]
+fn other_layouts_and_adapters_on_the_command_line() {
+    let info = run(&["info", "--json", "--model", &formats("gguf/quantized/model-q4_k_m.gguf")], None);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["layout"], "llama.cpp GGUF");
+    let types: Vec<&str> =
+        info["stored_types"].as_array().unwrap().iter().map(|t| t[0].as_str().unwrap()).collect();
+    assert_eq!(types, ["Q4_K", "Q6_K", "F32"]);
+    let info = run(&["info", "--model", &formats("fla")], None);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("layout:      fla-hub (Hugging Face) names"));
+
+    // An RWKV-LM adapter at scale 0.5 changes the official checkpoint's logits (tests/formats.rs
+    // checks them against the official run of the merged weights).
+    let out = scratch("lora.npy");
+    let tokens = "1,2,3";
+    let adapter = format!("{}:0.5", formats("lora/rwkv-lm.pth"));
+    let model = model().display().to_string();
+    let args = ["logits", "--model", &model, "--lora", &adapter, "--tokens", tokens];
+    run(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), None);
+    let (_, ours) = read_f32(&out);
+    let plain = scratch("plain.npy");
+    run(&["logits", "--model", &model, "--tokens", tokens, "--out", plain.to_str().unwrap()], None);
+    let (_, plain) = read_f32(&plain);
+    assert!(relative_error(&ours, &plain) > 0.1, "--lora changed nothing");
+}
+
+/// A GGUF file with the World vocabulary in its metadata needs no --tokenizer: its text equals
+/// the run with the World vocabulary file given explicitly.
+#[test]
+fn gguf_files_bring_their_tokenizer() {
+    let model = formats("gguf/world-q8_0.gguf");
+    let args = ["generate", "--model", &model, "--prompt", "Hello, world", "-n", "6", "--greedy"];
+    let own = run(&args, None);
+    let world = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/world/rwkv_vocab_v20230424.txt");
+    let explicit = run(&[&args[..], &["--tokenizer", world.to_str().unwrap()]].concat(), None);
+    assert!(!own.stdout.is_empty());
+    assert_eq!(own.stdout, explicit.stdout);
+}

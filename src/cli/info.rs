@@ -18,7 +18,7 @@ use rwkv_wgpu::Result;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Model file (.safetensors or .pth).
+    /// Model file (.safetensors, .pth or .gguf) or Hugging Face folder.
     #[arg(long, short = 'm', required_unless_present = "shape")]
     model: Option<PathBuf>,
     /// Instead of a file, a synthetic RWKV-7 of a released size (memory figures without a download).
@@ -49,6 +49,7 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         .map(|(_, shape)| shape.iter().product::<usize>())
         .sum();
     let dtype = source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
+    let stored = stored_types(source.as_ref());
     // What loading without --quant stores: each matrix in its file's precision.
     let storage = describe_storage(&planned_matrices(source.as_ref(), &config, &QuantPlan::default())?);
     let gpu = gpu_args.open()?;
@@ -64,6 +65,8 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         let value = serde_json::json!({
             "file": file,
             "format": source.format(),
+            "layout": source.layout(),
+            "stored_types": stored,
             "dtype": dtype,
             "storage": storage,
             "config": config,
@@ -77,6 +80,11 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         return Ok(());
     }
     println!("file:        {file} ({}, {dtype})", source.format());
+    println!("layout:      {} names", source.layout());
+    println!("stored as:   {}", describe_stored(&stored));
+    if stored.iter().any(|(kind, _)| kind.starts_with('Q')) {
+        println!("             (quantized GGUF blocks are decoded once at load and kept in f16, or as --quant says)");
+    }
     println!("version:     {}", config.version.name());
     println!("layers:      {}", config.layers);
     println!("embedding:   {}", config.embd);
@@ -105,4 +113,27 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     }
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);
     Ok(())
+}
+
+/// The file's tensor types with their share of the parameters, largest first (a GGUF file
+/// mixes block types: "Q4_K 71%, Q6_K 22%, F32 7%").
+fn stored_types(source: &dyn TensorSource) -> Vec<(String, f64)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for name in source.names() {
+        let (Some(kind), Some((_, shape))) = (source.stored_type(&name), source.meta(&name)) else {
+            continue;
+        };
+        let elements: usize = shape.iter().product();
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => *total += elements,
+            None => counts.push((kind, elements)),
+        }
+    }
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let all = counts.iter().map(|(_, n)| n).sum::<usize>().max(1) as f64;
+    counts.into_iter().map(|(kind, n)| (kind, 100.0 * n as f64 / all)).collect()
+}
+
+fn describe_stored(stored: &[(String, f64)]) -> String {
+    stored.iter().map(|(kind, share)| format!("{kind} {share:.0}%")).collect::<Vec<_>>().join(", ")
 }

@@ -138,8 +138,10 @@ enum Command {
 /// A model file argument shared by the commands.
 #[derive(Args)]
 struct ModelArg {
-    /// Model file: .safetensors (f16/bf16/f32, or pre-quantized by `quantize`) or an official
-    /// PyTorch .pth checkpoint. Without it, the small Shakespeare demo model built into the binary.
+    /// Model file or folder: .safetensors (f16/bf16/f32, or pre-quantized by `quantize`), an
+    /// official PyTorch .pth checkpoint, a llama.cpp .gguf file, or a Hugging Face folder
+    /// (fla-hub or Transformers layout, sharded or not). Without it, the small Shakespeare demo
+    /// model built into the binary.
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
     /// Storage of the large weight matrices. Without it each keeps its file's precision (f32,
