@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::hostile::{expect, load_error, load_error_with, scratch, write_bytes};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::f16;
-use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::source::{self, TensorSource};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
@@ -19,18 +20,6 @@ use safetensors::Dtype;
 
 fn tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v7/tiny/model-f16.safetensors")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile_files");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn write_bytes(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = scratch(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
 }
 
 /// The tiny model's tensors as (name, dtype, shape, bytes), for editing.
@@ -66,37 +55,6 @@ fn handmade(name: &str, header: &str, data: &[u8]) -> PathBuf {
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(data);
     write_bytes(name, &bytes)
-}
-
-/// Opening, checking and loading the file onto the GPU must fail; this is how.
-fn load_error(path: &Path) -> Error {
-    load_error_with(path, &LoadOptions::default())
-}
-
-fn load_error_with(path: &Path, options: &LoadOptions) -> Error {
-    let source = match source::open(path) {
-        Ok(source) => source,
-        Err(e) => return e,
-    };
-    match ModelConfig::from_source(source.as_ref()) {
-        Err(e) => e,
-        Ok(_) => {
-            let gpu = Arc::new(common::default_gpu());
-            match Model::from_source(gpu, source.as_ref(), options) {
-                Err(e) => e,
-                Ok(_) => panic!("{} loaded but should not have", path.display()),
-            }
-        }
-    }
-}
-
-/// The error is one line and mentions every fragment.
-fn expect(error: &Error, fragments: &[&str]) {
-    let message = error.to_string();
-    assert!(!message.contains('\n'), "multi-line error: {message}");
-    for fragment in fragments {
-        assert!(message.contains(fragment), "error {message:?} should mention {fragment:?}");
-    }
 }
 
 fn expect_malformed(path: &Path, fragments: &[&str]) {

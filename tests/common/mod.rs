@@ -1,6 +1,8 @@
 //! Shared test set-up: the GPU variants every kernel test runs on, and comparisons.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
