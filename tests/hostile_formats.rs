@@ -94,18 +94,24 @@ fn gguf_headers_that_lie() {
     ];
     let deep = [&9u32.to_le_bytes()[..], &1u64.to_le_bytes(), &deep.concat()].concat();
     malformed(&gguf(3, &[("k", 9, deep)], &[], &[]), &["nested"]);
-    malformed(&gguf(3, &[arch.clone()], &[("t", 0, vec![1, 1, 1, 1, 1], 0)], &[]), &["`t` has 5 dimensions"]);
-    malformed(&gguf(3, &[arch.clone()], &[("t", 0, vec![u64::MAX, 4], 0)], &[]), &["`t`", "overflows"]);
     malformed(
-        &gguf(3, &[arch.clone()], &[("t", 0, vec![8], 1 << 40)], &[0; 32]),
+        &gguf(3, std::slice::from_ref(&arch), &[("t", 0, vec![1, 1, 1, 1, 1], 0)], &[]),
+        &["`t` has 5 dimensions"],
+    );
+    malformed(
+        &gguf(3, std::slice::from_ref(&arch), &[("t", 0, vec![u64::MAX, 4], 0)], &[]),
+        &["`t`", "overflows"],
+    );
+    malformed(
+        &gguf(3, std::slice::from_ref(&arch), &[("t", 0, vec![8], 1 << 40)], &[0; 32]),
         &["`t`", "past the end", "truncated"],
     );
     malformed(
-        &gguf(3, &[arch.clone()], &[("t", 12, vec![100, 2], 0)], &[0; 4096]),
+        &gguf(3, std::slice::from_ref(&arch), &[("t", 12, vec![100, 2], 0)], &[0; 4096]),
         &["`t`", "whole Q4_K blocks of 256"],
     );
     malformed(
-        &gguf(3, &[arch.clone()], &[("t", 0, vec![1], 0), ("t", 0, vec![1], 0)], &[0; 32]),
+        &gguf(3, std::slice::from_ref(&arch), &[("t", 0, vec![1], 0), ("t", 0, vec![1], 0)], &[0; 32]),
         &["`t` appears twice"],
     );
     malformed(&gguf(3, &[arch], &[], &[]), &["embedding_length"]);

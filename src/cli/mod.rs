@@ -263,8 +263,9 @@ struct ChunkArg {
 /// The tokenizer for text commands.
 #[derive(Args)]
 struct TokenizerArg {
-    /// A Hugging Face tokenizer.json, for models not trained on the RWKV World vocabulary
-    /// (default: the World tokenizer, or the byte-level one of the built-in demo model).
+    /// A Hugging Face tokenizer.json (or a World-format vocabulary .txt), for models not trained
+    /// on the RWKV World vocabulary (default: the tokenizer a GGUF file or Hugging Face folder
+    /// carries, else World; the byte-level one of the built-in demo model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
 }
