@@ -24,6 +24,7 @@ Needs: flash-linear-attention, transformers, peft, gguf (PyPI), and a llama.cpp 
 llama-quantize built:
 
     python3 tools/make_format_fixtures.py --llama-cpp /path/to/llama.cpp
+    python3 tools/make_format_fixtures.py --llama-cpp /path/to/llama.cpp --demo-ggufs /tmp/demo-gguf
 """
 
 from __future__ import annotations
@@ -416,11 +417,29 @@ def make_lora(tmp: str) -> None:
                    "rwkv-lm": {"base": "v7/tiny/model.pth", "scale": scale, "r": 8}}, f, indent=1)
 
 
+def demo_ggufs(llama_cpp: str, out: str) -> None:
+    """The built-in demo model (trained, assets/demo) as GGUF files of every type, for measuring
+    what each type costs on real weights (README's format table; not committed)."""
+    from safetensors.torch import load_file
+    weights = {k: v.float() for k, v in load_file(os.path.join(FIXTURE_ROOT, "..", "..", "assets", "demo", "model.safetensors")).items()}
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rwkv-demo-gguf-") as tmp:
+        fla_model(weights, torch.float32).save_pretrained(tmp)
+        f32 = os.path.join(out, "demo-f32.gguf")
+        convert(llama_cpp, tmp, f32, "f32", keep_vocab=False)
+    for qtype in QUANT_TYPES:
+        quantize(llama_cpp, f32, os.path.join(out, f"demo-{qtype.lower()}.gguf"), qtype)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama-cpp", required=True, help="llama.cpp checkout with build/bin/llama-quantize")
+    parser.add_argument("--demo-ggufs", metavar="DIR", help="instead, write the demo model in every GGUF type to DIR")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.demo_ggufs:
+        demo_ggufs(args.llama_cpp, args.demo_ggufs)
+        return 0
     os.makedirs(os.path.join(OUT, "gguf"), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rwkv-formats-") as tmp:
         fla_dir = make_fla(tmp)

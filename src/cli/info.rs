@@ -83,7 +83,8 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     println!("layout:      {} names", source.layout());
     println!("stored as:   {}", describe_stored(&stored));
     if stored.iter().any(|(kind, _)| kind.starts_with('Q')) {
-        println!("             (quantized GGUF blocks are decoded once at load and kept in f16, or as --quant says)");
+        println!("             (GGUF blocks are decoded at load and stored in int8; --quant nf4 for 4-bit");
+        println!("             memory, --quant f16 for the decoded values exactly)");
     }
     println!("version:     {}", config.version.name());
     println!("layers:      {}", config.layers);
@@ -100,7 +101,12 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
     }
     println!("vocabulary:  {}", config.vocab);
     println!("parameters:  {parameters} ({:.3} B)", parameters as f64 / 1e9);
-    println!("storage:     {storage} (the file's precision; --quant chooses f32, bf16, f16, int8 or nf4)");
+    let why = if stored.iter().any(|(kind, _)| kind.starts_with('Q')) {
+        "by the file's block types"
+    } else {
+        "the file's precision"
+    };
+    println!("storage:     {storage} ({why}; --quant chooses f32, bf16, f16, int8 or nf4)");
     println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps (the embedding stays in host memory)");
     for (name, m, fits) in &choices {
         println!(

@@ -198,9 +198,14 @@ impl<'a, S: Store> Loader<'a, S> {
         Ok(values)
     }
 
-    /// The format a matrix is stored in: the one `planned`, or the file's own precision.
+    /// The format a matrix is stored in: the one `planned`, or the file's own precision. A
+    /// matrix the file holds in a quantized GGUF type is decoded and stored in int8, which keeps
+    /// the decoded values to within a fraction of what the file's quantization already cost (f16
+    /// would take 2 to 4 times the memory the file promised; nf4 doubles a 4-bit type's error:
+    /// both stay a `--quant` away).
     fn format(&self, name: &str, planned: Option<MatrixFormat>) -> MatrixFormat {
-        planned.unwrap_or_else(|| self.stored_format(name))
+        let quantized = || self.source.is_quantized(name).then_some(MatrixFormat::Int8);
+        planned.or_else(quantized).unwrap_or_else(|| self.stored_format(name))
     }
 
     /// The format that holds a tensor's values as its file stores them.
@@ -424,14 +429,20 @@ impl<S: Store> Loader<'_, S> {
     }
 }
 
-/// The formats of matrices stored as one: unchanged if they agree or any is quantized (stacking
-/// then refuses a mix), else all the widest float, so that no matrix loses precision.
+/// The formats of matrices stored as one, which must agree: unchanged if they do; floats of
+/// different precisions all in f32, so that no matrix loses precision; a mix with a quantized
+/// format (a GGUF file whose block types differ within a layer) all in int8, the widest of ours.
 fn widest_floats(formats: Vec<MatrixFormat>) -> Vec<MatrixFormat> {
     let mixed = formats.windows(2).any(|pair| pair[0] != pair[1]);
-    if !mixed || formats.iter().any(|format| format.is_quantized()) {
+    if !mixed {
         return formats;
     }
-    vec![MatrixFormat::F32; formats.len()]
+    let common = if formats.iter().any(|format| format.is_quantized()) {
+        MatrixFormat::Int8
+    } else {
+        MatrixFormat::F32
+    };
+    vec![common; formats.len()]
 }
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
@@ -448,15 +459,18 @@ fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use MatrixFormat::{Bf16, Int8, F16, F32};
+    use MatrixFormat::{Bf16, Int8, Nf4, F16, F32};
 
     /// Matrices read in one pass share a format: floats of mixed precision go to f32 (neither
-    /// f16 nor bf16 holds the other); agreeing or quantized formats are left as they are.
+    /// f16 nor bf16 holds the other), mixes with a quantized format to int8; agreeing formats
+    /// are left as they are.
     #[test]
     fn stacked_floats_of_mixed_precision_are_kept_in_f32() {
         assert_eq!(widest_floats(vec![F16, Bf16, F16]), vec![F32; 3]);
         assert_eq!(widest_floats(vec![Bf16, F32]), vec![F32; 2]);
         assert_eq!(widest_floats(vec![Bf16, Bf16]), vec![Bf16; 2]);
-        assert_eq!(widest_floats(vec![Int8, F16]), vec![Int8, F16]);
+        assert_eq!(widest_floats(vec![Int8, F16]), vec![Int8, Int8]);
+        assert_eq!(widest_floats(vec![Nf4, Nf4, Int8]), vec![Int8; 3]);
+        assert_eq!(widest_floats(vec![Nf4, Nf4]), vec![Nf4; 2]);
     }
 }

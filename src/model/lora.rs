@@ -329,6 +329,10 @@ impl TensorSource for Merged {
         self.base.stored_type(name)
     }
 
+    fn is_quantized(&self, name: &str) -> bool {
+        self.base.is_quantized(name)
+    }
+
     fn tokenizer(&self) -> Option<Result<crate::tokenizer::Tokenizer>> {
         self.base.tokenizer()
     }

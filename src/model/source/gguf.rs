@@ -4,8 +4,8 @@
 //! The container is small enough to read here, with every length and offset checked against
 //! the file (the files are downloaded from anywhere). The tensors keep their GGUF names;
 //! [`super::layout`] maps llama.cpp's RWKV names onto the official ones. Quantized tensors are
-//! decoded to f32 when read ([`GgmlType::dequantize`]); their `meta` says f16, the precision they
-//! are stored in unless `--quant` says otherwise.
+//! decoded to f32 when read ([`GgmlType::dequantize`]) and stored in int8 unless `--quant` says
+//! otherwise (`model::loader`); their `meta` says f16.
 
 use std::collections::HashMap;
 
@@ -298,6 +298,10 @@ impl TensorSource for GgufFile {
 
     fn stored_type(&self, name: &str) -> Option<String> {
         self.kind(name).map(|kind| kind.name().to_string())
+    }
+
+    fn is_quantized(&self, name: &str) -> bool {
+        self.kind(name).is_some_and(GgmlType::is_quantized)
     }
 
     /// The World vocabulary llama.cpp's converter writes for RWKV (`tokenizer.ggml.model` =

@@ -457,6 +457,10 @@ impl TensorSource for Renamed {
         self.map.get(name).and_then(|(stored, _)| self.inner.stored_type(stored))
     }
 
+    fn is_quantized(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(|(stored, _)| self.inner.is_quantized(stored))
+    }
+
     fn tokenizer(&self) -> Option<Result<crate::tokenizer::Tokenizer>> {
         self.inner.tokenizer()
     }

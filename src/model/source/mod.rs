@@ -119,6 +119,10 @@ pub trait TensorSource: Send + Sync {
     fn stored_type(&self, name: &str) -> Option<String> {
         self.meta(name).map(|(dtype, _)| dtype.to_string())
     }
+    /// Whether the file holds a tensor in a quantized type (GGUF blocks), which reading decodes.
+    fn is_quantized(&self, _name: &str) -> bool {
+        false
+    }
     /// The tokenizer the file carries or sits beside (GGUF metadata, a Hugging Face folder's
     /// `tokenizer.json`), if any.
     fn tokenizer(&self) -> Option<Result<crate::tokenizer::Tokenizer>> {
