@@ -138,6 +138,14 @@ fn one(name: String) -> Vec<(String, Transform)> {
     vec![(name, Transform::Same)]
 }
 
+/// The official names of layer `layer`'s token-shift mixes `mixes`, each a part of one fused
+/// tensor.
+fn fused_mixes(layer: usize, mixes: &[&str]) -> Vec<(String, Transform)> {
+    let count = mixes.len();
+    let part = |(index, mix)| (format!("blocks.{layer}.att.{mix}"), Transform::Part { index, count });
+    mixes.iter().enumerate().map(part).collect()
+}
+
 /// The six token-shift mixes of RWKV-7, in the order fused tensors keep them.
 const V7_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
 
@@ -164,11 +172,7 @@ fn fla(name: &str) -> Vec<(String, Transform)> {
     }
     let att = |leaf: &str| block(&format!("att.{leaf}"));
     if leaf == "x_x" {
-        return V7_MIXES
-            .iter()
-            .enumerate()
-            .map(|(index, mix)| (att(mix), Transform::Part { index, count: V7_MIXES.len() }))
-            .collect();
+        return fused_mixes(layer, &V7_MIXES);
     }
     // `w_lora.lora.0.weight` is w1ᵀ, `lora.2.weight` w2ᵀ and `lora.2.bias` w0 (the same for a, v, g).
     if let Some((kind, part)) = leaf.split_once("_lora.lora.") {
@@ -257,15 +261,7 @@ fn gguf_rwkv7(name: &str, heads: &[usize]) -> Vec<(String, Transform)> {
         "attn_norm" => format!("ln1.{kind}"),
         "attn_norm_2" => format!("ln2.{kind}"),
         "time_mix_ln" => format!("att.ln_x.{kind}"),
-        "time_mix_lerp_fused" => {
-            return V7_MIXES
-                .iter()
-                .enumerate()
-                .map(|(index, mix)| {
-                    (block(&format!("att.{mix}")), Transform::Part { index, count: V7_MIXES.len() })
-                })
-                .collect()
-        }
+        "time_mix_lerp_fused" => return fused_mixes(layer, &V7_MIXES),
         "time_mix_r_k" => return vec![(block("att.r_k"), Transform::Reshape(heads.to_vec()))],
         "time_mix_key" | "time_mix_value" | "time_mix_receptance" | "time_mix_output" => {
             format!("att.{}.weight", &leaf["time_mix_".len()..])
@@ -305,15 +301,7 @@ fn gguf_rwkv6(name: &str, rescale: usize) -> Vec<(String, Transform)> {
         "attn_norm" => (format!("ln1.{kind}"), Transform::Same),
         "attn_norm_2" => (format!("ln2.{kind}"), Transform::Same),
         "time_mix_ln" => (format!("att.ln_x.{kind}"), Transform::Same),
-        "time_mix_lerp_fused" => {
-            return V6_MIXES
-                .iter()
-                .enumerate()
-                .map(|(index, mix)| {
-                    (block(&format!("att.{mix}")), Transform::Part { index, count: V6_MIXES.len() })
-                })
-                .collect()
-        }
+        "time_mix_lerp_fused" => return fused_mixes(layer, &V6_MIXES),
         "time_mix_lerp_x" => ("att.time_maa_x".into(), Transform::Same),
         "time_mix_w1" => ("att.time_maa_w1".into(), Transform::Transpose),
         "time_mix_w2" => ("att.time_maa_w2".into(), Transform::Transpose),
