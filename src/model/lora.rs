@@ -269,12 +269,17 @@ fn apply(weights: &mut [f32], update: &Update, rows: usize, cols: usize) {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(out.max(1))
     };
-    let per_thread = out.div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        for (index, chunk) in delta.chunks_mut(per_thread * inputs).enumerate() {
-            scope.spawn(move || fill(index * per_thread, chunk));
-        }
-    });
+    if threads <= 1 {
+        // Browsers cannot spawn threads.
+        fill(0, &mut delta);
+    } else {
+        let per_thread = out.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (index, chunk) in delta.chunks_mut(per_thread * inputs).enumerate() {
+                scope.spawn(move || fill(index * per_thread, chunk));
+            }
+        });
+    }
     for r in 0..rows {
         for c in 0..cols {
             weights[r * cols + c] +=
