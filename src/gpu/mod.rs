@@ -33,6 +33,21 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A backend by its name: "vulkan", "metal", "dx12" or "gl".
+    pub fn parse(name: &str) -> crate::error::Result<Backend> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "vulkan" => Backend::Vulkan,
+            "metal" => Backend::Metal,
+            "dx12" => Backend::Dx12,
+            "gl" => Backend::Gl,
+            other => {
+                return Err(crate::error::Error::InvalidArgument(format!(
+                    "unknown backend `{other}`: use vulkan, metal, dx12 or gl"
+                )))
+            }
+        })
+    }
+
     fn flags(self) -> wgpu::Backends {
         match self {
             Backend::Vulkan => wgpu::Backends::VULKAN,

@@ -8,6 +8,8 @@ mod sampler;
 mod session;
 mod state;
 mod stops;
+#[cfg(not(target_arch = "wasm32"))]
+mod text_model;
 
 pub use self::batch::{Batch, BatchEvent, Left, RequestOptions};
 pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work, STEP_CACHE_CAPACITY};
@@ -18,3 +20,5 @@ pub use self::sampler::{Sampler, SamplerOptions};
 pub use self::session::Session;
 pub use self::state::{LayerValues, State};
 pub use self::stops::StopScanner;
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::text_model::{TextModel, TextModelOptions};
