@@ -173,6 +173,17 @@ fn write_out(bytes: &[u8], buffer: *mut u8, capacity: usize, length: *mut usize)
     Ok(RWKV_OK)
 }
 
+/// Drops a handle this library returned (NULL is ignored); a panic in a destructor stays here.
+unsafe fn free_handle<T>(handle: *mut T) {
+    if !handle.is_null() {
+        // SAFETY: a handle this library made with Box::into_raw, freed once (the caller's contract).
+        guard((), || {
+            drop(unsafe { Box::from_raw(handle) });
+            Ok(())
+        });
+    }
+}
+
 /// The last error on this thread, as UTF-8; valid until the next call on this thread. Never NULL.
 #[no_mangle]
 pub extern "C" fn rwkv_last_error() -> *const c_char {
@@ -258,13 +269,7 @@ pub unsafe extern "C" fn rwkv_model_load_bytes(
 /// Frees a model. Its sessions must be freed first. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn rwkv_model_free(model: *mut RwkvModel) {
-    if !model.is_null() {
-        // SAFETY: a model this library returned, freed once.
-        guard((), || {
-            drop(unsafe { Box::from_raw(model) });
-            Ok(())
-        });
-    }
+    unsafe { free_handle(model) }
 }
 
 /// The number of token ids the model accepts (0 if `model` is NULL).
@@ -341,13 +346,7 @@ pub unsafe extern "C" fn rwkv_session_new(model: *const RwkvModel) -> *mut RwkvS
 /// Frees a session and its slot. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn rwkv_session_free(session: *mut RwkvSession) {
-    if !session.is_null() {
-        // SAFETY: a session this library returned, freed once.
-        guard((), || {
-            drop(unsafe { Box::from_raw(session) });
-            Ok(())
-        });
-    }
+    unsafe { free_handle(session) }
 }
 
 /// Returns the session to the initial state.
@@ -499,8 +498,5 @@ pub unsafe extern "C" fn rwkv_cancel_set(cancel: *const RwkvCancel) {
 /// Frees a cancel flag. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn rwkv_cancel_free(cancel: *mut RwkvCancel) {
-    if !cancel.is_null() {
-        // SAFETY: a flag this library returned, freed once.
-        drop(unsafe { Box::from_raw(cancel) });
-    }
+    unsafe { free_handle(cancel) }
 }
