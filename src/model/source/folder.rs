@@ -20,7 +20,8 @@ struct Folder {
 /// Opens the weights of the folder `dir`.
 pub fn open(dir: &Path) -> Result<Box<dyn TensorSource>> {
     let shown = dir.display().to_string();
-    let files = weight_files(dir)?;
+    let index = read_index(dir)?;
+    let files = weight_files(dir, index.as_ref())?;
     let mut shards = Vec::new();
     let mut owner = HashMap::new();
     let mut names = Vec::new();
@@ -38,7 +39,7 @@ pub fn open(dir: &Path) -> Result<Box<dyn TensorSource>> {
         shards.push(shard);
     }
     let folder = Folder { shards, owner, names, dir: dir.to_path_buf() };
-    if let Some(index) = read_index(dir)? {
+    if let Some(index) = index {
         for (name, file) in index {
             let holder = folder.owner.get(&name).and_then(|&i| files[i].file_name());
             if holder != Some(std::ffi::OsStr::new(&file)) {
@@ -53,10 +54,10 @@ pub fn open(dir: &Path) -> Result<Box<dyn TensorSource>> {
 }
 
 /// The weight files: the shards the index names, else the folder's single weights file.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn weight_files(dir: &Path, index: Option<&HashMap<String, String>>) -> Result<Vec<PathBuf>> {
     let shown = dir.display().to_string();
-    if let Some(index) = read_index(dir)? {
-        let mut files: Vec<String> = index.into_values().collect();
+    if let Some(index) = index {
+        let mut files: Vec<&String> = index.values().collect();
         files.sort();
         files.dedup();
         return Ok(files.into_iter().map(|file| dir.join(file)).collect());

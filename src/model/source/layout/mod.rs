@@ -4,11 +4,17 @@
 //! ports) and llama.cpp's GGUF files name, shape and sometimes fuse the official tensors
 //! differently. Each layout here is a table from its names to the official ones, with the
 //! transform that undoes what its converter did (a transpose, a fused row, a rescale); the
-//! loader then reads every file the same way. Tables follow the converters: fla's
-//! `utils/convert_from_rwkv7.py`, Transformers' `Rwkv7ForCausalLM` parameter names, and
-//! llama.cpp's `convert_hf_to_gguf.py` (`Rwkv6Model`, `Rwkv7Model`).
+//! loader then reads every file the same way. The tables follow the converters: Hugging Face's
+//! in `hugging_face.rs`, llama.cpp's in `gguf.rs`; this file holds what they share and the
+//! renaming source itself.
+
+mod gguf;
+mod hugging_face;
 
 use std::collections::BTreeMap;
+
+use self::gguf::{gguf_rwkv6, gguf_rwkv7};
+use self::hugging_face::{fla, transformers, transformers_legacy};
 
 use super::gguf::GgufFile;
 use super::{DType, TensorData, TensorSource};
@@ -148,181 +154,6 @@ fn fused_mixes(layer: usize, mixes: &[&str]) -> Vec<(String, Transform)> {
 
 /// The six token-shift mixes of RWKV-7, in the order fused tensors keep them.
 const V7_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
-
-/// flash-linear-attention's RWKV-7 (`model.layers.N.attn.r_proj.weight`, ...).
-fn fla(name: &str) -> Vec<(String, Transform)> {
-    match name {
-        "model.embeddings.weight" => return one("emb.weight".into()),
-        "lm_head.weight" => return one("head.weight".into()),
-        _ => {}
-    }
-    if let Some(leaf) = name.strip_prefix("model.norm.") {
-        return one(format!("ln_out.{leaf}"));
-    }
-    let Some((layer, rest)) = layer_of(name, "model.layers.") else { return Vec::new() };
-    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
-    let (module, leaf) = rest.split_once('.').unwrap_or((rest, ""));
-    match module {
-        "pre_norm" => return one(block(&format!("ln0.{leaf}"))),
-        "attn_norm" => return one(block(&format!("ln1.{leaf}"))),
-        "ffn_norm" => return one(block(&format!("ln2.{leaf}"))),
-        "ffn" => return one(block(&format!("ffn.{leaf}"))),
-        "attn" => {}
-        _ => return Vec::new(),
-    }
-    let att = |leaf: &str| block(&format!("att.{leaf}"));
-    if leaf == "x_x" {
-        return fused_mixes(layer, &V7_MIXES);
-    }
-    // `w_lora.lora.0.weight` is w1ᵀ, `lora.2.weight` w2ᵀ and `lora.2.bias` w0 (the same for a, v, g).
-    if let Some((kind, part)) = leaf.split_once("_lora.lora.") {
-        return match part {
-            "0.weight" => vec![(att(&format!("{kind}1")), Transform::Transpose)],
-            "2.weight" => vec![(att(&format!("{kind}2")), Transform::Transpose)],
-            "2.bias" => one(att(&format!("{kind}0"))),
-            _ => Vec::new(),
-        };
-    }
-    let renamed = match leaf.split_once('.') {
-        Some(("r_proj", tail)) => format!("receptance.{tail}"),
-        Some(("k_proj", tail)) => format!("key.{tail}"),
-        Some(("v_proj", tail)) => format!("value.{tail}"),
-        Some(("o_proj", tail)) => format!("output.{tail}"),
-        Some(("g_norm", tail)) => format!("ln_x.{tail}"),
-        _ => leaf.to_string(),
-    };
-    one(att(&renamed))
-}
-
-/// Transformers' RWKV-7 port: the official names under `rwkv7.`, with `embeddings` for `emb`.
-fn transformers(name: &str) -> Vec<(String, Transform)> {
-    match name {
-        "rwkv7.embeddings.weight" => one("emb.weight".into()),
-        "head.weight" => one(name.into()),
-        _ => name.strip_prefix("rwkv7.").map(|rest| one(rest.into())).unwrap_or_default(),
-    }
-}
-
-/// Transformers' RWKV-4 (and the Hugging Face RWKV-5/6 ports): `rwkv.blocks.N.attention.*`,
-/// `feed_forward`, `pre_ln`, `time_mix_key` for `time_mix_k`.
-fn transformers_legacy(name: &str) -> Vec<(String, Transform)> {
-    match name {
-        "rwkv.embeddings.weight" => return one("emb.weight".into()),
-        "head.weight" => return one(name.into()),
-        _ => {}
-    }
-    if let Some(leaf) = name.strip_prefix("rwkv.ln_out.") {
-        return one(format!("ln_out.{leaf}"));
-    }
-    let Some((layer, rest)) = layer_of(name, "rwkv.blocks.") else { return Vec::new() };
-    let (module, leaf) = rest.split_once('.').unwrap_or((rest, ""));
-    let module = match module {
-        "pre_ln" => "ln0",
-        "attention" => "att",
-        "feed_forward" => "ffn",
-        other => other,
-    };
-    let leaf = match leaf {
-        "time_mix_key" => "time_mix_k",
-        "time_mix_value" => "time_mix_v",
-        "time_mix_receptance" => "time_mix_r",
-        other => other,
-    };
-    one(format!("blocks.{layer}.{module}.{leaf}"))
-}
-
-/// The tensors outside the blocks, as llama.cpp names them.
-fn gguf_outer(name: &str) -> Option<Vec<(String, Transform)>> {
-    let renamed = match name {
-        "token_embd.weight" => "emb.weight".to_string(),
-        "output.weight" => "head.weight".to_string(),
-        _ => {
-            if let Some(leaf) = name.strip_prefix("token_embd_norm.") {
-                format!("blocks.0.ln0.{leaf}")
-            } else if let Some(leaf) = name.strip_prefix("output_norm.") {
-                format!("ln_out.{leaf}")
-            } else {
-                return None;
-            }
-        }
-    };
-    Some(one(renamed))
-}
-
-/// llama.cpp's `rwkv7`; `heads` is `[heads, head_size]` (r_k is stored flat).
-fn gguf_rwkv7(name: &str, heads: &[usize]) -> Vec<(String, Transform)> {
-    if let Some(outer) = gguf_outer(name) {
-        return outer;
-    }
-    let Some((layer, rest)) = layer_of(name, "blk.") else { return Vec::new() };
-    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
-    let (leaf, kind) = rest.rsplit_once('.').unwrap_or((rest, ""));
-    let official = match leaf {
-        "attn_norm" => format!("ln1.{kind}"),
-        "attn_norm_2" => format!("ln2.{kind}"),
-        "time_mix_ln" => format!("att.ln_x.{kind}"),
-        "time_mix_lerp_fused" => return fused_mixes(layer, &V7_MIXES),
-        "time_mix_r_k" => return vec![(block("att.r_k"), Transform::Reshape(heads.to_vec()))],
-        "time_mix_key" | "time_mix_value" | "time_mix_receptance" | "time_mix_output" => {
-            format!("att.{}.weight", &leaf["time_mix_".len()..])
-        }
-        "channel_mix_key" | "channel_mix_value" => format!("ffn.{}.weight", &leaf["channel_mix_".len()..]),
-        "channel_mix_lerp_k" => "ffn.x_k".into(),
-        // Layer 0's v0/v1/v2 are copies of a0/a1/a2 that llama.cpp needs and we do not.
-        "time_mix_v0" | "time_mix_v1" | "time_mix_v2" if layer == 0 => return Vec::new(),
-        _ => {
-            let Some(short) = leaf.strip_prefix("time_mix_") else { return Vec::new() };
-            // The LoRA factors are stored `[out, in]` like linear layers.
-            let factor = short.len() == 2 && short.ends_with(['1', '2']);
-            let transform = if factor { Transform::Transpose } else { Transform::Same };
-            return vec![(block(&format!("att.{short}")), transform)];
-        }
-    };
-    one(block(&official))
-}
-
-/// The five token-shift mixes of RWKV-6, in the order llama.cpp fuses them.
-const V6_MIXES: [&str; 5] = ["time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"];
-
-/// llama.cpp's `rwkv6`. With `rescale` = n > 0, the converter divided layer i's attention output
-/// and channel-mix value by 2^(i / n); they are multiplied back.
-fn gguf_rwkv6(name: &str, rescale: usize) -> Vec<(String, Transform)> {
-    if let Some(outer) = gguf_outer(name) {
-        return outer;
-    }
-    let Some((layer, rest)) = layer_of(name, "blk.") else { return Vec::new() };
-    let block = |leaf: &str| format!("blocks.{layer}.{leaf}");
-    let (leaf, kind) = rest.rsplit_once('.').unwrap_or((rest, ""));
-    let undo_rescale = match rescale {
-        0 => Transform::Same,
-        n => Transform::Scale(2f32.powi((layer / n) as i32)),
-    };
-    let (official, transform) = match leaf {
-        "attn_norm" => (format!("ln1.{kind}"), Transform::Same),
-        "attn_norm_2" => (format!("ln2.{kind}"), Transform::Same),
-        "time_mix_ln" => (format!("att.ln_x.{kind}"), Transform::Same),
-        "time_mix_lerp_fused" => return fused_mixes(layer, &V6_MIXES),
-        "time_mix_lerp_x" => ("att.time_maa_x".into(), Transform::Same),
-        "time_mix_w1" => ("att.time_maa_w1".into(), Transform::Transpose),
-        "time_mix_w2" => ("att.time_maa_w2".into(), Transform::Transpose),
-        "time_mix_first" => ("att.time_faaaa".into(), Transform::Same),
-        "time_mix_decay" => ("att.time_decay".into(), Transform::Same),
-        "time_mix_decay_w1" => ("att.time_decay_w1".into(), Transform::Transpose),
-        "time_mix_decay_w2" => ("att.time_decay_w2".into(), Transform::Transpose),
-        "time_mix_key" | "time_mix_value" | "time_mix_receptance" | "time_mix_gate" => {
-            (format!("att.{}.weight", &leaf["time_mix_".len()..]), Transform::Same)
-        }
-        "time_mix_output" => ("att.output.weight".into(), undo_rescale),
-        "channel_mix_lerp_k" => ("ffn.time_maa_k".into(), Transform::Same),
-        "channel_mix_lerp_r" => ("ffn.time_maa_r".into(), Transform::Same),
-        "channel_mix_key" | "channel_mix_receptance" => {
-            (format!("ffn.{}.weight", &leaf["channel_mix_".len()..]), Transform::Same)
-        }
-        "channel_mix_value" => ("ffn.value.weight".into(), undo_rescale),
-        _ => return Vec::new(),
-    };
-    vec![(block(&official), transform)]
-}
 
 impl Renamed {
     /// `tied` lists the stored embedding names: a layout without a head reuses the embedding.
@@ -472,35 +303,6 @@ fn swap_last_two(bytes: &[u8], size: usize, rows: usize, cols: usize) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// fla's LoRA factors are the official ones transposed, with w0 as the second layer's bias.
-    #[test]
-    fn fla_names_map_to_official_names() {
-        assert_eq!(
-            fla("model.layers.3.attn.w_lora.lora.0.weight"),
-            vec![("blocks.3.att.w1".into(), Transform::Transpose)]
-        );
-        assert_eq!(fla("model.layers.3.attn.a_lora.lora.2.bias"), one("blocks.3.att.a0".into()));
-        assert_eq!(fla("model.layers.0.attn.g_norm.weight"), one("blocks.0.att.ln_x.weight".into()));
-        assert_eq!(fla("model.layers.1.ffn_norm.bias"), one("blocks.1.ln2.bias".into()));
-        assert_eq!(fla("model.layers.1.attn.x_x").len(), 6);
-        assert!(fla("model.rotary.inv_freq").is_empty());
-    }
-
-    /// llama.cpp's RWKV-7 names, its fused mixes and its flattened r_k.
-    #[test]
-    fn gguf_rwkv7_names_map_to_official_names() {
-        let heads = [4, 16];
-        assert_eq!(
-            gguf_rwkv7("blk.2.time_mix_w1.weight", &heads),
-            vec![("blocks.2.att.w1".into(), Transform::Transpose)]
-        );
-        assert_eq!(gguf_rwkv7("blk.2.time_mix_w0.weight", &heads), one("blocks.2.att.w0".into()));
-        assert_eq!(gguf_rwkv7("blk.1.time_mix_r_k.weight", &heads)[0].1, Transform::Reshape(vec![4, 16]));
-        assert_eq!(gguf_rwkv7("blk.0.time_mix_lerp_fused.weight", &heads)[5].0, "blocks.0.att.x_g");
-        assert!(gguf_rwkv7("blk.0.time_mix_v1.weight", &heads).is_empty());
-        assert_eq!(gguf_rwkv7("token_embd_norm.bias", &heads), one("blocks.0.ln0.bias".into()));
-    }
 
     #[test]
     fn transposing_swaps_the_last_two_dimensions_of_each_slab() {
