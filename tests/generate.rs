@@ -85,6 +85,7 @@ fn cancelling_and_breaking_stop_the_generation() {
     }
     assert_eq!(count, 3);
     assert_eq!(generation.finish(), Some(Finish::Cancelled));
+    drop(generation);
 
     let mut seen = 0;
     let finish = session

@@ -20,7 +20,8 @@ use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
 use rwkv_wgpu::runtime::{
-    Batch, Engine, EngineOptions, Logits, RequestOptions, Sampler, SamplerOptions, Session, Work,
+    Batch, Engine, EngineOptions, GenerateOptions, Logits, RequestOptions, Sampler, SamplerOptions, Session,
+    Work,
 };
 use rwkv_wgpu::{Error, Result};
 
@@ -138,6 +139,23 @@ fn decode_once(engine: &Engine, sequences: usize, tokens: usize) -> Result<()> {
     Ok(())
 }
 
+/// One sequence generating `tokens` tokens greedily as a generation does, several decode steps
+/// per submit (the embedding table on the GPU).
+fn decode_in_blocks(engine: &Engine, tokens: usize) -> Result<()> {
+    let session = Session::new(engine)?;
+    let snapshot = engine.snapshot()?;
+    let mut sampler = Sampler::new(SamplerOptions { greedy: true, ..SamplerOptions::default() })?;
+    let (mut token, mut left) = (1, tokens);
+    while left > 0 {
+        let steps = left.min(GenerateOptions::DEFAULT_STEPS_PER_SUBMIT);
+        let choices: Vec<_> = (0..steps).map(|_| sampler.choice()).collect();
+        let chosen = pollster::block_on(engine.decode_block(session.slot(), token, &choices, &snapshot))?;
+        token = chosen.last().copied().unwrap_or(token);
+        left -= steps;
+    }
+    Ok(())
+}
+
 /// What one decoded token costs at batch 1.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct PerToken {
@@ -161,6 +179,9 @@ struct Measurement {
     prefill_tokens_per_s: f64,
     decode_tokens_per_s_by_batch: Vec<(usize, f64)>,
     per_token: PerToken,
+    /// Batch 1 as a generation decodes, [`GenerateOptions::DEFAULT_STEPS_PER_SUBMIT`] steps per
+    /// submit, and what a token costs there; absent with the embedding table in host memory.
+    decode_in_blocks: Option<(f64, PerToken)>,
     profile_decode: Vec<KernelTime>,
     profile_prefill: Vec<KernelTime>,
 }
@@ -203,6 +224,20 @@ fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memor
         submits: counters.submits as f64 / steps,
         bytes_read_back: counters.bytes_read_back as f64 / steps,
     };
+    let mut in_blocks = None;
+    if engine.decodes_in_blocks() {
+        let seconds = timed(args.repeats, || decode_in_blocks(engine, args.gen))?;
+        engine.reset_counters();
+        decode_in_blocks(engine, args.gen)?;
+        let counters = engine.counters();
+        let steps = counters.steps.max(1) as f64;
+        let cost = PerToken {
+            dispatches: counters.dispatches as f64 / steps,
+            submits: counters.submits as f64 / steps,
+            bytes_read_back: counters.bytes_read_back as f64 / steps,
+        };
+        in_blocks = Some((args.gen as f64 / seconds, cost));
+    }
     let (mut profile_decode, mut profile_prefill) = (Vec::new(), Vec::new());
     if args.profile {
         let mut session = Session::new(engine)?;
@@ -222,6 +257,7 @@ fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memor
         prefill_tokens_per_s: args.prefill as f64 / prefill_seconds,
         decode_tokens_per_s_by_batch: decode,
         per_token,
+        decode_in_blocks: in_blocks,
         profile_decode,
         profile_prefill,
     })
@@ -323,6 +359,14 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
             println!(
                 "  decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)",
                 rate / *sequences as f64
+            );
+        }
+        if let Some((rate, cost)) = &m.decode_in_blocks {
+            println!(
+                "  decode B=1   {rate:.1} tokens/s with {} steps per submit ({:.2} submits, {:.0} bytes read back per token)",
+                GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
+                cost.submits,
+                cost.bytes_read_back
             );
         }
         for (what, kernels) in [("decode step", &m.profile_decode), ("prefill step", &m.profile_prefill)] {

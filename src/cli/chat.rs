@@ -76,6 +76,7 @@ pub fn run(gpu_args: &GpuArgs, args: ChatArgs) -> Result<()> {
             Some(Finish::Stop(_)) => "",
             _ => TURN_END,
         };
+        drop(generation);
         write(&mut stdout, "\n\n")?;
         if let Some(path) = &args.save_state {
             // The saved state has read the whole reply, so a later chat can start right after it.

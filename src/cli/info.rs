@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::bench::StandardShape;
 use super::GpuArgs;
+use rwkv_wgpu::gpu::padded4;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::memory::memory;
 use rwkv_wgpu::model::source::TensorSource;
@@ -107,7 +108,7 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         "the file's precision"
     };
     println!("storage:     {storage} ({why}; --quant chooses f32, bf16, f16, int8 or nf4)");
-    println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps (the embedding stays in host memory)");
+    println!("GPU memory:  weights, state per sequence, scratch for {rows}-token steps");
     for (name, m, fits) in &choices {
         println!(
             "  {name:<5} {:>10.1} MiB + {:.2} MiB per sequence + {:.1} MiB{}",
@@ -117,6 +118,10 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
             fits.as_ref().map_or(String::new(), |why| format!(" ({why})"))
         );
     }
+    let table = (config.vocab * padded4(config.embd) * 4) as u64;
+    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let place = if table <= limit { "on the GPU" } else { "in host memory: it exceeds one storage binding" };
+    println!("  embedding table {:.1} MiB in f32, {place}", mib(table));
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);
     Ok(())
 }

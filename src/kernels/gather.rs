@@ -1,4 +1,5 @@
-//! Gathering the last row of each sequence, so the head computes only the logits that are read.
+//! Gathering rows: a step's input rows from the embedding table on the GPU, and the last row of
+//! each sequence, so the head computes only the logits that are read.
 
 use super::sequences::SEQUENCE_SIZES;
 use super::{expect_shape, to_u32, wgsl, Grid, Recorder};
@@ -25,4 +26,56 @@ pub fn gather_last_rows(rec: &mut Recorder, label: &str, x: &GpuTensor, out: &Gp
     let params = Params { len: to_u32(label, x.cols)?, padding: [0; 3] };
     let workgroups = to_u32(label, x.cols.div_ceil(64))?;
     rec.record(&pipeline, label, &params, &[x.binding(), out.binding()], Grid::PerSequence(workgroups))
+}
+
+const EMBED: KernelSource = KernelSource { name: "embed", parts: &[wgsl::EMBED], sizes: &[] };
+const EMBED_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbedParams {
+    cols: u32,
+    stride: u32,
+    rows: u32,
+    vocab: u32,
+}
+
+/// Records `x[r] = table[ids[r]]` for the `x.rows` rows of a step, `ids` being `[1, ≥ x.rows]`
+/// token ids as u32 bits. An id past the table reads its last row (the host checks every id it
+/// uploads; see `embed.wgsl`).
+pub fn embed(
+    rec: &mut Recorder,
+    label: &str,
+    table: &GpuTensor,
+    ids: &GpuTensor,
+    x: &GpuTensor,
+) -> Result<()> {
+    expect_shape(label, "x", x, x.rows, table.cols)?;
+    if ids.rows != 1 || ids.cols < x.rows || table.rows == 0 {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "{label}: {} rows need a [1, ≥{}] id tensor and a non-empty table, got ids [{}, {}] and {} table rows",
+            x.rows, x.rows, ids.rows, ids.cols, table.rows
+        )));
+    }
+    let pipeline = rec.gpu.pipeline(&EMBED, "embed", EMBED_BINDINGS, &[])?;
+    let params = EmbedParams {
+        cols: to_u32(label, x.cols)?,
+        stride: to_u32(label, x.stride())?,
+        rows: to_u32(label, x.rows)?,
+        vocab: to_u32(label, table.rows)?,
+    };
+    let grid = [to_u32(label, x.cols.div_ceil(64))?, to_u32(label, x.rows)?, 1];
+    rec.record(&pipeline, label, &params, &[table.binding(), ids.binding(), x.binding()], grid)
+}
+
+/// The CPU reference of [`embed`]: the rows of `table` (`cols` wide) at `ids`, clamped as the
+/// kernel clamps them.
+pub fn embed_ref(table: &[f32], cols: usize, ids: &[u32]) -> Vec<f32> {
+    let vocab = table.len() / cols;
+    ids.iter()
+        .flat_map(|&id| {
+            let row = (id as usize).min(vocab - 1);
+            table[row * cols..(row + 1) * cols].iter().copied()
+        })
+        .collect()
 }

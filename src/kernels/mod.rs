@@ -14,7 +14,7 @@ mod wkv5;
 mod wkv7;
 
 pub use self::elementwise::lerp_ref;
-pub use self::gather::gather_last_rows;
+pub use self::gather::{embed, embed_ref, gather_last_rows};
 pub use self::linear::{
     linear, linear_grouped, linear_ref, Epilogue, Operand, OperandRef, Segment, MAX_SEGMENTS,
 };
@@ -54,6 +54,7 @@ mod wgsl {
     pub const TILE_F32: &str = include_str!("../../shaders/tile_f32.wgsl");
     pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+    pub const EMBED: &str = include_str!("../../shaders/embed.wgsl");
     pub const ROW_STATS: &str = include_str!("../../shaders/row_stats.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");

@@ -1,7 +1,9 @@
-//! The embedding table stays in host memory, in the file's own dtype: each step gathers one row
-//! per token on the CPU, normalizes it by `blocks.0.ln0` and uploads it (C floats). This is exact
-//! for f32 checkpoints and saves V×C×2 bytes of GPU memory (512 MiB for a 7B model), as llama.cpp
-//! does.
+//! The embedding table, normalized by `blocks.0.ln0` as the official loader leaves it, lives on
+//! the GPU where it fits one storage binding (f32, V×C×4 bytes): a step then uploads token ids,
+//! and a decode step can read the token the step before it sampled on the GPU, so several run in
+//! one submit (runtime::engine::block). Where it does not fit, it stays in host memory in the
+//! file's own dtype, and each step normalizes and uploads its rows (C floats per token), as
+//! llama.cpp does. Both give the same rows, bit for bit.
 //!
 //! The official package normalizes the whole table once as it loads, and for RWKV-4/5/6 it does
 //! so in the file's dtype: a bf16 checkpoint's normalized rows are rounded to bf16 (RWKV-7 first
@@ -13,7 +15,59 @@ use half::{bf16, f16};
 
 use super::source::{DType, TensorSource};
 use crate::error::{Error, Result};
+use crate::gpu::{padded4, Gpu, GpuTensor};
 use crate::kernels::LN_EPS;
+
+/// Where a model keeps its embedding table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EmbeddingPlace {
+    /// On the GPU where the table fits one storage binding, else in host memory.
+    #[default]
+    Auto,
+    Host,
+    /// On the GPU, or an error where it does not fit.
+    Gpu,
+}
+
+/// The embedding table where it was placed.
+pub enum EmbeddingTable {
+    Host(Embedding),
+    /// `[vocab, embd]` normalized rows in f32.
+    Gpu(GpuTensor),
+}
+
+impl EmbeddingTable {
+    /// `embedding`, moved to the GPU where `place` and the adapter's limits allow.
+    pub fn place(embedding: Embedding, gpu: &Gpu, place: EmbeddingPlace) -> Result<EmbeddingTable> {
+        let bytes = (embedding.vocab * padded4(embedding.embd) * 4) as u64;
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        match place {
+            EmbeddingPlace::Host => return Ok(EmbeddingTable::Host(embedding)),
+            EmbeddingPlace::Auto if bytes > limit => return Ok(EmbeddingTable::Host(embedding)),
+            EmbeddingPlace::Gpu if bytes > limit => {
+                return Err(Error::TooBig(format!(
+                    "the embedding table takes {bytes} bytes in f32, more than one storage binding of this \
+                     adapter ({limit} bytes): keep it in host memory"
+                )))
+            }
+            _ => {}
+        }
+        match upload(&embedding, gpu) {
+            Ok(table) => Ok(EmbeddingTable::Gpu(table)),
+            // Out of GPU memory: host memory serves where the caller did not insist.
+            Err(_) if place == EmbeddingPlace::Auto => Ok(EmbeddingTable::Host(embedding)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Where the table is, for `info`.
+    pub fn place_name(&self) -> &'static str {
+        match self {
+            EmbeddingTable::Host(_) => "host memory",
+            EmbeddingTable::Gpu(_) => "GPU",
+        }
+    }
+}
 
 /// The precision the official loader leaves the normalized embedding in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +91,23 @@ pub struct Embedding {
     /// `blocks.0.ln0`: [weight; bias].
     ln0: Vec<f32>,
     normalized_in: NormalizedIn,
+}
+
+/// The normalized rows of `embedding` in a new GPU tensor.
+fn upload(embedding: &Embedding, gpu: &Gpu) -> Result<GpuTensor> {
+    let table = GpuTensor::zeros(gpu, "embedding", embedding.vocab, embedding.embd)?;
+    // A few thousand rows at a time: the whole table in f32 need not exist in host memory.
+    const ROWS_PER_WRITE: usize = 4096;
+    for first in (0..embedding.vocab).step_by(ROWS_PER_WRITE) {
+        let last = (first + ROWS_PER_WRITE).min(embedding.vocab);
+        let mut rows = Vec::with_capacity((last - first) * embedding.embd);
+        for token in first..last {
+            rows.extend(embedding.row(token as u32)?);
+        }
+        table.write_rows(gpu, first, &rows)?;
+    }
+    gpu.check()?;
+    Ok(table)
 }
 
 impl Embedding {

@@ -30,7 +30,9 @@ use self::architecture::Version;
 use self::block::{Layers, StepTensors};
 use self::config::ModelConfig;
 use self::embedding::Embedding;
+pub use self::embedding::{EmbeddingPlace, EmbeddingTable};
 use self::loader::{Inventory, Loader, Store};
+pub use self::source::progress::Progress;
 use self::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
@@ -46,9 +48,14 @@ pub struct LoadOptions {
     /// LoRA adapters merged into the weights as they load ([`Model::load`]; a caller of
     /// [`Model::from_source`] merges with [`lora::merge`]).
     pub lora: Vec<lora::Lora>,
+    /// Where the embedding table lives.
+    pub embedding: EmbeddingPlace,
+    /// Told how many bytes of the file's tensors have been read, as the weights convert and upload.
+    pub progress: Option<Progress>,
 }
 
-/// A loaded model: its shape, its weights on the GPU and its embedding table in host memory.
+/// A loaded model: its shape, its weights and its embedding table (on the GPU, or in host memory
+/// where it does not fit).
 pub struct Model {
     pub gpu: Arc<Gpu>,
     pub config: Arc<ModelConfig>,
@@ -56,9 +63,8 @@ pub struct Model {
     ln_out: GpuTensor,
     /// [V, C]
     head: GpuMatrix,
-    /// The embedding table, whose rows come normalized by ln0: the first step of the forward
-    /// pass, on the host.
-    pub embedding: Embedding,
+    /// The embedding table, whose rows come normalized by ln0: the first step of the forward pass.
+    pub embedding: EmbeddingTable,
     /// The file format it came from ("safetensors", "pth").
     pub format: &'static str,
     /// The dtype of `head.weight` in the file (what most of the file is stored as).
@@ -207,6 +213,12 @@ impl Model {
 
     /// Loads a model from any tensor source (a file, or a synthetic model made in memory).
     pub fn from_source(gpu: Arc<Gpu>, source: &dyn TensorSource, options: &LoadOptions) -> Result<Model> {
+        let reporting =
+            options.progress.clone().map(|progress| source::progress::Reporting::new(source, progress));
+        let source: &dyn TensorSource = match &reporting {
+            Some(reporting) => reporting,
+            None => source,
+        };
         let config = Arc::new(ModelConfig::from_source(source)?);
         check_fits(&gpu, source, &config, &options.quant)?;
         let uploaded = gpu.scoped("uploading the weights", || {
@@ -222,6 +234,10 @@ impl Model {
             outer.ln0,
             config.version.architecture.embedding,
         )?;
+        let embedding = EmbeddingTable::place(embedding, &gpu, options.embedding)?;
+        if let Some(reporting) = &reporting {
+            reporting.finish();
+        }
         let file_dtype =
             source.meta("head.weight").map_or_else(|| "?".into(), |(dtype, _)| dtype.to_string());
         Ok(Model {

@@ -14,21 +14,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures_util::lock::Mutex as AsyncMutex;
 
 use crate::error::{Error, Result};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::gpu::DispatchTime;
 use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool};
 use crate::grammar::Constraint;
 use crate::kernels::{mask_words, Choice, TokenLogprobs, LOGPROB_COLS, MAX_SEQUENCES};
 use crate::model::block::LayerState;
 use crate::model::Model;
 
+mod block;
 mod encode;
+#[cfg(not(target_arch = "wasm32"))]
+mod inspect;
 mod recording;
 mod slots;
 
+use self::block::BlockBuffers;
+pub use self::block::{Snapshot, MAX_BLOCK};
 use self::encode::{Encoded, Encoding};
-#[cfg(not(target_arch = "wasm32"))]
-use self::recording::Shape;
 use self::recording::StepCache;
 pub use self::recording::STEP_CACHE_CAPACITY;
 use self::slots::SlotTable;
@@ -104,6 +105,7 @@ struct Runner {
     tokens_readback: Readback,
     logprobs_readback: Readback,
     counters: Counters,
+    block: BlockBuffers,
     /// The next step's command buffer, encoded while the GPU ran the last one.
     ahead: Option<Encoded>,
 }
@@ -147,6 +149,9 @@ struct Inner {
     /// slots go through here.
     staging: wgpu::Buffer,
     sampling: Sampling,
+    /// A step's token ids (u32 bits), which it gathers its rows by where the embedding table is
+    /// on the GPU.
+    ids: GpuTensor,
     slots: SlotTable,
     runner: AsyncMutex<Runner>,
 }
@@ -253,6 +258,7 @@ impl Engine {
                 LOGPROB_COLS,
             )?,
         };
+        let ids = GpuTensor::zeros(gpu, "token ids", 1, max_rows)?;
         let tokens_readback = Readback::new(gpu, "token readback", 1, most_sequences)?;
         let logprobs_readback = Readback::new(gpu, "logprob readback", most_sequences, LOGPROB_COLS)?;
         gpu.check()?;
@@ -262,6 +268,7 @@ impl Engine {
             tokens_readback,
             logprobs_readback,
             counters: Counters::default(),
+            block: BlockBuffers::new(gpu)?,
             ahead: None,
         });
         let inner = Inner {
@@ -273,6 +280,7 @@ impl Engine {
             initial_wkv,
             staging,
             sampling,
+            ids,
             slots: SlotTable::new(options.slots),
             runner,
             model,
@@ -328,16 +336,9 @@ impl Engine {
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
         let vocab = inner.model.config.vocab;
-        let mut runner = if cfg!(target_arch = "wasm32") {
-            inner.runner.try_lock().ok_or_else(|| {
-                Error::InvalidArgument(
-                    "the engine is running another step: await each call before making the next".into(),
-                )
-            })?
-        } else {
-            inner.runner.lock().await
-        };
-        let Runner { steps, readback, tokens_readback, logprobs_readback, counters, ahead } = &mut *runner;
+        let mut runner = self.lock_runner().await?;
+        let Runner { steps, readback, tokens_readback, logprobs_readback, counters, ahead, .. } =
+            &mut *runner;
         let readbacks = (&*readback, &*tokens_readback, &*logprobs_readback);
         let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
         let entries = self.upload(recorded, work, shape)?;
@@ -427,56 +428,17 @@ impl Engine {
             .collect())
     }
 
-    /// Runs `work` as one step with every dispatch timed on the GPU ([`Step::profile`]): the
-    /// states advance as with [`Engine::step`]; nothing is read back.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn profile(&self, work: &[Work]) -> Result<Vec<DispatchTime>> {
-        let shape = self.check(work)?;
-        let gpu = self.gpu();
-        let mut runner = self.runner_blocking();
-        let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
-        self.upload(recorded, work, shape)?;
-        let mut times = recorded.body.profile(gpu)?;
-        if let Some((head, _)) = &recorded.head {
-            times.extend(head.profile(gpu)?);
+    /// The runner, once no other step holds it.
+    async fn lock_runner(&self) -> Result<futures_util::lock::MutexGuard<'_, Runner>> {
+        if cfg!(target_arch = "wasm32") {
+            self.inner.runner.try_lock().ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the engine is running another step: await each call before making the next".into(),
+                )
+            })
+        } else {
+            Ok(self.inner.runner.lock().await)
         }
-        if let (true, Some(sample)) = (work.iter().any(|item| item.sample.is_some()), &recorded.sample) {
-            times.extend(sample.profile(gpu)?);
-        }
-        Ok(times)
-    }
-
-    /// The runner, waiting for a step in flight to finish.
-    #[cfg(not(target_arch = "wasm32"))]
-    fn runner_blocking(&self) -> futures_util::lock::MutexGuard<'_, Runner> {
-        pollster::block_on(self.inner.runner.lock())
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// How many recorded steps the engine keeps now (at most [`STEP_CACHE_CAPACITY`]).
-    pub fn recorded_steps(&self) -> usize {
-        self.runner_blocking().steps.len()
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// What the steps so far have cost.
-    pub fn counters(&self) -> Counters {
-        self.runner_blocking().counters
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn reset_counters(&self) {
-        self.runner_blocking().counters = Counters::default();
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// Records the step for `rows` tokens of one sequence ahead of time, so that the first run
-    /// does not pay for compiling pipelines; returns its number of dispatches.
-    pub fn prepare(&self, rows: usize, logits: Logits) -> Result<usize> {
-        let shape = Shape { rows, sequences: 1, logits };
-        let mut runner = self.runner_blocking();
-        let recorded = runner.steps.get_or_record(shape, |id| self.record(shape, id))?;
-        Ok(recorded.body.len() + recorded.head.as_ref().map_or(0, |(head, _)| head.len()))
     }
 }
 

@@ -23,15 +23,17 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 #[cfg(not(target_arch = "wasm32"))]
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::engine::{Snapshot, MAX_BLOCK};
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use super::stops::StopScanner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grammar::{CompiledGrammar, Constraint};
 use crate::kernels::{Choice, TokenLogprobs};
 use crate::tokenizer::{TextStream, Tokenizer};
@@ -52,6 +54,9 @@ pub struct GenerateOptions {
     pub grammar: Option<CompiledGrammar>,
     /// Set it from anywhere to stop the generation before its next token.
     pub cancel: CancelToken,
+    /// Decode steps run per submit where they can be (the embedding table on the GPU, no grammar,
+    /// no log-probabilities), their tokens read back together; 1 reads back every token.
+    pub steps_per_submit: usize,
 }
 
 impl Default for GenerateOptions {
@@ -63,8 +68,15 @@ impl Default for GenerateOptions {
             sampler: SamplerOptions::default(),
             grammar: None,
             cancel: CancelToken::default(),
+            steps_per_submit: GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
         }
     }
+}
+
+impl GenerateOptions {
+    /// Eight steps per submit: a browser that completes a readback every 100 ms then decodes up
+    /// to 80 tokens/s, and a stop inside a block re-reads at most seven tokens.
+    pub const DEFAULT_STEPS_PER_SUBMIT: usize = 8;
 }
 
 /// A flag that stops a generation; clones share it.
@@ -119,6 +131,20 @@ pub struct Generation<'s> {
     /// The last token, when the generation ended without feeding it to the session.
     unfed: Option<u32>,
     constraint: Option<Constraint>,
+    /// Where the generation decodes several steps per submit.
+    blocks: Option<Blocks>,
+}
+
+/// A generation's blocks of decode steps ([`Engine::decode_block`]).
+struct Blocks {
+    steps: usize,
+    /// The state before the current block's first token.
+    snapshot: Snapshot,
+    /// The tokens the block chose after `Generation::next`; the state has read `next` and all of
+    /// these but the last.
+    queue: VecDeque<u32>,
+    /// The tokens returned since the snapshot.
+    returned: Vec<u32>,
 }
 
 impl Session {
@@ -157,6 +183,19 @@ impl Session {
         self.start_sampling(&options.sampler)?;
         let constraint = options.grammar.as_ref().map(CompiledGrammar::start);
         let next = self.feed_and_choose(prompt, &mut sampler, constraint.as_ref()).await?;
+        let in_blocks = options.steps_per_submit > 1
+            && self.engine().decodes_in_blocks()
+            && constraint.is_none()
+            && options.sampler.logprobs.is_none();
+        let blocks = match in_blocks {
+            true => Some(Blocks {
+                steps: options.steps_per_submit.min(MAX_BLOCK),
+                snapshot: self.engine().snapshot()?,
+                queue: VecDeque::new(),
+                returned: Vec::new(),
+            }),
+            false => None,
+        };
         Ok(Generation {
             session: self,
             tokenizer,
@@ -169,6 +208,7 @@ impl Session {
             finish: None,
             unfed: None,
             constraint,
+            blocks,
         })
     }
 
@@ -208,6 +248,9 @@ impl Generation<'_> {
     pub async fn next_async(&mut self) -> Option<Result<Piece>> {
         if self.finish.is_none() && self.options.cancel.is_cancelled() {
             self.finish = Some(Finish::Cancelled);
+            if let Err(error) = self.rewind().await {
+                return Some(Err(error));
+            }
         }
         if self.finish.is_none() && self.next.0 == Choice::NOTHING_ALLOWED {
             // The grammar could only end right after the prompt.
@@ -230,6 +273,7 @@ impl Generation<'_> {
         if grammar_ends || (self.options.stop_at_end_of_text && Some(token) == self.tokenizer.end_of_text()) {
             self.finish = Some(Finish::EndOfText);
             self.unfed = Some(token);
+            self.rewind().await?;
             let text = self.stops.finish() + &self.text.finish()?;
             return Ok(Piece { token, text, logprobs });
         }
@@ -241,14 +285,15 @@ impl Generation<'_> {
         if let Some(stop) = stop {
             self.finish = Some(Finish::Stop(stop));
             self.unfed = Some(token);
+            self.rewind().await?;
         } else if self.generated >= self.options.max_tokens || complete {
             self.finish = Some(if complete { Finish::EndOfText } else { Finish::MaxTokens });
             self.unfed = Some(token);
+            self.rewind().await?;
             let rest = self.text.finish()?;
             text += &(self.stops.finish() + &rest);
         } else {
-            let constraint = self.constraint.as_ref();
-            self.next = self.session.feed_and_choose(&[token], &mut self.sampler, constraint).await?;
+            self.advance(token).await?;
             if self.next.0 == Choice::NOTHING_ALLOWED {
                 // The grammar can only end here: so does the text.
                 self.finish = Some(Finish::EndOfText);
@@ -257,6 +302,57 @@ impl Generation<'_> {
             }
         }
         Ok(Piece { token, text, logprobs })
+    }
+
+    /// Reads `token`, which the generation goes on after, and chooses the next: from the block
+    /// in flight if there is one, else by a new block, or one step where blocks are off.
+    async fn advance(&mut self, token: u32) -> Result<()> {
+        let Some(blocks) = &mut self.blocks else {
+            let constraint = self.constraint.as_ref();
+            self.next = self.session.feed_and_choose(&[token], &mut self.sampler, constraint).await?;
+            return Ok(());
+        };
+        if let Some(next) = blocks.queue.pop_front() {
+            blocks.returned.push(token);
+            self.next = (next, None);
+            return Ok(());
+        }
+        // No more steps than tokens the generation may still return.
+        let steps = blocks.steps.min(self.options.max_tokens - self.generated);
+        let choices: Vec<Choice> = (0..steps).map(|_| self.sampler.choice()).collect();
+        let slot = self.session.slot();
+        let chosen = self.session.engine().decode_block(slot, token, &choices, &blocks.snapshot).await?;
+        chosen.iter().for_each(|&t| self.sampler.count(t));
+        blocks.returned = vec![token];
+        blocks.queue = chosen.into();
+        let next =
+            blocks.queue.pop_front().ok_or_else(|| Error::Internal("a block chose no token".into()))?;
+        self.next = (next, None);
+        Ok(())
+    }
+
+    /// Once the generation has ended inside a block, which has read past its last token: back to
+    /// the state after exactly the tokens returned (see [`Generation::unfed_token`]).
+    async fn rewind(&mut self) -> Result<()> {
+        let Some(blocks) = &mut self.blocks else { return Ok(()) };
+        if blocks.queue.is_empty() {
+            return Ok(());
+        }
+        blocks.queue.clear();
+        let slot = self.session.slot();
+        self.session.engine().rewind(slot, &blocks.snapshot, &blocks.returned).await
+    }
+}
+
+/// A generation dropped before it ended keeps the state after the tokens it returned, as one
+/// decoding a token per submit does.
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Generation<'_> {
+    fn drop(&mut self) {
+        if self.finish.is_none() {
+            // Dropping cannot report an error; the next step on the session will.
+            let _ = pollster::block_on(self.rewind());
+        }
     }
 }
 

@@ -12,7 +12,9 @@ mod stops;
 mod text_model;
 
 pub use self::batch::{Batch, BatchEvent, Left, RequestOptions};
-pub use self::engine::{Counters, Engine, EngineOptions, Logits, Output, Work, STEP_CACHE_CAPACITY};
+pub use self::engine::{
+    Counters, Engine, EngineOptions, Logits, Output, Snapshot, Work, MAX_BLOCK, STEP_CACHE_CAPACITY,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::generate::generate_stream;
 pub use self::generate::{CancelToken, Finish, GenerateOptions, Generation, Piece};

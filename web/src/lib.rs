@@ -15,6 +15,7 @@
 //! JavaScript `Error`s carrying the library's one-line messages, the ones the CLI prints.
 
 mod options;
+mod types;
 
 use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
@@ -23,117 +24,16 @@ use js_sys::{Float32Array, Function, Uint32Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use rwkv_wgpu::gpu::{Gpu, GpuOptions};
-use rwkv_wgpu::grammar::{Grammar, Grammars};
+use rwkv_wgpu::grammar::Grammars;
 use rwkv_wgpu::kernels::TokenLogprobs;
 use rwkv_wgpu::model::source::{self, FileBytes};
+use rwkv_wgpu::model::Progress;
 use rwkv_wgpu::quant::{MatrixFormat, QuantPlan};
-use rwkv_wgpu::runtime::{
-    CancelToken, Engine, EngineOptions, Finish, GenerateOptions, SamplerOptions, Session, State,
-};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Finish, Session, State};
 use rwkv_wgpu::tokenizer::{HuggingFaceTokenizer, Tokenizer};
 
-use options::{object, JsOptions};
-
-#[wasm_bindgen(typescript_custom_section)]
-const TYPES: &str = r#"
-export interface LoadOptions {
-  /** Storage of the large weight matrices, converted while loading: "f32", "bf16", "f16", "int8"
-   * or "nf4". Default: each keeps its file's precision (f32, bf16 or f16). */
-  quant?: "f32" | "bf16" | "f16" | "int8" | "nf4";
-  /** The contents of a Hugging Face tokenizer.json; without it, the built-in RWKV World tokenizer. */
-  tokenizer?: Uint8Array;
-  /** What error messages call the file (default "the model file"). */
-  name?: string;
-  /** Prompt tokens read per step (default 128). */
-  chunk?: number;
-  /** Read f16 weights with the adapter's shader-f16 (true), never (false: unpacked from u32), or
-   * where that is faster (default: not on software adapters). */
-  f16?: boolean;
-}
-
-export interface ModelInfo {
-  version: string; layers: number; embd: number; heads: number; headSize: number; ffn: number;
-  vocab: number; format: string; fileDtype: string;
-  /** How the weight matrices are stored: "bf16", or shares of the bytes such as "int8 94%, f16 6%". */
-  quant: string;
-  tokenizer: string;
-  /** The WebGPU adapter, as wgpu describes it. */
-  adapter: string;
-  /** Whether the kernels use the adapter's shader-f16; without it, f16 weights are unpacked from u32. */
-  f16: boolean;
-  subgroups: boolean;
-}
-
-/** As on the CLI: temperature 1, top-p 0.85, no top-k, no penalties, 200 tokens. */
-export interface GenerateOptions {
-  maxTokens?: number;
-  temperature?: number;
-  topP?: number;
-  /** 0 keeps every token. */
-  topK?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
-  /** The penalties' counts are multiplied by this after each token (the official 0.996); 1 keeps them. */
-  penaltyDecay?: number;
-  /** Keep only tokens at least this share as likely as the most likely one; 0 keeps all. */
-  minP?: number;
-  /** Typical sampling's share of the mass; 1 keeps all. */
-  typicalP?: number;
-  /** Token id to a number added to its logit: `{ "42": -2 }`. */
-  logitBias?: Record<string, number>;
-  /** Token ids never generated. */
-  bannedTokens?: number[];
-  /** Always take the most likely token. */
-  greedy?: boolean;
-  /** For reproducible sampling (a whole number). */
-  seed?: number;
-  /** Stop before the first occurrence of any of these (not included in the text). */
-  stop?: string | string[];
-  /** Stops the generation before its next token once aborted. */
-  signal?: AbortSignal;
-  /** Generate JSON valid against this JSON schema (an object, or its text); the generation ends with the JSON. */
-  jsonSchema?: object | string;
-  /** Generate text of this grammar (llguidance's Lark syntax: `start: ...`). */
-  grammar?: string;
-  /** Generate text that matches this regular expression. */
-  regex?: string;
-  /** Report each token's log-probability and those of this many most likely tokens (0 to 20). */
-  logprobs?: number;
-}
-
-/** A token's log-probability and the most likely tokens' (at temperature 1), most likely first. */
-export interface TokenLogprobs {
-  logprob: number;
-  top: { token: number; logprob: number }[];
-}
-
-export interface GenerateResult {
-  text: string;
-  /** Tokens generated. */
-  tokens: number;
-  /** Tokens read before the first was generated. */
-  promptTokens: number;
-  finish: "maxTokens" | "stop" | "endOfText" | "cancelled";
-  promptSeconds: number;
-  /** Generation time after the prompt. */
-  seconds: number;
-  tokensPerSecond: number;
-  /** Per generated token, where `logprobs` was asked for. */
-  logprobs?: TokenLogprobs[];
-}
-"#;
-
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(typescript_type = "LoadOptions")]
-    pub type LoadOptionsArg;
-    #[wasm_bindgen(typescript_type = "GenerateOptions")]
-    pub type GenerateOptionsArg;
-    #[wasm_bindgen(
-        typescript_type = "(text: string, token: number, logprobs?: TokenLogprobs) => boolean | void"
-    )]
-    pub type OnToken;
-}
+use options::{generate_options, object, JsOptions};
+pub use types::{GenerateOptionsArg, LoadOptionsArg, OnToken};
 
 /// A model on the page's GPU, with one conversation that `generate` continues.
 #[wasm_bindgen]
@@ -151,6 +51,9 @@ pub struct Model {
 struct Sessions {
     /// The state `generate` continues, and saves and loads.
     conversation: Session,
+    /// Every token the conversation has read, and the one it will read first (`pending`); unknown
+    /// after `loadState`.
+    history: Option<Vec<u32>>,
     /// A token the last generation chose but did not read: the next prompt starts with it.
     pending: Vec<u32>,
     /// For `logits`, reset before each use.
@@ -158,6 +61,9 @@ struct Sessions {
 }
 
 thread_local! {
+    /// The `onProgress` of the load in progress: loading runs on this thread, and the loader's
+    /// progress callback must be `Send`, which a JavaScript function is not.
+    static LOAD_PROGRESS: RefCell<Option<Function>> = const { RefCell::new(None) };
     /// The page's GPU devices, by the `f16` load option: models loaded with the same options
     /// share one device, and each kernel is compiled once.
     static PAGE_GPUS: RefCell<Vec<(Option<bool>, Arc<Gpu>)>> = const { RefCell::new(Vec::new()) };
@@ -181,6 +87,15 @@ async fn page_gpu(allow_f16: Option<bool>) -> Result<Arc<Gpu>, JsError> {
     Ok(gpu)
 }
 
+fn report_load_progress(done: u64, total: u64) {
+    LOAD_PROGRESS.with_borrow(|callback| {
+        if let Some(callback) = callback {
+            // A throwing callback must not fail the load; the page sees its own error in the console.
+            let _ = callback.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+        }
+    });
+}
+
 fn seconds_since(start: f64) -> f64 {
     (js_sys::Date::now() - start) / 1000.0
 }
@@ -193,8 +108,11 @@ impl Model {
     /// Loads a `.safetensors` or `.pth` model from its bytes onto the browser's GPU.
     pub async fn load(bytes: Uint8Array, options: Option<LoadOptionsArg>) -> Result<Model, JsError> {
         console_error_panic_hook::set_once();
-        let options =
-            JsOptions::new(options.into(), "load options", &["quant", "tokenizer", "name", "chunk", "f16"])?;
+        let options = JsOptions::new(
+            options.into(),
+            "load options",
+            &["quant", "tokenizer", "name", "chunk", "f16", "onProgress"],
+        )?;
         let quant = match options.string("quant")? {
             Some(name) => QuantPlan::with(MatrixFormat::parse(&name)?),
             None => QuantPlan::default(),
@@ -210,12 +128,18 @@ impl Model {
 
         let gpu = page_gpu(options.boolean("f16")?).await?;
         let source = source::from_bytes(name, FileBytes::Owned(bytes.to_vec()))?;
-        let load = rwkv_wgpu::model::LoadOptions { quant, ..Default::default() };
-        let model = rwkv_wgpu::model::Model::from_source(gpu, source.as_ref(), &load)?;
+        let on_progress = options.function("onProgress")?;
+        let progress = on_progress.is_some().then(|| Progress(Arc::new(report_load_progress)));
+        let load = rwkv_wgpu::model::LoadOptions { quant, progress, ..Default::default() };
+        LOAD_PROGRESS.with_borrow_mut(|callback| *callback = on_progress);
+        let model = rwkv_wgpu::model::Model::from_source(gpu, source.as_ref(), &load);
+        LOAD_PROGRESS.with_borrow_mut(|callback| *callback = None);
+        let model = model?;
         drop(source);
         let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk })?;
         let sessions = Sessions {
             conversation: Session::new(&engine)?,
+            history: Some(Vec::new()),
             pending: Vec::new(),
             scratch: Session::new(&engine)?,
         };
@@ -250,6 +174,7 @@ impl Model {
             ("adapter", gpu.describe().into()),
             ("f16", gpu.f16.into()),
             ("subgroups", gpu.subgroups.into()),
+            ("embedding", model.embedding.place_name().into()),
         ])
     }
 
@@ -289,7 +214,11 @@ impl Model {
         let mut sessions = self.sessions()?;
         let sessions = &mut *sessions;
         let mut prompt_tokens = sessions.pending.clone();
-        prompt_tokens.extend(self.encode(prompt)?);
+        let new_tokens = self.encode(prompt)?;
+        prompt_tokens.extend(&new_tokens);
+        if let Some(history) = &mut sessions.history {
+            history.extend(new_tokens);
+        }
 
         let start = js_sys::Date::now();
         let mut generation =
@@ -307,6 +236,9 @@ impl Model {
             let piece = piece?;
             tokens += 1;
             text += &piece.text;
+            if let Some(history) = &mut sessions.history {
+                history.push(piece.token);
+            }
             let report = piece.logprobs.as_ref().map_or(JsValue::UNDEFINED, logprobs_object);
             if !report.is_undefined() {
                 reports.push(&report);
@@ -343,10 +275,24 @@ impl Model {
         ]))
     }
 
+    /// The text of every token the conversation has read (including the token the last
+    /// generation ended on, which the next prompt reads first), or `undefined` after
+    /// `loadState`: a chat that re-sends the whole conversation continues from here when its text
+    /// starts with this.
+    #[wasm_bindgen(js_name = conversationText)]
+    pub fn conversation_text(&self) -> Result<Option<String>, JsError> {
+        let sessions = self.sessions()?;
+        Ok(match &sessions.history {
+            Some(tokens) => Some(self.tokenizer.decode(tokens)?),
+            None => None,
+        })
+    }
+
     /// Forgets the conversation: back to the initial state.
     pub fn reset(&self) -> Result<(), JsError> {
         let mut sessions = self.sessions()?;
         sessions.pending.clear();
+        sessions.history = Some(Vec::new());
         Ok(sessions.conversation.reset()?)
     }
 
@@ -372,6 +318,7 @@ impl Model {
         let mut sessions = self.sessions()?;
         sessions.conversation.set_state(&state)?;
         sessions.pending.clear();
+        sessions.history = None;
         Ok(())
     }
 }
@@ -402,70 +349,6 @@ impl Model {
         }
         Ok(tokens)
     }
-}
-
-/// Generation options as the CLI's defaults have them, the abort signal, and the grammar asked
-/// for (compiled by the caller, which holds the vocabulary).
-fn generate_options(
-    value: JsValue,
-) -> Result<(GenerateOptions, Option<options::AbortFlag>, Option<Grammar>), JsError> {
-    const KNOWN: [&str; 19] = [
-        "maxTokens",
-        "temperature",
-        "topP",
-        "topK",
-        "presencePenalty",
-        "frequencyPenalty",
-        "penaltyDecay",
-        "minP",
-        "typicalP",
-        "logitBias",
-        "bannedTokens",
-        "greedy",
-        "seed",
-        "stop",
-        "signal",
-        "jsonSchema",
-        "grammar",
-        "regex",
-        "logprobs",
-    ];
-    let given = JsOptions::new(value, "generate options", &KNOWN)?;
-    let sampler = SamplerOptions {
-        greedy: given.boolean("greedy")?.unwrap_or(false),
-        temperature: given.number("temperature")?.unwrap_or(1.0) as f32,
-        top_p: given.number("topP")?.unwrap_or(0.85) as f32,
-        top_k: given.count("topK")?.unwrap_or(0) as usize,
-        presence_penalty: given.number("presencePenalty")?.unwrap_or(0.0) as f32,
-        frequency_penalty: given.number("frequencyPenalty")?.unwrap_or(0.0) as f32,
-        penalty_decay: given.number("penaltyDecay")?.unwrap_or(1.0) as f32,
-        min_p: given.number("minP")?.unwrap_or(0.0) as f32,
-        typical_p: given.number("typicalP")?.unwrap_or(1.0) as f32,
-        logit_bias: given.id_numbers("logitBias")?,
-        banned: given.ids("bannedTokens")?,
-        logprobs: given.count("logprobs")?.map(|n| n as usize),
-        seed: given.count("seed")?,
-    };
-    sampler.validate()?;
-    let options = GenerateOptions {
-        max_tokens: given.count("maxTokens")?.map_or(200, |n| n as usize),
-        stop: given.strings("stop")?,
-        stop_at_end_of_text: true,
-        sampler,
-        grammar: None,
-        cancel: CancelToken::default(),
-    };
-    let grammars = [
-        given.json("jsonSchema")?.map(Grammar::JsonSchema),
-        given.string("grammar")?.map(Grammar::Lark),
-        given.string("regex")?.map(Grammar::Regex),
-    ];
-    let mut grammars = grammars.into_iter().flatten();
-    let grammar = grammars.next();
-    if grammars.next().is_some() {
-        return Err(JsError::new("generate options: give one of jsonSchema, grammar and regex"));
-    }
-    Ok((options, given.signal("signal")?, grammar))
 }
 
 /// `{ logprob, top: [{ token, logprob }] }`.

@@ -5,6 +5,9 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use rwkv_wgpu::grammar::Grammar;
+use rwkv_wgpu::runtime::{CancelToken, GenerateOptions, SamplerOptions};
+
 /// A plain options object, or nothing (every field left to its default).
 pub struct JsOptions {
     object: Option<Object>,
@@ -134,6 +137,10 @@ impl JsOptions {
             .transpose()
     }
 
+    pub fn function(&self, key: &str) -> Result<Option<js_sys::Function>, JsError> {
+        self.get(key).map(|value| value.dyn_into().map_err(|_| self.wrong(key, "a function"))).transpose()
+    }
+
     /// An `AbortSignal` (anything with an `aborted` property is accepted).
     pub fn signal(&self, key: &str) -> Result<Option<AbortFlag>, JsError> {
         self.get(key)
@@ -169,4 +176,78 @@ pub fn object(fields: &[(&str, JsValue)]) -> JsValue {
         let _ = Reflect::set(&object, &JsValue::from_str(key), value);
     }
     object.into()
+}
+
+/// Generation options as the CLI's defaults have them, the abort signal, and the grammar asked
+/// for (compiled by the caller, which holds the vocabulary).
+pub fn generate_options(
+    value: JsValue,
+) -> Result<(GenerateOptions, Option<AbortFlag>, Option<Grammar>), JsError> {
+    const KNOWN: [&str; 20] = [
+        "maxTokens",
+        "temperature",
+        "topP",
+        "topK",
+        "presencePenalty",
+        "frequencyPenalty",
+        "penaltyDecay",
+        "minP",
+        "typicalP",
+        "logitBias",
+        "bannedTokens",
+        "greedy",
+        "seed",
+        "stop",
+        "signal",
+        "jsonSchema",
+        "grammar",
+        "regex",
+        "logprobs",
+        "stepsPerSubmit",
+    ];
+    let given = JsOptions::new(value, "generate options", &KNOWN)?;
+    let sampler = SamplerOptions {
+        greedy: given.boolean("greedy")?.unwrap_or(false),
+        temperature: given.number("temperature")?.unwrap_or(1.0) as f32,
+        top_p: given.number("topP")?.unwrap_or(0.85) as f32,
+        top_k: given.count("topK")?.unwrap_or(0) as usize,
+        presence_penalty: given.number("presencePenalty")?.unwrap_or(0.0) as f32,
+        frequency_penalty: given.number("frequencyPenalty")?.unwrap_or(0.0) as f32,
+        penalty_decay: given.number("penaltyDecay")?.unwrap_or(1.0) as f32,
+        min_p: given.number("minP")?.unwrap_or(0.0) as f32,
+        typical_p: given.number("typicalP")?.unwrap_or(1.0) as f32,
+        logit_bias: given.id_numbers("logitBias")?,
+        banned: given.ids("bannedTokens")?,
+        logprobs: given.count("logprobs")?.map(|n| n as usize),
+        seed: given.count("seed")?,
+    };
+    sampler.validate()?;
+    let options = GenerateOptions {
+        max_tokens: given.count("maxTokens")?.map_or(200, |n| n as usize),
+        stop: given.strings("stop")?,
+        stop_at_end_of_text: true,
+        sampler,
+        grammar: None,
+        cancel: CancelToken::default(),
+        steps_per_submit: match given.count("stepsPerSubmit")? {
+            Some(steps @ 1..=16) => steps as usize,
+            Some(steps) => {
+                return Err(JsError::new(&format!(
+                    "generate options: stepsPerSubmit is 1 to 16, not {steps}"
+                )))
+            }
+            None => GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
+        },
+    };
+    let grammars = [
+        given.json("jsonSchema")?.map(Grammar::JsonSchema),
+        given.string("grammar")?.map(Grammar::Lark),
+        given.string("regex")?.map(Grammar::Regex),
+    ];
+    let mut grammars = grammars.into_iter().flatten();
+    let grammar = grammars.next();
+    if grammars.next().is_some() {
+        return Err(JsError::new("generate options: give one of jsonSchema, grammar and regex"));
+    }
+    Ok((options, given.signal("signal")?, grammar))
 }

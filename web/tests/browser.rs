@@ -353,6 +353,54 @@ async fn generation_stops_and_cancels() {
     assert_eq!(field(&result, "finish").as_string().unwrap(), "cancelled");
 }
 
+/// Several decode steps per submit (the default, 8) give what one step per submit gives, and the
+/// same state when a stop string ends the generation inside a block; `conversationText` is what
+/// the conversation read; loading reports its progress.
+#[wasm_bindgen_test]
+async fn decodes_in_blocks_with_one_steps_state() {
+    let reports = js_sys::Array::new();
+    let on_progress = Closure::<dyn FnMut(f64, f64)>::new({
+        let reports = reports.clone();
+        move |done: f64, total: f64| {
+            reports.push(&js_sys::Array::of2(&done.into(), &total.into()));
+        }
+    });
+    let model = load(
+        DEMO_MODEL,
+        &[
+            ("tokenizer", Uint8Array::from(DEMO_TOKENIZER).into()),
+            ("onProgress", on_progress.as_ref().clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(reports.length() > 2, "onProgress was called {} times", reports.length());
+    let last = js_sys::Array::from(&reports.get(reports.length() - 1));
+    assert_eq!(last.get(0).as_f64(), last.get(1).as_f64(), "the last report is not 100%");
+    assert_eq!(field(&model.info(), "embedding").as_string().unwrap(), "GPU");
+
+    let (prompt, continuation) = official_greedy();
+    let before_stop = &continuation[..continuation.find("shall").expect("the fixture says `shall`")];
+    let mut states = Vec::new();
+    for steps in [1.0, 8.0] {
+        model.reset().unwrap();
+        let stop =
+            options(&[("greedy", true.into()), ("stop", "shall".into()), ("stepsPerSubmit", steps.into())]);
+        let result = model.generate(&prompt, Some(stop.unchecked_into()), None).await.unwrap();
+        assert_eq!(field(&result, "text").as_string().unwrap(), before_stop, "{steps} steps per submit");
+        // The conversation read the prompt and the reply up to the token that completed the stop.
+        let read = model.conversation_text().unwrap().unwrap();
+        assert!(read.starts_with(&format!("{prompt}{before_stop}")) && read.ends_with("shall"), "{read:?}");
+        states.push(model.save_state().await.unwrap().to_vec());
+    }
+    assert!(states[0] == states[1], "the state after a stop inside a block differs from one step per submit");
+    model.load_state(Uint8Array::from(&states[0][..])).unwrap();
+    assert_eq!(model.conversation_text().unwrap(), None);
+    let wrong = options(&[("stepsPerSubmit", 17.0.into())]).unchecked_into();
+    let error = message(model.generate("x", Some(wrong), None).await.unwrap_err());
+    assert!(error.contains("stepsPerSubmit is 1 to 16"), "{error}");
+}
+
 #[wasm_bindgen_test]
 async fn state_saves_and_restores() {
     let model = demo_model().await;

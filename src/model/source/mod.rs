@@ -10,6 +10,7 @@ mod folder;
 pub mod gguf;
 pub mod layout;
 mod pickle;
+pub mod progress;
 mod pth;
 pub mod quantized;
 mod safetensors;

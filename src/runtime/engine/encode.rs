@@ -6,6 +6,7 @@ use super::{Engine, Work};
 use crate::error::Result;
 use crate::gpu::{GpuTensor, Readback};
 use crate::kernels::{Choice, SequenceEntry};
+use crate::model::EmbeddingTable;
 
 /// What a step's command buffer holds besides its shape's dispatches; steps alike share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +106,9 @@ impl Engine {
         masks.write_rows(self.gpu(), 0, bytemuck::cast_slice(&words))
     }
 
-    /// Writes a step's inputs: the normalized embedding rows of its tokens, its sequence table and, for GPU
-    /// sampling, its choices. Returns the sequence table.
+    /// Writes a step's inputs: its token ids (or, with the embedding table in host memory, their
+    /// normalized rows), its sequence table and, for GPU sampling, its choices. Returns the
+    /// sequence table.
     pub(super) fn upload(
         &self,
         recorded: &Recorded,
@@ -116,19 +118,27 @@ impl Engine {
         let inner = &*self.inner;
         let gpu = inner.model.gpu.as_ref();
         let embd = inner.model.config.embd;
-        let mut rows = Vec::with_capacity(shape.rows * embd);
         let mut entries = Vec::with_capacity(work.len());
+        let mut first_row = 0;
         for item in work {
-            entries.push(SequenceEntry {
-                slot: item.slot,
-                first_row: rows.len() / embd,
-                rows: item.tokens.len(),
-            });
-            for &token in item.tokens {
-                rows.extend(inner.model.embedding.row(token)?);
+            entries.push(SequenceEntry { slot: item.slot, first_row, rows: item.tokens.len() });
+            first_row += item.tokens.len();
+        }
+        let tokens = work.iter().flat_map(|item| item.tokens.iter().copied());
+        match &inner.model.embedding {
+            // The step gathers its rows itself (see `record`).
+            EmbeddingTable::Gpu(_) => {
+                let ids: Vec<f32> = tokens.map(f32::from_bits).collect();
+                inner.ids.write_rows(gpu, 0, &[ids, vec![0.0; inner.ids.cols - shape.rows]].concat())?;
+            }
+            EmbeddingTable::Host(embedding) => {
+                let mut rows = Vec::with_capacity(shape.rows * embd);
+                for token in tokens {
+                    rows.extend(embedding.row(token)?);
+                }
+                inner.pool.tensor(gpu, "x", shape.rows, embd)?.write(gpu, &rows)?;
             }
         }
-        inner.pool.tensor(gpu, "x", shape.rows, embd)?.write(gpu, &rows)?;
         recorded.sequences.write(gpu, &entries)?;
         if work.iter().any(|item| item.sample.is_some()) {
             let choices: Vec<Choice> = work

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuTensor, Step};
 use crate::kernels::{self, Recorder, Sequences, MAX_SEQUENCES, MAX_TOP_LOGPROBS};
 use crate::model::block::StepTensors;
+use crate::model::EmbeddingTable;
 
 /// The shape a step is recorded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,8 +156,13 @@ impl Engine {
         let (pool, c, vocab) = (&inner.pool, model.config.embd, model.config.vocab);
         let sequences = Sequences::new(gpu, shape.sequences)?;
         let mut rec = Recorder::with_sequences(gpu, &sequences);
-        // The rows arrive normalized by ln0 (see model::embedding).
+        // The rows are normalized by ln0 already (see model::embedding); with the table on the
+        // GPU the step gathers them from the uploaded ids, else they are uploaded.
         let x = pool.tensor(gpu, "x", shape.rows, c)?;
+        if let EmbeddingTable::Gpu(table) = &model.embedding {
+            let ids = GpuTensor { cols: shape.rows, ..inner.ids.clone() };
+            kernels::embed(&mut rec, "embed", table, &ids, &x)?;
+        }
         model.record_blocks(&mut rec, pool, StepTensors { x: &x, state: &inner.state })?;
         let body = std::mem::take(&mut rec.step);
 

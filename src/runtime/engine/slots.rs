@@ -111,34 +111,42 @@ impl Engine {
         let gpu = self.gpu();
         let mut encoder =
             gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy state") });
-        let tensors = || self.inner.state.iter().flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x]);
         let staging = &self.inner.staging;
-        let mut at = 0;
-        for tensor in tensors() {
-            let row = (tensor.stride() * 4) as u64;
-            encoder.copy_buffer_to_buffer(
-                &tensor.buffer,
-                tensor.offset + from as u64 * row,
-                staging,
-                at,
-                Some(row),
-            );
-            at += row;
-        }
-        at = 0;
-        for tensor in tensors() {
-            let row = (tensor.stride() * 4) as u64;
-            encoder.copy_buffer_to_buffer(
-                staging,
-                at,
-                &tensor.buffer,
-                tensor.offset + to as u64 * row,
-                Some(row),
-            );
-            at += row;
-        }
+        self.encode_state_copy(&mut encoder, from, staging, StateCopy::SlotToBuffer);
+        self.encode_state_copy(&mut encoder, to, staging, StateCopy::BufferToSlot);
         gpu.queue.submit([encoder.finish()]);
         gpu.check()
+    }
+
+    /// Encodes copying one slot's whole state into `buffer` (layer after layer, as the staging
+    /// buffer holds it) or back.
+    pub(super) fn encode_state_copy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: usize,
+        buffer: &wgpu::Buffer,
+        direction: StateCopy,
+    ) {
+        let tensors = self.inner.state.iter().flat_map(|layer| [&layer.att_x, &layer.wkv, &layer.ffn_x]);
+        let mut at = 0;
+        for tensor in tensors {
+            let row = (tensor.stride() * 4) as u64;
+            let in_slot = tensor.offset + slot as u64 * row;
+            match direction {
+                StateCopy::SlotToBuffer => {
+                    encoder.copy_buffer_to_buffer(&tensor.buffer, in_slot, buffer, at, Some(row))
+                }
+                StateCopy::BufferToSlot => {
+                    encoder.copy_buffer_to_buffer(buffer, at, &tensor.buffer, in_slot, Some(row))
+                }
+            }
+            at += row;
+        }
+    }
+
+    /// Bytes of one slot's whole state.
+    pub(super) fn slot_bytes(&self) -> u64 {
+        self.inner.staging.size()
     }
 
     /// A slot's state, per layer: (att_x, wkv, ffn_x).
@@ -179,4 +187,11 @@ impl Engine {
         }
         gpu.check()
     }
+}
+
+/// Which way [`Engine::encode_state_copy`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StateCopy {
+    SlotToBuffer,
+    BufferToSlot,
 }

@@ -1,0 +1,222 @@
+//! Several decode steps of one sequence in one submit. Each step gathers its input row from the
+//! embedding table on the GPU by the token the step before it sampled there, so nothing comes
+//! back between steps: a block of K steps costs one submit and one readback of K token ids. A
+//! browser completes a readback only every so often (Firefox: ~100 ms), which caps one token per
+//! submit at that rate.
+//!
+//! A block runs past a token at which the generation may end (a stop string, the end of text, a
+//! cancel). Before each block the sequence's state is copied aside ([`Snapshot`]), so that
+//! [`Engine::rewind`] can put it back and read again exactly the tokens the generation returned.
+
+use super::slots::StateCopy;
+use super::{Counters, Engine, Logits, Runner, Work};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuTensor, Readback};
+use crate::kernels::Choice;
+use crate::model::EmbeddingTable;
+
+/// The most decode steps of one block.
+pub const MAX_BLOCK: usize = 16;
+
+/// A copy of one slot's state, taken at the start of a block.
+pub struct Snapshot {
+    buffer: wgpu::Buffer,
+}
+
+/// The GPU side of a block: each step's choice, and the tokens sampled, read back together.
+pub(super) struct BlockBuffers {
+    choices: GpuTensor,
+    tokens: GpuTensor,
+    readback: Readback,
+}
+
+impl BlockBuffers {
+    pub fn new(gpu: &Gpu) -> Result<BlockBuffers> {
+        Ok(BlockBuffers {
+            choices: GpuTensor::zeros(gpu, "block choices", MAX_BLOCK, Choice::COLS)?,
+            tokens: GpuTensor::zeros(gpu, "block tokens", 1, MAX_BLOCK)?,
+            readback: Readback::new(gpu, "block token readback", 1, MAX_BLOCK)?,
+        })
+    }
+}
+
+impl Engine {
+    /// Whether [`Engine::decode_block`] can run: the embedding table is on the GPU.
+    pub fn decodes_in_blocks(&self) -> bool {
+        matches!(self.inner.model.embedding, EmbeddingTable::Gpu(_))
+    }
+
+    /// Room for one slot's state, for [`Engine::decode_block`].
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let gpu = self.gpu();
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("state snapshot"),
+            size: self.slot_bytes(),
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.check()?;
+        Ok(Snapshot { buffer })
+    }
+
+    /// Copies the state of `slot` into `snapshot`, then reads `first` and, `choices.len()` times,
+    /// chooses the next token as that step's choice says and reads it: all in one submit.
+    /// Returns the chosen tokens, the last of them not read. Unconstrained choices only, without
+    /// log-probabilities.
+    pub async fn decode_block(
+        &self,
+        slot: usize,
+        first: u32,
+        choices: &[Choice],
+        snapshot: &Snapshot,
+    ) -> Result<Vec<u32>> {
+        if !self.decodes_in_blocks() {
+            return Err(Error::InvalidArgument(
+                "decoding in blocks needs the embedding table on the GPU".into(),
+            ));
+        }
+        if choices.is_empty() || choices.len() > MAX_BLOCK {
+            return Err(Error::InvalidArgument(format!(
+                "a block has 1 to {MAX_BLOCK} steps, not {}",
+                choices.len()
+            )));
+        }
+        if let Some(choice) = choices.iter().find(|c| c.logprobs > 0 || c.masked != 0) {
+            return Err(Error::InvalidArgument(format!(
+                "a block's choices report no log-probabilities and follow no grammar: {choice:?}"
+            )));
+        }
+        let tokens = [first];
+        let work = [Work { sample: Some(choices[0]), ..Work::new(slot, &tokens, Logits::None) }];
+        let shape = self.check(&work)?;
+        let gpu = self.gpu();
+        let mut runner = self.lock_runner().await?;
+        let Runner { steps, block, counters, .. } = &mut *runner;
+        let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
+        self.upload(recorded, &work, shape)?;
+        let own: Vec<Choice> = choices.iter().map(|c| Choice { slot: slot as u32, ..*c }).collect();
+        block.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&own))?;
+
+        let sampling = &self.inner.sampling;
+        let sample = recorded
+            .sample
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a decode step was recorded without sampling".into()))?;
+        let head = recorded.head.as_ref().map(|(head, _)| head);
+        let parts: Vec<_> = [Some(&recorded.body), head, Some(sample)].into_iter().flatten().collect();
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("decode block") });
+        self.encode_state_copy(&mut encoder, slot, &snapshot.buffer, StateCopy::SlotToBuffer);
+        let choice_bytes = (Choice::COLS * 4) as u64;
+        for step in 0..choices.len() {
+            encoder.copy_buffer_to_buffer(
+                &block.choices.buffer,
+                block.choices.offset + step as u64 * (block.choices.stride() * 4) as u64,
+                &sampling.choices.buffer,
+                sampling.choices.offset,
+                Some(choice_bytes),
+            );
+            if step > 0 {
+                copy_id(&mut encoder, &sampling.tokens, 0, &self.inner.ids, 0);
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("decode step"),
+                timestamp_writes: None,
+            });
+            for part in &parts {
+                part.encode_into(&mut pass);
+            }
+            drop(pass);
+            copy_id(&mut encoder, &sampling.tokens, 0, &block.tokens, step);
+        }
+        let chosen = GpuTensor { cols: choices.len(), ..block.tokens.clone() };
+        let bytes_read_back = block.readback.copy_from(&mut encoder, &chosen);
+        gpu.queue.submit([encoder.finish()]);
+        let per_step: usize = parts.iter().map(|part| part.len()).sum();
+        add(counters, choices.len(), per_step * choices.len(), bytes_read_back);
+
+        let row = block.readback.read_rows_async(gpu, 1).await?;
+        let tokens: Vec<u32> = row[..choices.len()].iter().map(|id| id.to_bits()).collect();
+        if tokens.contains(&Choice::NON_FINITE_LOGITS) {
+            return Err(Error::NonFiniteLogits(format!("for the sequence in slot {slot}")));
+        }
+        if tokens.contains(&Choice::NOTHING_ALLOWED) {
+            return Err(Error::Internal(format!("an unconstrained choice in slot {slot} found no token")));
+        }
+        Ok(tokens)
+    }
+
+    /// Puts `snapshot` back into `slot` and reads `tokens` one step each (as a block read them),
+    /// in one submit: the state after exactly the tokens a generation returned.
+    pub async fn rewind(&self, slot: usize, snapshot: &Snapshot, tokens: &[u32]) -> Result<()> {
+        if tokens.len() > MAX_BLOCK {
+            return Err(Error::InvalidArgument(format!(
+                "a rewind reads at most {MAX_BLOCK} tokens, not {}",
+                tokens.len()
+            )));
+        }
+        self.check_slot(slot)?;
+        let gpu = self.gpu();
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rewind") });
+        self.encode_state_copy(&mut encoder, slot, &snapshot.buffer, StateCopy::BufferToSlot);
+        let mut runner = self.lock_runner().await?;
+        let Runner { steps, block, counters, .. } = &mut *runner;
+        let mut dispatches = 0;
+        if let Some(&first) = tokens.first() {
+            let first = [first];
+            let work = [Work::new(slot, &first, Logits::None)];
+            let shape = self.check(&work)?;
+            let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
+            self.upload(recorded, &work, shape)?;
+            for &token in tokens {
+                if token as usize >= self.inner.model.config.vocab {
+                    return Err(Error::TokenOutOfRange { id: token, vocab: self.inner.model.config.vocab });
+                }
+            }
+            let ids: Vec<f32> = tokens.iter().map(|&id| f32::from_bits(id)).collect();
+            block.tokens.write_rows(gpu, 0, &[ids, vec![0.0; MAX_BLOCK - tokens.len()]].concat())?;
+            for step in 0..tokens.len() {
+                copy_id(&mut encoder, &block.tokens, step, &self.inner.ids, 0);
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("rewind step"),
+                    timestamp_writes: None,
+                });
+                recorded.body.encode_into(&mut pass);
+            }
+            dispatches = recorded.body.len() * tokens.len();
+        }
+        gpu.queue.submit([encoder.finish()]);
+        add(counters, tokens.len(), dispatches, 0);
+        gpu.check()
+    }
+}
+
+/// Encodes copying token id `from_index` of the one-row `from` to `to_index` of `to`.
+fn copy_id(
+    encoder: &mut wgpu::CommandEncoder,
+    from: &GpuTensor,
+    from_index: usize,
+    to: &GpuTensor,
+    to_index: usize,
+) {
+    encoder.copy_buffer_to_buffer(
+        &from.buffer,
+        from.offset + from_index as u64 * 4,
+        &to.buffer,
+        to.offset + to_index as u64 * 4,
+        Some(4),
+    );
+}
+
+/// Counts one submit of `steps` one-token steps.
+fn add(counters: &mut Counters, steps: usize, dispatches: usize, bytes_read_back: u64) {
+    *counters = Counters {
+        steps: counters.steps + steps as u64,
+        tokens: counters.tokens + steps as u64,
+        submits: counters.submits + 1,
+        dispatches: counters.dispatches + dispatches as u64,
+        bytes_read_back: counters.bytes_read_back + bytes_read_back,
+    };
+}
