@@ -164,6 +164,21 @@ struct PerToken {
     bytes_read_back: f64,
 }
 
+impl PerToken {
+    /// What `decode` costs per step, counted by the engine.
+    fn of(engine: &Engine, decode: impl FnOnce() -> Result<()>) -> Result<PerToken> {
+        engine.reset_counters();
+        decode()?;
+        let counters = engine.counters();
+        let steps = counters.steps.max(1) as f64;
+        Ok(PerToken {
+            dispatches: counters.dispatches as f64 / steps,
+            submits: counters.submits as f64 / steps,
+            bytes_read_back: counters.bytes_read_back as f64 / steps,
+        })
+    }
+}
+
 /// GPU time of one kernel over a profiled step.
 #[derive(Debug, Clone, serde::Serialize)]
 struct KernelTime {
@@ -215,27 +230,11 @@ fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memor
         let seconds = timed(args.repeats, || decode_once(engine, sequences, args.gen))?;
         decode.push((sequences, (sequences * args.gen) as f64 / seconds));
     }
-    engine.reset_counters();
-    decode_once(engine, 1, args.gen)?;
-    let counters = engine.counters();
-    let steps = counters.steps.max(1) as f64;
-    let per_token = PerToken {
-        dispatches: counters.dispatches as f64 / steps,
-        submits: counters.submits as f64 / steps,
-        bytes_read_back: counters.bytes_read_back as f64 / steps,
-    };
+    let per_token = PerToken::of(engine, || decode_once(engine, 1, args.gen))?;
     let mut in_blocks = None;
     if engine.decodes_in_blocks() {
         let seconds = timed(args.repeats, || decode_in_blocks(engine, args.gen))?;
-        engine.reset_counters();
-        decode_in_blocks(engine, args.gen)?;
-        let counters = engine.counters();
-        let steps = counters.steps.max(1) as f64;
-        let cost = PerToken {
-            dispatches: counters.dispatches as f64 / steps,
-            submits: counters.submits as f64 / steps,
-            bytes_read_back: counters.bytes_read_back as f64 / steps,
-        };
+        let cost = PerToken::of(engine, || decode_in_blocks(engine, args.gen))?;
         in_blocks = Some((args.gen as f64 / seconds, cost));
     }
     let (mut profile_decode, mut profile_prefill) = (Vec::new(), Vec::new());
