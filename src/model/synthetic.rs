@@ -151,7 +151,7 @@ impl TensorSource for SyntheticV7 {
     }
 
     fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, shape)| (DType::F32, shape.clone()))
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, shape)| (dtype_of(shape), shape.clone()))
     }
 
     fn tensor(&self, name: &str) -> Result<TensorData<'_>> {
@@ -159,13 +159,64 @@ impl TensorSource for SyntheticV7 {
             Error::MissingTensor { name: name.into(), hint: " in the synthetic model".into() }
         })?;
         let (lo, hi) = self.range(name, shape);
-        let mut rng = StdRng::seed_from_u64(self.seed ^ fnv1a(name));
+        let seed = self.seed ^ fnv1a(name);
         let len: usize = shape.iter().product();
-        let values: Vec<f32> = (0..len).map(|_| rng.random_range(lo..hi)).collect();
-        Ok(TensorData {
-            dtype: DType::F32,
-            shape: shape.clone(),
-            bytes: Cow::Owned(bytemuck::cast_slice(&values).to_vec()),
-        })
+        let bytes = match dtype_of(shape) {
+            DType::F16 => uniform_f16(len, seed, lo, hi),
+            _ => {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let values: Vec<f32> = (0..len).map(|_| rng.random_range(lo..hi)).collect();
+                bytemuck::cast_slice(&values).to_vec()
+            }
+        };
+        Ok(TensorData { dtype: dtype_of(shape), shape: shape.clone(), bytes: Cow::Owned(bytes) })
     }
+}
+
+/// Tensors of this many values or more are f16, drawn by [`uniform_f16`]: a 7B's matrices are
+/// then made in seconds, and need no conversion for the f16 runs benchmarks measure. Smaller
+/// ones (every tensor of the shapes tests use) are f32 from `StdRng`.
+const LARGE: usize = 1 << 24;
+
+fn dtype_of(shape: &[usize]) -> DType {
+    if shape.iter().product::<usize>() >= LARGE {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+/// `len` f16 values uniform in [lo, hi), as little-endian bytes: SplitMix64 streams, one per
+/// 1 Mi-value block (so the values do not depend on the number of threads), on every core.
+fn uniform_f16(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<u8> {
+    const BLOCK: usize = 1 << 20;
+    let mut bytes = vec![0u8; len * 2];
+    let blocks: Vec<(usize, &mut [u8])> = bytes.chunks_mut(BLOCK * 2).enumerate().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len().max(1));
+    let per_thread = blocks.len().div_ceil(threads.max(1)).max(1);
+    let mut blocks = blocks.into_iter();
+    std::thread::scope(|scope| loop {
+        let share: Vec<_> = blocks.by_ref().take(per_thread).collect();
+        if share.is_empty() {
+            break;
+        }
+        scope.spawn(move || {
+            for (index, block) in share {
+                let mut state = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for pair in block.chunks_exact_mut(2) {
+                    let unit = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
+                    pair.copy_from_slice(&half::f16::from_f32(lo + (hi - lo) * unit).to_le_bytes());
+                }
+            }
+        });
+    });
+    bytes
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
