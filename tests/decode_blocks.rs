@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use common::fixture_dir;
+use rwkv_wgpu::gpu::{Gpu, GpuOptions};
 use rwkv_wgpu::model::{EmbeddingPlace, LoadOptions, Model};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Finish, GenerateOptions, SamplerOptions, Session, State};
 use rwkv_wgpu::tokenizer::Tokenizer;
@@ -15,7 +16,11 @@ use rwkv_wgpu::tokenizer::Tokenizer;
 const PROMPT: &str = "Hello, world";
 
 fn engine(embedding: EmbeddingPlace) -> Engine {
-    let gpu = Arc::new(common::default_gpu());
+    engine_on(common::default_gpu(), embedding)
+}
+
+fn engine_on(gpu: Gpu, embedding: EmbeddingPlace) -> Engine {
+    let gpu = Arc::new(gpu);
     let path = fixture_dir("v7", "tiny").join("model-f16.safetensors");
     let model = Model::load(gpu, &path, &LoadOptions { embedding, ..LoadOptions::default() }).unwrap();
     Engine::new(Arc::new(model), EngineOptions { slots: 4, chunk: 16 }).unwrap()
@@ -180,4 +185,21 @@ fn the_embedding_in_host_memory_gives_the_same_logits_and_tokens() {
     let found = run(&gpu_table, &sampled(12, 8));
     assert_eq!(found.0, tokens);
     assert_same_state("the embedding on the GPU", &found.3, &state);
+}
+
+/// A table larger than one storage binding is kept in parts (here 2 of the tiny model's 256 rows
+/// of 64 values each, bindings limited to 32 KiB), which the embedding kernel reads alike.
+#[test]
+fn a_table_in_parts_gives_the_same_tokens_and_state() {
+    let limited = || common::open(&GpuOptions { binding_limit: Some(32_768), ..common::default_options() });
+    let (parts, host) =
+        (engine_on(limited(), EmbeddingPlace::Gpu), engine_on(limited(), EmbeddingPlace::Host));
+    match &parts.model().embedding {
+        rwkv_wgpu::model::EmbeddingTable::Gpu(tensors) => assert_eq!(tensors.len(), 2),
+        _ => panic!("the table should be on the GPU"),
+    }
+    let (tokens, _, _, state) = run(&host, &sampled(12, 1));
+    let found = run(&parts, &sampled(12, 8));
+    assert_eq!(found.0, tokens);
+    assert_same_state("the table in 2 parts", &found.3, &state);
 }

@@ -422,17 +422,22 @@ fn embed_gathers_the_rows_of_each_id_on_every_backend() {
     for gpu in backends() {
         let (vocab, cols) = (13, 37);
         let table: Vec<f32> = Rng::new(7).vec(vocab * cols, -1.0, 1.0);
-        let table_gpu = upload(&gpu, cols, &table);
         // The last id is past the table: a sampler's sentinel, clamped to the last row.
-        let ids = [3u32, 0, 12, 3, 7, u32::MAX];
+        let ids = [3u32, 0, 12, 3, 7, 5, u32::MAX];
         let ids_gpu = GpuTensor::zeros(&gpu, "ids", 1, ids.len() + 2).unwrap();
         let bits: Vec<f32> = ids.iter().map(|&id| f32::from_bits(id)).collect();
         ids_gpu.write_rows(&gpu, 0, &[bits, vec![0.0; 2]].concat()).unwrap();
-        let x = GpuTensor::zeros(&gpu, "x", ids.len(), cols).unwrap();
-        let mut rec = Recorder::new(&gpu);
-        kernels::embed(&mut rec, "embed", &table_gpu, &ids_gpu, &x).unwrap();
-        rec.finish().run(&gpu);
-        gpu.wait().unwrap();
-        assert_close("embed", &x.read(&gpu).unwrap(), &kernels::embed_ref(&table, cols, &ids), 0.0);
+        // Whole, and in parts of 4 rows (the last shorter), as a table larger than one binding is.
+        for part_rows in [vocab, 4] {
+            let parts: Vec<GpuTensor> =
+                table.chunks(part_rows * cols).map(|part| upload(&gpu, cols, part)).collect();
+            let x = GpuTensor::zeros(&gpu, "x", ids.len(), cols).unwrap();
+            let mut rec = Recorder::new(&gpu);
+            kernels::embed(&mut rec, "embed", &parts, &ids_gpu, &x).unwrap();
+            rec.finish().run(&gpu);
+            gpu.wait().unwrap();
+            let expected = kernels::embed_ref(&table, cols, &ids);
+            assert_close(&format!("embed, {} parts", parts.len()), &x.read(&gpu).unwrap(), &expected, 0.0);
+        }
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use super::bench::StandardShape;
 use super::GpuArgs;
 use rwkv_wgpu::gpu::padded4;
+use rwkv_wgpu::kernels::EMBED_PARTS;
 use rwkv_wgpu::model::config::ModelConfig;
+use rwkv_wgpu::model::embedding::table_parts;
 use rwkv_wgpu::model::memory::memory;
 use rwkv_wgpu::model::source::TensorSource;
 use rwkv_wgpu::model::synthetic::SyntheticV7;
@@ -119,8 +121,12 @@ pub fn run(gpu_args: &GpuArgs, args: InfoArgs) -> Result<()> {
         );
     }
     let table = (config.vocab * padded4(config.embd) * 4) as u64;
-    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
-    let place = if table <= limit { "on the GPU" } else { "in host memory: it exceeds one storage binding" };
+    let (_, parts) = table_parts(&gpu, config.vocab, config.embd);
+    let place = if parts <= EMBED_PARTS {
+        "on the GPU"
+    } else {
+        "in host memory: it needs more storage bindings than the kernel reads"
+    };
     println!("  embedding table {:.1} MiB in f32, {place}", mib(table));
     println!("adapter:     {} (shader f16: {})", gpu.describe(), gpu.f16);
     Ok(())

@@ -14,7 +14,7 @@ mod wkv5;
 mod wkv7;
 
 pub use self::elementwise::lerp_ref;
-pub use self::gather::{embed, embed_ref, gather_last_rows};
+pub use self::gather::{embed, embed_ref, gather_last_rows, EMBED_PARTS};
 pub use self::linear::{
     linear, linear_grouped, linear_ref, Epilogue, Operand, OperandRef, Segment, MAX_SEGMENTS,
 };

@@ -1,5 +1,5 @@
 //! The embedding table, normalized by `blocks.0.ln0` as the official loader leaves it, lives on
-//! the GPU where it fits one storage binding (f32, V×C×4 bytes): a step then uploads token ids,
+//! the GPU where it fits a few storage bindings (f32, V×C×4 bytes; see `embed.wgsl`): a step then uploads token ids,
 //! and a decode step can read the token the step before it sampled on the GPU, so several run in
 //! one submit (runtime::engine::block). Where it does not fit, it stays in host memory in the
 //! file's own dtype, and each step normalizes and uploads its rows (C floats per token), as
@@ -16,12 +16,12 @@ use half::{bf16, f16};
 use super::source::{DType, TensorSource};
 use crate::error::{Error, Result};
 use crate::gpu::{padded4, Gpu, GpuTensor};
-use crate::kernels::LN_EPS;
+use crate::kernels::{EMBED_PARTS, LN_EPS};
 
 /// Where a model keeps its embedding table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EmbeddingPlace {
-    /// On the GPU where the table fits one storage binding, else in host memory.
+    /// On the GPU where the table fits [`EMBED_PARTS`] storage bindings, else in host memory.
     #[default]
     Auto,
     Host,
@@ -32,28 +32,36 @@ pub enum EmbeddingPlace {
 /// The embedding table where it was placed.
 pub enum EmbeddingTable {
     Host(Embedding),
-    /// `[vocab, embd]` normalized rows in f32.
-    Gpu(GpuTensor),
+    /// `[vocab, embd]` normalized rows in f32, in parts of at most one storage binding each.
+    Gpu(Vec<GpuTensor>),
+}
+
+/// Rows per part of a `[vocab, embd]` f32 table on `gpu`, and the number of parts.
+pub fn table_parts(gpu: &Gpu, vocab: usize, embd: usize) -> (usize, usize) {
+    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let row = (padded4(embd) * 4) as u64;
+    let rows = usize::try_from(limit / row).unwrap_or(usize::MAX).clamp(1, vocab.max(1));
+    (rows, vocab.div_ceil(rows))
 }
 
 impl EmbeddingTable {
     /// `embedding`, moved to the GPU where `place` and the adapter's limits allow.
     pub fn place(embedding: Embedding, gpu: &Gpu, place: EmbeddingPlace) -> Result<EmbeddingTable> {
-        let bytes = (embedding.vocab * padded4(embedding.embd) * 4) as u64;
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let (_, parts) = table_parts(gpu, embedding.vocab, embedding.embd);
+        let fits = parts <= EMBED_PARTS;
         match place {
             EmbeddingPlace::Host => return Ok(EmbeddingTable::Host(embedding)),
-            EmbeddingPlace::Auto if bytes > limit => return Ok(EmbeddingTable::Host(embedding)),
-            EmbeddingPlace::Gpu if bytes > limit => {
+            EmbeddingPlace::Auto if !fits => return Ok(EmbeddingTable::Host(embedding)),
+            EmbeddingPlace::Gpu if !fits => {
                 return Err(Error::TooBig(format!(
-                    "the embedding table takes {bytes} bytes in f32, more than one storage binding of this \
-                     adapter ({limit} bytes): keep it in host memory"
+                    "the embedding table takes {parts} storage bindings of this adapter in f32, more than \
+                     the {EMBED_PARTS} its kernel reads: keep it in host memory"
                 )))
             }
             _ => {}
         }
         match upload(&embedding, gpu) {
-            Ok(table) => Ok(EmbeddingTable::Gpu(table)),
+            Ok(parts) => Ok(EmbeddingTable::Gpu(parts)),
             // Out of GPU memory: host memory serves where the caller did not insist.
             Err(_) if place == EmbeddingPlace::Auto => Ok(EmbeddingTable::Host(embedding)),
             Err(error) => Err(error),
@@ -67,6 +75,31 @@ impl EmbeddingTable {
             EmbeddingTable::Gpu(_) => "GPU",
         }
     }
+}
+
+/// The normalized rows of `embedding` in new GPU tensors, as [`table_parts`] splits them.
+fn upload(embedding: &Embedding, gpu: &Gpu) -> Result<Vec<GpuTensor>> {
+    let (part_rows, parts) = table_parts(gpu, embedding.vocab, embedding.embd);
+    // A few thousand rows at a time: the whole table in f32 need not exist in host memory.
+    const ROWS_PER_WRITE: usize = 4096;
+    let tensors = (0..parts)
+        .map(|part| {
+            let first = part * part_rows;
+            let rows = part_rows.min(embedding.vocab - first);
+            let tensor = GpuTensor::zeros(gpu, &format!("embedding part {part}"), rows, embedding.embd)?;
+            for at in (0..rows).step_by(ROWS_PER_WRITE) {
+                let end = (at + ROWS_PER_WRITE).min(rows);
+                let mut values = Vec::with_capacity((end - at) * embedding.embd);
+                for token in first + at..first + end {
+                    values.extend(embedding.row(token as u32)?);
+                }
+                tensor.write_rows(gpu, at, &values)?;
+            }
+            Ok(tensor)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    gpu.check()?;
+    Ok(tensors)
 }
 
 /// The precision the official loader leaves the normalized embedding in.
@@ -91,23 +124,6 @@ pub struct Embedding {
     /// `blocks.0.ln0`: [weight; bias].
     ln0: Vec<f32>,
     normalized_in: NormalizedIn,
-}
-
-/// The normalized rows of `embedding` in a new GPU tensor.
-fn upload(embedding: &Embedding, gpu: &Gpu) -> Result<GpuTensor> {
-    let table = GpuTensor::zeros(gpu, "embedding", embedding.vocab, embedding.embd)?;
-    // A few thousand rows at a time: the whole table in f32 need not exist in host memory.
-    const ROWS_PER_WRITE: usize = 4096;
-    for first in (0..embedding.vocab).step_by(ROWS_PER_WRITE) {
-        let last = (first + ROWS_PER_WRITE).min(embedding.vocab);
-        let mut rows = Vec::with_capacity((last - first) * embedding.embd);
-        for token in first..last {
-            rows.extend(embedding.row(token as u32)?);
-        }
-        table.write_rows(gpu, first, &rows)?;
-    }
-    gpu.check()?;
-    Ok(table)
 }
 
 impl Embedding {

@@ -159,9 +159,9 @@ impl Engine {
         // The rows are normalized by ln0 already (see model::embedding); with the table on the
         // GPU the step gathers them from the uploaded ids, else they are uploaded.
         let x = pool.tensor(gpu, "x", shape.rows, c)?;
-        if let EmbeddingTable::Gpu(table) = &model.embedding {
+        if let EmbeddingTable::Gpu(parts) = &model.embedding {
             let ids = GpuTensor { cols: shape.rows, ..inner.ids.clone() };
-            kernels::embed(&mut rec, "embed", table, &ids, &x)?;
+            kernels::embed(&mut rec, "embed", parts, &ids, &x)?;
         }
         model.record_blocks(&mut rec, pool, StepTensors { x: &x, state: &inner.state })?;
         let body = std::mem::take(&mut rec.step);
