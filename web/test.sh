@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser tests: the JavaScript API's tests (web/tests/browser.rs: the official logits,
 # generation, state, errors) in headless Chromium and Firefox through wasm-bindgen-test-runner,
-# then the demo page driven end to end in both by puppeteer-core. `bash .ci/run` installs what
+# then the demo page and the npm package's engine (web/npm) driven end to end in both by
+# puppeteer-core, and `npm pack` of that package. `bash .ci/run` installs what
 # they need; this script says what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ need chromedriver "apt-get install chromium-driver"
 need firefox-esr "apt-get install firefox-esr"
 need geckodriver "cargo install geckodriver"
 need node "apt-get install nodejs npm"
+need npm "apt-get install npm"
 wanted=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 found=$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}' || true)
 [ "$found" = "$wanted" ] || missing+=("wasm-bindgen-test-runner $wanted, found ${found:-none} (cargo install wasm-bindgen-cli --version $wanted)")
@@ -39,17 +41,21 @@ echo "== JavaScript API in headless Firefox ESR (WebGPU on lavapipe: shader-f16)
 env -u CHROMEDRIVER GECKODRIVER="$(command -v geckodriver)" \
   cargo test --release --target wasm32-unknown-unknown -p rwkv-wgpu-web --test browser -- --nocapture
 
-echo "== the demo page, driven by puppeteer-core"
+echo "== the demo page and the npm package's API, driven by puppeteer-core"
 examples/web/build.sh
 [ -d examples/web/test/node_modules/puppeteer-core ] || (cd examples/web/test && npm ci --no-audit --no-fund)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory examples/web >/dev/null 2>&1 &
-server=$!
-trap 'kill $server' EXIT
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 shots=target/web-screenshots
 mkdir -p "$shots"
+# page.mjs serves examples/web itself, counting requests (to see a reload skip the download).
 for browser in chromium firefox; do
-  node examples/web/test/page.mjs "http://127.0.0.1:$port/" "$browser" "$shots/demo-$browser.png"
+  node examples/web/test/page.mjs "$browser" "$shots/demo-$browser.png"
 done
+
+echo "== npm pack: the package (web/npm) with its wasm"
+packed=$(cd web/npm && npm pack --silent --pack-destination "$PWD/../../target")
+contents=$(tar tzf "target/$packed")
+for file in index.js index.d.ts worker.js core.js cache.js chat.js pkg/rwkv_wgpu_web.js pkg/rwkv_wgpu_web_bg.wasm; do
+  grep -qx "package/$file" <<<"$contents" || { echo "error: target/$packed lacks $file" >&2; exit 1; }
+done
+echo "target/$packed: $(wc -l <<<"$contents") files, $(du -h "target/$packed" | cut -f1)"
 echo "browser tests passed; screenshots in $shots/"

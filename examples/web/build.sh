@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the browser package (web/, through wasm-bindgen) into examples/web/pkg and copies the
-# demo model next to the page; with --serve [PORT], then serves the page on 127.0.0.1.
+# Builds the browser package: web/ through wasm-bindgen into the npm package's web/npm/pkg, then
+# copies the package (engine, worker and wasm) into examples/web/rwkv-wgpu and the demo model
+# next to the page; with --serve [PORT], then serves the page on 127.0.0.1.
 # Needs: rustup target add wasm32-unknown-unknown; cargo install wasm-bindgen-cli --version V
 # (V = the wasm-bindgen version in Cargo.lock; binaryen's wasm-opt is not needed).
 set -euo pipefail
@@ -21,10 +22,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 
 cargo build --quiet --release --target wasm32-unknown-unknown -p rwkv-wgpu-web
-wasm-bindgen --target web --out-dir "$HERE/pkg" target/wasm32-unknown-unknown/release/rwkv_wgpu_web.wasm
-mkdir -p "$HERE/demo"
+NPM="$ROOT/web/npm"
+wasm-bindgen --target web --out-dir "$NPM/pkg" target/wasm32-unknown-unknown/release/rwkv_wgpu_web.wasm
+rm -rf "$HERE/rwkv-wgpu"
+mkdir -p "$HERE/rwkv-wgpu" "$HERE/demo"
+cp -r "$NPM"/*.js "$NPM/pkg" "$HERE/rwkv-wgpu/"
 cp assets/demo/model.safetensors assets/demo/tokenizer.json "$HERE/demo/"
-echo "built $HERE/pkg ($(du -h "$HERE/pkg/rwkv_wgpu_web_bg.wasm" | cut -f1) of wasm)"
+echo "built $NPM/pkg ($(du -h "$NPM/pkg/rwkv_wgpu_web_bg.wasm" | cut -f1) of wasm), copied to $HERE/rwkv-wgpu"
 
 if [ "${1:-}" = --serve ]; then
   port=${2:-8080}
