@@ -448,3 +448,19 @@ fn group_norm_with_and_without_gate_matches_reference() {
         }
     }
 }
+
+/// The bandwidth probe's reads are real: each workgroup's sum of its span, a short last span
+/// included, on every backend.
+#[test]
+fn read_sum_sums_each_span() {
+    for gpu in [common::default_gpu(), common::gl_gpu()] {
+        let values = 3 * kernels::read_sum_span(1 << 20) * 4 + 4 * 37;
+        let data: Vec<f32> = Rng::new(5).vec(values, -1.0, 1.0);
+        let data_gpu = upload(&gpu, values, &data);
+        let expected = kernels::read_sum_ref(&data);
+        assert_eq!(expected.len(), 4, "three whole spans and a short one");
+        let sums = GpuTensor::zeros(&gpu, "sums", 1, expected.len()).unwrap();
+        run(&gpu, |rec| kernels::read_sum(rec, "read_sum", &data_gpu, &sums));
+        assert_close(&describe(&gpu), &sums.read(&gpu).unwrap(), &expected, 1e-5);
+    }
+}

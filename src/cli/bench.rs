@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use super::bench_grammar;
-use super::{FormatArg, GpuArgs};
+use super::bandwidth::{self, Bandwidth};
+use super::{bench_grammar, FormatArg, GpuArgs};
 use rwkv_wgpu::gpu::DispatchTime;
 use rwkv_wgpu::model::config::ModelConfig;
 use rwkv_wgpu::model::memory::{memory, Memory};
@@ -164,6 +164,11 @@ struct PerToken {
     bytes_read_back: f64,
 }
 
+/// Decode's floor at batch 1: every weight read once per token at the measured bandwidth.
+fn floor(m: &Measurement, bandwidth: &Bandwidth) -> f64 {
+    bandwidth.bytes_per_second / m.memory.weights.max(1) as f64
+}
+
 impl PerToken {
     /// What `decode` costs per step, counted by the engine.
     fn of(engine: &Engine, decode: impl FnOnce() -> Result<()>) -> Result<PerToken> {
@@ -313,7 +318,9 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
             grammar = Some(bench_grammar::measure(&engine, path, 4 * args.gen.max(16), args.repeats)?);
         }
     }
+    let bandwidth = bandwidth::measure(&gpu, args.repeats)?;
     if args.json {
+        let floors: Vec<f64> = measurements.iter().map(|m| floor(m, &bandwidth)).collect();
         let value = serde_json::json!({
             "model": name,
             "adapter": gpu.describe(),
@@ -323,6 +330,8 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
             "gen_tokens": args.gen,
             "repeats": args.repeats,
             "measurements": measurements,
+            "read_bandwidth": bandwidth,
+            "decode_floor_tokens_per_s": floors,
             "constrained": grammar,
         });
         println!("{value:#}");
@@ -339,6 +348,12 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
     println!(
         "medians of {} runs after a warm-up; prefill of {} tokens in chunks of {}; decode of {} tokens",
         args.repeats, args.prefill, args.chunk, args.gen
+    );
+    println!(
+        "read bandwidth: {:.1} GB/s ({} MiB read {}× per submit, wall clock)",
+        bandwidth.bytes_per_second / 1e9,
+        bandwidth.buffer_bytes >> 20,
+        bandwidth.reads_per_submit
     );
     for m in &measurements {
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
@@ -360,6 +375,14 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
                 rate / *sequences as f64
             );
         }
+        let best = m.decode_in_blocks.map(|(rate, _)| rate).into_iter();
+        let best =
+            best.chain(m.decode_tokens_per_s_by_batch.iter().filter(|(b, _)| *b == 1).map(|&(_, r)| r));
+        let floor = floor(m, &bandwidth);
+        println!(
+            "  decode floor at batch 1: {floor:.1} tokens/s (the weights over the read bandwidth); B=1 reached {:.1}% of it",
+            100.0 * best.fold(0.0, f64::max) / floor
+        );
         if let Some((rate, cost)) = &m.decode_in_blocks {
             println!(
                 "  decode B=1   {rate:.1} tokens/s with {} steps per submit ({:.2} submits, {:.0} bytes read back per token)",

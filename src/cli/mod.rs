@@ -1,5 +1,6 @@
 //! The `rwkv-wgpu` command line.
 
+mod bandwidth;
 mod bench;
 mod bench_grammar;
 mod chat;

@@ -2,6 +2,7 @@
 //! `shaders/`, a Rust function here that checks shapes and records a dispatch, and a plain CPU
 //! reference (`*_ref`) of the same math that the tests compare it with.
 
+mod bandwidth;
 mod elementwise;
 mod gather;
 mod linear;
@@ -13,6 +14,7 @@ mod wkv4;
 mod wkv5;
 mod wkv7;
 
+pub use self::bandwidth::{read_sum, read_sum_ref, read_sum_span};
 pub use self::elementwise::lerp_ref;
 pub use self::gather::{embed, embed_ref, gather_last_rows, EMBED_PARTS};
 pub use self::linear::{
@@ -55,6 +57,7 @@ mod wgsl {
     pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
     pub const EMBED: &str = include_str!("../../shaders/embed.wgsl");
+    pub const BANDWIDTH: &str = include_str!("../../shaders/bandwidth.wgsl");
     pub const ROW_STATS: &str = include_str!("../../shaders/row_stats.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
