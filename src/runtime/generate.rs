@@ -138,8 +138,9 @@ pub struct Generation<'s> {
 /// A generation's blocks of decode steps ([`Engine::decode_block`]).
 struct Blocks {
     steps: usize,
-    /// The state before the current block's first token.
-    snapshot: Snapshot,
+    /// The state before the current block's first token; made by the first block, so that a
+    /// generation that ends at its first token allocates nothing.
+    snapshot: Option<Snapshot>,
     /// The tokens the block chose after `Generation::next`; the state has read `next` and all of
     /// these but the last.
     queue: VecDeque<u32>,
@@ -190,7 +191,7 @@ impl Session {
         let blocks = match in_blocks {
             true => Some(Blocks {
                 steps: options.steps_per_submit.min(MAX_BLOCK),
-                snapshot: self.engine().snapshot()?,
+                snapshot: None,
                 queue: VecDeque::new(),
                 returned: Vec::new(),
             }),
@@ -321,7 +322,12 @@ impl Generation<'_> {
         let steps = blocks.steps.min(self.options.max_tokens - self.generated);
         let choices: Vec<Choice> = (0..steps).map(|_| self.sampler.choice()).collect();
         let slot = self.session.slot();
-        let chosen = self.session.engine().decode_block(slot, token, &choices, &blocks.snapshot).await?;
+        let engine = self.session.engine();
+        let snapshot = match &mut blocks.snapshot {
+            Some(snapshot) => snapshot,
+            empty => empty.insert(engine.snapshot()?),
+        };
+        let chosen = engine.decode_block(slot, token, &choices, snapshot).await?;
         chosen.iter().for_each(|&t| self.sampler.count(t));
         blocks.returned = vec![token];
         blocks.queue = chosen.into();
@@ -340,7 +346,11 @@ impl Generation<'_> {
         }
         blocks.queue.clear();
         let slot = self.session.slot();
-        self.session.engine().rewind(slot, &blocks.snapshot, &blocks.returned).await
+        let snapshot = blocks
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a block ran without a snapshot".into()))?;
+        self.session.engine().rewind(slot, snapshot, &blocks.returned).await
     }
 }
 

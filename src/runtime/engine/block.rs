@@ -168,13 +168,12 @@ impl Engine {
             let first = [first];
             let work = [Work::new(slot, &first, Logits::None)];
             let shape = self.check(&work)?;
+            let vocab = self.inner.model.config.vocab;
+            if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::TokenOutOfRange { id, vocab });
+            }
             let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
             self.upload(recorded, &work, shape)?;
-            for &token in tokens {
-                if token as usize >= self.inner.model.config.vocab {
-                    return Err(Error::TokenOutOfRange { id: token, vocab: self.inner.model.config.vocab });
-                }
-            }
             let ids: Vec<f32> = tokens.iter().map(|&id| f32::from_bits(id)).collect();
             block.tokens.write_rows(gpu, 0, &[ids, vec![0.0; MAX_BLOCK - tokens.len()]].concat())?;
             for step in 0..tokens.len() {
