@@ -27,9 +27,9 @@ struct Params {
     stride4: u32,        // vec4s from one row of W to the next
     scales_offset: u32,  // where quantized formats keep their block parameters
     lerp_offset: u32,
-    _padding0: u32,
-    _padding1: u32,
-    _padding2: u32,
+    norm_len: u32,       // channels of the vector input_shifted.wgsl normalizes or remember_input.wgsl keeps
+    eps: f32,            // input_shifted.wgsl's layer norm
+    _padding: u32,
     segment_start: array<vec4<u32>, 2>,
     segment_end: array<vec4<u32>, 2>,   // past the last segment: 0xffffffff
     x_at: array<vec4<u32>, 2>,

@@ -1,4 +1,6 @@
-// Prelude: the sequences of a step, written each step into a uniform buffer (binding 1).
+// Prelude: the sequences of a step, written each step into a uniform buffer that the kernel
+// declares as `sequences` (sequences_binding.wgsl puts it at binding 1; kernels whose binding 1
+// holds something else put it after their storage bindings).
 // A step holds the rows (tokens) of several sequences back to back; sequence s owns rows
 // first_row .. first_row + rows and keeps its recurrent state in slot `slot` of the state
 // tensors.
@@ -20,8 +22,6 @@ struct Sequences {
     _padding2: u32,
     items: array<Sequence, MAX_SEQUENCES>,
 }
-
-@group(0) @binding(1) var<uniform> sequences: Sequences;
 
 // Heads up to this size keep their row of the state in registers (wkv5.wgsl, wkv7.wgsl).
 const MAX_HEAD_SIZE: u32 = 64u;

@@ -82,7 +82,8 @@ fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
                 OperandKind::Bias => (Operand::Bias(&operand_gpu), OperandRef::Bias(&operand)),
                 OperandKind::Gate => (Operand::Gate(&operand_gpu), OperandRef::Gate(&operand)),
             };
-            let epilogue = Epilogue { operand: gpu_operand, activation, accumulate, sparse_input };
+            let epilogue =
+                Epilogue { operand: gpu_operand, activation, accumulate, sparse_input, remember: None };
             run(gpu, |rec| kernels::linear(rec, "linear", &matrix, &x_gpu, &y_gpu, epilogue));
             let previous = accumulate.then_some(&y0[..]);
             let expected = kernels::linear_ref(&weights, cols, &x, ref_operand, activation, previous);

@@ -64,6 +64,10 @@ struct GpuArgs {
     /// device (browsers allow 134217728 by default).
     #[arg(long, global = true, value_name = "BYTES")]
     binding_limit: Option<u64>,
+    /// Decode with a dispatch per layer norm, token shift and LoRA output instead of the fused
+    /// kernels (for comparison).
+    #[arg(long, global = true)]
+    no_fused_decode: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,6 +106,7 @@ impl GpuArgs {
             allow_subgroups: if self.no_subgroups { Some(false) } else { None },
             f16_arithmetic: self.f16_arithmetic,
             binding_limit: self.binding_limit,
+            fused_decode: self.no_fused_decode.then_some(false),
         }
     }
 

@@ -98,6 +98,11 @@ impl Gpu {
                 .iter()
                 .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part });
         let code: String = sizes.chain(parts.map(str::to_string)).collect();
+        // WGSL wants its directives (a weights prelude's `enable f16;`) before any declaration,
+        // wherever their part comes in the assembly.
+        let (directives, declarations): (Vec<&str>, Vec<&str>) =
+            code.lines().partition(|line| line.starts_with("enable "));
+        let code = directives.into_iter().chain(declarations).collect::<Vec<_>>().join("\n");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(source.name),
             source: wgpu::ShaderSource::Wgsl(code.into()),
@@ -158,6 +163,11 @@ impl Gpu {
 }
 
 impl Pipeline {
+    /// How many bindings the kernel has.
+    pub fn binding_count(&self) -> usize {
+        self.bindings.len()
+    }
+
     /// Whether binding `index` is a uniform buffer.
     pub fn binds_uniform(&self, index: usize) -> bool {
         self.bindings.get(index) == Some(&Access::Uniform)

@@ -13,11 +13,14 @@ use super::Gpu;
 use crate::error::{Error, Result};
 use crate::quant::{MatrixFormat, PackedMatrix};
 
-/// Rows `first_row .. first_row + rows` of a matrix, in one buffer: their codes, then their
-/// block parameters from `scales_offset` (in u32 words) on.
+/// Rows `first_row .. first_row + rows` of a matrix, in `size` bytes of a buffer from `offset`
+/// on (small matrices may share a buffer): their codes, then their block parameters from
+/// `scales_offset` (in u32 words) on.
 #[derive(Debug, Clone)]
 pub struct MatrixPart {
     pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
     pub first_row: usize,
     pub rows: usize,
     pub scales_offset: usize,
@@ -25,7 +28,7 @@ pub struct MatrixPart {
 
 impl MatrixPart {
     pub fn binding(&self) -> Binding {
-        Binding::whole(&self.buffer)
+        Binding { buffer: self.buffer.clone(), offset: self.offset, size: self.size }
     }
 }
 
@@ -58,9 +61,56 @@ impl GpuMatrix {
             check_size(gpu, label, (words.len() * 4) as u64)?;
             let buffer = buffer_with(gpu, label, bytemuck::cast_slice(&words), storage_usage())?;
             let scales_offset = part_rows * format.row_words(cols);
-            parts.push(MatrixPart { buffer, first_row, rows: part_rows, scales_offset });
+            let size = buffer.size();
+            parts.push(MatrixPart { buffer, offset: 0, size, first_row, rows: part_rows, scales_offset });
         }
         Ok(GpuMatrix { format, rows, cols, parts })
+    }
+
+    /// Uploads small matrices into one buffer, each at an offset a binding may start at, so that
+    /// one kernel can read them all through one binding ([`GpuMatrix::shared_buffer`]). Falls back
+    /// to [`GpuMatrix::upload`] each when they do not fit one binding together.
+    pub fn upload_together(gpu: &Gpu, label: &str, matrices: &[PackedMatrix]) -> Result<Vec<GpuMatrix>> {
+        let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(16);
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let mut offsets = Vec::with_capacity(matrices.len());
+        let mut end = 0u64;
+        for matrix in matrices {
+            let offset = end.next_multiple_of(align);
+            offsets.push(offset);
+            end = offset + (matrix.words.len() * 4) as u64;
+        }
+        if end > limit || matrices.iter().any(|m| m.words.is_empty()) {
+            return matrices.iter().map(|matrix| GpuMatrix::upload(gpu, label, matrix)).collect();
+        }
+        let mut bytes = vec![0u8; end as usize];
+        for (matrix, &offset) in matrices.iter().zip(&offsets) {
+            let words: &[u8] = bytemuck::cast_slice(&matrix.words);
+            bytes[offset as usize..offset as usize + words.len()].copy_from_slice(words);
+        }
+        let buffer = buffer_with(gpu, label, &bytes, storage_usage())?;
+        let parts = matrices.iter().zip(offsets).map(|(matrix, offset)| {
+            let PackedMatrix { format, rows, cols, .. } = *matrix;
+            let part = MatrixPart {
+                buffer: buffer.clone(),
+                offset,
+                size: (matrix.words.len() * 4) as u64,
+                first_row: 0,
+                rows,
+                scales_offset: rows * format.row_words(cols),
+            };
+            GpuMatrix { format, rows, cols, parts: vec![part] }
+        });
+        Ok(parts.collect())
+    }
+
+    /// The buffer this matrix shares with others uploaded together, and where (in bytes) it
+    /// starts there; `None` unless it is one part in a shared buffer.
+    pub fn shared_buffer(&self) -> Option<(&wgpu::Buffer, u64)> {
+        match self.parts.as_slice() {
+            [part] if part.size < part.buffer.size() || part.offset > 0 => Some((&part.buffer, part.offset)),
+            _ => None,
+        }
     }
 
     /// Uploads a row-major `[rows, cols]` matrix of f16 values, as f16.
@@ -81,6 +131,6 @@ impl GpuMatrix {
 
     /// Bytes the matrix occupies on the GPU.
     pub fn bytes(&self) -> u64 {
-        self.parts.iter().map(|part| part.buffer.size()).sum()
+        self.parts.iter().map(|part| part.size).sum()
     }
 }

@@ -95,6 +95,10 @@ pub struct GpuOptions {
     /// Act as if storage bindings could hold at most this many bytes (to test how large
     /// matrices are split, as browsers' 128 MiB limit requires).
     pub binding_limit: Option<u64>,
+    /// Decode one token in fewer, fused dispatches (`Gpu::fused_decode`): always, never, or
+    /// (`None`) everywhere but on CPU drivers, where every thread of a product normalizing its
+    /// input again made lavapipe's decode ~8% slower (BENCHMARKS.md).
+    pub fused_decode: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -108,6 +112,7 @@ impl Default for GpuOptions {
             allow_subgroups: None,
             f16_arithmetic: false,
             binding_limit: None,
+            fused_decode: None,
         }
     }
 }
@@ -196,6 +201,10 @@ pub struct Gpu {
     /// Compute passes can write GPU timestamps (for profiling).
     pub timestamps: bool,
     pub row_mapping: RowMapping,
+    /// Steps of one token run the fused kernels: the layer norm and token shift in the
+    /// prologue of the products that read them, RWKV-7's time mix between its products in one
+    /// dispatch (6 dispatches per RWKV-7 layer instead of 14).
+    pub fused_decode: bool,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
     lost: LostSlot,
@@ -310,6 +319,7 @@ impl Gpu {
             subgroups,
             timestamps,
             row_mapping,
+            fused_decode: options.fused_decode.unwrap_or(!cpu),
             pipelines: kernel::PipelineCache::default(),
             errors,
             lost,

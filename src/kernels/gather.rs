@@ -7,8 +7,11 @@ use crate::error::Result;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const GATHER: KernelSource =
-    KernelSource { name: "gather", parts: &[wgsl::SEQUENCES, wgsl::GATHER], sizes: SEQUENCE_SIZES };
+const GATHER: KernelSource = KernelSource {
+    name: "gather",
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::GATHER],
+    sizes: SEQUENCE_SIZES,
+};
 const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite];
 
 #[repr(C)]

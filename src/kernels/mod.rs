@@ -13,12 +13,14 @@ mod token_shift;
 mod wkv4;
 mod wkv5;
 mod wkv7;
+mod wkv7_one;
 
 pub use self::bandwidth::{read_sum, read_sum_ref, read_sum_span};
 pub use self::elementwise::lerp_ref;
 pub use self::gather::{embed, embed_ref, gather_last_rows, EMBED_PARTS};
 pub use self::linear::{
-    linear, linear_grouped, linear_ref, Epilogue, Operand, OperandRef, Segment, MAX_SEGMENTS,
+    linear, linear_grouped, linear_ref, linear_shifted, Epilogue, Operand, OperandRef, Remember, Segment,
+    ShiftedInput, ShiftedSegment, MAX_SEGMENTS,
 };
 pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
@@ -33,6 +35,7 @@ pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixe
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
 pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
 pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
+pub use self::wkv7_one::{wkv7_one, wkv7_one_supports, Wkv7OneInputs, WKV7_ONE_MAX_HEAD};
 
 use std::sync::Arc;
 
@@ -50,8 +53,13 @@ mod wgsl {
     pub const WEIGHTS_INT8: &str = include_str!("../../shaders/weights_int8.wgsl");
     pub const WEIGHTS_NF4: &str = include_str!("../../shaders/weights_nf4.wgsl");
     pub const SEQUENCES: &str = include_str!("../../shaders/sequences.wgsl");
+    pub const SEQUENCES_BINDING: &str = include_str!("../../shaders/sequences_binding.wgsl");
     pub const LINEAR_EPILOGUE: &str = include_str!("../../shaders/linear_epilogue.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
+    pub const INPUT_PLAIN: &str = include_str!("../../shaders/input_plain.wgsl");
+    pub const INPUT_SHIFTED: &str = include_str!("../../shaders/input_shifted.wgsl");
+    pub const REMEMBER_INPUT: &str = include_str!("../../shaders/remember_input.wgsl");
+    pub const REMEMBER_NOTHING: &str = include_str!("../../shaders/remember_nothing.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     pub const TILE_F32: &str = include_str!("../../shaders/tile_f32.wgsl");
     pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
@@ -68,6 +76,7 @@ mod wgsl {
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
+    pub const WKV7_ONE: &str = include_str!("../../shaders/wkv7_one.wgsl");
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
 }
 
@@ -145,8 +154,8 @@ impl<'g> Recorder<'g> {
     }
 
     /// Records one dispatch of `pipeline` over `grid`. Binding 0 is always the kernel's uniform
-    /// `params`; a kernel whose binding 1 is uniform too reads the step's sequence table there;
-    /// the storage buffers follow in binding order.
+    /// `params`; any other uniform binding is the step's sequence table; the storage buffers
+    /// fill the rest in binding order.
     fn record<P: bytemuck::Pod>(
         &mut self,
         pipeline: &Arc<Pipeline>,
@@ -162,10 +171,20 @@ impl<'g> Recorder<'g> {
         let uniform = self.gpu.uniform(label, params)?;
         let mut bindings = Vec::with_capacity(storage.len() + 2);
         bindings.push(Binding::whole(&uniform));
-        if pipeline.binds_uniform(1) {
-            bindings.push(Binding::whole(&self.sequences(label)?.buffer));
+        let mut storage = storage.iter();
+        for index in 1..pipeline.binding_count() {
+            let binding = if pipeline.binds_uniform(index) {
+                Binding::whole(&self.sequences(label)?.buffer)
+            } else {
+                storage.next().cloned().ok_or_else(|| {
+                    Error::Internal(format!("{label}: too few storage bindings for its kernel"))
+                })?
+            };
+            bindings.push(binding);
         }
-        bindings.extend_from_slice(storage);
+        if storage.next().is_some() {
+            return Err(Error::Internal(format!("{label}: more storage bindings than its kernel has")));
+        }
         let dispatch = pipeline.dispatch(self.gpu, label, &bindings, workgroups)?;
         self.step.push(dispatch);
         Ok(())

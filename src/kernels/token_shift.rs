@@ -6,12 +6,15 @@ use crate::error::{Error, Result};
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
 
-const TOKEN_SHIFT: KernelSource =
-    KernelSource { name: "token_shift", parts: &[wgsl::SEQUENCES, wgsl::TOKEN_SHIFT], sizes: SEQUENCE_SIZES };
+const TOKEN_SHIFT: KernelSource = KernelSource {
+    name: "token_shift",
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::TOKEN_SHIFT],
+    sizes: SEQUENCE_SIZES,
+};
 const BINDINGS: &[Access] = &[Uniform, Uniform, Read, ReadWrite, Read, ReadWrite];
 const LAYER_NORM_SHIFT: KernelSource = KernelSource {
     name: "layer_norm_shift",
-    parts: &[wgsl::SEQUENCES, wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM_SHIFT],
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::REDUCE, wgsl::ROW_STATS, wgsl::LAYER_NORM_SHIFT],
     sizes: SEQUENCE_SIZES,
 };
 const LAYER_NORM_SHIFT_BINDINGS: &[Access] =

@@ -8,7 +8,7 @@ use crate::gpu::{GpuTensor, KernelSource};
 
 const WKV4: KernelSource = KernelSource {
     name: "wkv4",
-    parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV4],
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV_BINDINGS, wgsl::WKV4],
     sizes: SEQUENCE_SIZES,
 };
 

@@ -8,7 +8,7 @@ use crate::gpu::{GpuTensor, KernelSource};
 
 const WKV5: KernelSource = KernelSource {
     name: "wkv5",
-    parts: &[wgsl::SEQUENCES, wgsl::WKV_BINDINGS, wgsl::WKV5],
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV_BINDINGS, wgsl::WKV5],
     sizes: SEQUENCE_SIZES,
 };
 

@@ -11,8 +11,11 @@ const KEYS: KernelSource =
     KernelSource { name: "wkv7_keys", parts: &[wgsl::REDUCE, wgsl::WKV7_KEYS], sizes: &[] };
 const KEYS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
 
-const WKV7: KernelSource =
-    KernelSource { name: "wkv7", parts: &[wgsl::SEQUENCES, wgsl::WKV7], sizes: SEQUENCE_SIZES };
+const WKV7: KernelSource = KernelSource {
+    name: "wkv7",
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV7],
+    sizes: SEQUENCE_SIZES,
+};
 const WKV7_BINDINGS: &[Access] =
     &[Uniform, Uniform, ReadWrite, Read, Read, Read, Read, Read, Read, ReadWrite];
 

@@ -22,6 +22,10 @@ pub trait Store {
     }
     /// A weight matrix, already in its format.
     fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<Self::Matrix>;
+    /// Small matrices that one kernel reads together (on the GPU: in one buffer).
+    fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<Self::Matrix>> {
+        names.iter().zip(matrices).map(|(name, matrix)| self.matrix(name, matrix)).collect()
+    }
 }
 
 impl Store for Gpu {
@@ -34,6 +38,10 @@ impl Store for Gpu {
 
     fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<GpuMatrix> {
         GpuMatrix::upload(self, name, &matrix)
+    }
+
+    fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<GpuMatrix>> {
+        GpuMatrix::upload_together(self, &names.join("+"), &matrices)
     }
 }
 
@@ -372,6 +380,26 @@ impl<'a, S: Store> Loader<'a, S> {
         let values =
             || Ok(transpose(&self.matrix_values(name, &[inputs, outputs], format)?, inputs, outputs));
         self.pack(name, format, outputs, inputs, values)
+    }
+
+    /// Small matrices stored `[in, out]` with a common `out` (RWKV-7's LoRA outputs), each
+    /// transposed to `[out, in]`, never quantized, kept where one kernel reads them together:
+    /// `factors` are (name, in).
+    pub fn matrices_transposed_together(
+        &self,
+        factors: &[(String, usize)],
+        outputs: usize,
+    ) -> Result<Vec<S::Matrix>> {
+        let mut packed = Vec::with_capacity(factors.len());
+        for (name, inputs) in factors {
+            self.check(name, &[*inputs, outputs])?;
+            let format = self.small_format(name);
+            let values =
+                || Ok(transpose(&self.matrix_values(name, &[*inputs, outputs], format)?, *inputs, outputs));
+            packed.push(self.packed(format, outputs, *inputs, values)?);
+        }
+        let names: Vec<String> = factors.iter().map(|(name, _)| name.clone()).collect();
+        self.store.matrices_together(&names, packed)
     }
 
     /// Packs a checked matrix's values into the store, unless the store keeps no values.

@@ -12,7 +12,8 @@ use rwkv_wgpu::npy::{self, Array};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
-/// native f16 or packed weights, thread-per-row (CPU drivers) or workgroup-per-row (GPUs).
+/// native f16 or packed weights, thread-per-row with the unfused one-token kernels (CPU
+/// drivers) or workgroup-per-row with the fused ones (GPUs).
 pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for allow_f16 in [Some(true), Some(false)] {
@@ -23,6 +24,7 @@ pub fn variants() -> Vec<Gpu> {
                 allow_f16,
                 row_mapping: Some(row_mapping),
                 allow_subgroups: allow_f16,
+                fused_decode: Some(row_mapping == RowMapping::WorkgroupPerRow),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);

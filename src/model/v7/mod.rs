@@ -3,10 +3,13 @@
 //!
 //! Reference: `RWKV_x070_TMix_one` in BlinkDL's `rwkv` package 0.8.32.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{self, Decay7, Sigmoid, Tanh};
-use crate::kernels::{self, BonusGate, Epilogue, KeyInputs, Prev, Recorder, Segment, Wkv7Inputs};
+use crate::kernels::{
+    self, BonusGate, Epilogue, KeyInputs, Prev, Recorder, Segment, ShiftedInput, ShiftedSegment, Wkv7Inputs,
+    Wkv7OneInputs,
+};
 use crate::model::architecture::{
     zero_matrices, Architecture, ChannelMixLayout, StateLayout, TensorNames, TimeMixShape, TunedState, Widths,
 };
@@ -57,6 +60,13 @@ fn time_mix_shape(source: &dyn TensorSource, widths: &Widths) -> Result<TimeMixS
 
 /// The six token-shift mixes of the time mix, in the order they are stacked.
 pub const TIME_MIXES: [&str; 6] = ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"];
+// Their indices in the stack.
+const MIX_R: usize = 0;
+const MIX_W: usize = 1;
+const MIX_K: usize = 2;
+const MIX_V: usize = 3;
+const MIX_A: usize = 4;
+const MIX_G: usize = 5;
 
 /// The value residual: layer 0 remembers its value as `v_first`; later layers pull their value
 /// towards it by a data-dependent amount. (Layer 0's `v0/v1/v2` exist in checkpoints but are
@@ -95,6 +105,9 @@ pub struct TimeMix7<S: Store> {
     pub r_k: S::Vector,
     /// Group norm, [weight; bias].
     pub ln_x: S::Vector,
+    /// The per-channel vectors again, stacked for the one-token kernel ([`kernels::wkv7_one`]):
+    /// k_k, k_a, r_k, ln_x weight, ln_x bias, w0, a0, v0 (zeros in layer 0), [8, C].
+    pub channel: S::Vector,
 }
 
 impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
@@ -102,39 +115,71 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
         let vector = |name: &str| loader.vector(&att(name), c);
-        let lora_out = |name: &str, rank| loader.matrix_transposed(&att(name), rank, c);
         let (decay, rate, gate) = (config.rank("decay"), config.rank("in-context rate"), config.rank("gate"));
 
         let mix_names: Vec<String> = TIME_MIXES.iter().map(|m| att(m)).collect();
         let rkv: Vec<String> =
             ["receptance", "key", "value"].iter().map(|m| att(&format!("{m}.weight"))).collect();
+        // The LoRA outputs in one buffer, which the one-token kernel reads through one binding.
+        let mut outputs = vec![(att("w2"), decay), (att("a2"), rate), (att("g2"), gate)];
+        if layer > 0 {
+            outputs.push((att("v2"), config.rank("value residual")));
+        }
+        let mut outputs = loader.matrices_transposed_together(&outputs, c)?.into_iter();
+        let mut next = || outputs.next().ok_or_else(|| Error::Internal("LoRA outputs missing".into()));
+        let (w2, a2, g2) = (next()?, next()?, next()?);
         let value_residual = if layer == 0 {
             ValueResidual::First
         } else {
-            let rank = config.rank("value residual");
-            ValueResidual::Mix { v0: vector("v0")?, v2: lora_out("v2", rank)? }
+            ValueResidual::Mix { v0: vector("v0")?, v2: next()? }
         };
         let lora_in = lora_inputs(config, layer).map(|(name, rank)| (att(name), rank)).collect::<Vec<_>>();
-        let r_k = loader
-            .store
-            .vector(&att("r_k"), loader.matrix_f32(&att("r_k"), config.heads, config.head_size)?)?;
+        let r_k_values = loader.matrix_f32(&att("r_k"), config.heads, config.head_size)?;
+        let channel = per_channel(loader, config, layer, &r_k_values)?;
+        let r_k = loader.store.vector(&att("r_k"), r_k_values)?;
         Ok(TimeMix7 {
             mixes: loader.stacked(&att("x_*"), &mix_names, c)?,
             rkv: loader.linear_stacked(&rkv, c, c)?,
             output: loader.linear(&att("output.weight"), c, c)?,
             lora_in: loader.matrices_transposed_stacked(&lora_in, c)?,
             w0: vector("w0")?,
-            w2: lora_out("w2", decay)?,
+            w2,
             a0: vector("a0")?,
-            a2: lora_out("a2", rate)?,
+            a2,
             value_residual,
-            g2: lora_out("g2", gate)?,
+            g2,
             k_k: vector("k_k")?,
             k_a: vector("k_a")?,
             r_k,
             ln_x: loader.norm(&att("ln_x"), c)?,
+            channel,
         })
     }
+}
+
+/// [`TimeMix7::channel`]: the per-channel vectors stacked, [8, C].
+fn per_channel<S: Store>(
+    loader: &Loader<S>,
+    config: &ModelConfig,
+    layer: usize,
+    r_k: &[f32],
+) -> Result<S::Vector> {
+    let c = config.embd;
+    let att = |name: &str| format!("blocks.{layer}.att.{name}");
+    let vector = |name: &str| loader.vector_f32(&att(name), c);
+    let mut rows = Vec::with_capacity(8 * c);
+    rows.extend(vector("k_k")?);
+    rows.extend(vector("k_a")?);
+    rows.extend_from_slice(r_k);
+    rows.extend(loader.norm_f32(&att("ln_x"), c)?);
+    rows.extend(vector("w0")?);
+    rows.extend(vector("a0")?);
+    if layer == 0 {
+        rows.extend(std::iter::repeat_n(0.0, c));
+    } else {
+        rows.extend(vector("v0")?);
+    }
+    loader.store.rows(&att("channel"), c, rows)
 }
 
 /// The LoRA input factors of a layer in the order they are stacked, with their ranks: decay,
@@ -198,6 +243,10 @@ impl TimeMix for TimeMix7<Gpu> {
     }
 
     fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch7) -> Result<()> {
+        let one_token = step.input.x.rows == 1 && rec.gpu.fused_decode;
+        if one_token && kernels::wkv7_one_supports(&self.lora_outputs(), step.config.head_size) {
+            return self.record_one(rec, step, s);
+        }
         let LayerStep { config, layer, input, state } = step;
         let heads = config.heads;
         let label = |op: &str| format!("L{layer}.att.{op}");
@@ -256,5 +305,54 @@ impl TimeMix for TimeMix7<Gpu> {
         kernels::group_norm_bonus_gate(rec, &label("ln_x"), heads, &s.y, &self.ln_x, bonus_gate, &s.y_gated)?;
         // 10. x += W_o·y
         linear(rec, "output", &self.output, &s.y_gated, x, Epilogue::ACCUMULATE)
+    }
+}
+
+impl TimeMix7<Gpu> {
+    /// W2, A2, V2 (`None` in layer 0), G2.
+    fn lora_outputs(&self) -> [Option<&GpuMatrix>; 4] {
+        let v2 = match &self.value_residual {
+            ValueResidual::First => None,
+            ValueResidual::Mix { v2, .. } => Some(v2),
+        };
+        [Some(&self.w2), Some(&self.a2), v2, Some(&self.g2)]
+    }
+
+    /// The same equations as [`TimeMix::record`] for a step of one token, in four dispatches:
+    /// the layer norm and token shift run in the products' prologues, and everything between
+    /// the products in one kernel.
+    fn record_one(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch7) -> Result<()> {
+        let LayerStep { config, layer, input, state } = step;
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        let segment = |mix, y, activation| ShiftedSegment { mix, y, activation };
+        let [r, k, v, v_first] = &s.values;
+        let [decay_hidden, rate_hidden, value_hidden, gate_hidden] = &s.hidden;
+        let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.mixes };
+
+        // 1. xa = LN1(x), x_* = xa + (xa_prev − xa) ⊙ x_*; r = W_r·x_r, k = W_k·x_k, v = W_v·x_v
+        //    (layer 0's value is v_first itself)
+        let own_value = if layer == 0 { v_first } else { v };
+        let projections =
+            [segment(MIX_R, r, IDENTITY), segment(MIX_K, k, IDENTITY), segment(MIX_V, own_value, IDENTITY)];
+        let remember = kernels::linear_shifted(rec, &label("rkv"), &self.rkv, shifted, &projections)?;
+        // 2. The LoRA inputs: tanh(x_w·w1), x_a·a1, x_v·v1 (not in layer 0), σ(x_g·g1)
+        let mut lora = vec![segment(MIX_W, decay_hidden, Tanh), segment(MIX_A, rate_hidden, IDENTITY)];
+        if layer > 0 {
+            lora.push(segment(MIX_V, value_hidden, IDENTITY));
+        }
+        lora.push(segment(MIX_G, gate_hidden, Sigmoid));
+        // It normalizes the same input again: the first product's `remember` stands for both.
+        let _ = kernels::linear_shifted(rec, &label("lora_in"), &self.lora_in, shifted, &lora)?;
+        // 3. w, a, v, g from the LoRAs; kk, k'; S ← S·diag(w) + (S·(−kk))·(kk⊙a)ᵀ + v·k'ᵀ;
+        //    y = (GroupNorm(S·r) + (Σ r⊙k'⊙r_k)·v) ⊙ g; the sequence remembers xa
+        let inputs = Wkv7OneInputs {
+            values: [r, k, v, v_first],
+            hidden: [decay_hidden, rate_hidden, value_hidden, gate_hidden],
+            lora: self.lora_outputs(),
+            channel: &self.channel,
+        };
+        kernels::wkv7_one(rec, &label("wkv_one"), config.heads, (inputs, &state.wkv), &s.y_gated, remember)?;
+        // 4. x += W_o·y
+        kernels::linear(rec, &label("output"), &self.output, &s.y_gated, input.x, Epilogue::ACCUMULATE)
     }
 }

@@ -3,67 +3,16 @@
 //! One row (decoding one sequence) runs the matrix-vector kernels; more rows run the tiled
 //! matrix-matrix kernels.
 
-use super::{expect_shape, to_u32, wgsl, Activation, Recorder};
+mod reference;
+mod sources;
+
+pub use self::reference::{linear_ref, OperandRef};
+
+use self::sources::{source, Variant};
+use super::{expect_shape, to_u32, Activation, NormInput, Recorder, LN_EPS};
 use crate::error::{Error, Result};
-use crate::gpu::Access::{Read, ReadWrite, Uniform};
-use crate::gpu::{Access, Binding, Gpu, GpuMatrix, GpuTensor, KernelSource, RowMapping};
+use crate::gpu::{Binding, GpuMatrix, GpuTensor, RowMapping};
 use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
-
-/// The kernel assemblies for one way of storing weights: its prelude (binding 1 and
-/// `load_weight4`) before the matrix-vector kernel (with the workgroup reduction) and before the
-/// matrix-matrix kernel with tiles of `$tile`.
-macro_rules! products {
-    ($matvec:ident, $matmul:ident, $name:literal, $weights:expr, $tile:expr) => {
-        const $matvec: KernelSource = KernelSource {
-            name: concat!("matvec_", $name),
-            parts: &[$weights, wgsl::REDUCE, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATVEC],
-            sizes: &[],
-        };
-        const $matmul: KernelSource = KernelSource {
-            name: concat!("matmul_", $name),
-            parts: &[$weights, $tile, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-            sizes: &[],
-        };
-    };
-}
-
-products!(MATVEC_F32, MATMUL_F32, "f32", wgsl::WEIGHTS_F32, wgsl::TILE_F32);
-products!(MATVEC_BF16, MATMUL_BF16, "bf16", wgsl::WEIGHTS_BF16, wgsl::TILE_F32);
-products!(MATVEC_F16, MATMUL_F16, "f16", wgsl::WEIGHTS_F16, wgsl::TILE_F32);
-products!(MATVEC_PACKED, MATMUL_PACKED, "packed", wgsl::WEIGHTS_PACKED, wgsl::TILE_F32);
-products!(MATVEC_INT8, MATMUL_INT8, "int8", wgsl::WEIGHTS_INT8, wgsl::TILE_F32);
-products!(MATVEC_NF4, MATMUL_NF4, "nf4", wgsl::WEIGHTS_NF4, wgsl::TILE_F32);
-const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
-    name: "matmul_f16_arithmetic",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
-    sizes: &[],
-};
-
-/// The assembly for a matrix format, one or more rows, and the adapter's features. Only f16
-/// weights may multiply in f16: f32 and bf16 storage exist to run a checkpoint exactly, so their
-/// tiles stay f32.
-fn source(format: MatrixFormat, one_row: bool, gpu: &Gpu) -> &'static KernelSource {
-    if format == MatrixFormat::F16 && !one_row && gpu.f16_arithmetic {
-        return &MATMUL_F16_ARITHMETIC;
-    }
-    let (matvec, matmul) = match (format, gpu.f16) {
-        (MatrixFormat::F32, _) => (&MATVEC_F32, &MATMUL_F32),
-        (MatrixFormat::Bf16, _) => (&MATVEC_BF16, &MATMUL_BF16),
-        (MatrixFormat::F16, true) => (&MATVEC_F16, &MATMUL_F16),
-        (MatrixFormat::F16, false) => (&MATVEC_PACKED, &MATMUL_PACKED),
-        (MatrixFormat::Int8, _) => (&MATVEC_INT8, &MATMUL_INT8),
-        (MatrixFormat::Nf4, _) => (&MATVEC_NF4, &MATMUL_NF4),
-    };
-    if one_row {
-        matvec
-    } else {
-        matmul
-    }
-}
-
-/// params, weights, x, y, and the operand: always bound (the input's buffer again, never read,
-/// when there is none), so that one entry point per row mapping serves every epilogue.
-const BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite, Read];
 
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
 /// drivers (`blocked`).
@@ -85,7 +34,9 @@ struct Params {
     stride4: u32,
     scales_offset: u32,
     lerp_offset: u32,
-    padding: [u32; 3],
+    norm_len: u32,
+    eps: f32,
+    padding: u32,
     segment_start: [u32; MAX_SEGMENTS],
     segment_end: [u32; MAX_SEGMENTS],
     x_at: [u32; MAX_SEGMENTS],
@@ -129,6 +80,9 @@ pub struct Epilogue<'a> {
     /// The input is mostly exact zeros (after a squared ReLU): the matrix-vector kernels skip
     /// the weights that would multiply them, which saves reading them.
     pub sparse_input: bool,
+    /// A normalized input that [`linear_shifted`] left for later: the product also stores it
+    /// as its sequence's previous input (one row only).
+    pub remember: Option<Remember<'a>>,
 }
 
 impl Epilogue<'_> {
@@ -137,6 +91,7 @@ impl Epilogue<'_> {
         activation: Activation::None,
         accumulate: false,
         sparse_input: false,
+        remember: None,
     };
     pub const ACCUMULATE: Epilogue<'static> = Epilogue { accumulate: true, ..Epilogue::PLAIN };
 
@@ -164,6 +119,51 @@ impl<'a> Epilogue<'a> {
     pub fn sparse_input(self) -> Epilogue<'a> {
         Epilogue { sparse_input: true, ..self }
     }
+
+    /// The same, also storing what [`linear_shifted`] left to remember.
+    pub fn remembering(self, remember: Remember<'a>) -> Epilogue<'a> {
+        Epilogue { remember: Some(remember), ..self }
+    }
+}
+
+/// The input of a one-row product computed in its prologue: `n = LayerNorm(input.x)` with
+/// `input.norm`, shifted per segment as `n + (prev[slot] − n) ⊙ mixes[m]` (what
+/// [`super::layer_norm_shift`] writes for many rows, without its dispatch).
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedInput<'a> {
+    /// `normed` receives n.
+    pub input: NormInput<'a>,
+    /// Each sequence's previous normalized input, [slots, C]: read, not changed.
+    pub prev: &'a GpuTensor,
+    /// [mixes, C]
+    pub mixes: &'a GpuTensor,
+}
+
+/// One matrix of a shifted grouped product: the next `y.cols` rows of the stacked matrix read
+/// the input shifted by mix `mix`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedSegment<'a> {
+    pub mix: usize,
+    pub y: &'a GpuTensor,
+    pub activation: Activation,
+}
+
+/// What a shifted product leaves to do: store its normalized input as the sequence's previous
+/// one, which it cannot do itself (every workgroup reads the old one). A later kernel of the
+/// layer does it ([`Epilogue::remembering`], or the RWKV-7 recurrence for one token).
+#[derive(Debug, Clone, Copy)]
+#[must_use = "the sequence's state is only updated by a kernel that takes this"]
+pub struct Remember<'a> {
+    pub normed: &'a GpuTensor,
+    pub prev: &'a GpuTensor,
+}
+
+/// How a product's inputs are given.
+enum Inputs<'a> {
+    /// One tensor per segment, all in one buffer.
+    Tensors(Vec<&'a GpuTensor>),
+    /// Computed in the prologue, one mix per segment.
+    Shifted(ShiftedInput<'a>, Vec<usize>),
 }
 
 /// One matrix of a grouped product: the next `y.cols` rows of the stacked matrix map `x` to `y`.
@@ -200,17 +200,9 @@ pub fn linear_grouped(
     segments: &[Segment],
     epilogue: Epilogue,
 ) -> Result<()> {
-    if epilogue.activation != Activation::None {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: a grouped product's activations are per segment"
-        )));
-    }
     let Some(first) = segments.first() else {
         return Err(Error::InvalidArgument(format!("{label}: a product needs at least one segment")));
     };
-    if segments.len() > MAX_SEGMENTS {
-        return Err(Error::InvalidArgument(format!("{label}: more than {MAX_SEGMENTS} segments")));
-    }
     let rows = first.x.rows;
     for (index, segment) in segments.iter().enumerate() {
         if segment.x.cols != matrix.cols {
@@ -221,12 +213,78 @@ pub fn linear_grouped(
             )));
         }
         expect_shape(label, "input", segment.x, rows, matrix.cols)?;
-        expect_shape(label, "output", segment.y, rows, segment.y.cols)?;
     }
-    let outputs: usize = segments.iter().map(|s| s.y.cols).sum();
-    if outputs != matrix.rows {
+    let outputs: Vec<(&GpuTensor, Activation)> = segments.iter().map(|s| (s.y, s.activation)).collect();
+    let inputs = Inputs::Tensors(segments.iter().map(|s| s.x).collect());
+    record_product(rec, label, matrix, (inputs, rows), &outputs, epilogue)
+}
+
+/// Records a one-row grouped product whose input is computed in its prologue (see
+/// [`ShiftedInput`]): one dispatch instead of [`super::layer_norm_shift`]'s and the product's.
+/// `shifted.input.normed` receives the normalized input, and the returned [`Remember`] must be
+/// passed to a later kernel of the layer, which stores it as the sequence's previous input.
+pub fn linear_shifted<'a>(
+    rec: &mut Recorder,
+    label: &str,
+    matrix: &GpuMatrix,
+    shifted: ShiftedInput<'a>,
+    segments: &[ShiftedSegment],
+) -> Result<Remember<'a>> {
+    let ShiftedInput { input, prev, mixes } = shifted;
+    let c = input.x.cols;
+    if input.x.rows != 1 {
         return Err(Error::InvalidArgument(format!(
-            "{label}: the outputs have {outputs} columns in all, the matrix has {} rows",
+            "{label}: a shifted product takes one row, not {}",
+            input.x.rows
+        )));
+    }
+    if matrix.cols != c {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: `x` has {c} columns, the matrix takes {}",
+            matrix.cols
+        )));
+    }
+    expect_shape(label, "norm", input.norm, 2, c)?;
+    expect_shape(label, "normed", input.normed, 1, c)?;
+    expect_shape(label, "prev", prev, prev.rows, c)?;
+    expect_shape(label, "mixes", mixes, mixes.rows, c)?;
+    if let Some(segment) = segments.iter().find(|s| s.mix >= mixes.rows) {
+        return Err(Error::InvalidArgument(format!("{label}: mix {} of {} mixes", segment.mix, mixes.rows)));
+    }
+    let outputs: Vec<(&GpuTensor, Activation)> = segments.iter().map(|s| (s.y, s.activation)).collect();
+    let inputs = Inputs::Shifted(shifted, segments.iter().map(|s| s.mix).collect());
+    record_product(rec, label, matrix, (inputs, 1), &outputs, Epilogue::PLAIN)?;
+    Ok(Remember { normed: input.normed, prev })
+}
+
+/// Records `y (+)= epilogue(W·x)` for `rows` rows, the outputs `(y, activation)` covering the
+/// matrix's rows in order.
+fn record_product(
+    rec: &mut Recorder,
+    label: &str,
+    matrix: &GpuMatrix,
+    (inputs, rows): (Inputs, usize),
+    outputs: &[(&GpuTensor, Activation)],
+    epilogue: Epilogue,
+) -> Result<()> {
+    if epilogue.activation != Activation::None {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: a grouped product's activations are per segment"
+        )));
+    }
+    let Some(&(first_y, _)) = outputs.first() else {
+        return Err(Error::InvalidArgument(format!("{label}: a product needs at least one segment")));
+    };
+    if outputs.len() > MAX_SEGMENTS {
+        return Err(Error::InvalidArgument(format!("{label}: more than {MAX_SEGMENTS} segments")));
+    }
+    for (y, _) in outputs {
+        expect_shape(label, "output", y, rows, y.cols)?;
+    }
+    let total: usize = outputs.iter().map(|(y, _)| y.cols).sum();
+    if total != matrix.rows {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: the outputs have {total} columns in all, the matrix has {} rows",
             matrix.rows
         )));
     }
@@ -246,20 +304,56 @@ pub fn linear_grouped(
             (Some(bias), OperandKind::Lerp)
         }
     };
-    let inputs: Vec<&GpuTensor> = segments.iter().map(|s| s.x).collect();
-    let mut outputs: Vec<&GpuTensor> = segments.iter().map(|s| s.y).collect();
+    let mut ys: Vec<&GpuTensor> = outputs.iter().map(|(y, _)| *y).collect();
     let mut lerp_offset = 0;
     if let Operand::Lerp { target, .. } = epilogue.operand {
-        if segments.len() != 1 || target.buffer != first.y.buffer || target.offset <= first.y.offset {
+        if outputs.len() != 1 || target.buffer != first_y.buffer || target.offset <= first_y.offset {
             return Err(Error::InvalidArgument(format!(
                 "{label}: a lerp target must follow the single output in its buffer"
             )));
         }
-        lerp_offset = to_u32(label, ((target.offset - first.y.offset) / 4) as usize)?;
-        outputs.push(target);
+        lerp_offset = to_u32(label, ((target.offset - first_y.offset) / 4) as usize)?;
+        ys.push(target);
     }
-    let (x_binding, x_offsets) = covering(label, "inputs", &inputs)?;
-    let (y_binding, y_offsets) = covering(label, "outputs", &outputs)?;
+    let (y_binding, y_offsets) = covering(label, "outputs", &ys)?;
+    let cols4 = matrix.cols.div_ceil(4);
+    // The input binding, each segment's input (in vec4s), and the variant's own bindings.
+    let (x_binding, x_at, variant, mut extra) = match &inputs {
+        Inputs::Tensors(tensors) => {
+            let (binding, offsets) = covering(label, "inputs", tensors)?;
+            if offsets.iter().any(|offset| offset % 16 != 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "{label}: grouped inputs must start on 16-byte boundaries"
+                )));
+            }
+            let at = offsets.iter().map(|offset| (offset / 16) as usize).collect::<Vec<_>>();
+            (binding, at, Variant::Plain, Vec::new())
+        }
+        Inputs::Shifted(ShiftedInput { input, prev, mixes }, mix) => {
+            let at = mix.iter().map(|m| m * cols4).collect();
+            let extra = vec![input.norm.binding(), prev.binding(), mixes.binding(), input.normed.binding()];
+            (input.x.binding(), at, Variant::Shifted, extra)
+        }
+    };
+    let mut norm_len = match &inputs {
+        Inputs::Shifted(shifted, _) => shifted.input.x.cols,
+        Inputs::Tensors(_) => 0,
+    };
+    let one_row = rows == 1;
+    let variant = match epilogue.remember {
+        None => variant,
+        Some(_) if !one_row || variant != Variant::Plain => {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: only a one-row product with a plain input can remember a shifted input"
+            )))
+        }
+        Some(Remember { normed, prev }) => {
+            expect_shape(label, "normed", normed, 1, prev.cols)?;
+            norm_len = prev.cols;
+            extra = vec![normed.binding(), prev.binding()];
+            Variant::Remembering
+        }
+    };
 
     let gpu = rec.gpu;
     let mut constants = vec![
@@ -272,47 +366,44 @@ pub fn linear_grouped(
         MatrixFormat::Nf4 => constants.push(("NF4_BLOCK", NF4_BLOCK as f64)),
         _ => {}
     }
-    let one_row = rows == 1;
     if epilogue.sparse_input && one_row {
         constants.push(("SPARSE_INPUT", 1.0));
     }
     let pipeline = gpu.pipeline(
-        source(matrix.format, one_row, gpu),
+        source(matrix.format, one_row.then_some(variant), gpu),
         entry(gpu.row_mapping, one_row),
-        BINDINGS,
+        variant.bindings(),
         &constants,
     )?;
 
     let mut params = Params {
         rows: to_u32(label, rows)?,
         out_cols: to_u32(label, matrix.rows)?,
-        cols4: to_u32(label, matrix.cols.div_ceil(4))?,
+        cols4: to_u32(label, cols4)?,
         stride4: to_u32(label, matrix.row_vec4s())?,
         lerp_offset,
+        norm_len: to_u32(label, norm_len)?,
+        eps: LN_EPS,
         segment_end: [u32::MAX; MAX_SEGMENTS],
         ..bytemuck::Zeroable::zeroed()
     };
     let mut start = 0;
-    let mut ranges = Vec::with_capacity(segments.len());
-    for (index, segment) in segments.iter().enumerate() {
-        let end = start + segment.y.cols;
+    let mut ranges = Vec::with_capacity(outputs.len());
+    for (index, (y, activation)) in outputs.iter().enumerate() {
+        let end = start + y.cols;
         params.segment_start[index] = to_u32(label, start)?;
         params.segment_end[index] = to_u32(label, end)?;
-        params.x_at[index] = to_u32(label, (x_offsets[index] / 16) as usize)?;
+        params.x_at[index] = to_u32(label, x_at[index])?;
         params.y_at[index] = to_u32(label, (y_offsets[index] / 4) as usize)?;
-        params.activation[index] = segment.activation as u32;
+        params.activation[index] = *activation as u32;
         ranges.push(start..end);
         start = end;
-    }
-    if x_offsets.iter().any(|offset| offset % 16 != 0) {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: grouped inputs must start on 16-byte boundaries"
-        )));
     }
 
     for part in &matrix.parts {
         let mut storage = vec![part.binding(), x_binding.clone(), y_binding.clone()];
         storage.push(operand.map_or_else(|| x_binding.clone(), GpuTensor::binding));
+        storage.extend(extra.iter().cloned());
         params.scales_offset = to_u32(label, part.scales_offset)?;
         let part_rows = part.first_row..part.first_row + part.rows;
         if one_row {
@@ -369,44 +460,4 @@ fn entry(mapping: RowMapping, one_row: bool) -> &'static str {
         (RowMapping::ThreadPerRow, false) => "blocked",
         (RowMapping::WorkgroupPerRow, false) => "tiled",
     }
-}
-
-/// The operand of [`linear_ref`].
-#[derive(Debug, Clone, Copy)]
-pub enum OperandRef<'a> {
-    None,
-    /// One per output.
-    Bias(&'a [f32]),
-    /// One per output and row.
-    Gate(&'a [f32]),
-}
-
-/// CPU reference of [`linear`]: `matrix` is row-major `[out, in]` with `in` = `in_cols` (the
-/// values the GPU decodes from its format), `x` rows of `in_cols`; `accumulate_into` holds the
-/// previous output when accumulating.
-pub fn linear_ref(
-    matrix: &[f32],
-    in_cols: usize,
-    x: &[f32],
-    operand: OperandRef,
-    activation: Activation,
-    accumulate_into: Option<&[f32]>,
-) -> Vec<f32> {
-    let outputs = matrix.len() / in_cols.max(1);
-    let mut y = Vec::with_capacity(x.len() / in_cols.max(1) * outputs);
-    for (r, x_row) in x.chunks_exact(in_cols.max(1)).enumerate() {
-        for o in 0..outputs {
-            let weights = &matrix[o * in_cols..(o + 1) * in_cols];
-            let dot: f64 = weights.iter().zip(x_row).map(|(&w, &x)| f64::from(w) * f64::from(x)).sum();
-            let value = match operand {
-                OperandRef::None => activation.apply(dot),
-                OperandRef::Bias(bias) => activation.apply(dot + f64::from(bias[o])),
-                OperandRef::Gate(gate) => activation.apply(dot) * f64::from(gate[r * outputs + o]),
-            };
-            let at = r * outputs + o;
-            let base = accumulate_into.map_or(0.0, |y| f64::from(y[at]));
-            y.push((base + value) as f32);
-        }
-    }
-    y
 }

@@ -1,0 +1,253 @@
+//! The fused kernels of a one-token step against their CPU references on both of the CI's
+//! drivers, and whole models decoded with and without them.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, upload, Rng};
+use rwkv_wgpu::gpu::{Gpu, GpuMatrix, GpuOptions, GpuTensor};
+use rwkv_wgpu::kernels::{
+    self, Activation, Epilogue, NormInput, OperandRef, Prev, Recorder, SequenceEntry, Sequences,
+    ShiftedInput, ShiftedSegment, Wkv7OneInputs,
+};
+use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
+use rwkv_wgpu::model::{LoadOptions, Model};
+use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Logits, Session};
+
+const SLOTS: usize = 3;
+const SLOT: usize = 2;
+
+/// Every Vulkan variant (f16 or packed weights, both row mappings) and the GL backend.
+fn gpus() -> Vec<Gpu> {
+    let mut gpus = common::variants();
+    gpus.push(common::gl_gpu());
+    gpus
+}
+
+/// Runs a step of one token in slot `SLOT`.
+fn run(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> rwkv_wgpu::Result<()>) {
+    let sequences = Sequences::new(gpu, 1).unwrap();
+    sequences.write(gpu, &[SequenceEntry { slot: SLOT, first_row: 0, rows: 1 }]).unwrap();
+    let mut rec = Recorder::with_sequences(gpu, &sequences);
+    record(&mut rec).expect("recording failed");
+    rec.finish().run(gpu);
+    gpu.wait().expect("GPU error");
+}
+
+/// A random f16 matrix on the GPU and the values it holds.
+fn matrix(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize) -> (GpuMatrix, Vec<f32>) {
+    let packed = PackedMatrix::pack(MatrixFormat::F16, rows, cols, &rng.vec(rows * cols, -0.5, 0.5)).unwrap();
+    (GpuMatrix::upload(gpu, "w", &packed).unwrap(), packed.unpack())
+}
+
+fn slot_row(values: &[f32], cols: usize, slot: usize) -> &[f32] {
+    &values[slot * cols..(slot + 1) * cols]
+}
+
+/// The product whose prologue normalizes and shifts its input gives what layer norm, token
+/// shift and the product give one after another; it stores the normalized input and leaves
+/// the state alone, and a later product that remembers it stores it in the sequence's slot only.
+#[test]
+fn shifted_product_then_remembering_product_match_their_references() {
+    for gpu in gpus() {
+        for c in [96usize, 70] {
+            let mut rng = Rng::new(c as u64);
+            let x = rng.vec(c, -2.0, 3.0);
+            let norm = [rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5)].concat();
+            let prev = rng.vec(SLOTS * c, -1.0, 1.0);
+            let mixes = rng.vec(3 * c, 0.0, 1.0);
+            let (x_gpu, norm_gpu, prev_gpu, mixes_gpu) = (
+                upload(&gpu, c, &x),
+                upload(&gpu, c, &norm),
+                upload(&gpu, c, &prev),
+                upload(&gpu, c, &mixes),
+            );
+            let normed_gpu = GpuTensor::zeros(&gpu, "normed", 1, c).unwrap();
+            let (w, w_values) = matrix(&gpu, &mut rng, 40 + 24, c);
+            let (out, _) = GpuTensor::stack(&gpu, "out", 2, 1, 40).unwrap();
+            let outputs = [out[0].clone(), GpuTensor { cols: 24, ..out[1].clone() }];
+            let (w_remember, w_remember_values) = matrix(&gpu, &mut rng, 8, 40);
+            let remembered_out = GpuTensor::zeros(&gpu, "y", 1, 8).unwrap();
+
+            let input = NormInput { x: &x_gpu, norm: &norm_gpu, normed: &normed_gpu };
+            let shifted = ShiftedInput { input, prev: &prev_gpu, mixes: &mixes_gpu };
+            let segments = [
+                ShiftedSegment { mix: 2, y: &outputs[0], activation: Activation::Tanh },
+                ShiftedSegment { mix: 0, y: &outputs[1], activation: Activation::None },
+            ];
+            run(&gpu, |rec| kernels::linear_shifted(rec, "shifted", &w, shifted, &segments).map(|_| ()));
+            let name = gpu.describe();
+            let n = kernels::layer_norm_ref(&x, &norm[..c], &norm[c..]);
+            assert_close(&format!("{name}: normed, C={c}"), &normed_gpu.read(&gpu).unwrap(), &n, 1e-5);
+            assert_eq!(prev_gpu.read(&gpu).unwrap(), prev, "{name}: the shifted product changed the state");
+            let mut old = slot_row(&prev, c, SLOT).to_vec();
+            let shifted_ref = kernels::token_shift_ref(&n, &mut old, &mixes, Prev::Keep);
+            let (rows0, rows1) = w_values.split_at(40 * c);
+            let y0 = kernels::linear_ref(rows0, c, &shifted_ref[2], OperandRef::None, Activation::Tanh, None);
+            let y1 = kernels::linear_ref(rows1, c, &shifted_ref[0], OperandRef::None, Activation::None, None);
+            assert_close(&format!("{name}: segment 0, C={c}"), &outputs[0].read(&gpu).unwrap(), &y0, 1e-4);
+            assert_close(&format!("{name}: segment 1, C={c}"), &outputs[1].read(&gpu).unwrap(), &y1, 1e-4);
+
+            let remember = kernels::Remember { normed: &normed_gpu, prev: &prev_gpu };
+            let epilogue = Epilogue::PLAIN.remembering(remember);
+            run(&gpu, |rec| {
+                kernels::linear(rec, "remembering", &w_remember, &outputs[0], &remembered_out, epilogue)
+            });
+            let y =
+                kernels::linear_ref(&w_remember_values, 40, &y0, OperandRef::None, Activation::None, None);
+            assert_close(
+                &format!("{name}: remembering product"),
+                &remembered_out.read(&gpu).unwrap(),
+                &y,
+                1e-4,
+            );
+            let state = prev_gpu.read(&gpu).unwrap();
+            for slot in 0..SLOTS {
+                let expected =
+                    if slot == SLOT { &normed_gpu.read(&gpu).unwrap()[..] } else { slot_row(&prev, c, slot) };
+                assert_eq!(slot_row(&state, c, slot), expected, "{name}: slot {slot} after remembering");
+            }
+        }
+    }
+}
+
+/// RWKV-7's one-token kernel gives what the LoRA output products, key shaping, the recurrence
+/// and group norm with bonus and gate give, in layer 0 (no value residual) and later layers,
+/// for heads of 64 and 16 channels; the state of other slots is untouched.
+#[test]
+fn one_token_time_mix_matches_its_kernels_references() {
+    for gpu in [common::default_gpu(), common::gl_gpu()] {
+        for (heads, n, value_residual) in [(2usize, 64usize, true), (4, 16, false), (3, 16, true)] {
+            let c = heads * n;
+            let ranks = [8usize, 12, 4, 16];
+            let mut rng = Rng::new((c + heads) as u64);
+            let values =
+                [rng.vec(c, -1.0, 1.0), rng.vec(c, -1.0, 1.0), rng.vec(c, -1.0, 1.0), rng.vec(c, -1.0, 1.0)];
+            let hidden: Vec<Vec<f32>> = ranks.iter().map(|&r| rng.vec(r, -1.0, 1.0)).collect();
+            let lora: Vec<PackedMatrix> = ranks
+                .iter()
+                .map(|&r| PackedMatrix::pack(MatrixFormat::F16, c, r, &rng.vec(c * r, -0.5, 0.5)).unwrap())
+                .collect();
+            let channel = [
+                rng.vec(c, 0.5, 1.5),
+                rng.vec(c, 0.0, 1.0),
+                rng.vec(c, -1.0, 1.0),
+                rng.vec(c, 0.5, 1.5),
+                rng.vec(c, -0.5, 0.5),
+                rng.vec(c, -1.0, 1.0),
+                rng.vec(c, -1.0, 1.0),
+                rng.vec(c, -1.0, 1.0),
+            ];
+            let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
+            let normed = rng.vec(c, -1.0, 1.0);
+            let prev = rng.vec(SLOTS * c, -1.0, 1.0);
+
+            let (values_gpu, _) = GpuTensor::stack(&gpu, "values", 4, 1, c).unwrap();
+            for (entry, data) in values_gpu.iter().zip(&values) {
+                entry.write(&gpu, data).unwrap();
+            }
+            let (hidden_gpu, _) = GpuTensor::stack(&gpu, "hidden", 4, 1, 16).unwrap();
+            let hidden_gpu: Vec<GpuTensor> = hidden_gpu
+                .iter()
+                .zip(ranks)
+                .map(|(entry, r)| GpuTensor { cols: r, ..entry.clone() })
+                .collect();
+            for (entry, data) in hidden_gpu.iter().zip(&hidden) {
+                entry.write(&gpu, data).unwrap();
+            }
+            let stored: Vec<PackedMatrix> = lora
+                .iter()
+                .enumerate()
+                .filter(|&(m, _)| value_residual || m != 2)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let mut together = GpuMatrix::upload_together(&gpu, "lora", &stored).unwrap().into_iter();
+            let mut lora_gpu: [Option<GpuMatrix>; 4] = Default::default();
+            for (m, slot) in lora_gpu.iter_mut().enumerate() {
+                if value_residual || m != 2 {
+                    *slot = together.next();
+                }
+            }
+            let channel_gpu = upload(&gpu, c, &channel.concat());
+            let state_gpu = upload(&gpu, c * n, &state);
+            let (normed_gpu, prev_gpu) = (upload(&gpu, c, &normed), upload(&gpu, c, &prev));
+            let out_gpu = GpuTensor::zeros(&gpu, "out", 1, c).unwrap();
+            let inputs = Wkv7OneInputs {
+                values: [&values_gpu[0], &values_gpu[1], &values_gpu[2], &values_gpu[3]],
+                hidden: [&hidden_gpu[0], &hidden_gpu[1], &hidden_gpu[2], &hidden_gpu[3]],
+                lora: [
+                    lora_gpu[0].as_ref(),
+                    lora_gpu[1].as_ref(),
+                    lora_gpu[2].as_ref(),
+                    lora_gpu[3].as_ref(),
+                ],
+                channel: &channel_gpu,
+            };
+            let remember = kernels::Remember { normed: &normed_gpu, prev: &prev_gpu };
+            run(&gpu, |rec| {
+                kernels::wkv7_one(rec, "wkv7_one", heads, (inputs, &state_gpu), &out_gpu, remember)
+            });
+
+            let lora_out = |m: usize, bias: Option<&[f32]>, activation| {
+                let operand = bias.map_or(OperandRef::None, OperandRef::Bias);
+                kernels::linear_ref(&lora[m].unpack(), ranks[m], &hidden[m], operand, activation, None)
+            };
+            let w = lora_out(0, Some(&channel[5]), Activation::Decay7);
+            let a = lora_out(1, Some(&channel[6]), Activation::Sigmoid);
+            let g = lora_out(3, None, Activation::None);
+            let [r, k, v_own, v_first] = &values;
+            let v: Vec<f32> = if value_residual {
+                let pull = lora_out(2, Some(&channel[7]), Activation::Sigmoid);
+                (0..c).map(|i| v_own[i] + (v_first[i] - v_own[i]) * pull[i]).collect()
+            } else {
+                v_first.clone()
+            };
+            let (kk, k_written) = kernels::wkv7_keys_ref(heads, k, &a, &channel[0], &channel[1]);
+            let mut expected_state = state.clone();
+            let slot_state = &mut expected_state[SLOT * c * n..(SLOT + 1) * c * n];
+            let y = kernels::wkv7_ref(heads, slot_state, r, &w, &k_written, &v, &kk, &a);
+            let ln_x = (&channel[3][..], &channel[4][..]);
+            let out = kernels::group_norm_bonus_gate_ref(heads, &y, ln_x, r, &k_written, &v, &channel[2], &g);
+
+            let name = format!("{}: {heads}×{n}, value residual {value_residual}", gpu.describe());
+            assert_close(&format!("{name}: out"), &out_gpu.read(&gpu).unwrap(), &out, 1e-4);
+            assert_close(&format!("{name}: state"), &state_gpu.read(&gpu).unwrap(), &expected_state, 1e-5);
+            let mut expected_prev = prev.clone();
+            expected_prev[SLOT * c..(SLOT + 1) * c].copy_from_slice(&normed);
+            assert_eq!(prev_gpu.read(&gpu).unwrap(), expected_prev, "{name}: remembered input");
+        }
+    }
+}
+
+/// A model decoded token by token gives the same logits with the fused kernels as without, in
+/// a slot other than the first, on every variant; a layer costs 6 dispatches instead of 14.
+#[test]
+fn fused_decode_matches_the_unfused_kernels_in_6_dispatches_per_layer() {
+    let source = SyntheticV7::new(Shape::rwkv7(3, 128, 256, 64), 5);
+    let tokens = [5u32, 17, 3, 250, 9, 9, 41];
+    for options in [
+        common::default_options(),
+        GpuOptions { backend: Some(rwkv_wgpu::gpu::Backend::Gl), ..GpuOptions::default() },
+    ] {
+        let run = |fused: bool| {
+            let gpu =
+                Arc::new(Gpu::new(&GpuOptions { fused_decode: Some(fused), ..options.clone() }).unwrap());
+            let model = Model::from_source(gpu, &source, &LoadOptions::default()).unwrap();
+            let engine = Engine::new(Arc::new(model), EngineOptions { slots: 2, chunk: 8 }).unwrap();
+            let per_token = engine.prepare(1, Logits::Last).unwrap();
+            let _first = Session::new(&engine).unwrap();
+            let mut session = Session::new(&engine).unwrap();
+            assert_eq!(session.slot(), 1);
+            let logits: Vec<Vec<f32>> = tokens.iter().map(|&t| session.feed(&[t]).unwrap()).collect();
+            (logits, per_token)
+        };
+        let ((fused, fused_dispatches), (unfused, unfused_dispatches)) = (run(true), run(false));
+        for (step, (f, u)) in fused.iter().zip(&unfused).enumerate() {
+            assert_close(&format!("{options:?}: logits after token {step}"), f, u, 1e-4);
+        }
+        // 3 layers of 6 instead of 13 (layer 0, without a value residual), 14 and 14.
+        assert_eq!(unfused_dispatches - fused_dispatches, (13 + 14 + 14) - 3 * 6, "{options:?}");
+    }
+}
