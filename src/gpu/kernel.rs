@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
 
+/// How a part that uses subgroup operations begins: assemblies leave it out on adapters
+/// without them (naga validates every entry point of a module, used or not).
+pub const SUBGROUPS_ONLY: &str = "// subgroups only:";
+
 /// A WGSL program assembled from files in `shaders/`: shared preludes first, then the kernel.
 /// Each part is plain WGSL; the assembled text is what naga validates.
 #[derive(Debug, Clone, Copy)]
@@ -92,11 +96,11 @@ impl Gpu {
         label: &str,
     ) -> Pipeline {
         let sizes = source.sizes.iter().map(|(name, size)| format!("const {name}: u32 = {size}u;\n"));
-        let parts =
-            source
-                .parts
-                .iter()
-                .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part });
+        let parts = source
+            .parts
+            .iter()
+            .filter(|part| self.subgroups || !part.starts_with(SUBGROUPS_ONLY))
+            .map(|&part| if self.subgroups && part == REDUCE { REDUCE_SUBGROUP } else { part });
         let code: String = sizes.chain(parts.map(str::to_string)).collect();
         // WGSL wants its directives (a weights prelude's `enable f16;`) before any declaration,
         // wherever their part comes in the assembly.

@@ -67,6 +67,9 @@ impl Backend {
 pub enum RowMapping {
     ThreadPerRow,
     WorkgroupPerRow,
+    /// A subgroup per row and several rows per workgroup, summed in registers: GPUs with
+    /// subgroup operations (one-row products; prefill tiles as `WorkgroupPerRow`).
+    SubgroupPerRow,
 }
 
 /// How to choose and configure the device.
@@ -301,10 +304,13 @@ impl Gpu {
             });
         });
 
-        let row_mapping = options.row_mapping.unwrap_or(match info.device_type {
-            wgpu::DeviceType::Cpu => RowMapping::ThreadPerRow,
-            _ => RowMapping::WorkgroupPerRow,
-        });
+        let row_mapping = match options.row_mapping {
+            Some(RowMapping::SubgroupPerRow) if !subgroups => RowMapping::WorkgroupPerRow,
+            Some(mapping) => mapping,
+            None if cpu => RowMapping::ThreadPerRow,
+            None if subgroups => RowMapping::SubgroupPerRow,
+            None => RowMapping::WorkgroupPerRow,
+        };
         log::info!(
             "adapter: {} (f16: {f16}, subgroups: {subgroups}, {row_mapping:?})",
             describe_adapter(&info)

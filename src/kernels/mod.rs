@@ -19,8 +19,8 @@ pub use self::bandwidth::{read_sum, read_sum_ref, read_sum_span};
 pub use self::elementwise::lerp_ref;
 pub use self::gather::{embed, embed_ref, gather_last_rows, EMBED_PARTS};
 pub use self::linear::{
-    linear, linear_grouped, linear_ref, linear_shifted, Epilogue, Operand, OperandRef, Remember, Segment,
-    ShiftedInput, ShiftedSegment, MAX_SEGMENTS,
+    linear, linear_grouped, linear_ref, linear_shifted, shifted_products, Epilogue, Operand, OperandRef,
+    Remember, Segment, ShiftedInput, ShiftedSegment, MAX_SEGMENTS,
 };
 pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,
@@ -56,6 +56,7 @@ mod wgsl {
     pub const SEQUENCES_BINDING: &str = include_str!("../../shaders/sequences_binding.wgsl");
     pub const LINEAR_EPILOGUE: &str = include_str!("../../shaders/linear_epilogue.wgsl");
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
+    pub const MATVEC_SUBGROUP: &str = include_str!("../../shaders/matvec_subgroup.wgsl");
     pub const INPUT_PLAIN: &str = include_str!("../../shaders/input_plain.wgsl");
     pub const INPUT_SHIFTED: &str = include_str!("../../shaders/input_shifted.wgsl");
     pub const REMEMBER_INPUT: &str = include_str!("../../shaders/remember_input.wgsl");

@@ -5,8 +5,8 @@
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuMatrix, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, NormInput, Prev, Recorder, ShiftedInput, ShiftedSegment};
+use crate::gpu::{Gpu, GpuTensor, ScratchPool};
+use crate::kernels::{self, Activation, Epilogue, NormInput, Recorder, ShiftedInput, ShiftedSegment};
 
 /// `blocks.N.ffn.*`
 pub struct ChannelMix<S: Store> {
@@ -75,74 +75,22 @@ impl ChannelMix<Gpu> {
         s: &ChannelScratch,
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.ffn.{op}");
-        let linear = |rec: &mut Recorder, op: &str, m: &GpuMatrix, x, y, e| {
-            kernels::linear(rec, &label(op), m, x, y, e)
-        };
-        if input.x.rows == 1 && rec.gpu.fused_decode {
-            return self.record_one(rec, layer, (input, prev), s);
-        }
-        let x = input.x;
-        // x_* = xf + (xf_prev − xf) ⊙ mix_*, with xf = LN2(x)
-        let shifted = (&s.shifted[..], s.stride);
-        kernels::layer_norm_shift(
-            rec,
-            &label("ln_shift"),
-            input,
-            (prev, Prev::Update),
-            &self.mixes,
-            shifted,
-        )?;
-        linear(rec, "key", &self.key, &s.shifted[0], &s.hidden, Epilogue::then(Activation::ReluSquared))?;
-        match &self.receptance {
-            None => linear(rec, "value", &self.value, &s.hidden, x, Epilogue::ACCUMULATE.sparse_input()),
-            Some(receptance) => {
-                linear(
-                    rec,
-                    "receptance",
-                    receptance,
-                    &s.shifted[1],
-                    &s.gate,
-                    Epilogue::then(Activation::Sigmoid),
-                )?;
-                linear(
-                    rec,
-                    "value",
-                    &self.value,
-                    &s.hidden,
-                    x,
-                    Epilogue::gated_accumulate(&s.gate).sparse_input(),
-                )
-            }
-        }
-    }
-
-    /// The same for a step of one token: the layer norm and token shift run in the prologue of
-    /// the products that read them, and the value product stores xf as the sequence's previous
-    /// input (2 dispatches in RWKV-7, 3 with a receptance gate).
-    fn record_one(
-        &self,
-        rec: &mut Recorder,
-        layer: usize,
-        (input, prev): (NormInput, &GpuTensor),
-        s: &ChannelScratch,
-    ) -> Result<()> {
-        let label = |op: &str| format!("L{layer}.ffn.{op}");
         let shifted = ShiftedInput { input, prev, mixes: &self.mixes };
-        let segment = |mix, y, activation| [ShiftedSegment { mix, y, activation }];
-        // k = relu(W_k·x_k)², with x_k = xf + (xf_prev − xf) ⊙ mix_k, xf = LN2(x)
-        let key = segment(0, &s.hidden, Activation::ReluSquared);
-        let remember = kernels::linear_shifted(rec, &label("key"), &self.key, shifted, &key)?;
+        // k = relu(W_k·x_k)² and, with a receptance, r = σ(W_r·x_r), where
+        // x_* = xf + (xf_prev − xf) ⊙ mix_* and xf = LN2(x)
+        let key = [ShiftedSegment { mix: 0, y: &s.hidden, activation: Activation::ReluSquared }];
+        let gate = [ShiftedSegment { mix: 1, y: &s.gate, activation: Activation::Sigmoid }];
+        let mut products = vec![("key", &self.key, &key[..])];
+        if let Some(receptance) = &self.receptance {
+            products.push(("receptance", receptance, &gate[..]));
+        }
+        let remember = kernels::shifted_products(rec, label, shifted, (&s.shifted, s.stride), &products)?;
+        // x += W_v·k (⊙ r); the input is mostly zeros
         let value = match &self.receptance {
             None => Epilogue::ACCUMULATE,
-            Some(receptance) => {
-                // r = σ(W_r·x_r)
-                let gate = segment(1, &s.gate, Activation::Sigmoid);
-                let _ = kernels::linear_shifted(rec, &label("receptance"), receptance, shifted, &gate)?;
-                Epilogue::gated_accumulate(&s.gate)
-            }
+            Some(_) => Epilogue::gated_accumulate(&s.gate),
         };
-        // x += W_v·k (⊙ r); the sequence remembers xf
-        let value = value.sparse_input().remembering(remember);
+        let value = value.sparse_input().remember_if(remember);
         kernels::linear(rec, &label("value"), &self.value, &s.hidden, input.x, value)
     }
 }

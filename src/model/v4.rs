@@ -9,7 +9,9 @@ use super::embedding::NormalizedIn;
 use super::loader::{Inventory, Loader, Store};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, Prev, Recorder, Wkv4Inputs, WKV4_INITIAL_PP};
+use crate::kernels::{
+    self, Activation, Epilogue, Recorder, ShiftedInput, ShiftedSegment, Wkv4Inputs, WKV4_INITIAL_PP,
+};
 
 /// What no later generation has: RWKV-4 is what remains.
 pub static ARCHITECTURE: Architecture = Architecture {
@@ -87,26 +89,26 @@ impl TimeMix for TimeMix4<Gpu> {
         let LayerStep { layer, input, state, .. } = step;
         let x = input.x;
         let label = |op: &str| format!("L{layer}.att.{op}");
-        let [xk, xv, xr] = &s.shifted;
-        // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r
-        let shifted = (&s.shifted[..], s.stride);
-        kernels::layer_norm_shift(
-            rec,
-            &label("ln_shift"),
-            input,
-            (&state.att_x, Prev::Update),
-            &self.mixes,
-            shifted,
-        )?;
+        // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (xa = LN1(x));
         // 2. r = σ(W_r·x_r), k = W_k·x_k, v = W_v·x_v
-        let r_epilogue = Epilogue::then(Activation::Sigmoid);
-        kernels::linear(rec, &label("receptance"), &self.receptance, xr, &s.r, r_epilogue)?;
-        kernels::linear(rec, &label("key"), &self.key, xk, &s.k, Epilogue::PLAIN)?;
-        kernels::linear(rec, &label("value"), &self.value, xv, &s.v, Epilogue::PLAIN)?;
+        let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.mixes };
+        let segment = |mix, y, activation| [ShiftedSegment { mix, y, activation }];
+        let (r, k, v) = (
+            segment(2, &s.r, Activation::Sigmoid),
+            segment(0, &s.k, Activation::None),
+            segment(1, &s.v, Activation::None),
+        );
+        let products = [
+            ("receptance", &self.receptance, &r[..]),
+            ("key", &self.key, &k[..]),
+            ("value", &self.value, &v[..]),
+        ];
+        let remember = kernels::shifted_products(rec, label, shifted, (&s.shifted, s.stride), &products)?;
         // 3. y = r ⊙ (Σ e^(w·age + k)·v + e^(u + k)·v) / (same without v), updating aa, bb, pp
         let inputs = Wkv4Inputs { r: &s.r, k: &s.k, v: &s.v, w: &self.decay, u: &self.first };
         kernels::wkv4(rec, &label("wkv"), &state.wkv, inputs, &s.y)?;
-        // 4. x += W_o·y
-        kernels::linear(rec, &label("output"), &self.output, &s.y, x, Epilogue::ACCUMULATE)
+        // 4. x += W_o·y; the sequence remembers xa
+        let output = Epilogue::ACCUMULATE.remember_if(remember);
+        kernels::linear(rec, &label("output"), &self.output, &s.y, x, output)
     }
 }

@@ -17,7 +17,9 @@ use super::loader::{Inventory, Loader, Store};
 use super::source::TensorSource;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
-use crate::kernels::{self, Activation, Epilogue, Prev, Recorder, Wkv5Inputs};
+use crate::kernels::{
+    self, Activation, Epilogue, Recorder, Remember, ShiftedInput, ShiftedSegment, Wkv5Inputs,
+};
 
 pub static ARCHITECTURE: Architecture = Architecture {
     revisions: &["RWKV-5.0", "RWKV-5.1", "RWKV-5.2"],
@@ -192,20 +194,22 @@ impl Core5<Gpu> {
 
     /// Records the state update and read-out with decay `w`:
     ///   y = r·(u⊙k vᵀ + S);  S ← k vᵀ + w⊙S;  x += W_o·(GroupNorm(y) [⊙ g])
+    /// and stores what a fused shift left to remember, if anything.
     pub fn read_out(
         &self,
         rec: &mut Recorder,
         (layer, heads): (usize, usize),
         w: &GpuTensor,
         (state, x): (&GpuTensor, &GpuTensor),
-        s: &CoreScratch,
+        (s, remember): (&CoreScratch, Option<Remember>),
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.att.{op}");
         let inputs = Wkv5Inputs { r: &s.r, k: &s.k, v: &s.v, w, u: &self.first };
         kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &s.y)?;
         let gate = self.gate.as_ref().map(|_| &s.g);
         kernels::group_norm(rec, &label("ln_x"), heads, &s.y, &self.ln_x, gate, &s.y_normed)?;
-        kernels::linear(rec, &label("output"), &self.output, &s.y_normed, x, Epilogue::ACCUMULATE)
+        let output = Epilogue::ACCUMULATE.remember_if(remember);
+        kernels::linear(rec, &label("output"), &self.output, &s.y_normed, x, output)
     }
 }
 
@@ -227,16 +231,29 @@ impl TimeMix for TimeMix5<Gpu> {
 
     fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch5) -> Result<()> {
         let LayerStep { config, layer, input, state } = step;
-        let (label, x) = (format!("L{layer}.att.ln_shift"), input.x);
-        let gated = self.core.gate.is_some();
-        let shifted = &s.shifted[..if gated { 4 } else { 3 }];
-        // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (and g)
-        let shifted = (shifted, s.stride);
-        kernels::layer_norm_shift(rec, &label, input, (&state.att_x, Prev::Update), &self.mixes, shifted)?;
+        let (core, scratch) = (&self.core, &s.core);
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (and g), xa = LN1(x);
         // 2. r, k, v = W·x_*; g = silu(W_g·x_g)
-        let [xk, xv, xr, xg] = &s.shifted;
-        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: gated.then_some(xg) }, &s.core)?;
-        // 3. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) [⊙ g])
-        self.core.read_out(rec, (layer, config.heads), &self.decay, (&state.wkv, x), &s.core)
+        let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.mixes };
+        let segment = |mix, y, activation| [ShiftedSegment { mix, y, activation }];
+        let none = Activation::None;
+        let (r, k, v) =
+            (segment(2, &scratch.r, none), segment(0, &scratch.k, none), segment(1, &scratch.v, none));
+        let g = segment(3, &scratch.g, Activation::Silu);
+        let mut products = vec![
+            ("receptance", &core.receptance, &r[..]),
+            ("key", &core.key, &k[..]),
+            ("value", &core.value, &v[..]),
+        ];
+        if let Some(gate) = &core.gate {
+            products.push(("gate", gate, &g[..]));
+        }
+        let mixed = &s.shifted[..products.len()];
+        let remember = kernels::shifted_products(rec, label, shifted, (mixed, s.stride), &products)?;
+        // 3. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) [⊙ g]); the sequence
+        //    remembers xa
+        let io = (&state.wkv, input.x);
+        core.read_out(rec, (layer, config.heads), &self.decay, io, (scratch, remember))
     }
 }

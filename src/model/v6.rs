@@ -174,6 +174,6 @@ impl TimeMix for TimeMix6<Gpu> {
             Epilogue::bias(&self.decay, Decay6),
         )?;
         // 6. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) ⊙ g)
-        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), &s.core)
+        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), (&s.core, Option::None))
     }
 }

@@ -13,18 +13,24 @@ use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
 /// native f16 or packed weights, thread-per-row with the unfused one-token kernels (CPU
-/// drivers) or workgroup-per-row with the fused ones (GPUs).
+/// drivers) or workgroup-per-row and (with f16 and subgroups) subgroup-per-row with the fused
+/// ones (GPUs).
 pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for allow_f16 in [Some(true), Some(false)] {
-        for row_mapping in [RowMapping::ThreadPerRow, RowMapping::WorkgroupPerRow] {
+        // A subgroup per row needs subgroup operations, which the packed variants go without.
+        let mut mappings = vec![RowMapping::ThreadPerRow, RowMapping::WorkgroupPerRow];
+        if allow_f16 == Some(true) {
+            mappings.push(RowMapping::SubgroupPerRow);
+        }
+        for row_mapping in mappings {
             // The packed-f16 variants are baseline WebGPU, as in browsers: no subgroups either.
             let options = GpuOptions {
                 backend: Some(Backend::Vulkan),
                 allow_f16,
                 row_mapping: Some(row_mapping),
                 allow_subgroups: allow_f16,
-                fused_decode: Some(row_mapping == RowMapping::WorkgroupPerRow),
+                fused_decode: Some(row_mapping != RowMapping::ThreadPerRow),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);

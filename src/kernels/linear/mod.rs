@@ -4,12 +4,14 @@
 //! matrix-matrix kernels.
 
 mod reference;
+mod shifted;
 mod sources;
 
 pub use self::reference::{linear_ref, OperandRef};
+pub use self::shifted::{linear_shifted, shifted_products, Remember, ShiftedInput, ShiftedSegment};
 
 use self::sources::{source, Variant};
-use super::{expect_shape, to_u32, Activation, NormInput, Recorder, LN_EPS};
+use super::{expect_shape, to_u32, Activation, Recorder, LN_EPS};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuMatrix, GpuTensor, RowMapping};
 use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
@@ -18,6 +20,8 @@ use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 /// drivers (`blocked`).
 const TILE: usize = 64;
 const BLOCK: usize = 4;
+/// Threads of a workgroup of `subgroup_per_row` (matvec.wgsl): 8 rows of 32 lanes on most GPUs.
+const SUBGROUP_ROWS_WORKGROUP: usize = 256;
 /// Segments a grouped product may have: the size of the tables in `Params`.
 pub const MAX_SEGMENTS: usize = 8;
 
@@ -124,42 +128,15 @@ impl<'a> Epilogue<'a> {
     pub fn remembering(self, remember: Remember<'a>) -> Epilogue<'a> {
         Epilogue { remember: Some(remember), ..self }
     }
-}
 
-/// The input of a one-row product computed in its prologue: `n = LayerNorm(input.x)` with
-/// `input.norm`, shifted per segment as `n + (prev[slot] − n) ⊙ mixes[m]` (what
-/// [`super::layer_norm_shift`] writes for many rows, without its dispatch).
-#[derive(Debug, Clone, Copy)]
-pub struct ShiftedInput<'a> {
-    /// `normed` receives n.
-    pub input: NormInput<'a>,
-    /// Each sequence's previous normalized input, [slots, C]: read, not changed.
-    pub prev: &'a GpuTensor,
-    /// [mixes, C]
-    pub mixes: &'a GpuTensor,
-}
-
-/// One matrix of a shifted grouped product: the next `y.cols` rows of the stacked matrix read
-/// the input shifted by mix `mix`.
-#[derive(Debug, Clone, Copy)]
-pub struct ShiftedSegment<'a> {
-    pub mix: usize,
-    pub y: &'a GpuTensor,
-    pub activation: Activation,
-}
-
-/// What a shifted product leaves to do: store its normalized input as the sequence's previous
-/// one, which it cannot do itself (every workgroup reads the old one). A later kernel of the
-/// layer does it ([`Epilogue::remembering`], or the RWKV-7 recurrence for one token).
-#[derive(Debug, Clone, Copy)]
-#[must_use = "the sequence's state is only updated by a kernel that takes this"]
-pub struct Remember<'a> {
-    pub normed: &'a GpuTensor,
-    pub prev: &'a GpuTensor,
+    /// The same, also storing what [`shifted_products`] left to remember, if anything.
+    pub fn remember_if(self, remember: Option<Remember<'a>>) -> Epilogue<'a> {
+        Epilogue { remember, ..self }
+    }
 }
 
 /// How a product's inputs are given.
-enum Inputs<'a> {
+pub(super) enum Inputs<'a> {
     /// One tensor per segment, all in one buffer.
     Tensors(Vec<&'a GpuTensor>),
     /// Computed in the prologue, one mix per segment.
@@ -219,47 +196,9 @@ pub fn linear_grouped(
     record_product(rec, label, matrix, (inputs, rows), &outputs, epilogue)
 }
 
-/// Records a one-row grouped product whose input is computed in its prologue (see
-/// [`ShiftedInput`]): one dispatch instead of [`super::layer_norm_shift`]'s and the product's.
-/// `shifted.input.normed` receives the normalized input, and the returned [`Remember`] must be
-/// passed to a later kernel of the layer, which stores it as the sequence's previous input.
-pub fn linear_shifted<'a>(
-    rec: &mut Recorder,
-    label: &str,
-    matrix: &GpuMatrix,
-    shifted: ShiftedInput<'a>,
-    segments: &[ShiftedSegment],
-) -> Result<Remember<'a>> {
-    let ShiftedInput { input, prev, mixes } = shifted;
-    let c = input.x.cols;
-    if input.x.rows != 1 {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: a shifted product takes one row, not {}",
-            input.x.rows
-        )));
-    }
-    if matrix.cols != c {
-        return Err(Error::InvalidArgument(format!(
-            "{label}: `x` has {c} columns, the matrix takes {}",
-            matrix.cols
-        )));
-    }
-    expect_shape(label, "norm", input.norm, 2, c)?;
-    expect_shape(label, "normed", input.normed, 1, c)?;
-    expect_shape(label, "prev", prev, prev.rows, c)?;
-    expect_shape(label, "mixes", mixes, mixes.rows, c)?;
-    if let Some(segment) = segments.iter().find(|s| s.mix >= mixes.rows) {
-        return Err(Error::InvalidArgument(format!("{label}: mix {} of {} mixes", segment.mix, mixes.rows)));
-    }
-    let outputs: Vec<(&GpuTensor, Activation)> = segments.iter().map(|s| (s.y, s.activation)).collect();
-    let inputs = Inputs::Shifted(shifted, segments.iter().map(|s| s.mix).collect());
-    record_product(rec, label, matrix, (inputs, 1), &outputs, Epilogue::PLAIN)?;
-    Ok(Remember { normed: input.normed, prev })
-}
-
 /// Records `y (+)= epilogue(W·x)` for `rows` rows, the outputs `(y, activation)` covering the
 /// matrix's rows in order.
-fn record_product(
+pub(super) fn record_product(
     rec: &mut Recorder,
     label: &str,
     matrix: &GpuMatrix,
@@ -369,6 +308,9 @@ fn record_product(
     if epilogue.sparse_input && one_row {
         constants.push(("SPARSE_INPUT", 1.0));
     }
+    if one_row && gpu.row_mapping == RowMapping::SubgroupPerRow {
+        constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
+    }
     let pipeline = gpu.pipeline(
         source(matrix.format, one_row.then_some(variant), gpu),
         entry(gpu.row_mapping, one_row),
@@ -411,7 +353,14 @@ fn record_product(
             params.col_offset = to_u32(label, part.first_row)?;
             params.weight_row0 = 0;
             params.part_cols = to_u32(label, part.rows)?;
-            let rows_per_group = if gpu.row_mapping == RowMapping::ThreadPerRow { 64 } else { 1 };
+            let rows_per_group = match gpu.row_mapping {
+                RowMapping::ThreadPerRow => 64,
+                RowMapping::WorkgroupPerRow => 1,
+                // The fewest rows a workgroup takes: its loop covers any more there are.
+                RowMapping::SubgroupPerRow => {
+                    (SUBGROUP_ROWS_WORKGROUP / gpu.info.subgroup_max_size.max(1) as usize).max(1)
+                }
+            };
             let workgroups = gpu.grid(to_u32(label, part.rows.div_ceil(rows_per_group))?);
             rec.record(&pipeline, label, &params, &storage, workgroups)?;
             continue;
@@ -428,7 +377,9 @@ fn record_product(
             let columns = hi - lo;
             let workgroups = match gpu.row_mapping {
                 RowMapping::ThreadPerRow => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
-                RowMapping::WorkgroupPerRow => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
+                RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => {
+                    [columns.div_ceil(TILE), rows.div_ceil(TILE)]
+                }
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
             rec.record(&pipeline, label, &params, &storage, workgroups)?;
@@ -457,7 +408,8 @@ fn entry(mapping: RowMapping, one_row: bool) -> &'static str {
     match (mapping, one_row) {
         (RowMapping::ThreadPerRow, true) => "thread_per_row",
         (RowMapping::WorkgroupPerRow, true) => "workgroup_per_row",
+        (RowMapping::SubgroupPerRow, true) => "subgroup_per_row",
         (RowMapping::ThreadPerRow, false) => "blocked",
-        (RowMapping::WorkgroupPerRow, false) => "tiled",
+        (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) => "tiled",
     }
 }

@@ -55,6 +55,7 @@ macro_rules! matvec {
                 $input,
                 $remember,
                 wgsl::MATVEC,
+                wgsl::MATVEC_SUBGROUP,
             ],
             sizes: $sizes,
         }
