@@ -1,12 +1,15 @@
 // subgroups only: the kernel assembly leaves this part out on adapters without them.
 //
 // matvec.wgsl's entry point for GPUs with subgroup operations (the pipeline sets
-// WORKGROUP_SIZE; the assembly has reduce_subgroup.wgsl). Several rows per workgroup, a
-// subgroup per row: each lane reads two neighbouring vec4s of weights per step (wide loads,
+// WORKGROUP_SIZE; the assembly has reduce_subgroup.wgsl), for steps of up to FEW_ROWS rows.
+// Several rows of W per workgroup, a subgroup per row of W: each lane reads two neighbouring vec4s of weights per step (wide loads,
 // several in flight) and the subgroup sums in registers, with no barrier; the rows of a
 // workgroup share the input through the cache. Subgroups are taken to be consecutive
 // invocations of the workgroup, as on every GPU we know of; rows are walked in a grid-stride
 // loop, so any subgroup size covers them all.
+// Up to FEW_ROWS rows of input (a batch of decoded sequences) share each weight they read.
+const FEW_ROWS: u32 = 8u;
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                     @builtin(local_invocation_index) thread: u32,
@@ -17,25 +20,33 @@ fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgr
     let rows_per_group = WORKGROUP_SIZE / lanes;
     let stride = groups.x * groups.y * rows_per_group;
     let first_row = (group.x + group.y * groups.x) * rows_per_group;
+    let inputs = min(params.rows, FEW_ROWS);
     for (var row = first_row + thread / lanes; row < params.part_cols; row += stride) {
         let base = (params.weight_row0 + row) * params.stride4;
         let input = x_base(params.col_offset + row);
-        var acc = vec4<f32>(0.0);
+        var acc: array<vec4<f32>, FEW_ROWS>;
         for (var i = 2u * lane; i < params.cols4; i += 2u * lanes) {
-            let x0 = input4(input, i);
-            if !SPARSE_INPUT || any(x0 != vec4<f32>(0.0)) {
-                acc += load_weight4(base + i) * x0;
-            }
-            if i + 1u < params.cols4 {
-                let x1 = input4(input, i + 1u);
-                if !SPARSE_INPUT || any(x1 != vec4<f32>(0.0)) {
-                    acc += load_weight4(base + i + 1u) * x1;
+            let w0 = load_weight4(base + i);
+            let second = i + 1u < params.cols4;
+            let w1 = select(vec4<f32>(0.0), load_weight4(base + min(i + 1u, params.cols4 - 1u)), second);
+            for (var r = 0u; r < inputs; r++) {
+                let x0 = input4(input + r * params.cols4, i);
+                if !SPARSE_INPUT || any(x0 != vec4<f32>(0.0)) {
+                    acc[r] += w0 * x0;
+                }
+                if second {
+                    let x1 = input4(input + r * params.cols4, i + 1u);
+                    if !SPARSE_INPUT || any(x1 != vec4<f32>(0.0)) {
+                        acc[r] += w1 * x1;
+                    }
                 }
             }
         }
-        let total = subgroupAdd(acc.x + acc.y + acc.z + acc.w);
-        if lane == 0u {
-            finish(0u, params.col_offset + row, total);
+        for (var r = 0u; r < inputs; r++) {
+            let total = subgroupAdd(acc[r].x + acc[r].y + acc[r].z + acc[r].w);
+            if lane == 0u {
+                finish(r, params.col_offset + row, total);
+            }
         }
     }
 }

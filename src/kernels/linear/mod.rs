@@ -20,6 +20,9 @@ use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 /// drivers (`blocked`).
 const TILE: usize = 64;
 const BLOCK: usize = 4;
+/// The most rows (a batch of decoded sequences) `subgroup_per_row` takes (`FEW_ROWS` in
+/// matvec_subgroup.wgsl): each weight it reads serves them all.
+const FEW_ROWS: usize = 8;
 /// Threads of a workgroup of `subgroup_per_row` (matvec.wgsl): 8 rows of 32 lanes on most GPUs.
 const SUBGROUP_ROWS_WORKGROUP: usize = 256;
 /// Segments a grouped product may have: the size of the tables in `Params`.
@@ -279,6 +282,10 @@ pub(super) fn record_product(
         Inputs::Tensors(_) => 0,
     };
     let one_row = rows == 1;
+    // The matrix-vector kernels: one row, or a few on GPUs with subgroups.
+    let gpu = rec.gpu;
+    let few_rows = gpu.row_mapping == RowMapping::SubgroupPerRow && rows <= FEW_ROWS;
+    let vector = one_row || few_rows;
     let variant = match epilogue.remember {
         None => variant,
         Some(_) if !one_row || variant != Variant::Plain => {
@@ -294,7 +301,6 @@ pub(super) fn record_product(
         }
     };
 
-    let gpu = rec.gpu;
     let mut constants = vec![
         ("ACCUMULATE", if epilogue.accumulate { 1.0 } else { 0.0 }),
         ("OPERAND", f64::from(operand_kind as u32)),
@@ -305,15 +311,15 @@ pub(super) fn record_product(
         MatrixFormat::Nf4 => constants.push(("NF4_BLOCK", NF4_BLOCK as f64)),
         _ => {}
     }
-    if epilogue.sparse_input && one_row {
+    if epilogue.sparse_input && vector {
         constants.push(("SPARSE_INPUT", 1.0));
     }
-    if one_row && gpu.row_mapping == RowMapping::SubgroupPerRow {
+    if vector && gpu.row_mapping == RowMapping::SubgroupPerRow {
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
     }
     let pipeline = gpu.pipeline(
-        source(matrix.format, one_row.then_some(variant), gpu),
-        entry(gpu.row_mapping, one_row),
+        source(matrix.format, vector.then_some(variant), gpu),
+        entry(gpu.row_mapping, vector),
         variant.bindings(),
         &constants,
     )?;
@@ -348,7 +354,7 @@ pub(super) fn record_product(
         storage.extend(extra.iter().cloned());
         params.scales_offset = to_u32(label, part.scales_offset)?;
         let part_rows = part.first_row..part.first_row + part.rows;
-        if one_row {
+        if vector {
             // One dispatch for the whole part, whatever segments it holds.
             params.col_offset = to_u32(label, part.first_row)?;
             params.weight_row0 = 0;
@@ -403,9 +409,9 @@ fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding,
     Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
 }
 
-/// The kernel entry point for a row mapping, one row or many.
-fn entry(mapping: RowMapping, one_row: bool) -> &'static str {
-    match (mapping, one_row) {
+/// The kernel entry point for a row mapping: a matrix-vector kernel, or the tiles.
+fn entry(mapping: RowMapping, vector: bool) -> &'static str {
+    match (mapping, vector) {
         (RowMapping::ThreadPerRow, true) => "thread_per_row",
         (RowMapping::WorkgroupPerRow, true) => "workgroup_per_row",
         (RowMapping::SubgroupPerRow, true) => "subgroup_per_row",
