@@ -121,8 +121,9 @@ fn timed(repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(median(seconds))
 }
 
-/// `sequences` sequences generating `tokens` tokens each, all together, greedily.
-fn decode_once(engine: &Engine, sequences: usize, tokens: usize) -> Result<()> {
+/// `sequences` sequences generating `tokens` tokens each, all together, greedily, as the server's
+/// batch does, with `steps_per_submit` decode steps per submit.
+fn decode_once(engine: &Engine, sequences: usize, tokens: usize, steps_per_submit: usize) -> Result<()> {
     let options = RequestOptions {
         max_tokens: tokens,
         stop_token: None,
@@ -130,28 +131,12 @@ fn decode_once(engine: &Engine, sequences: usize, tokens: usize) -> Result<()> {
         ..RequestOptions::default()
     };
     let mut batch = Batch::new(engine);
+    batch.set_steps_per_submit(steps_per_submit)?;
     for s in 0..sequences {
         batch.add(vec![(s % 200 + 1) as u32], options.clone())?;
     }
     while !batch.is_empty() {
         batch.step()?;
-    }
-    Ok(())
-}
-
-/// One sequence generating `tokens` tokens greedily as a generation does, several decode steps
-/// per submit (the embedding table on the GPU).
-fn decode_in_blocks(engine: &Engine, tokens: usize) -> Result<()> {
-    let session = Session::new(engine)?;
-    let snapshot = engine.snapshot()?;
-    let mut sampler = Sampler::new(SamplerOptions { greedy: true, ..SamplerOptions::default() })?;
-    let (mut token, mut left) = (1, tokens);
-    while left > 0 {
-        let steps = left.min(GenerateOptions::DEFAULT_STEPS_PER_SUBMIT);
-        let choices: Vec<_> = (0..steps).map(|_| sampler.choice()).collect();
-        let chosen = pollster::block_on(engine.decode_block(session.slot(), token, &choices, &snapshot))?;
-        token = chosen.last().copied().unwrap_or(token);
-        left -= steps;
     }
     Ok(())
 }
@@ -197,11 +182,15 @@ struct Measurement {
     quant: &'static str,
     memory: Memory,
     prefill_tokens_per_s: f64,
+    /// One decode step per submit.
     decode_tokens_per_s_by_batch: Vec<(usize, f64)>,
     per_token: PerToken,
-    /// Batch 1 as a generation decodes, [`GenerateOptions::DEFAULT_STEPS_PER_SUBMIT`] steps per
-    /// submit, and what a token costs there; absent with the embedding table in host memory.
-    decode_in_blocks: Option<(f64, PerToken)>,
+    /// The same batches as generations and the server decode them,
+    /// [`GenerateOptions::DEFAULT_STEPS_PER_SUBMIT`] steps per submit; empty with the embedding
+    /// table in host memory.
+    decode_in_blocks_by_batch: Vec<(usize, f64)>,
+    /// What a token costs at batch 1 in blocks.
+    per_token_in_blocks: Option<PerToken>,
     profile_decode: Vec<KernelTime>,
     profile_prefill: Vec<KernelTime>,
 }
@@ -229,18 +218,20 @@ fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memor
         let mut session = Session::new(engine)?;
         session.feed(&prompt).map(drop)
     })?;
-    let mut decode = Vec::new();
+    let blocks = GenerateOptions::DEFAULT_STEPS_PER_SUBMIT;
+    let (mut decode, mut in_blocks, mut per_token_in_blocks) = (Vec::new(), Vec::new(), None);
     for &sequences in &args.batch {
         let sequences = sequences.max(1);
-        let seconds = timed(args.repeats, || decode_once(engine, sequences, args.gen))?;
+        let seconds = timed(args.repeats, || decode_once(engine, sequences, args.gen, 1))?;
         decode.push((sequences, (sequences * args.gen) as f64 / seconds));
+        if engine.decodes_in_blocks() {
+            let seconds = timed(args.repeats, || decode_once(engine, sequences, args.gen, blocks))?;
+            in_blocks.push((sequences, (sequences * args.gen) as f64 / seconds));
+        }
     }
-    let per_token = PerToken::of(engine, || decode_once(engine, 1, args.gen))?;
-    let mut in_blocks = None;
+    let per_token = PerToken::of(engine, || decode_once(engine, 1, args.gen, 1))?;
     if engine.decodes_in_blocks() {
-        let seconds = timed(args.repeats, || decode_in_blocks(engine, args.gen))?;
-        let cost = PerToken::of(engine, || decode_in_blocks(engine, args.gen))?;
-        in_blocks = Some((args.gen as f64 / seconds, cost));
+        per_token_in_blocks = Some(PerToken::of(engine, || decode_once(engine, 1, args.gen, blocks))?);
     }
     let (mut profile_decode, mut profile_prefill) = (Vec::new(), Vec::new());
     if args.profile {
@@ -261,7 +252,8 @@ fn measure(args: &BenchArgs, engine: &Engine, quant: &'static str, memory: Memor
         prefill_tokens_per_s: args.prefill as f64 / prefill_seconds,
         decode_tokens_per_s_by_batch: decode,
         per_token,
-        decode_in_blocks: in_blocks,
+        decode_in_blocks_by_batch: in_blocks,
+        per_token_in_blocks,
         profile_decode,
         profile_prefill,
     })
@@ -370,22 +362,27 @@ pub fn run(gpu_args: &GpuArgs, args: BenchArgs) -> Result<()> {
         );
         println!("  prefill:     {:.1} tokens/s", m.prefill_tokens_per_s);
         for (sequences, rate) in &m.decode_tokens_per_s_by_batch {
+            let blocks = m.decode_in_blocks_by_batch.iter().find(|(b, _)| b == sequences);
+            let blocks = blocks.map_or(String::new(), |(_, r)| {
+                format!("; {r:.1} with {} steps per submit", GenerateOptions::DEFAULT_STEPS_PER_SUBMIT)
+            });
             println!(
-                "  decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence)",
+                "  decode B={sequences:<3} {rate:.1} tokens/s in total ({:.1} per sequence){blocks}",
                 rate / *sequences as f64
             );
         }
-        let best = m.decode_in_blocks.map(|(rate, _)| rate).into_iter();
-        let best =
-            best.chain(m.decode_tokens_per_s_by_batch.iter().filter(|(b, _)| *b == 1).map(|&(_, r)| r));
+        let at_one = |rates: &[(usize, f64)]| {
+            rates.iter().filter(|(b, _)| *b == 1).map(|&(_, r)| r).fold(0.0, f64::max)
+        };
+        let best = at_one(&m.decode_in_blocks_by_batch).max(at_one(&m.decode_tokens_per_s_by_batch));
         let floor = floor(m, &bandwidth);
         println!(
             "  decode floor at batch 1: {floor:.1} tokens/s (the weights over the read bandwidth); B=1 reached {:.1}% of it",
-            100.0 * best.fold(0.0, f64::max) / floor
+            100.0 * best / floor
         );
-        if let Some((rate, cost)) = &m.decode_in_blocks {
+        if let Some(cost) = &m.per_token_in_blocks {
             println!(
-                "  decode B=1   {rate:.1} tokens/s with {} steps per submit ({:.2} submits, {:.0} bytes read back per token)",
+                "  in blocks of {}: {:.2} submits and {:.0} bytes read back per token at B=1",
                 GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
                 cost.submits,
                 cost.bytes_read_back

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// The most requests generating together; more wait in the queue.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Decode steps per submit once every request of the batch generates (1 to 16; 1: a submit
+    /// and a readback per token).
+    #[arg(long, default_value_t = 8)]
+    steps_per_submit: usize,
     /// The most requests waiting for the batch; beyond it requests get 429.
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
@@ -79,6 +83,7 @@ pub fn run(gpu_args: &GpuArgs, args: ServeArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         template,
         chunk: args.model.chunk.chunk,
+        steps_per_submit: args.steps_per_submit,
         ..ServerOptions::default()
     };
     server::serve(model, tokenizer, options, |addr, cached| {

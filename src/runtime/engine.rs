@@ -28,7 +28,7 @@ mod recording;
 mod slots;
 
 use self::block::BlockBuffers;
-pub use self::block::{Snapshot, MAX_BLOCK};
+pub use self::block::{BlockSequence, Snapshot, MAX_BLOCK};
 use self::encode::{Encoded, Encoding};
 use self::recording::StepCache;
 pub use self::recording::STEP_CACHE_CAPACITY;
@@ -268,7 +268,7 @@ impl Engine {
             tokens_readback,
             logprobs_readback,
             counters: Counters::default(),
-            block: BlockBuffers::new(gpu)?,
+            block: BlockBuffers::new(gpu, options.slots.min(most_sequences))?,
             ahead: None,
         });
         let inner = Inner {

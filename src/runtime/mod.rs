@@ -13,7 +13,8 @@ mod text_model;
 
 pub use self::batch::{Batch, BatchEvent, Left, RequestOptions};
 pub use self::engine::{
-    Counters, Engine, EngineOptions, Logits, Output, Snapshot, Work, MAX_BLOCK, STEP_CACHE_CAPACITY,
+    BlockSequence, Counters, Engine, EngineOptions, Logits, Output, Snapshot, Work, MAX_BLOCK,
+    STEP_CACHE_CAPACITY,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::generate::generate_stream;

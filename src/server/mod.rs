@@ -61,6 +61,9 @@ pub struct ServerOptions {
     pub template: ChatTemplate,
     /// Prompt tokens read per step.
     pub chunk: usize,
+    /// Decode steps per submit once every request of the batch generates (1 to
+    /// `runtime::MAX_BLOCK`; 1: a submit and a readback per token).
+    pub steps_per_submit: usize,
 }
 
 impl Default for ServerOptions {
@@ -78,6 +81,7 @@ impl Default for ServerOptions {
             max_tokens: 4096,
             max_body_bytes: 4 << 20,
             template: ChatTemplate::default(),
+            steps_per_submit: crate::runtime::GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
             chunk: EngineOptions::DEFAULT_CHUNK,
         }
     }
@@ -130,6 +134,13 @@ pub fn engine_for(model: Arc<Model>, options: &ServerOptions) -> Result<(Engine,
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
     let most_slots = (limit / widest) as usize;
     let needed = options.max_batch + 1;
+    if options.steps_per_submit == 0 || options.steps_per_submit > crate::runtime::MAX_BLOCK {
+        return Err(Error::InvalidArgument(format!(
+            "steps per submit must be 1 to {}, not {}",
+            crate::runtime::MAX_BLOCK,
+            options.steps_per_submit
+        )));
+    }
     if options.max_batch == 0 || needed > most_slots {
         return Err(Error::TooBig(format!(
             "a batch of {} needs {needed} state slots; this model's states fit {most_slots} on this adapter",
@@ -235,6 +246,7 @@ fn build(model: Arc<Model>, tokenizer: Tokenizer, options: &ServerOptions) -> Re
         max_batch: options.max_batch,
         cache_gpu_slots: cached_slots,
         cache_host_bytes: options.host_cache_mib << 20,
+        steps_per_submit: options.steps_per_submit,
     };
     let (scheduler_tokenizer, scheduler_metrics) = (tokenizer.clone(), metrics.clone());
     std::thread::Builder::new()

@@ -14,7 +14,8 @@ use super::metrics::Metrics;
 use crate::error::Result;
 use crate::grammar::CompiledGrammar;
 use crate::runtime::{
-    Batch, BatchEvent, Engine, Finish, Left, RequestOptions, SamplerOptions, Session, StopScanner,
+    Batch, BatchEvent, Engine, Finish, GenerateOptions, Left, RequestOptions, SamplerOptions, Session,
+    StopScanner,
 };
 use crate::tokenizer::{TextStream, Tokenizer};
 
@@ -85,6 +86,8 @@ pub struct SchedulerOptions {
     pub max_batch: usize,
     pub cache_gpu_slots: usize,
     pub cache_host_bytes: u64,
+    /// See [`Batch::set_steps_per_submit`].
+    pub steps_per_submit: usize,
 }
 
 /// A job in the batch.
@@ -106,8 +109,12 @@ pub fn run(
     mut jobs: UnboundedReceiver<Job>,
 ) {
     let tokenizer = tokenizer.as_ref();
+    let mut batch = Batch::new(&engine);
+    if let Err(error) = batch.set_steps_per_submit(options.steps_per_submit) {
+        log::warn!("{error}; decoding {} steps per submit", GenerateOptions::DEFAULT_STEPS_PER_SUBMIT);
+    }
     let mut scheduler = Scheduler {
-        batch: Batch::new(&engine),
+        batch,
         cache: StateCache::new(&engine, options.cache_gpu_slots, options.cache_host_bytes),
         engine,
         tokenizer,
@@ -218,10 +225,14 @@ impl<'t> Scheduler<'t> {
         }
     }
 
-    /// Takes a job out of the batch, caching the state it reached.
+    /// Takes a job out of the batch, caching the state after the tokens it returned (a block may
+    /// have read further).
     fn leave(&mut self, id: u64) {
-        if let Some(left) = self.batch.remove(id) {
-            self.keep(left);
+        let generated = self.running.get(&id).map_or(0, |running| running.generated);
+        match self.batch.remove_after(id, generated) {
+            Ok(Some(left)) => self.keep(left),
+            Ok(None) => {}
+            Err(error) => log::warn!("request {id} left without its state: {error}"),
         }
         self.running.remove(&id);
     }
@@ -255,6 +266,10 @@ impl<'t> Scheduler<'t> {
                     }
                 }
                 BatchEvent::Token { request, token, logprobs } => {
+                    // A block's tokens after a stop string are not the job's.
+                    if ended.iter().any(|&(r, _)| r == request) {
+                        continue;
+                    }
                     generated += 1;
                     let Some(running) = self.running.get_mut(&request) else { continue };
                     running.generated += 1;
@@ -307,10 +322,12 @@ impl<'t> Scheduler<'t> {
         for left in self.batch.take_finished() {
             self.keep(left);
         }
+        // The jobs leave (caching their states) and the metrics count that before their clients
+        // hear they are done, so that a client sees metrics that include its own request.
+        let mut answers = Vec::with_capacity(ended.len());
         for (request, reason) in ended {
             if let Some(running) = self.running.get(&request) {
-                let completion_tokens = running.generated;
-                let _ = running.job.events.send(JobEvent::Finished { reason, completion_tokens });
+                answers.push((running.job.events.clone(), reason, running.generated));
             }
             self.leave(request);
         }
@@ -318,6 +335,9 @@ impl<'t> Scheduler<'t> {
         self.metrics.active.store(self.running.len() as u64, Ordering::Relaxed);
         self.metrics.set_cache(self.cache.stats());
         self.record_rate(generated);
+        for (events, reason, completion_tokens) in answers {
+            let _ = events.send(JobEvent::Finished { reason, completion_tokens });
+        }
     }
 
     fn record_rate(&mut self, generated: usize) {
@@ -339,7 +359,9 @@ impl<'t> Scheduler<'t> {
             let _ = running.job.events.send(JobEvent::Failed(message.to_string()));
             Metrics::add(&self.metrics.failed_requests, 1);
         }
+        let steps = self.batch.steps_per_submit();
         self.batch = Batch::new(&self.engine);
+        let _ = self.batch.set_steps_per_submit(steps);
         self.metrics.active.store(0, Ordering::Relaxed);
     }
 }

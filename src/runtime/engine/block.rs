@@ -1,8 +1,8 @@
-//! Several decode steps of one sequence in one submit. Each step gathers its input row from the
-//! embedding table on the GPU by the token the step before it sampled there, so nothing comes
-//! back between steps: a block of K steps costs one submit and one readback of K token ids. A
-//! browser completes a readback only every so often (Firefox: ~100 ms), which caps one token per
-//! submit at that rate.
+//! Several decode steps of one or more sequences in one submit. Each step gathers its input rows
+//! from the embedding table on the GPU by the tokens the step before it sampled there, so nothing
+//! comes back between steps: a block of K steps of B sequences costs one submit and one readback
+//! of K·B token ids. A browser completes a readback only every so often (Firefox: ~100 ms), which
+//! caps one token per submit at that rate; a server saves a round trip per token of its batch.
 //!
 //! A block runs past a token at which the generation may end (a stop string, the end of text, a
 //! cancel). Before each block the sequence's state is copied aside ([`Snapshot`]), so that
@@ -23,21 +23,37 @@ pub struct Snapshot {
     buffer: wgpu::Buffer,
 }
 
-/// The GPU side of a block: each step's choice, and the tokens sampled, read back together.
+/// The GPU side of a block: each step's choices (one row per sequence), and the tokens sampled,
+/// read back together.
 pub(super) struct BlockBuffers {
+    /// The most sequences of a block.
+    sequences: usize,
     choices: GpuTensor,
     tokens: GpuTensor,
     readback: Readback,
 }
 
 impl BlockBuffers {
-    pub fn new(gpu: &Gpu) -> Result<BlockBuffers> {
+    pub fn new(gpu: &Gpu, sequences: usize) -> Result<BlockBuffers> {
+        let most = MAX_BLOCK * sequences;
         Ok(BlockBuffers {
-            choices: GpuTensor::zeros(gpu, "block choices", MAX_BLOCK, Choice::COLS)?,
-            tokens: GpuTensor::zeros(gpu, "block tokens", 1, MAX_BLOCK)?,
-            readback: Readback::new(gpu, "block token readback", 1, MAX_BLOCK)?,
+            sequences,
+            choices: GpuTensor::zeros(gpu, "block choices", most, Choice::COLS)?,
+            tokens: GpuTensor::zeros(gpu, "block tokens", 1, most)?,
+            readback: Readback::new(gpu, "block token readback", 1, most)?,
         })
     }
+}
+
+/// One sequence of [`Engine::decode_blocks`].
+pub struct BlockSequence<'a> {
+    pub slot: usize,
+    /// The token it reads first.
+    pub first: u32,
+    /// How each step chooses its next token; every sequence of a block has as many.
+    pub choices: &'a [Choice],
+    /// Receives the slot's state before the block.
+    pub snapshot: &'a Snapshot,
 }
 
 impl Engine {
@@ -70,31 +86,55 @@ impl Engine {
         choices: &[Choice],
         snapshot: &Snapshot,
     ) -> Result<Vec<u32>> {
+        let sequence = BlockSequence { slot, first, choices, snapshot };
+        let mut chosen = self.decode_blocks(&[sequence]).await?;
+        chosen.pop().ok_or_else(|| Error::Internal("a block returned nothing".into()))
+    }
+
+    /// [`Engine::decode_block`] for several sequences at once, each step a batch of one token
+    /// per sequence: one submit for the whole block. Returns each sequence's chosen tokens.
+    pub async fn decode_blocks(&self, sequences: &[BlockSequence<'_>]) -> Result<Vec<Vec<u32>>> {
         if !self.decodes_in_blocks() {
             return Err(Error::InvalidArgument(
                 "decoding in blocks needs the embedding table on the GPU".into(),
             ));
         }
-        if choices.is_empty() || choices.len() > MAX_BLOCK {
-            return Err(Error::InvalidArgument(format!(
-                "a block has 1 to {MAX_BLOCK} steps, not {}",
-                choices.len()
-            )));
+        let steps = sequences.first().map_or(0, |s| s.choices.len());
+        if steps == 0 || steps > MAX_BLOCK {
+            return Err(Error::InvalidArgument(format!("a block has 1 to {MAX_BLOCK} steps, not {steps}")));
         }
-        if let Some(choice) = choices.iter().find(|c| c.logprobs > 0 || c.masked != 0) {
+        if sequences.iter().any(|s| s.choices.len() != steps) {
+            return Err(Error::InvalidArgument("the sequences of a block take as many steps".into()));
+        }
+        let choices = sequences.iter().flat_map(|s| s.choices);
+        if let Some(choice) = choices.clone().find(|c| c.logprobs > 0 || c.masked != 0) {
             return Err(Error::InvalidArgument(format!(
                 "a block's choices report no log-probabilities and follow no grammar: {choice:?}"
             )));
         }
-        let tokens = [first];
-        let work = [Work { sample: Some(choices[0]), ..Work::new(slot, &tokens, Logits::None) }];
+        let firsts: Vec<[u32; 1]> = sequences.iter().map(|s| [s.first]).collect();
+        let work: Vec<Work> = sequences
+            .iter()
+            .zip(&firsts)
+            .map(|(s, first)| Work { sample: Some(s.choices[0]), ..Work::new(s.slot, first, Logits::None) })
+            .collect();
         let shape = self.check(&work)?;
         let gpu = self.gpu();
         let mut runner = self.lock_runner().await?;
-        let Runner { steps, block, counters, .. } = &mut *runner;
-        let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
+        let Runner { steps: recordings, block, counters, .. } = &mut *runner;
+        let batch = sequences.len();
+        if batch > block.sequences {
+            return Err(Error::InvalidArgument(format!(
+                "a block holds at most {} sequences, not {batch}",
+                block.sequences
+            )));
+        }
+        let recorded = recordings.get_or_record(shape, |id| self.record(shape, id))?;
         self.upload(recorded, &work, shape)?;
-        let own: Vec<Choice> = choices.iter().map(|c| Choice { slot: slot as u32, ..*c }).collect();
+        // Row `step · batch + b`: sequence b's choice at that step.
+        let own: Vec<Choice> = (0..steps)
+            .flat_map(|step| sequences.iter().map(move |s| Choice { slot: s.slot as u32, ..s.choices[step] }))
+            .collect();
         block.choices.write_rows(gpu, 0, bytemuck::cast_slice::<Choice, f32>(&own))?;
 
         let sampling = &self.inner.sampling;
@@ -107,18 +147,25 @@ impl Engine {
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("decode block") });
-        self.encode_state_copy(&mut encoder, slot, &snapshot.buffer, StateCopy::SlotToBuffer);
-        let choice_bytes = (Choice::COLS * 4) as u64;
-        for step in 0..choices.len() {
+        for sequence in sequences {
+            self.encode_state_copy(
+                &mut encoder,
+                sequence.slot,
+                &sequence.snapshot.buffer,
+                StateCopy::SlotToBuffer,
+            );
+        }
+        let step_choices = (batch * block.choices.stride() * 4) as u64;
+        for step in 0..steps {
             encoder.copy_buffer_to_buffer(
                 &block.choices.buffer,
-                block.choices.offset + step as u64 * (block.choices.stride() * 4) as u64,
+                block.choices.offset + step as u64 * step_choices,
                 &sampling.choices.buffer,
                 sampling.choices.offset,
-                Some(choice_bytes),
+                Some(step_choices),
             );
             if step > 0 {
-                copy_id(&mut encoder, &sampling.tokens, 0, &self.inner.ids, 0);
+                copy_ids(&mut encoder, (&sampling.tokens, 0), (&self.inner.ids, 0), batch);
             }
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("decode step"),
@@ -128,23 +175,31 @@ impl Engine {
                 part.encode_into(&mut pass);
             }
             drop(pass);
-            copy_id(&mut encoder, &sampling.tokens, 0, &block.tokens, step);
+            copy_ids(&mut encoder, (&sampling.tokens, 0), (&block.tokens, step * batch), batch);
         }
-        let chosen = GpuTensor { cols: choices.len(), ..block.tokens.clone() };
+        let chosen = GpuTensor { cols: steps * batch, ..block.tokens.clone() };
         let bytes_read_back = block.readback.copy_from(&mut encoder, &chosen);
         gpu.queue.submit([encoder.finish()]);
         let per_step: usize = parts.iter().map(|part| part.len()).sum();
-        add(counters, choices.len(), per_step * choices.len(), bytes_read_back);
+        add(counters, (steps, steps * batch), per_step * steps, bytes_read_back);
 
         let row = block.readback.read_rows_async(gpu, 1).await?;
-        let tokens: Vec<u32> = row[..choices.len()].iter().map(|id| id.to_bits()).collect();
-        if tokens.contains(&Choice::NON_FINITE_LOGITS) {
-            return Err(Error::NonFiniteLogits(format!("for the sequence in slot {slot}")));
+        let ids: Vec<u32> = row[..steps * batch].iter().map(|id| id.to_bits()).collect();
+        let mut chosen = Vec::with_capacity(batch);
+        for (b, sequence) in sequences.iter().enumerate() {
+            let tokens: Vec<u32> = (0..steps).map(|step| ids[step * batch + b]).collect();
+            if tokens.contains(&Choice::NON_FINITE_LOGITS) {
+                return Err(Error::NonFiniteLogits(format!("for the sequence in slot {}", sequence.slot)));
+            }
+            if tokens.contains(&Choice::NOTHING_ALLOWED) {
+                return Err(Error::Internal(format!(
+                    "an unconstrained choice in slot {} found no token",
+                    sequence.slot
+                )));
+            }
+            chosen.push(tokens);
         }
-        if tokens.contains(&Choice::NOTHING_ALLOWED) {
-            return Err(Error::Internal(format!("an unconstrained choice in slot {slot} found no token")));
-        }
-        Ok(tokens)
+        Ok(chosen)
     }
 
     /// Puts `snapshot` back into `slot` and reads `tokens` one step each (as a block read them),
@@ -175,9 +230,9 @@ impl Engine {
             let recorded = steps.get_or_record(shape, |id| self.record(shape, id))?;
             self.upload(recorded, &work, shape)?;
             let ids: Vec<f32> = tokens.iter().map(|&id| f32::from_bits(id)).collect();
-            block.tokens.write_rows(gpu, 0, &[ids, vec![0.0; MAX_BLOCK - tokens.len()]].concat())?;
+            block.tokens.write_rows(gpu, 0, &[ids, vec![0.0; block.tokens.cols - tokens.len()]].concat())?;
             for step in 0..tokens.len() {
-                copy_id(&mut encoder, &block.tokens, step, &self.inner.ids, 0);
+                copy_ids(&mut encoder, (&block.tokens, step), (&self.inner.ids, 0), 1);
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("rewind step"),
                     timestamp_writes: None,
@@ -187,33 +242,33 @@ impl Engine {
             dispatches = recorded.body.len() * tokens.len();
         }
         gpu.queue.submit([encoder.finish()]);
-        add(counters, tokens.len(), dispatches, 0);
+        add(counters, (tokens.len(), tokens.len()), dispatches, 0);
         gpu.check()
     }
 }
 
-/// Encodes copying token id `from_index` of the one-row `from` to `to_index` of `to`.
-fn copy_id(
+/// Encodes copying `count` token ids from index `from.1` of the one-row `from.0` to index `to.1`
+/// of `to.0`.
+fn copy_ids(
     encoder: &mut wgpu::CommandEncoder,
-    from: &GpuTensor,
-    from_index: usize,
-    to: &GpuTensor,
-    to_index: usize,
+    (from, from_index): (&GpuTensor, usize),
+    (to, to_index): (&GpuTensor, usize),
+    count: usize,
 ) {
     encoder.copy_buffer_to_buffer(
         &from.buffer,
         from.offset + from_index as u64 * 4,
         &to.buffer,
         to.offset + to_index as u64 * 4,
-        Some(4),
+        Some(count as u64 * 4),
     );
 }
 
-/// Counts one submit of `steps` one-token steps.
-fn add(counters: &mut Counters, steps: usize, dispatches: usize, bytes_read_back: u64) {
+/// Counts one submit of `steps` steps reading `tokens` tokens in all.
+fn add(counters: &mut Counters, (steps, tokens): (usize, usize), dispatches: usize, bytes_read_back: u64) {
     *counters = Counters {
         steps: counters.steps + steps as u64,
-        tokens: counters.tokens + steps as u64,
+        tokens: counters.tokens + tokens as u64,
         submits: counters.submits + 1,
         dispatches: counters.dispatches + dispatches as u64,
         bytes_read_back: counters.bytes_read_back + bytes_read_back,

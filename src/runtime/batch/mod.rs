@@ -6,6 +6,11 @@
 //! a state of the caller's) and leave when they finish or with [`Batch::remove`], between any two
 //! steps. A request's state can be kept: at checkpoints of its prompt, and when it leaves.
 //!
+//! Once every request is generating without a grammar or log-probabilities, a step runs several
+//! decode steps in one submit ([`Engine::decode_blocks`], see `blocks.rs`): each request's events
+//! come for the whole block, and a request that ends inside it leaves with the state after
+//! exactly its returned tokens.
+//!
 //! ```no_run
 //! # use rwkv_wgpu::runtime::{Batch, BatchEvent, Engine, RequestOptions};
 //! # fn demo(engine: &Engine, prompts: Vec<Vec<u32>>) -> rwkv_wgpu::Result<()> {
@@ -24,8 +29,10 @@
 //! # }
 //! ```
 
-use super::engine::{Engine, Logits, Work};
-use super::generate::Finish;
+mod blocks;
+
+use super::engine::{Engine, Logits, Snapshot, Work};
+use super::generate::{Finish, GenerateOptions};
 use super::sampler::{Sampler, SamplerOptions};
 use super::session::Session;
 use crate::error::{Error, Result};
@@ -100,6 +107,10 @@ struct Request {
     generated: usize,
     fed: Vec<u32>,
     constraint: Option<Constraint>,
+    /// The state before the last block, made by the request's first block, and how many tokens
+    /// `fed` held then; `None` once a step of one token moved the state on.
+    snapshot: Option<Snapshot>,
+    snapshot_fed: Option<usize>,
 }
 
 impl Request {
@@ -115,11 +126,36 @@ pub struct Batch {
     /// Requests that finished in the last step, until [`Batch::take_finished`] or the next step.
     finished: Vec<Request>,
     next_id: u64,
+    /// Decode steps per submit once every request generates (1: one per step).
+    steps_per_submit: usize,
 }
 
 impl Batch {
     pub fn new(engine: &Engine) -> Batch {
-        Batch { engine: engine.clone(), requests: Vec::new(), finished: Vec::new(), next_id: 0 }
+        Batch {
+            engine: engine.clone(),
+            requests: Vec::new(),
+            finished: Vec::new(),
+            next_id: 0,
+            steps_per_submit: GenerateOptions::DEFAULT_STEPS_PER_SUBMIT,
+        }
+    }
+
+    /// Sets how many decode steps a step may run in one submit once every request generates
+    /// (1 to [`super::MAX_BLOCK`]; 1 turns blocks off).
+    pub fn set_steps_per_submit(&mut self, steps: usize) -> Result<()> {
+        if steps == 0 || steps > super::MAX_BLOCK {
+            return Err(Error::InvalidArgument(format!(
+                "steps per submit must be 1 to {}, not {steps}",
+                super::MAX_BLOCK
+            )));
+        }
+        self.steps_per_submit = steps;
+        Ok(())
+    }
+
+    pub fn steps_per_submit(&self) -> usize {
+        self.steps_per_submit
     }
 
     /// Queues a request; its prompt is read over the next steps. Returns its id.
@@ -158,6 +194,8 @@ impl Batch {
             generated,
             fed,
             constraint,
+            snapshot: None,
+            snapshot_fed: None,
         });
         Ok(id)
     }
@@ -198,6 +236,9 @@ impl Batch {
         if self.requests.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(steps) = self.block_steps() {
+            return self.step_block(steps).await;
+        }
         let chunk = self.engine.options().chunk;
         let mut budget = self.engine.max_rows();
         // Generating requests first (one row each), so prompts never starve them.
@@ -237,6 +278,7 @@ impl Batch {
         let mut finished = Vec::new();
         for (&(i, take, _), output) in plan.iter().zip(results) {
             let request = &mut self.requests[i];
+            request.snapshot_fed = None;
             request.fed.extend_from_slice(&request.input[request.read..request.read + take]);
             request.read += take;
             if request.generated == 0 && request.options.checkpoints.contains(&request.fed.len()) {
