@@ -26,19 +26,28 @@ fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgr
         let input = x_base(params.col_offset + row);
         var acc: array<vec4<f32>, FEW_ROWS>;
         for (var i = 2u * lane; i < params.cols4; i += 2u * lanes) {
-            let w0 = load_weight4(base + i);
             let second = i + 1u < params.cols4;
-            let w1 = select(vec4<f32>(0.0), load_weight4(base + min(i + 1u, params.cols4 - 1u)), second);
+            let i1 = min(i + 1u, params.cols4 - 1u);
+            // A sparse input reads only the weights of its nonzero groups (again per row:
+            // a batch's rows share them through the cache).
+            var w0 = vec4<f32>(0.0);
+            var w1 = vec4<f32>(0.0);
+            if !SPARSE_INPUT {
+                w0 = load_weight4(base + i);
+                w1 = select(vec4<f32>(0.0), load_weight4(base + i1), second);
+            }
             for (var r = 0u; r < inputs; r++) {
                 let x0 = input4(input + r * params.cols4, i);
-                if !SPARSE_INPUT || any(x0 != vec4<f32>(0.0)) {
-                    acc[r] += w0 * x0;
-                }
-                if second {
-                    let x1 = input4(input + r * params.cols4, i + 1u);
-                    if !SPARSE_INPUT || any(x1 != vec4<f32>(0.0)) {
-                        acc[r] += w1 * x1;
+                let x1 = select(vec4<f32>(0.0), input4(input + r * params.cols4, i1), second);
+                if SPARSE_INPUT {
+                    if any(x0 != vec4<f32>(0.0)) {
+                        acc[r] += load_weight4(base + i) * x0;
                     }
+                    if any(x1 != vec4<f32>(0.0)) {
+                        acc[r] += load_weight4(base + i1) * x1;
+                    }
+                } else {
+                    acc[r] += w0 * x0 + w1 * x1;
                 }
             }
         }

@@ -69,3 +69,23 @@ fn random_shapes_match_cpu_reference() {
         }
     }
 }
+
+/// The squared ReLU's zeros on a trained model (the demo model over its held-out text): what
+/// the one-token value product skips is counted in whole groups of 4 inputs, never more than the
+/// zero entries allow, and on this model more than a third of W_v's columns in every layer
+/// (`cargo run --release --example sparsity` prints the figures).
+#[test]
+fn a_trained_models_channel_mix_is_mostly_zeros() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let source = rwkv_wgpu::model::source::open(&root.join("model.safetensors")).unwrap();
+    let reference = ReferenceModel::from_source(source.as_ref()).unwrap();
+    let tokenizer = rwkv_wgpu::tokenizer::Tokenizer::from_file(&root.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(root.join("heldout.txt")).unwrap();
+    let tokens = &tokenizer.encode(&text).unwrap()[..256];
+    let ffn = reference.config.ffn as u64;
+    for (layer, s) in reference.channel_mix_sparsity(tokens).unwrap().iter().enumerate() {
+        assert_eq!((s.channels, s.groups), (256 * ffn, 256 * ffn / 4), "layer {layer}");
+        assert!(4 * s.zero_groups <= s.zero_channels, "layer {layer}: {s:?}");
+        assert!(s.skipped() > 0.33 && s.skipped() < 1.0, "layer {layer}: {s:?}");
+    }
+}

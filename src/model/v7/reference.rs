@@ -15,6 +15,32 @@ use crate::model::source::TensorSource;
 use crate::quant::QuantPlan;
 use crate::runtime::{LayerValues, State};
 
+/// Zeros of one layer's channel-mix hidden vectors, summed over tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sparsity {
+    pub channels: u64,
+    pub zero_channels: u64,
+    /// Groups of 4 channels, as the product reads them.
+    pub groups: u64,
+    pub zero_groups: u64,
+}
+
+impl Sparsity {
+    fn count(&mut self, hidden: &[f32]) {
+        self.channels += hidden.len() as u64;
+        self.zero_channels += hidden.iter().filter(|&&h| h == 0.0).count() as u64;
+        for group in hidden.chunks(4) {
+            self.groups += 1;
+            self.zero_groups += u64::from(group.iter().all(|&h| h == 0.0));
+        }
+    }
+
+    /// The share of W_v's columns the one-token product skips.
+    pub fn skipped(&self) -> f64 {
+        self.zero_groups as f64 / self.groups.max(1) as f64
+    }
+}
+
 pub struct ReferenceModel {
     pub config: ModelConfig,
     blocks: Vec<Block<Host, TimeMix7<Host>>>,
@@ -75,6 +101,28 @@ impl ReferenceModel {
 
     /// Feeds one token and returns the logits.
     pub fn forward(&self, token: u32, state: &mut State) -> Result<Vec<f32>> {
+        self.forward_observed(token, state, &mut |_, _| {})
+    }
+
+    /// How much of the channel mix the squared ReLU's zeros save over `tokens` read in order
+    /// from the zero state: per layer, the zero entries of k = relu(W_k·x_k)² and the all-zero
+    /// vec4 groups of it, whose columns of W_v the one-token product skips reading.
+    pub fn channel_mix_sparsity(&self, tokens: &[u32]) -> Result<Vec<Sparsity>> {
+        let mut layers = vec![Sparsity::default(); self.config.layers];
+        let mut state = self.zero_state();
+        for &token in tokens {
+            self.forward_observed(token, &mut state, &mut |layer, hidden| layers[layer].count(hidden))?;
+        }
+        Ok(layers)
+    }
+
+    /// [`ReferenceModel::forward`], handing each layer's channel-mix hidden vector k to `observe`.
+    pub fn forward_observed(
+        &self,
+        token: u32,
+        state: &mut State,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
         let mut x = self.embedding.row(token)?;
         let mut v_first = Vec::new();
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -85,6 +133,7 @@ impl ReferenceModel {
             let shifted =
                 kernels::token_shift_ref(&xf, &mut state.layers[layer].ffn_x, &ffn.mixes, Prev::Update);
             let hidden = matvec(&ffn.key, &shifted[0], OperandRef::None, Activation::ReluSquared);
+            observe(layer, &hidden);
             add(&mut x, &plain(&ffn.value, &hidden));
         }
         Ok(plain(&self.head, &layer_norm(&x, &self.ln_out)))
