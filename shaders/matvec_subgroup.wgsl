@@ -4,11 +4,14 @@
 // WORKGROUP_SIZE; the assembly has reduce_subgroup.wgsl), for steps of up to FEW_ROWS rows.
 // Several rows of W per workgroup, a subgroup per row of W: each lane reads two neighbouring vec4s of weights per step (wide loads,
 // several in flight) and the subgroup sums in registers, with no barrier; the rows of a
-// workgroup share the input through the cache. Subgroups are taken to be consecutive
-// invocations of the workgroup, as on every GPU we know of; rows are walked in a grid-stride
-// loop, so any subgroup size covers them all.
+// workgroup share the input through the cache. Each subgroup takes a number by an atomic, so
+// nothing assumes how invocations map to subgroups; rows are walked in a grid-stride loop, so
+// any subgroup size covers them all.
 // Up to FEW_ROWS rows of input (a batch of decoded sequences) share each weight they read.
 const FEW_ROWS: u32 = 8u;
+
+// How many subgroups of the workgroup have taken their number.
+var<workgroup> subgroups_numbered: atomic<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -21,7 +24,14 @@ fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgr
     let stride = groups.x * groups.y * rows_per_group;
     let first_row = (group.x + group.y * groups.x) * rows_per_group;
     let inputs = min(params.rows, FEW_ROWS);
-    for (var row = first_row + thread / lanes; row < params.part_cols; row += stride) {
+    var number = 0u;
+    if lane == 0u {
+        number = atomicAdd(&subgroups_numbered, 1u);
+    }
+    let own_row = subgroupBroadcast(number, 0u);
+    // Were some subgroups smaller than `lanes`, the extra ones would find every row taken.
+    let rows_end = select(0u, params.part_cols, own_row < rows_per_group);
+    for (var row = first_row + own_row; row < rows_end; row += stride) {
         let base = (params.weight_row0 + row) * params.stride4;
         let input = x_base(params.col_offset + row);
         var acc: array<vec4<f32>, FEW_ROWS>;
