@@ -4,7 +4,6 @@ use super::{Batch, BatchEvent, Left, Request};
 use crate::error::{Error, Result};
 use crate::kernels::{Choice, MAX_SEQUENCES};
 use crate::runtime::engine::BlockSequence;
-use crate::runtime::generate::Finish;
 use crate::runtime::MAX_BLOCK;
 
 impl Batch {
@@ -62,14 +61,7 @@ impl Batch {
                 request.sampler.count(token);
                 request.generated += 1;
                 events.push(BatchEvent::Token { request: request.id, token, logprobs: None });
-                let finish = if Some(token) == request.options.stop_token {
-                    Some(Finish::EndOfText)
-                } else if request.generated >= request.options.max_tokens {
-                    Some(Finish::MaxTokens)
-                } else {
-                    None
-                };
-                if let Some(finish) = finish {
+                if let Some(finish) = request.finish_after(token, false) {
                     events.push(BatchEvent::Finished { request: request.id, finish });
                     finished.push(request.id);
                     // The block read past this token: back to the state before it.
@@ -87,9 +79,7 @@ impl Batch {
                 }
             }
         }
-        let (done, active) =
-            std::mem::take(&mut self.requests).into_iter().partition(|r| finished.contains(&r.id));
-        (self.finished, self.requests) = (done, active);
+        self.retire(&finished);
         Ok(events)
     }
 

@@ -114,6 +114,17 @@ struct Request {
 }
 
 impl Request {
+    /// Why the request ends with `token`, its latest, if it does.
+    fn finish_after(&self, token: u32, grammar_ends: bool) -> Option<Finish> {
+        if Some(token) == self.options.stop_token || grammar_ends {
+            Some(Finish::EndOfText)
+        } else if self.generated >= self.options.max_tokens {
+            Some(Finish::MaxTokens)
+        } else {
+            None
+        }
+    }
+
     fn leave(self) -> Left {
         Left { request: self.id, session: self.session, fed: self.fed }
     }
@@ -310,14 +321,7 @@ impl Batch {
                 ),
                 None => false,
             };
-            let finish = if Some(token) == request.options.stop_token || grammar_ends {
-                Some(Finish::EndOfText)
-            } else if request.generated >= request.options.max_tokens {
-                Some(Finish::MaxTokens)
-            } else {
-                None
-            };
-            match finish {
+            match request.finish_after(token, grammar_ends) {
                 Some(finish) => {
                     events.push(BatchEvent::Finished { request: request.id, finish });
                     finished.push(request.id);
@@ -328,9 +332,14 @@ impl Batch {
                 }
             }
         }
+        self.retire(&finished);
+        Ok(events)
+    }
+
+    /// Moves the requests `finished` out of the batch, until [`Batch::take_finished`].
+    fn retire(&mut self, finished: &[u64]) {
         let (done, active) =
             std::mem::take(&mut self.requests).into_iter().partition(|r| finished.contains(&r.id));
         (self.finished, self.requests) = (done, active);
-        Ok(events)
     }
 }
