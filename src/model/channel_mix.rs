@@ -84,7 +84,13 @@ impl ChannelMix<Gpu> {
         if let Some(receptance) = &self.receptance {
             products.push(("receptance", receptance, &gate[..]));
         }
-        let remember = kernels::shifted_products(rec, label, shifted, (&s.shifted, s.stride), &products)?;
+        let remember = kernels::shifted_products(
+            rec,
+            label,
+            (shifted, kernels::Prev::Update),
+            (&s.shifted, s.stride),
+            &products,
+        )?;
         // x += W_v·k (⊙ r); the input is mostly zeros
         let value = match &self.receptance {
             None => Epilogue::ACCUMULATE,

@@ -103,7 +103,13 @@ impl TimeMix for TimeMix4<Gpu> {
             ("key", &self.key, &k[..]),
             ("value", &self.value, &v[..]),
         ];
-        let remember = kernels::shifted_products(rec, label, shifted, (&s.shifted, s.stride), &products)?;
+        let remember = kernels::shifted_products(
+            rec,
+            label,
+            (shifted, kernels::Prev::Update),
+            (&s.shifted, s.stride),
+            &products,
+        )?;
         // 3. y = r ⊙ (Σ e^(w·age + k)·v + e^(u + k)·v) / (same without v), updating aa, bb, pp
         let inputs = Wkv4Inputs { r: &s.r, k: &s.k, v: &s.v, w: &self.decay, u: &self.first };
         kernels::wkv4(rec, &label("wkv"), &state.wkv, inputs, &s.y)?;

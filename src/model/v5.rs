@@ -250,7 +250,13 @@ impl TimeMix for TimeMix5<Gpu> {
             products.push(("gate", gate, &g[..]));
         }
         let mixed = &s.shifted[..products.len()];
-        let remember = kernels::shifted_products(rec, label, shifted, (mixed, s.stride), &products)?;
+        let remember = kernels::shifted_products(
+            rec,
+            label,
+            (shifted, kernels::Prev::Update),
+            (mixed, s.stride),
+            &products,
+        )?;
         // 3. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) [⊙ g]); the sequence
         //    remembers xa
         let io = (&state.wkv, input.x);

@@ -15,7 +15,7 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment};
+use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, ShiftedInput, ShiftedSegment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -129,21 +129,15 @@ impl TimeMix for TimeMix6<Gpu> {
         let label = |op: &str| format!("L{layer}.att.{op}");
         let (xa, x) = (input.normed, input.x);
         // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x with xa = LN1(x), keeping xa_prev for the
-        //    second shift
-        let xxx = (&s.xxx[..], s.xxx_stride);
-        kernels::layer_norm_shift(
-            rec,
-            &label("ln_shift_x"),
-            input,
-            (&state.att_x, Prev::Keep),
-            &self.maa_x,
-            xxx,
-        )?;
-        let shift = (xa, &state.att_x);
-        // 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
+        //    second shift; 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
+        let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.maa_x };
         let hidden: Vec<_> =
-            s.mix_hidden.iter().map(|y| Segment { x: &s.xxx[0], y, activation: Tanh }).collect();
-        kernels::linear_grouped(rec, &label("maa_w1"), &self.maa_w1, &hidden, Epilogue::PLAIN)?;
+            s.mix_hidden.iter().map(|y| ShiftedSegment { mix: 0, y, activation: Tanh }).collect();
+        let products = [("maa_w1", &self.maa_w1, &hidden[..])];
+        let xxx = (&s.xxx[..], s.xxx_stride);
+        // The second shift below updates the state: nothing is left to remember.
+        kernels::shifted_products(rec, label, (shifted, Prev::Keep), xxx, &products)?;
+        let shift = (xa, &state.att_x);
         let projections = self.maa_w2.iter().zip(&self.maa);
         for ((name, (w2, bias)), (hidden, mix)) in
             MIXES.iter().zip(projections).zip(s.mix_hidden.iter().zip(&s.mixes))

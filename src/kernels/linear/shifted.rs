@@ -81,14 +81,14 @@ pub type ShiftedProduct<'a> = (&'a str, &'a GpuMatrix, &'a [ShiftedSegment<'a>])
 
 /// Records products of token-shifted inputs, labelled `label(name)`: for a step of one token
 /// on an adapter that fuses them ([`crate::gpu::Gpu::fused_decode`]), each normalizes and shifts
-/// its input itself, and the returned [`Remember`] must reach a later product of the layer
-/// ([`Epilogue::remember_if`]); otherwise [`layer_norm_shift`] writes every mix into `mixed` (a
-/// stack with an entry per mix, `stride` apart), updating the sequences' state, and the
-/// products read them.
+/// its input itself, and with [`Prev::Update`] the returned [`Remember`] must reach a later
+/// product of the layer ([`Epilogue::remember_if`]); otherwise [`layer_norm_shift`] writes every
+/// mix into `mixed` (a stack with an entry per mix, `stride` apart), updating the sequences'
+/// state as `update` says, and the products read them.
 pub fn shifted_products<'a>(
     rec: &mut Recorder,
     label: impl Fn(&str) -> String,
-    shifted: ShiftedInput<'a>,
+    (shifted, update): (ShiftedInput<'a>, Prev),
     (mixed, stride): (&[GpuTensor], usize),
     products: &[ShiftedProduct],
 ) -> Result<Option<Remember<'a>>> {
@@ -98,9 +98,9 @@ pub fn shifted_products<'a>(
         for &(name, matrix, segments) in products {
             remember = Some(linear_shifted(rec, &label(name), matrix, shifted, segments)?);
         }
-        return Ok(remember);
+        return Ok(remember.filter(|_| update == Prev::Update));
     }
-    layer_norm_shift(rec, &label("ln_shift"), input, (prev, Prev::Update), mixes, (mixed, stride))?;
+    layer_norm_shift(rec, &label("ln_shift"), input, (prev, update), mixes, (mixed, stride))?;
     for &(name, matrix, segments) in products {
         let segments: Vec<Segment> =
             segments.iter().map(|s| Segment { x: &mixed[s.mix], y: s.y, activation: s.activation }).collect();
