@@ -128,7 +128,8 @@ fn a_stop_token_inside_a_block_ends_the_request_with_its_state() {
 }
 
 /// A request taken out after fewer tokens than its last block generated (a stop string ended
-/// it) leaves with the state after exactly those tokens; more than it generated is an error.
+/// it) leaves with the state after exactly those tokens, also when the block finished it; more
+/// than it generated is an error (and it leaves).
 #[test]
 fn removing_a_request_inside_a_block_rewinds_its_state() {
     let engine = engine();
@@ -142,11 +143,23 @@ fn removing_a_request_inside_a_block_rewinds_its_state() {
             generated +=
                 batch.step().unwrap().iter().filter(|e| matches!(e, BatchEvent::Token { .. })).count();
         }
-        assert!(batch.remove_after(id, generated + 1).is_err(), "removed after tokens never generated");
         batch.remove_after(id, keep).unwrap().expect("in the batch").session.state().unwrap()
     };
     // One token from the prompt's step, then blocks of 8: 6 lies inside the first block.
     let expected = state_after(1, 6);
     assert_same_state("removed inside a block", &state_after(8, 6), &expected);
+    // The same when that block also finished the request (its 9 tokens are its limit), before
+    // the batch hands it back.
+    let mut batch = Batch::new(&engine);
+    let id = batch.add(prompts[0].clone(), request(9, None, 4)).unwrap();
+    while !batch.step().unwrap().iter().any(|e| matches!(e, BatchEvent::Finished { .. })) {}
+    let left = batch.remove_after(id, 6).unwrap().expect("finished in the last step");
+    assert_same_state("finished, then removed inside its block", &left.session.state().unwrap(), &expected);
+    assert!(batch.take_finished().is_empty());
+    // Tokens never generated: an error, and the request leaves all the same.
+    let id = batch.add(prompts[0].clone(), request(30, None, 4)).unwrap();
+    batch.step().unwrap();
+    assert!(batch.remove_after(id, 2).is_err(), "removed after tokens never generated");
+    assert!(batch.is_empty());
     assert!(Batch::new(&engine).set_steps_per_submit(17).is_err());
 }

@@ -319,17 +319,19 @@ impl<'t> Scheduler<'t> {
                 }
             }
         }
-        for left in self.batch.take_finished() {
-            self.keep(left);
-        }
-        // The jobs leave (caching their states) and the metrics count that before their clients
-        // hear they are done, so that a client sees metrics that include its own request.
+        // The jobs leave (caching their states after the tokens they returned, also where a stop
+        // string came before the batch finished them in the same block) and the metrics count
+        // that before their clients hear they are done, so that a client sees metrics that
+        // include its own request.
         let mut answers = Vec::with_capacity(ended.len());
         for (request, reason) in ended {
             if let Some(running) = self.running.get(&request) {
                 answers.push((running.job.events.clone(), reason, running.generated));
             }
             self.leave(request);
+        }
+        for left in self.batch.take_finished() {
+            self.keep(left);
         }
         Metrics::add(&self.metrics.completion_tokens, generated as u64);
         self.metrics.active.store(self.running.len() as u64, Ordering::Relaxed);

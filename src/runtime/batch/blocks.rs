@@ -85,7 +85,9 @@ impl Batch {
 
     /// Takes a request out of the batch after its first `generated` generated tokens (a stop
     /// string ended it there, say): its state holds its prompt and those tokens but the last,
-    /// as if it had stopped there, also where the last step was a block that read further.
+    /// as if it had stopped there, also where the last step was a block that read further, and
+    /// also if that step finished the request ([`Batch::take_finished`] not called yet). A
+    /// request that cannot go back that far leaves anyway, with the error.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn remove_after(&mut self, request: u64, generated: usize) -> Result<Option<Left>> {
         pollster::block_on(self.remove_after_async(request, generated))
@@ -93,8 +95,14 @@ impl Batch {
 
     /// [`Batch::remove_after`] without blocking.
     pub async fn remove_after_async(&mut self, request: u64, generated: usize) -> Result<Option<Left>> {
-        let Some(at) = self.requests.iter().position(|r| r.id == request) else { return Ok(None) };
-        let entry = &mut self.requests[at];
+        let entry = match self.requests.iter().position(|r| r.id == request) {
+            Some(at) => self.requests.remove(at),
+            None => match self.finished.iter().position(|r| r.id == request) {
+                Some(at) => self.finished.remove(at),
+                None => return Ok(None),
+            },
+        };
+        let mut entry = entry;
         if generated > entry.generated {
             return Err(Error::InvalidArgument(format!(
                 "request {request} generated {} tokens, not {generated}",
@@ -107,9 +115,9 @@ impl Batch {
             let keep = entry.fed.len().checked_sub(read_past).ok_or_else(|| {
                 Error::InvalidArgument(format!("request {request} cannot go back {read_past} tokens"))
             })?;
-            rewind(entry, keep).await?;
+            rewind(&mut entry, keep).await?;
         }
-        Ok(Some(self.requests.remove(at).leave()))
+        Ok(Some(entry.leave()))
     }
 }
 
