@@ -115,11 +115,17 @@ fn shifted_product_then_remembering_product_match_their_references() {
 
 /// RWKV-7's one-token kernel gives what the LoRA output products, key shaping, the recurrence
 /// and group norm with bonus and gate give, in layer 0 (no value residual) and later layers,
-/// for heads of 64 and 16 channels; the state of other slots is untouched.
+/// for heads of 64 and 16 channels, LoRA matrices in f16, f32 and bf16; the state of other slots
+/// is untouched.
 #[test]
 fn one_token_time_mix_matches_its_kernels_references() {
     for gpu in [common::default_gpu(), common::gl_gpu()] {
-        for (heads, n, value_residual) in [(2usize, 64usize, true), (4, 16, false), (3, 16, true)] {
+        let cases = [
+            (2usize, 64usize, true, MatrixFormat::F16),
+            (4, 16, false, MatrixFormat::F32),
+            (3, 16, true, MatrixFormat::Bf16),
+        ];
+        for (heads, n, value_residual, format) in cases {
             let c = heads * n;
             let ranks = [8usize, 12, 4, 16];
             let mut rng = Rng::new((c + heads) as u64);
@@ -128,7 +134,7 @@ fn one_token_time_mix_matches_its_kernels_references() {
             let hidden: Vec<Vec<f32>> = ranks.iter().map(|&r| rng.vec(r, -1.0, 1.0)).collect();
             let lora: Vec<PackedMatrix> = ranks
                 .iter()
-                .map(|&r| PackedMatrix::pack(MatrixFormat::F16, c, r, &rng.vec(c * r, -0.5, 0.5)).unwrap())
+                .map(|&r| PackedMatrix::pack(format, c, r, &rng.vec(c * r, -0.5, 0.5)).unwrap())
                 .collect();
             let channel = [
                 rng.vec(c, 0.5, 1.5),
@@ -211,7 +217,8 @@ fn one_token_time_mix_matches_its_kernels_references() {
             let ln_x = (&channel[3][..], &channel[4][..]);
             let out = kernels::group_norm_bonus_gate_ref(heads, &y, ln_x, r, &k_written, &v, &channel[2], &g);
 
-            let name = format!("{}: {heads}×{n}, value residual {value_residual}", gpu.describe());
+            let name =
+                format!("{}: {heads}×{n}, value residual {value_residual}, {format:?}", gpu.describe());
             assert_close(&format!("{name}: out"), &out_gpu.read(&gpu).unwrap(), &out, 1e-4);
             assert_close(&format!("{name}: state"), &state_gpu.read(&gpu).unwrap(), &expected_state, 1e-5);
             let mut expected_prev = prev.clone();
