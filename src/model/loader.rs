@@ -3,119 +3,9 @@
 //! tensor.
 
 use super::source::{TensorData, TensorSource};
+pub use super::store::{Host, HostMatrix, Inventory, Store};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
-use crate::quant::{MatrixFormat, PackedMatrix, PlannedMatrix, QuantPlan};
-
-/// Where loaded weights go.
-pub trait Store {
-    type Vector;
-    type Matrix;
-    /// Whether the store keeps values; if not, the loader checks names, shapes and dtypes but
-    /// converts nothing.
-    const KEEPS_VALUES: bool = true;
-    /// f32 values as rows of `cols`.
-    fn rows(&self, name: &str, cols: usize, data: Vec<f32>) -> Result<Self::Vector>;
-    /// f32 values as one row.
-    fn vector(&self, name: &str, data: Vec<f32>) -> Result<Self::Vector> {
-        self.rows(name, data.len(), data)
-    }
-    /// A weight matrix, already in its format.
-    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<Self::Matrix>;
-    /// Small matrices that one kernel reads together (on the GPU: in one buffer).
-    fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<Self::Matrix>> {
-        names.iter().zip(matrices).map(|(name, matrix)| self.matrix(name, matrix)).collect()
-    }
-}
-
-impl Store for Gpu {
-    type Vector = GpuTensor;
-    type Matrix = GpuMatrix;
-
-    fn rows(&self, name: &str, cols: usize, data: Vec<f32>) -> Result<GpuTensor> {
-        GpuTensor::from_rows(self, name, cols, &data)
-    }
-
-    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<GpuMatrix> {
-        GpuMatrix::upload(self, name, &matrix)
-    }
-
-    fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<GpuMatrix>> {
-        GpuMatrix::upload_together(self, &names.join("+"), &matrices)
-    }
-}
-
-/// Weights kept on the CPU, for the reference implementation.
-pub struct Host;
-
-/// A row-major matrix on the CPU: the values the GPU decodes from its format.
-#[derive(Debug, Clone)]
-pub struct HostMatrix {
-    pub rows: usize,
-    pub cols: usize,
-    pub values: Vec<f32>,
-}
-
-impl HostMatrix {
-    /// Splits a matrix stacked by rows into its parts of `rows` rows each.
-    pub fn split_rows(&self, rows: &[usize]) -> Vec<HostMatrix> {
-        let mut first = 0;
-        rows.iter()
-            .map(|&count| {
-                let values = self.values[first * self.cols..(first + count) * self.cols].to_vec();
-                first += count;
-                HostMatrix { rows: count, cols: self.cols, values }
-            })
-            .collect()
-    }
-}
-
-impl Store for Host {
-    type Vector = Vec<f32>;
-    type Matrix = HostMatrix;
-
-    fn rows(&self, _name: &str, _cols: usize, data: Vec<f32>) -> Result<Vec<f32>> {
-        Ok(data)
-    }
-
-    fn matrix(&self, _name: &str, matrix: PackedMatrix) -> Result<HostMatrix> {
-        Ok(HostMatrix { rows: matrix.rows, cols: matrix.cols, values: matrix.unpack() })
-    }
-}
-
-/// Checks tensors without keeping their values, and lists each matrix's name, format and shape:
-/// what validating a file, its memory estimate and its storage summary need.
-#[derive(Default)]
-pub struct Inventory {
-    matrices: std::sync::Mutex<Vec<PlannedMatrix>>,
-}
-
-impl Inventory {
-    pub fn into_matrices(self) -> Vec<PlannedMatrix> {
-        self.matrices.into_inner().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Store for Inventory {
-    type Vector = ();
-    type Matrix = ();
-    const KEEPS_VALUES: bool = false;
-
-    fn rows(&self, _name: &str, _cols: usize, _data: Vec<f32>) -> Result<()> {
-        Ok(())
-    }
-
-    fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<()> {
-        let planned = PlannedMatrix {
-            name: name.to_string(),
-            format: matrix.format,
-            rows: matrix.rows,
-            cols: matrix.cols,
-        };
-        self.matrices.lock().unwrap_or_else(|p| p.into_inner()).push(planned);
-        Ok(())
-    }
-}
+use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
 
 /// Reads tensors from a source, checks them, and hands them to a store.
 pub struct Loader<'a, S: Store> {
@@ -308,7 +198,30 @@ impl<'a, S: Store> Loader<'a, S> {
         }
         self.check(name, &[rows, cols])?;
         let format = self.format(name, self.plan.format_of(name));
-        self.pack(name, format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
+        let packed = self.large_packed(name, format, rows, cols)?;
+        self.store.matrix(name, packed)
+    }
+
+    /// A large matrix in `format`; an f16 file's f16 matrix is copied as it is, not through f32.
+    fn large_packed(
+        &self,
+        name: &str,
+        format: MatrixFormat,
+        rows: usize,
+        cols: usize,
+    ) -> Result<PackedMatrix> {
+        if S::KEEPS_VALUES && format == MatrixFormat::F16 {
+            let tensor = self.fetch(name, &[rows, cols])?;
+            if tensor.dtype == crate::model::source::DType::F16 {
+                return PackedMatrix::from_f16_bytes(rows, cols, &tensor.bytes).map_err(|(index, value)| {
+                    Error::BadWeights {
+                        name: name.into(),
+                        reason: format!("element {index} is {value}: the file is damaged"),
+                    }
+                });
+            }
+        }
+        self.packed(format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
     }
 
     /// Large matrices of one shape `[rows, cols]`, stacked by rows into one so that a grouped
@@ -330,7 +243,7 @@ impl<'a, S: Store> Loader<'a, S> {
                 Some(matrix) => matrix,
                 None => {
                     self.check(name, &[rows, cols])?;
-                    self.packed(format, rows, cols, || self.matrix_values(name, &[rows, cols], format))?
+                    self.large_packed(name, format, rows, cols)?
                 }
             });
         }

@@ -17,6 +17,7 @@ pub mod loader;
 pub mod lora;
 pub mod memory;
 pub mod source;
+pub mod store;
 pub mod synthetic;
 pub mod v4;
 pub mod v5;

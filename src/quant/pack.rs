@@ -41,6 +41,34 @@ impl PackedMatrix {
         Ok(PackedMatrix { format, rows, cols, words })
     }
 
+    /// A `[rows, cols]` matrix of little-endian f16 values (a file's bytes) as f16 words, without
+    /// going through f32. Fails with the first element that is not finite and its value.
+    pub fn from_f16_bytes(
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> std::result::Result<PackedMatrix, (usize, f32)> {
+        let format = MatrixFormat::F16;
+        let row_words = format.row_words(cols);
+        let mut words = vec![0u32; rows * row_words];
+        for (row, (out, values)) in
+            words.chunks_exact_mut(row_words.max(1)).zip(bytes.chunks(2 * cols.max(1))).enumerate()
+        {
+            for (i, pair) in values.chunks(4).enumerate() {
+                let low = u16::from_le_bytes([pair[0], pair[1]]);
+                let high = if pair.len() == 4 { u16::from_le_bytes([pair[2], pair[3]]) } else { 0 };
+                for (j, bits) in [low, high].into_iter().enumerate().take(pair.len() / 2) {
+                    // All exponent bits set: infinite or NaN.
+                    if bits & 0x7c00 == 0x7c00 {
+                        return Err((row * cols + 2 * i + j, f16::from_bits(bits).to_f32()));
+                    }
+                }
+                out[i] = u32::from(low) | (u32::from(high) << 16);
+            }
+        }
+        Ok(PackedMatrix { format, rows, cols, words })
+    }
+
     /// The words of rows `first .. first + count` alone: their codes, then their block parameters.
     pub fn rows_words(&self, first: usize, count: usize) -> Vec<u32> {
         let format = self.format;
@@ -311,6 +339,23 @@ mod tests {
 
     fn values(len: usize) -> Vec<f32> {
         (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect()
+    }
+
+    /// An f16 file's matrix copied as it is packs exactly as its values through f32 do, rows
+    /// padded to whole vec4s; an infinite or NaN element is refused with its index.
+    #[test]
+    fn f16_bytes_pack_as_their_values() {
+        for (rows, cols) in [(3, 8), (5, 7), (2, 1)] {
+            let values: Vec<f32> = values(rows * cols).iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+            let bytes: Vec<u8> = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+            let expected = PackedMatrix::pack(MatrixFormat::F16, rows, cols, &values).unwrap();
+            assert_eq!(PackedMatrix::from_f16_bytes(rows, cols, &bytes).unwrap(), expected, "{rows}×{cols}");
+        }
+        let mut bytes: Vec<u8> = values(14).iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+        bytes[2 * 9..2 * 10].copy_from_slice(&f16::NAN.to_le_bytes());
+        let (index, value) = PackedMatrix::from_f16_bytes(2, 7, &bytes).unwrap_err();
+        assert_eq!(index, 9);
+        assert!(value.is_nan());
     }
 
     #[test]
