@@ -5,8 +5,9 @@
 // first_row .. first_row + rows and keeps its recurrent state in slot `slot` of the state
 // tensors.
 
-// MAX_SEQUENCES, the most sequences of a step, is declared before this prelude from
-// kernels::sequences::MAX_SEQUENCES.
+// MAX_SEQUENCES, the most sequences of a step, and MAX_HEAD_SIZE, the largest head whose
+// recurrence keeps a row of its state in registers (wkv5.wgsl, wkv7.wgsl), are declared before
+// this prelude from kernels::sequences.
 
 struct Sequence {
     slot: u32,
@@ -22,9 +23,6 @@ struct Sequences {
     _padding2: u32,
     items: array<Sequence, MAX_SEQUENCES>,
 }
-
-// Heads up to this size keep their row of the state in registers (wkv5.wgsl, wkv7.wgsl).
-const MAX_HEAD_SIZE: u32 = 64u;
 
 // The params of a recurrence over heads (wkv5.wgsl, wkv7.wgsl), walked in windows of rows;
 // kernels::sequences::HeadWalk on the Rust side.

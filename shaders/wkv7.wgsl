@@ -3,28 +3,17 @@
 //   y = S·r                                        with the new S
 // One thread owns one value row i of one head of one sequence and walks the window's tokens
 // in order: it needs no other thread's data, so no barriers. The row stays in registers for the
-// whole walk (head sizes up to MAX_HEAD_SIZE; larger heads work on it in memory).
-// Needs sequences.wgsl.
+// whole walk (head sizes up to MAX_HEAD_SIZE; larger heads work on it in memory). Long prompts
+// on GPUs take the chunked form instead (wkv7_chunk_*.wgsl), which runs chunks side by side.
+// Needs sequences.wgsl and wkv7_step.wgsl (the inputs, bindings 3-8, and the step).
 //
 // binding 0  params
 // binding 1  sequences  (uniform, from the prelude)
 // binding 2  state  [slots, heads · N · N]
-// binding 3  r      [rows, C]             C = heads · N
-// binding 4  w      [rows, C]   decay in (0, 1)
-// binding 5  k      [rows, C]   the shaped key k'
-// binding 6  v      [rows, C]
-// binding 7  kk     [rows, C]   unit-norm removal key
-// binding 8  a      [rows, C]   in-context learning rate
 // binding 9  y      [rows, C]   out
 
 @group(0) @binding(0) var<uniform> params: HeadWalk;
 @group(0) @binding(2) var<storage, read_write> state: array<f32>;
-@group(0) @binding(3) var<storage, read> r: array<f32>;
-@group(0) @binding(4) var<storage, read> w: array<f32>;
-@group(0) @binding(5) var<storage, read> k: array<f32>;
-@group(0) @binding(6) var<storage, read> v: array<f32>;
-@group(0) @binding(7) var<storage, read> kk: array<f32>;
-@group(0) @binding(8) var<storage, read> a: array<f32>;
 @group(0) @binding(9) var<storage, read_write> y: array<f32>;
 
 // Where one thread works: its sequence, its value channel, and offsets derived from them.
@@ -37,32 +26,14 @@ struct Walk {
     stride: u32,       // row stride of the [rows, C] inputs
 }
 
-// One token's update of row i of S, held in `s`; returns y_i.
-fn step_in_registers(s: ptr<function, array<f32, MAX_HEAD_SIZE>>, at: u32, v_i: f32) -> f32 {
-    let n = params.head_size;
-    var sa = 0.0;
-    for (var j = 0u; j < n; j++) {
-        sa -= (*s)[j] * kk[at + j];
-    }
-    var out = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let c = at + j;
-        let updated = (*s)[j] * w[c] + sa * kk[c] * a[c] + v_i * k[c];
-        (*s)[j] = updated;
-        out += updated * r[c];
-    }
-    return out;
-}
-
 // The same update on the state in memory, for heads larger than MAX_HEAD_SIZE.
 fn step_in_memory(row: u32, at: u32, v_i: f32) -> f32 {
-    let n = params.head_size;
     var sa = 0.0;
-    for (var j = 0u; j < n; j++) {
+    for (var j = 0u; j < HEAD_SIZE; j++) {
         sa -= state[row + j] * kk[at + j];
     }
     var out = 0.0;
-    for (var j = 0u; j < n; j++) {
+    for (var j = 0u; j < HEAD_SIZE; j++) {
         let c = at + j;
         let updated = state[row + j] * w[c] + sa * kk[c] * a[c] + v_i * k[c];
         state[row + j] = updated;
@@ -72,11 +43,10 @@ fn step_in_memory(row: u32, at: u32, v_i: f32) -> f32 {
 }
 
 fn walk(p: Walk) {
-    let n = params.head_size;
     var s: array<f32, MAX_HEAD_SIZE>;
-    let in_registers = n <= MAX_HEAD_SIZE;
+    let in_registers = HEAD_SIZE <= MAX_HEAD_SIZE;
     if in_registers {
-        for (var j = 0u; j < n; j++) {
+        for (var j = 0u; j < HEAD_SIZE; j++) {
             s[j] = state[p.state_row + j];
         }
     }
@@ -90,7 +60,7 @@ fn walk(p: Walk) {
         }
     }
     if in_registers {
-        for (var j = 0u; j < n; j++) {
+        for (var j = 0u; j < HEAD_SIZE; j++) {
             state[p.state_row + j] = s[j];
         }
     }
@@ -98,7 +68,7 @@ fn walk(p: Walk) {
 
 @compute @workgroup_size(64)
 fn wkv7(@builtin(global_invocation_id) id: vec3<u32>) {
-    let n = params.head_size;
+    let n = HEAD_SIZE;
     let channels = params.heads * n;
     if id.x >= channels || id.y >= sequences.count {
         return;

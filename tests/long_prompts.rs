@@ -12,10 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{fixture_dir, load_f32, load_tokens, relative_error};
-use rwkv_wgpu::gpu::{Gpu, GpuOptions};
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions};
+use rwkv_wgpu::kernels;
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
-use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
+use rwkv_wgpu::runtime::{Engine, EngineOptions, Logits, Session};
 use rwkv_wgpu::Error;
 
 /// The conformance bound: at every checked position, max |ours − official| ≤ 1e-3 × std.
@@ -132,6 +133,41 @@ fn long_prompts_match_official_on_gl() {
             let worst = check(&gpu, &case, &model, chunk);
             println!("{} chunk {chunk} on {}: worst {worst:.1e} × std", case.name, common::describe(&gpu));
         }
+    }
+}
+
+/// RWKV-7's recurrence in chunks side by side (the default on GPUs) against the official logits
+/// and final state, on both drivers; each layer of a long step then records the three chunk
+/// kernels, plus one more state dispatch per window, instead of the serial walk's windows.
+#[test]
+fn v7_long_prompts_in_chunks_match_official() {
+    let case = long_case("v7");
+    for backend in [Backend::Vulkan, Backend::Gl] {
+        let open = |wkv_chunks| {
+            let options =
+                GpuOptions { backend: Some(backend), wkv_chunks: Some(wkv_chunks), ..GpuOptions::default() };
+            Arc::new(common::open(&options))
+        };
+        let (gpu, serial_gpu) = (open(true), open(false));
+        let model = load(&gpu, &case.model);
+        for chunk in [333, 4096] {
+            let worst = check(&gpu, &case, &model, chunk);
+            println!(
+                "{} chunk {chunk} in wkv chunks on {}: worst {worst:.1e} × std",
+                case.name,
+                gpu.describe()
+            );
+        }
+        let dispatches = |model: &Arc<Model>| {
+            let engine = Engine::new(model.clone(), EngineOptions { slots: 1, chunk: 333 }).unwrap();
+            engine.prepare(333, Logits::Last).unwrap()
+        };
+        let (layers, n) = (model.config.layers, model.config.head_size);
+        let serial_walk = kernels::windows(333, 2 * n).len();
+        let chunked_walk =
+            2 + kernels::windows(333usize.div_ceil(kernels::WKV7_CHUNK), n * n / 4 + n / 2).len();
+        let (chunked, serial) = (dispatches(&model), dispatches(&load(&serial_gpu, &case.model)));
+        assert_eq!(chunked + layers * serial_walk, serial + layers * chunked_walk, "{backend:?}");
     }
 }
 

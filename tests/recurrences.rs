@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, upload, Rng};
-use rwkv_wgpu::gpu::{Gpu, GpuTensor};
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, GpuTensor};
 use rwkv_wgpu::kernels::{
     self, Activation, Mixes, Prev, Recorder, SequenceEntry, Sequences, Wkv4Inputs, Wkv5Inputs, Wkv7Inputs,
 };
@@ -257,54 +257,88 @@ fn wkv7_matches_reference_for_every_layout() {
     for gpu in backends() {
         for (seed, &(heads, n)) in HEAD_SHAPES.iter().enumerate() {
             for (index, layout) in LAYOUTS.iter().enumerate() {
-                let c = heads * n;
-                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
-                let mut rng = Rng::new((seed * 10 + index) as u64);
-                let r = rng.vec(rows * c, -1.0, 1.0);
-                // The real domain: w = exp(−e^−0.5·σ(x)) ∈ (0.545, 1), a ∈ (0, 1), kk unit-norm per head.
-                let w: Vec<f32> = rng
-                    .vec(rows * c, -6.0, 6.0)
-                    .iter()
-                    .map(|&x| Activation::Decay7.apply(f64::from(x)) as f32)
-                    .collect();
-                let (k, v, a) =
-                    (rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, 0.0, 1.0));
-                let (kk, _) = kernels::wkv7_keys_ref(
-                    heads,
-                    &rng.vec(rows * c, -1.0, 1.0),
-                    &a,
-                    &vec![1.0; c],
-                    &vec![0.0; c],
-                );
-                let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
-                let inputs = [&r, &w, &k, &v, &kk, &a].map(|x| upload(&gpu, c, x));
-                check_recurrence(
+                check_wkv7(
                     &gpu,
-                    &format!("wkv7 {heads}×{n} layout {index}"),
+                    (seed * 10 + index) as u64,
+                    (heads, n),
                     layout,
-                    (c, c * n),
-                    state,
-                    |rec, state, y| {
-                        let [r, w, k, v, kk, a] = &inputs;
-                        kernels::wkv7(rec, "wkv7", heads, state, Wkv7Inputs { r, w, k, v, kk, a }, y)
-                    },
-                    |slot, entry| {
-                        let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
-                        kernels::wkv7_ref(
-                            heads,
-                            slot,
-                            &own(&r),
-                            &own(&w),
-                            &own(&k),
-                            &own(&v),
-                            &own(&kk),
-                            &own(&a),
-                        )
-                    },
+                    &format!("layout {index}"),
+                    None,
                 );
             }
         }
     }
+}
+
+/// Prompts long enough for the chunked form: whole chunks, a sequence shorter than one chunk,
+/// partial last chunks, and sequences of more chunks than one dispatch of its second kernel
+/// carries the state through (`kernels::windows`).
+const CHUNKED_LAYOUTS: [&[(usize, usize)]; 4] =
+    [&[(2, 64)], &[(1, 70), (3, 33), (0, 40)], &[(0, 3), (2, 101)], &[(1, 1100), (0, 3), (2, 700)]];
+
+/// Head shapes the chunked form takes (sizes in quarters, up to the registers' 64).
+const CHUNKED_HEAD_SHAPES: [(usize, usize); 4] = [(1, 8), (3, 12), (4, 16), (2, 64)];
+
+#[test]
+fn wkv7_in_chunks_matches_reference() {
+    let chunked = |backend| {
+        let options = GpuOptions { backend: Some(backend), wkv_chunks: Some(true), ..GpuOptions::default() };
+        common::open(&options)
+    };
+    for gpu in [chunked(Backend::Vulkan), chunked(Backend::Gl)] {
+        for (seed, &(heads, n)) in CHUNKED_HEAD_SHAPES.iter().enumerate() {
+            for (index, layout) in CHUNKED_LAYOUTS.iter().enumerate() {
+                let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+                let chunks =
+                    GpuTensor::zeros(&gpu, "chunks", rows, kernels::wkv7_chunk_width(heads * n, n)).unwrap();
+                let what = format!("chunked layout {index}");
+                check_wkv7(&gpu, (500 + seed * 10 + index) as u64, (heads, n), layout, &what, Some(&chunks));
+            }
+        }
+    }
+}
+
+/// One case of the RWKV-7 recurrence against its reference: the serial walk, or the chunked
+/// form with scratch `chunks`.
+fn check_wkv7(
+    gpu: &Gpu,
+    seed: u64,
+    (heads, n): (usize, usize),
+    layout: &[(usize, usize)],
+    what: &str,
+    chunks: Option<&GpuTensor>,
+) {
+    let c = heads * n;
+    let rows: usize = layout.iter().map(|&(_, r)| r).sum();
+    let mut rng = Rng::new(seed);
+    let r = rng.vec(rows * c, -1.0, 1.0);
+    // The real domain: w = exp(−e^−0.5·σ(x)) ∈ (0.545, 1), a ∈ (0, 1), kk unit-norm per head.
+    let w: Vec<f32> =
+        rng.vec(rows * c, -6.0, 6.0).iter().map(|&x| Activation::Decay7.apply(f64::from(x)) as f32).collect();
+    let (k, v, a) = (rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, -1.0, 1.0), rng.vec(rows * c, 0.0, 1.0));
+    let (kk, _) =
+        kernels::wkv7_keys_ref(heads, &rng.vec(rows * c, -1.0, 1.0), &a, &vec![1.0; c], &vec![0.0; c]);
+    let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
+    let inputs = [&r, &w, &k, &v, &kk, &a].map(|x| upload(gpu, c, x));
+    check_recurrence(
+        gpu,
+        &format!("wkv7 {heads}×{n} {what}"),
+        layout,
+        (c, c * n),
+        state,
+        |rec, state, y| {
+            let [r, w, k, v, kk, a] = &inputs;
+            let inputs = Wkv7Inputs { r, w, k, v, kk, a };
+            match chunks {
+                Some(chunks) => kernels::wkv7_chunked(rec, "wkv7", heads, state, inputs, y, chunks),
+                None => kernels::wkv7(rec, "wkv7", heads, state, inputs, y),
+            }
+        },
+        |slot, entry| {
+            let own = |x: &[f32]| rows_of(x, entry, c).to_vec();
+            kernels::wkv7_ref(heads, slot, &own(&r), &own(&w), &own(&k), &own(&v), &own(&kk), &own(&a))
+        },
+    );
 }
 
 #[test]

@@ -68,6 +68,10 @@ struct GpuArgs {
     /// kernels (for comparison).
     #[arg(long, global = true)]
     no_fused_decode: bool,
+    /// Walk RWKV-7's recurrence over prompts in chunks side by side (`true`) or token after
+    /// token (`false`); by default in chunks everywhere but on CPU drivers.
+    #[arg(long, global = true, value_name = "BOOL")]
+    wkv_chunks: Option<bool>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +111,7 @@ impl GpuArgs {
             f16_arithmetic: self.f16_arithmetic,
             binding_limit: self.binding_limit,
             fused_decode: self.no_fused_decode.then_some(false),
+            wkv_chunks: self.wkv_chunks,
         }
     }
 

@@ -102,6 +102,10 @@ pub struct GpuOptions {
     /// (`None`) everywhere but on CPU drivers, where every thread of a product normalizing its
     /// input again made lavapipe's decode ~8% slower (BENCHMARKS.md).
     pub fused_decode: Option<bool>,
+    /// Run RWKV-7's recurrence over long prompts in chunks side by side (`Gpu::wkv_chunks`):
+    /// always, never, or (`None`) everywhere but on CPU drivers, which have no idle threads to
+    /// fill and would only do the chunked form's extra arithmetic.
+    pub wkv_chunks: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -116,6 +120,7 @@ impl Default for GpuOptions {
             f16_arithmetic: false,
             binding_limit: None,
             fused_decode: None,
+            wkv_chunks: None,
         }
     }
 }
@@ -208,6 +213,9 @@ pub struct Gpu {
     /// prologue of the products that read them, RWKV-7's time mix between its products in one
     /// dispatch (6 dispatches per RWKV-7 layer instead of 14).
     pub fused_decode: bool,
+    /// Prompt steps walk RWKV-7's recurrence in chunks side by side, then carry the state from
+    /// chunk to chunk (`kernels::wkv7_chunked`), instead of every token one after the other.
+    pub wkv_chunks: bool,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
     lost: LostSlot,
@@ -326,6 +334,7 @@ impl Gpu {
             timestamps,
             row_mapping,
             fused_decode: options.fused_decode.unwrap_or(!cpu),
+            wkv_chunks: options.wkv_chunks.unwrap_or(!cpu),
             pipelines: kernel::PipelineCache::default(),
             errors,
             lost,

@@ -13,6 +13,7 @@ mod token_shift;
 mod wkv4;
 mod wkv5;
 mod wkv7;
+mod wkv7_chunks;
 mod wkv7_one;
 
 pub use self::bandwidth::{read_sum, read_sum_ref, read_sum_span};
@@ -30,11 +31,16 @@ pub use self::sample::{
     count_ref, logprobs_ref, mask_words, sample, sample_ref, Choice, RowMasks, SampleOutputs, SampleRow,
     SlotSampling, TokenLogprobs, BANNED, LOGPROB_COLS, MAX_TOP_LOGPROBS,
 };
-pub use self::sequences::{windows, SequenceEntry, Sequences, Window, LOOP_BUDGET, MAX_SEQUENCES};
+pub use self::sequences::{
+    windows, SequenceEntry, Sequences, Window, LOOP_BUDGET, MAX_HEAD_SIZE, MAX_SEQUENCES,
+};
 pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
 pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
 pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
+pub use self::wkv7_chunks::{
+    wkv7_chunk_width, wkv7_chunked, wkv7_chunked_supports, WKV7_CHUNK, WKV7_CHUNKED_SEQUENCES,
+};
 pub use self::wkv7_one::{wkv7_one, wkv7_one_supports, Wkv7OneInputs, WKV7_ONE_MAX_HEAD};
 
 use std::sync::Arc;
@@ -76,7 +82,12 @@ mod wgsl {
     pub const WKV_BINDINGS: &str = include_str!("../../shaders/wkv_bindings.wgsl");
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
+    pub const WKV7_STEP: &str = include_str!("../../shaders/wkv7_step.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
+    pub const WKV7_CHUNKS: &str = include_str!("../../shaders/wkv7_chunks.wgsl");
+    pub const WKV7_CHUNK_OPERATORS: &str = include_str!("../../shaders/wkv7_chunk_operators.wgsl");
+    pub const WKV7_CHUNK_STATES: &str = include_str!("../../shaders/wkv7_chunk_states.wgsl");
+    pub const WKV7_CHUNK_OUTPUTS: &str = include_str!("../../shaders/wkv7_chunk_outputs.wgsl");
     pub const WKV7_ONE: &str = include_str!("../../shaders/wkv7_one.wgsl");
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
 }
@@ -147,6 +158,11 @@ impl<'g> Recorder<'g> {
 
     pub fn finish(self) -> Step {
         self.step
+    }
+
+    /// How many sequences the step holds, if it has a sequence table.
+    pub fn sequence_count(&self) -> Option<usize> {
+        self.sequences.map(|sequences| sequences.count)
     }
 
     fn sequences(&self, label: &str) -> Result<&'g Sequences> {

@@ -14,8 +14,12 @@ pub(super) const WKV_BINDINGS: &[Access] =
 /// The most sequences one step can hold (the size of the uniform array in `sequences.wgsl`).
 pub const MAX_SEQUENCES: usize = 256;
 
+/// Heads up to this size keep a row of their state in registers (wkv5.wgsl, wkv7.wgsl).
+pub const MAX_HEAD_SIZE: usize = 64;
+
 /// The sizes `sequences.wgsl` needs, for the kernels that include it.
-pub(super) const SEQUENCE_SIZES: &[(&str, usize)] = &[("MAX_SEQUENCES", MAX_SEQUENCES)];
+pub(super) const SEQUENCE_SIZES: &[(&str, usize)] =
+    &[("MAX_SEQUENCES", MAX_SEQUENCES), ("MAX_HEAD_SIZE", MAX_HEAD_SIZE)];
 
 /// One sequence of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ const KEYS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, ReadWrite, R
 
 const WKV7: KernelSource = KernelSource {
     name: "wkv7",
-    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV7],
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV7_STEP, wgsl::WKV7],
     sizes: SEQUENCE_SIZES,
 };
 const WKV7_BINDINGS: &[Access] =
@@ -95,6 +95,28 @@ pub struct Wkv7Inputs<'a> {
     pub a: &'a GpuTensor,
 }
 
+impl Wkv7Inputs<'_> {
+    /// Checks that every input, the output `y` and the `state` slots fit [rows, C] in `heads`
+    /// heads; returns (heads, head size).
+    pub(super) fn check(
+        &self,
+        label: &str,
+        heads: usize,
+        state: &GpuTensor,
+        y: &GpuTensor,
+    ) -> Result<(u32, u32)> {
+        let (rows, c) = (self.r.rows, self.r.cols);
+        let operands =
+            [("w", self.w), ("k", self.k), ("v", self.v), ("kk", self.kk), ("a", self.a), ("y", y)];
+        for (name, operand) in operands {
+            expect_shape(label, name, operand, rows, c)?;
+        }
+        let (heads, head_size) = split_heads(label, heads, c)?;
+        expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
+        Ok((heads, head_size))
+    }
+}
+
 /// Records the RWKV-7 recurrence over every sequence's rows, updating each sequence's `state`
 /// slot ([slots, H·N·N], indexed [head, value, key]), and the readout `y`.
 pub fn wkv7(
@@ -105,15 +127,11 @@ pub fn wkv7(
     inputs: Wkv7Inputs,
     y: &GpuTensor,
 ) -> Result<()> {
+    let (heads, head_size) = inputs.check(label, heads, state, y)?;
     let Wkv7Inputs { r, w, k, v, kk, a } = inputs;
     let (rows, c) = (r.rows, r.cols);
-    for (name, operand) in [("w", w), ("k", k), ("v", v), ("kk", kk), ("a", a), ("y", y)] {
-        expect_shape(label, name, operand, rows, c)?;
-    }
-    let (heads, head_size) = split_heads(label, heads, c)?;
-    expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
     let params = |window| HeadWalk { heads, head_size, window };
-    let pipeline = rec.gpu.pipeline(&WKV7, "wkv7", WKV7_BINDINGS, &[])?;
+    let pipeline = rec.gpu.pipeline(&WKV7, "wkv7", WKV7_BINDINGS, &[("HEAD_SIZE", f64::from(head_size))])?;
     let storage = [
         state.binding(),
         r.binding(),

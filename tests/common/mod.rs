@@ -12,9 +12,9 @@ use rwkv_wgpu::npy::{self, Array};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
-/// native f16 or packed weights, thread-per-row with the unfused one-token kernels (CPU
-/// drivers) or workgroup-per-row and (with f16 and subgroups) subgroup-per-row with the fused
-/// ones (GPUs).
+/// native f16 or packed weights, thread-per-row with the unfused one-token kernels and the serial
+/// recurrence (CPU drivers) or workgroup-per-row and (with f16 and subgroups) subgroup-per-row
+/// with the fused ones and RWKV-7's recurrence in chunks (GPUs).
 pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for allow_f16 in [Some(true), Some(false)] {
@@ -31,6 +31,7 @@ pub fn variants() -> Vec<Gpu> {
                 row_mapping: Some(row_mapping),
                 allow_subgroups: allow_f16,
                 fused_decode: Some(row_mapping != RowMapping::ThreadPerRow),
+                wkv_chunks: Some(row_mapping != RowMapping::ThreadPerRow),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);

@@ -211,6 +211,8 @@ pub struct Scratch7 {
     /// The LoRA hidden vectors (decay, in-context rate, value residual, gate), each its rank
     /// wide, in one stack that the stacked LoRA input product writes in one dispatch.
     hidden: [GpuTensor; 4],
+    /// The chunked recurrence's scratch, for steps long enough to take it.
+    chunks: Option<GpuTensor>,
 }
 
 impl TimeMix for TimeMix7<Gpu> {
@@ -227,6 +229,12 @@ impl TimeMix for TimeMix7<Gpu> {
         let (hidden, _): ([GpuTensor; 4], _) = pool.stack_of(gpu, "att.lora_hidden", rows, widest)?;
         let mut rank = ranks.iter();
         let hidden = hidden.map(|entry| GpuTensor { cols: *rank.next().unwrap_or(&1), ..entry });
+        let chunk_width = kernels::wkv7_chunk_width(c, config.head_size);
+        let chunk_bytes = (pool.max_rows * chunk_width * 4) as u64;
+        let fits = chunk_bytes <= gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let may_chunk = kernels::wkv7_chunked_supports(gpu, rows, 1, config.head_size) && fits;
+        let chunks =
+            if may_chunk { Some(pool.tensor(gpu, "att.wkv_chunks", rows, chunk_width)?) } else { None };
         Ok(Scratch7 {
             mixed,
             mixed_stride,
@@ -239,6 +247,7 @@ impl TimeMix for TimeMix7<Gpu> {
             y: vector("y", c)?,
             y_gated: vector("y_gated", c)?,
             hidden,
+            chunks,
         })
     }
 
@@ -299,7 +308,13 @@ impl TimeMix for TimeMix7<Gpu> {
         kernels::wkv7_keys(rec, &label("keys"), heads, keys, &s.kk, &s.k_shaped)?;
         // 8. S ← S·diag(w) + (S·(−kk))·(kk⊙a)ᵀ + v·kᵀ;  y = S·r
         let wkv = Wkv7Inputs { r, w: &s.w, k: &s.k_shaped, v, kk: &s.kk, a: &s.a };
-        kernels::wkv7(rec, &label("wkv"), heads, &state.wkv, wkv, &s.y)?;
+        let sequences = rec.sequence_count().unwrap_or(0);
+        match &s.chunks {
+            Some(chunks) if kernels::wkv7_chunked_supports(rec.gpu, x.rows, sequences, config.head_size) => {
+                kernels::wkv7_chunked(rec, &label("wkv"), heads, &state.wkv, wkv, &s.y, chunks)?
+            }
+            _ => kernels::wkv7(rec, &label("wkv"), heads, &state.wkv, wkv, &s.y)?,
+        }
         // 9. y = (GroupNorm(y) + (Σ r⊙k⊙r_k)·v) ⊙ g
         let bonus_gate = BonusGate { rkv: [r, &s.k_shaped, v], r_k: &self.r_k, g: &s.g };
         kernels::group_norm_bonus_gate(rec, &label("ln_x"), heads, &s.y, &self.ln_x, bonus_gate, &s.y_gated)?;
