@@ -173,6 +173,19 @@ fn golden_every_version_every_kernel_variant() {
     }
 }
 
+/// The smallest case of each version with prompts multiplied on cooperative matrices (tensor
+/// cores), exact by default: steps of 7 and of 64 tokens (see common::coop_gpu for where they run).
+#[test]
+fn golden_every_version_on_cooperative_matrices() {
+    let Some(gpu) = common::coop_gpu(false) else { return };
+    let gpu = Arc::new(gpu);
+    for (version, case) in VERSIONS {
+        for chunk in [7, 64] {
+            check_fixture(&gpu, (version, case), "model-f16.safetensors", Mode::Prefill { chunk });
+        }
+    }
+}
+
 #[test]
 fn golden_every_version_on_gl_without_f16_or_subgroups() {
     let gpu = Arc::new(common::gl_gpu());

@@ -72,6 +72,10 @@ struct GpuArgs {
     /// token (`false`); by default in chunks everywhere but on CPU drivers.
     #[arg(long, global = true, value_name = "BOOL")]
     wkv_chunks: Option<bool>,
+    /// Multiply prompts on the tiled kernels even where the adapter has cooperative matrices
+    /// (tensor cores).
+    #[arg(long, global = true)]
+    no_coop: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,13 +116,15 @@ impl GpuArgs {
             binding_limit: self.binding_limit,
             fused_decode: self.no_fused_decode.then_some(false),
             wkv_chunks: self.wkv_chunks,
+            coop: self.no_coop.then_some(false),
         }
     }
 
     /// Opens the device and says which adapter was chosen (on stderr, so stdout stays clean).
     fn open(&self) -> Result<Arc<Gpu>> {
         let gpu = Gpu::new(&self.options())?;
-        eprintln!("adapter: {}", gpu.describe());
+        let tensor_cores = if gpu.coop { ", cooperative matrices" } else { "" };
+        eprintln!("adapter: {}{tensor_cores}", gpu.describe());
         Ok(Arc::new(gpu))
     }
 }

@@ -104,8 +104,11 @@ impl Gpu {
         let code: String = sizes.chain(parts.map(str::to_string)).collect();
         // WGSL wants its directives (a weights prelude's `enable f16;`) before any declaration,
         // wherever their part comes in the assembly.
-        let (directives, declarations): (Vec<&str>, Vec<&str>) =
+        let (mut directives, declarations): (Vec<&str>, Vec<&str>) =
             code.lines().partition(|line| line.starts_with("enable "));
+        // Parts that each need an extension each enable it; once is enough.
+        directives.sort_unstable();
+        directives.dedup();
         let code = directives.into_iter().chain(declarations).collect::<Vec<_>>().join("\n");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(source.name),

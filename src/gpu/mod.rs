@@ -106,6 +106,11 @@ pub struct GpuOptions {
     /// always, never, or (`None`) everywhere but on CPU drivers, which have no idle threads to
     /// fill and would only do the chunked form's extra arithmetic.
     pub wkv_chunks: Option<bool>,
+    /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where the
+    /// adapter lists 16×16×16 f16 products summed in f32 (`None`), never (`Some(false)`,
+    /// `--no-coop`), or wherever it has the feature at all (`Some(true)`: lavapipe from Mesa
+    /// 25.1 lists 8×8×8 and runs these too, which lets CPU machines test the kernel).
+    pub coop: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -121,8 +126,25 @@ impl Default for GpuOptions {
             binding_limit: None,
             fused_decode: None,
             wkv_chunks: None,
+            coop: None,
         }
     }
+}
+
+/// Whether to multiply on the adapter's cooperative matrices, as `wanted` (`GpuOptions::coop`)
+/// asks: by default only where it lists the 16×16×16 f16 products summed in f32 that
+/// `shaders/matmul_coop.wgsl` uses.
+fn tensor_cores(adapter: &wgpu::Adapter, wanted: Option<bool>) -> bool {
+    if wanted == Some(false) || !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return false;
+    }
+    let listed = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    listed || wanted == Some(true)
 }
 
 /// One line per adapter, for `rwkv-wgpu adapters` and for error messages.
@@ -216,6 +238,9 @@ pub struct Gpu {
     /// Prompt steps walk RWKV-7's recurrence in chunks side by side, then carry the state from
     /// chunk to chunk (`kernels::wkv7_chunked`), instead of every token one after the other.
     pub wkv_chunks: bool,
+    /// Products of many rows with f16, int8 or nf4 weights run on cooperative matrices
+    /// (`shaders/matmul_coop.wgsl`), with f16 on.
+    pub coop: bool,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
     lost: LostSlot,
@@ -272,6 +297,10 @@ impl Gpu {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let coop = f16 && tensor_cores(&adapter, options.coop);
+        if coop {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         // Only `--profile` writes timestamps; asking costs nothing where they exist.
         let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
         if timestamps {
@@ -286,6 +315,14 @@ impl Gpu {
                 required_features: features,
                 required_limits: limits.clone(),
                 memory_hints: wgpu::MemoryHints::Performance,
+                // SAFETY: the only experimental feature asked for is cooperative matrices, and
+                // only where the adapter reports them; their kernel is checked against the tiled
+                // products by tests/coop.rs on every adapter that has them.
+                experimental_features: if coop {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 ..Default::default()
             })
             .await
@@ -320,7 +357,7 @@ impl Gpu {
             None => RowMapping::WorkgroupPerRow,
         };
         log::info!(
-            "adapter: {} (f16: {f16}, subgroups: {subgroups}, {row_mapping:?})",
+            "adapter: {} (f16: {f16}, subgroups: {subgroups}, cooperative matrices: {coop}, {row_mapping:?})",
             describe_adapter(&info)
         );
         Ok(Gpu {
@@ -335,6 +372,7 @@ impl Gpu {
             row_mapping,
             fused_decode: options.fused_decode.unwrap_or(!cpu),
             wkv_chunks: options.wkv_chunks.unwrap_or(!cpu),
+            coop,
             pipelines: kernel::PipelineCache::default(),
             errors,
             lost,

@@ -68,6 +68,7 @@ mod wgsl {
     pub const REMEMBER_INPUT: &str = include_str!("../../shaders/remember_input.wgsl");
     pub const REMEMBER_NOTHING: &str = include_str!("../../shaders/remember_nothing.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+    pub const MATMUL_COOP: &str = include_str!("../../shaders/matmul_coop.wgsl");
     pub const TILE_F32: &str = include_str!("../../shaders/tile_f32.wgsl");
     pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");

@@ -70,6 +70,31 @@ pub fn with_and_without_subgroups() -> Vec<Gpu> {
     vec![default_gpu(), with]
 }
 
+/// The Vulkan adapter with cooperative matrices (tensor cores), or `None` with a notice where it
+/// has none: GPUs with tensor cores and lavapipe from Mesa 25.1 have them, CI's lavapipe (Mesa
+/// 22.3) does not. With RWKV_WGPU_REQUIRE_COOP set (a GPU machine, a newer lavapipe), their
+/// absence is a failure.
+pub fn coop_gpu(f16_arithmetic: bool) -> Option<Gpu> {
+    let options = GpuOptions {
+        backend: Some(Backend::Vulkan),
+        allow_f16: Some(true),
+        coop: Some(true),
+        f16_arithmetic,
+        ..GpuOptions::default()
+    };
+    let gpu = open(&options);
+    if gpu.coop {
+        return Some(gpu);
+    }
+    let message =
+        format!("{} has no cooperative matrices: their kernels are not tested here", describe(&gpu));
+    if std::env::var_os("RWKV_WGPU_REQUIRE_COOP").is_some() {
+        panic!("{message} (RWKV_WGPU_REQUIRE_COOP is set)");
+    }
+    eprintln!("notice: {message}");
+    None
+}
+
 /// The default adapter choice restricted to Vulkan.
 pub fn default_gpu() -> Gpu {
     open(&default_options())

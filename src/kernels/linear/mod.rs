@@ -10,7 +10,7 @@ mod sources;
 pub use self::reference::{linear_ref, OperandRef};
 pub use self::shifted::{linear_shifted, shifted_products, Remember, ShiftedInput, ShiftedSegment};
 
-use self::sources::{source, Variant};
+use self::sources::{coop_source, source, Variant};
 use super::{expect_shape, to_u32, Activation, Recorder, LN_EPS};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuMatrix, GpuTensor, RowMapping};
@@ -19,6 +19,9 @@ use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
 /// drivers (`blocked`).
 const TILE: usize = 64;
+/// Rows and columns of a cooperative-matrix workgroup's outputs (`coop` in matmul_coop.wgsl).
+const COOP_ROWS: usize = 32;
+const COOP_COLUMNS: usize = 64;
 const BLOCK: usize = 4;
 /// The most rows (a batch of decoded sequences) `subgroup_per_row` takes (`FEW_ROWS` in
 /// matvec_subgroup.wgsl): each weight it reads serves them all.
@@ -317,12 +320,19 @@ pub(super) fn record_product(
     if vector && gpu.row_mapping == RowMapping::SubgroupPerRow {
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
     }
-    let pipeline = gpu.pipeline(
-        source(matrix.format, vector.then_some(variant), gpu),
-        entry(gpu.row_mapping, vector),
-        variant.bindings(),
-        &constants,
-    )?;
+    let coop = if vector { None } else { coop_source(matrix.format, gpu) };
+    let pipeline = match coop {
+        Some(coop) => {
+            constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
+            gpu.pipeline(coop, "coop", variant.bindings(), &constants)?
+        }
+        None => gpu.pipeline(
+            source(matrix.format, vector.then_some(variant), gpu),
+            entry(gpu.row_mapping, vector),
+            variant.bindings(),
+            &constants,
+        )?,
+    };
 
     let mut params = Params {
         rows: to_u32(label, rows)?,
@@ -382,6 +392,7 @@ pub(super) fn record_product(
             params.part_cols = to_u32(label, hi - lo)?;
             let columns = hi - lo;
             let workgroups = match gpu.row_mapping {
+                _ if coop.is_some() => [columns.div_ceil(COOP_COLUMNS), rows.div_ceil(COOP_ROWS)],
                 RowMapping::ThreadPerRow => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
                 RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => {
                     [columns.div_ceil(TILE), rows.div_ceil(TILE)]

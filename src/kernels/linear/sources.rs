@@ -104,6 +104,33 @@ static F16: Products = products!("f16", wgsl::WEIGHTS_F16, wgsl::TILE_F32);
 static PACKED: Products = products!("packed", wgsl::WEIGHTS_PACKED, wgsl::TILE_F32);
 static INT8: Products = products!("int8", wgsl::WEIGHTS_INT8, wgsl::TILE_F32);
 static NF4: Products = products!("nf4", wgsl::WEIGHTS_NF4, wgsl::TILE_F32);
+/// The cooperative-matrix products (`matmul_coop.wgsl`), for the formats whose weights are f16
+/// or dequantize into f16.
+macro_rules! coop {
+    ($name:literal, $weights:expr) => {
+        KernelSource {
+            name: concat!("matmul_coop_", $name),
+            parts: &[$weights, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL_COOP],
+            sizes: &[],
+        }
+    };
+}
+
+static COOP_F16: KernelSource = coop!("f16", wgsl::WEIGHTS_F16);
+static COOP_INT8: KernelSource = coop!("int8", wgsl::WEIGHTS_INT8);
+static COOP_NF4: KernelSource = coop!("nf4", wgsl::WEIGHTS_NF4);
+
+/// The cooperative-matrix product for `format` on `gpu`, if it takes that format.
+pub fn coop_source(format: MatrixFormat, gpu: &Gpu) -> Option<&'static KernelSource> {
+    match format {
+        _ if !gpu.coop => None,
+        MatrixFormat::F16 => Some(&COOP_F16),
+        MatrixFormat::Int8 => Some(&COOP_INT8),
+        MatrixFormat::Nf4 => Some(&COOP_NF4),
+        MatrixFormat::F32 | MatrixFormat::Bf16 => None,
+    }
+}
+
 const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
     name: "matmul_f16_arithmetic",
     parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],

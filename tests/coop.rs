@@ -1,0 +1,100 @@
+//! The products on cooperative matrices (tensor cores, `shaders/matmul_coop.wgsl`) against their
+//! CPU reference: f16, int8 and nf4 weights, row counts around the 32-row tiles, odd shapes,
+//! rows far beyond f16's range and far below it, and the opt-in f16 arithmetic.
+//!
+//! Only adapters with wgpu's cooperative matrices run them: GPUs with tensor cores, and lavapipe
+//! from Mesa 25.1 on. CI's lavapipe (Mesa 22.3) has none, and these tests say so and check
+//! nothing there; set RWKV_WGPU_REQUIRE_COOP=1 where they must run (a GPU machine, or a newer
+//! lavapipe), which turns their absence into a failure.
+
+mod common;
+
+use common::{assert_close, describe, upload, Rng};
+use half::f16;
+use rwkv_wgpu::gpu::{Gpu, GpuMatrix};
+use rwkv_wgpu::kernels::{self, Activation, Epilogue, Operand, OperandRef, Recorder};
+use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
+
+/// f32 arithmetic in a different order than the f64 reference, with inputs split into two f16
+/// parts (2^-22 relative): a few ulps per term.
+const SPLIT_TOLERANCE: f64 = 2e-5;
+
+fn run(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> rwkv_wgpu::Result<()>) {
+    let mut rec = Recorder::new(gpu);
+    record(&mut rec).expect("recording failed");
+    rec.finish().run(gpu);
+    gpu.wait().expect("GPU error");
+}
+
+/// One product of `rows` rows against the reference; `x_scale` multiplies the inputs. Returns
+/// the worst error relative to the largest output.
+fn check(
+    gpu: &Gpu,
+    format: MatrixFormat,
+    rows: usize,
+    (outputs, cols): (usize, usize),
+    x_scale: f32,
+    tolerance: f64,
+) {
+    let seed = (rows * 1000 + outputs * 7 + cols) as u64;
+    let mut rng = Rng::new(seed);
+    let packed = PackedMatrix::pack(format, outputs, cols, &rng.vec(outputs * cols, -1.0, 1.0)).unwrap();
+    let matrix = GpuMatrix::upload(gpu, "w", &packed).unwrap();
+    // Quantized weights are dequantized into f16 tiles: the reference rounds them the same way.
+    let weights: Vec<f32> = packed.unpack().iter().map(|&w| f16::from_f32(w).to_f32()).collect();
+    let x: Vec<f32> = rng.vec(rows * cols, -1.0, 1.0).iter().map(|v| v * x_scale).collect();
+    let bias = rng.vec(outputs, -1.0, 1.0);
+    let y0 = rng.vec(rows * outputs, -1.0, 1.0);
+    let (x_gpu, bias_gpu, y_gpu) =
+        (upload(gpu, cols, &x), upload(gpu, outputs, &bias), upload(gpu, outputs, &y0));
+    let cases = [
+        (Operand::None, OperandRef::None, Activation::None, false),
+        (Operand::Bias(&bias_gpu), OperandRef::Bias(&bias), Activation::Tanh, true),
+    ];
+    for (operand, operand_ref, activation, accumulate) in cases {
+        y_gpu.write(gpu, &y0).unwrap();
+        let epilogue = Epilogue { operand, activation, accumulate, sparse_input: false, remember: None };
+        run(gpu, |rec| kernels::linear(rec, "linear", &matrix, &x_gpu, &y_gpu, epilogue));
+        let previous = accumulate.then_some(&y0[..]);
+        let expected = kernels::linear_ref(&weights, cols, &x, operand_ref, activation, previous);
+        let what = format!(
+            "{} {format:?} coop {rows}×{cols} → {outputs}, inputs × {x_scale:e}, {activation:?} acc={accumulate}",
+            describe(gpu)
+        );
+        assert_close(&what, &y_gpu.read(gpu).unwrap(), &expected, tolerance);
+    }
+}
+
+const SHAPES: [(usize, usize); 4] = [(64, 64), (130, 33), (67, 256), (300, 129)];
+
+#[test]
+fn coop_products_match_reference_for_every_format() {
+    let Some(gpu) = common::coop_gpu(false) else { return };
+    for format in [MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4] {
+        for rows in [9, 16, 33, 70] {
+            for shape in SHAPES {
+                check(&gpu, format, rows, shape, 1.0, SPLIT_TOLERANCE);
+            }
+        }
+    }
+}
+
+/// Rows are scaled by powers of two into f16's range and back: inputs of 10^6 (beyond f16's
+/// 65504) and of 10^-6 (f16 subnormals) multiply as exactly as those near 1.
+#[test]
+fn coop_products_scale_rows_beyond_f16s_range() {
+    let Some(gpu) = common::coop_gpu(false) else { return };
+    for x_scale in [1e6, 3e-6] {
+        check(&gpu, MatrixFormat::F16, 40, (130, 200), x_scale, SPLIT_TOLERANCE);
+    }
+}
+
+/// The opt-in single f16 product rounds the inputs to f16 (2^-11 relative): its error is that
+/// of the tiled kernels' f16 arithmetic.
+#[test]
+fn coop_f16_arithmetic_rounds_inputs_to_f16() {
+    let Some(gpu) = common::coop_gpu(true) else { return };
+    for shape in SHAPES {
+        check(&gpu, MatrixFormat::F16, 33, shape, 1.0, 2e-3);
+    }
+}
