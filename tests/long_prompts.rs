@@ -165,7 +165,7 @@ fn v7_long_prompts_in_chunks_match_official() {
         let (layers, n) = (model.config.layers, model.config.head_size);
         let serial_walk = kernels::windows(333, 2 * n).len();
         let chunked_walk =
-            2 + kernels::windows(333usize.div_ceil(kernels::WKV7_CHUNK), n * n / 4 + n / 2).len();
+            2 + kernels::windows(333usize.div_ceil(kernels::WKV7_CHUNK), n * n / 4 + n + n / 2).len();
         let (chunked, serial) = (dispatches(&model), dispatches(&load(&serial_gpu, &case.model)));
         assert_eq!(chunked + layers * serial_walk, serial + layers * chunked_walk, "{backend:?}");
     }

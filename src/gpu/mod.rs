@@ -107,9 +107,10 @@ pub struct GpuOptions {
     /// fill and would only do the chunked form's extra arithmetic.
     pub wkv_chunks: Option<bool>,
     /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where the
-    /// adapter lists 16×16×16 f16 products summed in f32 (`None`), never (`Some(false)`,
-    /// `--no-coop`), or wherever it has the feature at all (`Some(true)`: lavapipe from Mesa
-    /// 25.1 lists 8×8×8 and runs these too, which lets CPU machines test the kernel).
+    /// adapter lists 16×16×16 f16 products summed in f32 and has subgroups of at most 32
+    /// (`None`), never (`Some(false)`, `--no-coop`), or also on CPU drivers with the feature
+    /// (`Some(true)`: lavapipe from Mesa 25.1 lists 8×8×8 and runs these too, which lets CPU
+    /// machines test the kernel).
     pub coop: Option<bool>,
 }
 
@@ -132,19 +133,24 @@ impl Default for GpuOptions {
 }
 
 /// Whether to multiply on the adapter's cooperative matrices, as `wanted` (`GpuOptions::coop`)
-/// asks: by default only where it lists the 16×16×16 f16 products summed in f32 that
-/// `shaders/matmul_coop.wgsl` uses.
+/// asks: only where it lists the 16×16×16 f16 products summed in f32 that
+/// `shaders/matmul_coop.wgsl` uses, and its subgroups are at most 32 wide, so that a 32-thread
+/// workgroup fills whole subgroups (cooperative operations need them; AMD's wave64 would leave
+/// half of one idle). `Some(true)` also takes CPU drivers that list other sizes: lavapipe runs
+/// 16×16 products though it lists 8×8, which lets CPU machines test the kernel.
 fn tensor_cores(adapter: &wgpu::Adapter, wanted: Option<bool>) -> bool {
     if wanted == Some(false) || !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     {
         return false;
     }
+    let info = adapter.get_info();
     let listed = adapter.cooperative_matrix_properties().iter().any(|p| {
         (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
             && p.ab_type == wgpu::CooperativeScalarType::F16
             && p.cr_type == wgpu::CooperativeScalarType::F32
     });
-    listed || wanted == Some(true)
+    let cpu = info.device_type == wgpu::DeviceType::Cpu;
+    (listed && info.subgroup_max_size <= 32) || (wanted == Some(true) && cpu)
 }
 
 /// One line per adapter, for `rwkv-wgpu adapters` and for error messages.

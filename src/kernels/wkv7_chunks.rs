@@ -134,7 +134,7 @@ pub fn wkv7_chunked(
 
     // Per chunk, each thread runs a quarter row's product with the head's N×N operator.
     let states = rec.gpu.pipeline(&STATES, "states", STATES_BINDINGS, &constants)?;
-    let per_chunk = n * n / 4 + n / 2;
+    let per_chunk = n * n / 4 + n + n / 2;
     for window in windows(most_chunks, per_chunk) {
         let (first, count) = (window.first as usize, window.count as usize);
         let storage = [state.binding(), chunks.binding()];

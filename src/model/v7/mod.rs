@@ -230,7 +230,7 @@ impl TimeMix for TimeMix7<Gpu> {
         let mut rank = ranks.iter();
         let hidden = hidden.map(|entry| GpuTensor { cols: *rank.next().unwrap_or(&1), ..entry });
         let chunk_width = kernels::wkv7_chunk_width(c, config.head_size);
-        let chunk_bytes = (pool.max_rows * chunk_width * 4) as u64;
+        let chunk_bytes = (pool.max_rows * crate::gpu::padded4(chunk_width) * 4) as u64;
         let fits = chunk_bytes <= gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
         let may_chunk = kernels::wkv7_chunked_supports(gpu, rows, 1, config.head_size) && fits;
         let chunks =
