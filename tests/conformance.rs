@@ -174,7 +174,8 @@ fn golden_every_version_every_kernel_variant() {
 }
 
 /// The smallest case of each version with prompts multiplied on cooperative matrices (tensor
-/// cores), exact by default: steps of 7 and of 64 tokens (see common::coop_gpu for where they run).
+/// cores), exact by default: steps of 7 and of 64 tokens, which RWKV-7 walks in chunks (see
+/// common::coop_gpu for where they run).
 #[test]
 fn golden_every_version_on_cooperative_matrices() {
     let Some(gpu) = common::coop_gpu(false) else { return };

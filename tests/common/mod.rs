@@ -82,6 +82,8 @@ pub fn coop_gpu(f16_arithmetic: bool) -> Option<Gpu> {
         backend: Some(Backend::Vulkan),
         allow_f16: Some(true),
         coop: Some(true),
+        // As on a GPU with tensor cores: RWKV-7's prompts walk their recurrence in chunks too.
+        wkv_chunks: Some(true),
         f16_arithmetic,
         ..GpuOptions::default()
     };
