@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One round on the lent GPU machine, from the checkout's root there (tools/pack_gpu_round.sh
+# packs .dev here): the tests of the paths only GPUs take (tensor cores required), then the
+# speed of each GPU path against its fallback, 1.5B synthetic, in one call. Every step has its
+# own timeout and appends to $OUT/log.txt, so a round cut short still returns what it measured.
+#   carry .gl .dev; command: bash tools/gpu_round.sh [tests|speed|all]
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PART=${1:-all}
+for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig
+export XDG_RUNTIME_DIR=/tmp
+ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1 ||
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+# The test binaries find their fixtures under the path they were built in.
+[ -e /work/main ] || { mkdir -p /work; ln -s "$PWD" /work/main; }
+B=/tmp/bin; mkdir -p $B
+for x in .dev/*.xz; do n=$(basename "$x" .xz); [ -x $B/$n ] || { xz -dc "$x" > $B/$n; chmod +x $B/$n; }; done
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/log.txt"; }
+step() { local t=$1; shift; log "$*"; timeout "$t" "$@" 2>&1 | grep -v -E '^\s*$|WARN' | tail -40 | tee -a "$OUT/log.txt"; }
+R=$B/rwkv-wgpu
+if [ "$PART" = all ] || [ "$PART" = tests ]; then
+  step 20 $R adapters
+  export RWKV_WGPU_REQUIRE_COOP=1
+  step 120 $B/coop --test-threads 1
+  step 120 $B/conformance --test-threads 1 cooperative
+  step 120 $B/conformance --test-threads 1 every_kernel_variant
+  step 120 $B/recurrences --test-threads 1 wkv7
+  step 120 $B/long_prompts --test-threads 1 v7_long
+  step 120 $B/fused_decode --test-threads 1
+  step 180 $B/kernels --test-threads 2
+fi
+if [ "$PART" = all ] || [ "$PART" = speed ]; then
+  # Each GPU path against its fallback, same shape and run.
+  step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3
+  step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --no-coop
+  step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --wkv-chunks false
+  step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3 --no-fused-decode
+  step 90 $R bench --shape 1.5b --prefill 128 --gen 16 --batch 1 --repeats 1 --profile
+  step 150 $R bench --shape 1.5b --prefill 128 --gen 8 --batch 1,16,64 --repeats 2 --quant f16,int8,nf4
+fi
+log done
