@@ -8,7 +8,8 @@
 //
 // Two tilings, chosen per adapter like matvec's row mappings:
 //   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
-//   tiled    a 16×16 workgroup computes 64 × 64 outputs through workgroup memory (GPUs)
+//   tiled    a 16×16 workgroup computes 64 × 64 outputs through double-buffered workgroup
+//            memory, 4 × 4 per thread in registers (GPUs)
 //
 // binding 0  params
 // binding 1  weights  (from the prelude)
@@ -74,44 +75,84 @@ fn blocked(@builtin(global_invocation_id) id: vec3<u32>) {
 const TILE: u32 = 64u;
 // 16 values of the inner dimension per round, as 4 vec4s.
 const ROUND4: u32 = 4u;
+// Vec4s of one buffer of a tile: TILE lines (rows of x, or columns of W) × ROUND4.
+const TILE_VEC4S: u32 = 256u;
 
 // TileValue (from tile_f32.wgsl or tile_f16.wgsl) is what the tiles hold and the products are
-// computed in; the sums over k are f32 either way.
-var<workgroup> x_tile: array<TileValue, 256>;  // [TILE rows][ROUND4]
-var<workgroup> w_tile: array<TileValue, 256>;  // [TILE columns][ROUND4]
+// computed in; the sums over k are f32 either way. Two buffers of each tile: a round reads one
+// while the next round's values are stored into the other, so one barrier per round suffices.
+// 16 KiB with f32 tiles, WebGPU's guaranteed workgroup memory.
+var<workgroup> x_tile: array<TileValue, 512>;  // [2][TILE rows][ROUND4], swizzled
+var<workgroup> w_tile: array<TileValue, 512>;  // [2][TILE columns][ROUND4], swizzled
 
-// acc[i][j] for rows row0 + 4·local.y + i and columns col0 + 4·local.x + j.
+// Where vec4 k4 of a round of tile line `line` is kept. The vec4s of a line are permuted by
+// bits 1–2 of the line, so that 8 threads reading vec4 k4 of 8 consecutive lines touch 8
+// different 16-byte bank groups (unpermuted, lines 64 bytes apart would share them 2 by 2).
+fn tile_slot(line: u32, k4: u32) -> u32 {
+    return line * ROUND4 + (k4 ^ ((line >> 1u) & 3u));
+}
+
+// Vec4 k of input row `line` or of weight row `column`, from memory (zero past the ends).
+fn input_vec4(input: u32, line: u32, k: u32) -> vec4<f32> {
+    if line < params.rows && k < params.cols4 {
+        return x[input + line * params.cols4 + k];
+    }
+    return vec4<f32>(0.0);
+}
+
+fn weight_vec4(column: u32, k: u32) -> vec4<f32> {
+    if column < params.part_cols && k < params.cols4 {
+        return load_weight4((params.weight_row0 + column) * params.stride4 + k);
+    }
+    return vec4<f32>(0.0);
+}
+
+// Register tiling: acc[i][j] for row row0 + local.y + 16·i and column col0 + local.x + 16·j.
+// Interleaving a thread's rows and columns 16 apart (rather than 4 adjacent ones) makes the
+// 16 threads of a row read 16 consecutive tile lines, and write 16 consecutive outputs.
+// Each thread loads one vec4 of each tile per round; the loads of the next round are issued
+// before the current round's products, so their latency hides behind the arithmetic.
 fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<f32>, 4> {
     var acc: array<vec4<f32>, 4>;
-    // Each of the 256 threads loads one vec4 of each tile per round.
-    let tile_line = thread / ROUND4;
+    let line = thread / ROUND4;
     let part = thread % ROUND4;
+    let store_at = tile_slot(line, part);
     let input = x_base(params.col_offset);
-    for (var k0 = 0u; k0 < params.cols4; k0 += ROUND4) {
-        let k = k0 + part;
-        var xv = vec4<f32>(0.0);
-        if row0 + tile_line < params.rows && k < params.cols4 {
-            xv = x[input + (row0 + tile_line) * params.cols4 + k];
+    var xv = input_vec4(input, row0 + line, part);
+    var wv = weight_vec4(col0 + line, part);
+    x_tile[store_at] = TileValue(xv);
+    w_tile[store_at] = TileValue(wv);
+    workgroupBarrier();
+    let rounds = (params.cols4 + ROUND4 - 1u) / ROUND4;
+    // The swizzle of lines local.x + 16·j and local.y + 16·i depends on local only.
+    let x_swizzle = (local.y >> 1u) & 3u;
+    let w_swizzle = (local.x >> 1u) & 3u;
+    for (var round = 0u; round < rounds; round++) {
+        let current = (round & 1u) * TILE_VEC4S;
+        let more = round + 1u < rounds;
+        if more {
+            let k = (round + 1u) * ROUND4 + part;
+            xv = input_vec4(input, row0 + line, k);
+            wv = weight_vec4(col0 + line, k);
         }
-        x_tile[thread] = TileValue(xv);
-        var wv = vec4<f32>(0.0);
-        if col0 + tile_line < params.part_cols && k < params.cols4 {
-            wv = load_weight4((params.weight_row0 + col0 + tile_line) * params.stride4 + k);
-        }
-        w_tile[thread] = TileValue(wv);
-        workgroupBarrier();
         for (var kk = 0u; kk < ROUND4; kk++) {
             var ws: array<TileValue, 4>;
             for (var j = 0u; j < 4u; j++) {
-                ws[j] = w_tile[(local.x * 4u + j) * ROUND4 + kk];
+                ws[j] = w_tile[current + (local.x + 16u * j) * ROUND4 + (kk ^ w_swizzle)];
             }
             for (var i = 0u; i < 4u; i++) {
-                let xi = x_tile[(local.y * 4u + i) * ROUND4 + kk];
+                let xi = x_tile[current + (local.y + 16u * i) * ROUND4 + (kk ^ x_swizzle)];
                 for (var j = 0u; j < 4u; j++) {
                     acc[i][j] += f32(dot(xi, ws[j]));
                 }
             }
         }
+        if more {
+            let next = TILE_VEC4S - current;
+            x_tile[next + store_at] = TileValue(xv);
+            w_tile[next + store_at] = TileValue(wv);
+        }
+        // The next round reads what was just stored; the round after writes where this one read.
         workgroupBarrier();
     }
     return acc;
@@ -125,8 +166,8 @@ fn tiled(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) 
     let acc = tile_dots(row0, col0, local, thread);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            let r = row0 + local.y * 4u + i;
-            let o = col0 + local.x * 4u + j;
+            let r = row0 + local.y + 16u * i;
+            let o = col0 + local.x + 16u * j;
             if r < params.rows && o < params.part_cols {
                 finish(r, params.col_offset + o, acc[i][j]);
             }

@@ -10,10 +10,10 @@ mod sources;
 pub use self::reference::{linear_ref, OperandRef};
 pub use self::shifted::{linear_shifted, shifted_products, Remember, ShiftedInput, ShiftedSegment};
 
-use self::sources::{coop_source, source, Variant};
+use self::sources::{coop_source, f16_tiles, source, Variant};
 use super::{expect_shape, to_u32, Activation, Recorder, LN_EPS};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, GpuMatrix, GpuTensor, RowMapping};
+use crate::gpu::{Binding, Gpu, GpuMatrix, GpuTensor, RowMapping};
 use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
@@ -321,6 +321,7 @@ pub(super) fn record_product(
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
     }
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
+    let kernel = entry(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format));
     let pipeline = match coop {
         Some(coop) => {
             constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
@@ -328,7 +329,7 @@ pub(super) fn record_product(
         }
         None => gpu.pipeline(
             source(matrix.format, vector.then_some(variant), gpu),
-            entry(gpu.row_mapping, vector),
+            kernel,
             variant.bindings(),
             &constants,
         )?,
@@ -391,12 +392,10 @@ pub(super) fn record_product(
             params.weight_row0 = to_u32(label, lo - part.first_row)?;
             params.part_cols = to_u32(label, hi - lo)?;
             let columns = hi - lo;
-            let workgroups = match gpu.row_mapping {
+            let workgroups = match kernel {
                 _ if coop.is_some() => [columns.div_ceil(COOP_COLUMNS), rows.div_ceil(COOP_ROWS)],
-                RowMapping::ThreadPerRow => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
-                RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => {
-                    [columns.div_ceil(TILE), rows.div_ceil(TILE)]
-                }
+                "tiled" => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
+                _ => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
             rec.record(&pipeline, label, &params, &storage, workgroups)?;
@@ -420,13 +419,22 @@ fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding,
     Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
 }
 
-/// The kernel entry point for a row mapping: a matrix-vector kernel, or the tiles.
-fn entry(mapping: RowMapping, vector: bool) -> &'static str {
+/// The kernel entry point for a row mapping: a matrix-vector kernel, or the tiles (where their
+/// workgroup memory fits; the blocks need none).
+fn entry(mapping: RowMapping, vector: bool, tiles_fit: bool) -> &'static str {
     match (mapping, vector) {
         (RowMapping::ThreadPerRow, true) => "thread_per_row",
         (RowMapping::WorkgroupPerRow, true) => "workgroup_per_row",
         (RowMapping::SubgroupPerRow, true) => "subgroup_per_row",
-        (RowMapping::ThreadPerRow, false) => "blocked",
-        (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) => "tiled",
+        (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) if tiles_fit => "tiled",
+        (_, false) => "blocked",
     }
+}
+
+/// Whether `tiled`'s workgroup memory (matmul.wgsl: two buffers of an input and a weight tile,
+/// 256 values each) fits the adapter. WebGPU guarantees 16 KiB, which f32 tiles fill; some GL
+/// drivers offer a little less.
+fn tiles_fit(gpu: &Gpu, format: MatrixFormat) -> bool {
+    let value_bytes = if f16_tiles(format, gpu) { 8 } else { 16 };
+    2 * 2 * 256 * value_bytes <= gpu.limits.max_compute_workgroup_storage_size
 }

@@ -137,11 +137,16 @@ const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
     sizes: &[],
 };
 
+/// Whether the matrix-matrix kernel for `format` holds its tiles in f16.
+pub fn f16_tiles(format: MatrixFormat, gpu: &Gpu) -> bool {
+    format == MatrixFormat::F16 && gpu.f16_arithmetic
+}
+
 /// The assembly for a matrix format, one row (in `variant`) or more, and the adapter's
 /// features. Only f16 weights may multiply in f16: f32 and bf16 storage exist to run a
 /// checkpoint exactly, so their tiles stay f32.
 pub fn source(format: MatrixFormat, one_row: Option<Variant>, gpu: &Gpu) -> &'static KernelSource {
-    if format == MatrixFormat::F16 && one_row.is_none() && gpu.f16_arithmetic {
+    if one_row.is_none() && f16_tiles(format, gpu) {
         return &MATMUL_F16_ARITHMETIC;
     }
     let products = match (format, gpu.f16) {
