@@ -175,14 +175,15 @@ fn golden_every_version_every_kernel_variant() {
 
 /// The smallest case of each version with prompts multiplied on cooperative matrices (tensor
 /// cores), exact by default: steps of 7 and of 64 tokens, which RWKV-7 walks in chunks (see
-/// common::coop_gpu for where they run).
+/// common::coop_gpus for where they run), on each size of cooperative matrices.
 #[test]
 fn golden_every_version_on_cooperative_matrices() {
-    let Some(gpu) = common::coop_gpu(false) else { return };
-    let gpu = Arc::new(gpu);
-    for (version, case) in VERSIONS {
-        for chunk in [7, 64] {
-            check_fixture(&gpu, (version, case), "model-f16.safetensors", Mode::Prefill { chunk });
+    for gpu in common::coop_gpus(false) {
+        let gpu = Arc::new(gpu);
+        for (version, case) in VERSIONS {
+            for chunk in [7, 64] {
+                check_fixture(&gpu, (version, case), "model-f16.safetensors", Mode::Prefill { chunk });
+            }
         }
     }
 }

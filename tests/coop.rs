@@ -4,7 +4,7 @@
 //!
 //! Only adapters with wgpu's cooperative matrices run them: GPUs with tensor cores, and lavapipe
 //! from Mesa 25.1 on. CI's lavapipe (Mesa 22.3) has none; there each test runs again under sid's
-//! lavapipe (`.ci/mesa-coop`, see common::coop_gpu).
+//! lavapipe (`.ci/mesa-coop`, see common::coop_gpus).
 
 mod common;
 
@@ -57,7 +57,7 @@ fn check(
         let previous = accumulate.then_some(&y0[..]);
         let expected = kernels::linear_ref(&weights, cols, &x, operand_ref, activation, previous);
         let what = format!(
-            "{} {format:?} coop {rows}×{cols} → {outputs}, inputs × {x_scale:e}, {activation:?} acc={accumulate}",
+            "{} {format:?} {rows}×{cols} → {outputs}, inputs × {x_scale:e}, {activation:?} acc={accumulate}",
             describe(gpu)
         );
         assert_close(&what, &y_gpu.read(gpu).unwrap(), &expected, tolerance);
@@ -68,14 +68,15 @@ const SHAPES: [(usize, usize); 4] = [(64, 64), (130, 33), (67, 256), (300, 129)]
 
 #[test]
 fn coop_products_match_reference_for_every_format() {
-    let Some(gpu) = common::coop_gpu(false) else { return };
-    for format in [MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4] {
-        // Quantized formats share the tiles' code: one row count each (lavapipe emulates
-        // cooperative matrices slowly).
-        let rows: &[usize] = if format == MatrixFormat::F16 { &[9, 16, 33, 70] } else { &[33] };
-        for &rows in rows {
-            for shape in SHAPES {
-                check(&gpu, format, rows, shape, 1.0, SPLIT_TOLERANCE);
+    for gpu in common::coop_gpus(false) {
+        for format in [MatrixFormat::F16, MatrixFormat::Int8, MatrixFormat::Nf4] {
+            // Quantized formats share the tiles' code: one row count each (lavapipe emulates
+            // cooperative matrices slowly).
+            let rows: &[usize] = if format == MatrixFormat::F16 { &[9, 16, 33, 70] } else { &[33] };
+            for &rows in rows {
+                for shape in SHAPES {
+                    check(&gpu, format, rows, shape, 1.0, SPLIT_TOLERANCE);
+                }
             }
         }
     }
@@ -85,9 +86,10 @@ fn coop_products_match_reference_for_every_format() {
 /// 65504) and of 10^-6 (f16 subnormals) multiply as exactly as those near 1.
 #[test]
 fn coop_products_scale_rows_beyond_f16s_range() {
-    let Some(gpu) = common::coop_gpu(false) else { return };
-    for x_scale in [1e6, 3e-6] {
-        check(&gpu, MatrixFormat::F16, 40, (130, 200), x_scale, SPLIT_TOLERANCE);
+    for gpu in common::coop_gpus(false) {
+        for x_scale in [1e6, 3e-6] {
+            check(&gpu, MatrixFormat::F16, 40, (130, 200), x_scale, SPLIT_TOLERANCE);
+        }
     }
 }
 
@@ -95,8 +97,9 @@ fn coop_products_scale_rows_beyond_f16s_range() {
 /// of the tiled kernels' f16 arithmetic.
 #[test]
 fn coop_f16_arithmetic_rounds_inputs_to_f16() {
-    let Some(gpu) = common::coop_gpu(true) else { return };
-    for shape in SHAPES {
-        check(&gpu, MatrixFormat::F16, 33, shape, 1.0, 2e-3);
+    for gpu in common::coop_gpus(true) {
+        for shape in SHAPES {
+            check(&gpu, MatrixFormat::F16, 33, shape, 1.0, 2e-3);
+        }
     }
 }

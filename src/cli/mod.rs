@@ -117,13 +117,14 @@ impl GpuArgs {
             fused_decode: self.no_fused_decode.then_some(false),
             wkv_chunks: self.wkv_chunks,
             coop: self.no_coop.then_some(false),
+            coop_matrix: None,
         }
     }
 
     /// Opens the device and says which adapter was chosen (on stderr, so stdout stays clean).
     fn open(&self) -> Result<Arc<Gpu>> {
         let gpu = Gpu::new(&self.options())?;
-        let tensor_cores = if gpu.coop { ", cooperative matrices" } else { "" };
+        let tensor_cores = if gpu.coop.is_some() { ", cooperative matrices" } else { "" };
         eprintln!("adapter: {}{tensor_cores}", gpu.describe());
         Ok(Arc::new(gpu))
     }
@@ -322,8 +323,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     "no adapters; install a GPU driver (on Linux without a GPU: `apt-get install mesa-vulkan-drivers`)".into(),
                 ));
             }
-            for info in adapters {
+            for (info, cooperative_matrices) in adapters {
                 println!("{}", gpu::describe_adapter(&info));
+                if !cooperative_matrices.is_empty() {
+                    println!("  cooperative matrices: {}", cooperative_matrices.join(", "));
+                }
             }
             Ok(())
         }

@@ -5,6 +5,7 @@
 //! engine runs on baseline WebGPU.
 
 mod buffer;
+mod coop;
 mod kernel;
 mod matrix;
 #[cfg(not(target_arch = "wasm32"))]
@@ -16,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
 pub use self::buffer::{Binding, GpuTensor, Readback, Stack};
+pub use self::coop::CoopMatrix;
+use self::coop::{describe_cooperative_matrices, tensor_cores};
 pub use self::kernel::{Access, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
@@ -106,12 +109,13 @@ pub struct GpuOptions {
     /// always, never, or (`None`) everywhere but on CPU drivers, which have no idle threads to
     /// fill and would only do the chunked form's extra arithmetic.
     pub wkv_chunks: Option<bool>,
-    /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where the
-    /// adapter lists 16×16×16 f16 products summed in f32 and has subgroups of at most 32
+    /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where a
+    /// GPU lists 16×16×16 or 8×8×8 f16 products summed in f32 and has subgroups of at most 32
     /// (`None`), never (`Some(false)`, `--no-coop`), or also on CPU drivers with the feature
-    /// (`Some(true)`: lavapipe from Mesa 25.1 lists 8×8×8 and runs these too, which lets CPU
-    /// machines test the kernel).
+    /// (`Some(true)`: lavapipe from Mesa 25.1 runs them, which lets CPU machines test them).
     pub coop: Option<bool>,
+    /// Which size of cooperative matrices to use: by default the largest the adapter lists.
+    pub coop_matrix: Option<CoopMatrix>,
 }
 
 impl Default for GpuOptions {
@@ -128,29 +132,9 @@ impl Default for GpuOptions {
             fused_decode: None,
             wkv_chunks: None,
             coop: None,
+            coop_matrix: None,
         }
     }
-}
-
-/// Whether to multiply on the adapter's cooperative matrices, as `wanted` (`GpuOptions::coop`)
-/// asks: only where it lists the 16×16×16 f16 products summed in f32 that
-/// `shaders/matmul_coop.wgsl` uses, and its subgroups are at most 32 wide, so that a 32-thread
-/// workgroup fills whole subgroups (cooperative operations need them; AMD's wave64 would leave
-/// half of one idle). `Some(true)` also takes CPU drivers that list other sizes: lavapipe runs
-/// 16×16 products though it lists 8×8, which lets CPU machines test the kernel.
-fn tensor_cores(adapter: &wgpu::Adapter, wanted: Option<bool>) -> bool {
-    if wanted == Some(false) || !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-    {
-        return false;
-    }
-    let info = adapter.get_info();
-    let listed = adapter.cooperative_matrix_properties().iter().any(|p| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-            && p.ab_type == wgpu::CooperativeScalarType::F16
-            && p.cr_type == wgpu::CooperativeScalarType::F32
-    });
-    let cpu = info.device_type == wgpu::DeviceType::Cpu;
-    (listed && info.subgroup_max_size <= 32) || (wanted == Some(true) && cpu)
 }
 
 /// One line per adapter, for `rwkv-wgpu adapters` and for error messages.
@@ -194,10 +178,11 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 
 /// All adapters the chosen backends can see.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn list_adapters(backend: Option<Backend>) -> Vec<wgpu::AdapterInfo> {
+pub fn list_adapters(backend: Option<Backend>) -> Vec<(wgpu::AdapterInfo, Vec<String>)> {
     let backends = backend.map_or(wgpu::Backends::all(), Backend::flags);
     let instance = instance(backends);
-    pollster::block_on(instance.enumerate_adapters(backends)).iter().map(|a| a.get_info()).collect()
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    adapters.iter().map(|a| (a.get_info(), describe_cooperative_matrices(a))).collect()
 }
 
 const INSTALL_HINT: &str = "install a Vulkan, Metal or DX12 driver for your GPU; on Linux without a GPU, \
@@ -244,9 +229,9 @@ pub struct Gpu {
     /// Prompt steps walk RWKV-7's recurrence in chunks side by side, then carry the state from
     /// chunk to chunk (`kernels::wkv7_chunked`), instead of every token one after the other.
     pub wkv_chunks: bool,
-    /// Products of many rows with f16, int8 or nf4 weights run on cooperative matrices
-    /// (`shaders/matmul_coop.wgsl`), with f16 on.
-    pub coop: bool,
+    /// Products of many rows with f16, int8 or nf4 weights run on cooperative matrices of this
+    /// size (`shaders/matmul_coop.wgsl`), with f16 on.
+    pub coop: Option<CoopMatrix>,
     pipelines: kernel::PipelineCache,
     errors: ErrorSlot,
     lost: LostSlot,
@@ -303,8 +288,8 @@ impl Gpu {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
-        let coop = f16 && tensor_cores(&adapter, options.coop);
-        if coop {
+        let coop = if f16 { tensor_cores(&adapter, options.coop, options.coop_matrix) } else { None };
+        if coop.is_some() {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         }
         // Only `--profile` writes timestamps; asking costs nothing where they exist.
@@ -324,7 +309,7 @@ impl Gpu {
                 // SAFETY: the only experimental feature asked for is cooperative matrices, and
                 // only where the adapter reports them; their kernel is checked against the tiled
                 // products by tests/coop.rs on every adapter that has them.
-                experimental_features: if coop {
+                experimental_features: if coop.is_some() {
                     unsafe { wgpu::ExperimentalFeatures::enabled() }
                 } else {
                     wgpu::ExperimentalFeatures::disabled()
@@ -363,7 +348,7 @@ impl Gpu {
             None => RowMapping::WorkgroupPerRow,
         };
         log::info!(
-            "adapter: {} (f16: {f16}, subgroups: {subgroups}, cooperative matrices: {coop}, {row_mapping:?})",
+            "adapter: {} (f16: {f16}, subgroups: {subgroups}, cooperative matrices: {coop:?}, {row_mapping:?})",
             describe_adapter(&info)
         );
         Ok(Gpu {

@@ -69,6 +69,8 @@ mod wgsl {
     pub const REMEMBER_NOTHING: &str = include_str!("../../shaders/remember_nothing.wgsl");
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     pub const MATMUL_COOP: &str = include_str!("../../shaders/matmul_coop.wgsl");
+    pub const COOP_16: &str = include_str!("../../shaders/coop_16.wgsl");
+    pub const COOP_8: &str = include_str!("../../shaders/coop_8.wgsl");
     pub const TILE_F32: &str = include_str!("../../shaders/tile_f32.wgsl");
     pub const TILE_F16: &str = include_str!("../../shaders/tile_f16.wgsl");
     pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");

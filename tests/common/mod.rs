@@ -6,7 +6,7 @@ pub mod hostile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rwkv_wgpu::gpu::{Backend, Gpu, GpuOptions, GpuTensor, RowMapping};
+use rwkv_wgpu::gpu::{Backend, CoopMatrix, Gpu, GpuOptions, GpuTensor, RowMapping};
 use rwkv_wgpu::model::Model;
 use rwkv_wgpu::npy::{self, Array};
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
@@ -70,28 +70,31 @@ pub fn with_and_without_subgroups() -> Vec<Gpu> {
     vec![default_gpu(), with]
 }
 
-/// The Vulkan adapter with cooperative matrices (tensor cores), for the calling test to run on;
-/// `None` where the test ran elsewhere or cannot run. GPUs with tensor cores and lavapipe from
+/// The Vulkan adapter with cooperative matrices (tensor cores), once for each size of them it
+/// runs (16 × 16 and 8 × 8 on lavapipe; a GPU the sizes it lists), for the calling test to run
+/// on; none where the test ran elsewhere or cannot run. GPUs with tensor cores and lavapipe from
 /// Mesa 25.1 have them; CI's lavapipe (Mesa 22.3) does not, so where RWKV_WGPU_COOP_RUNNER names
 /// a wrapper that runs programs against a newer lavapipe (`.ci/mesa-coop` unpacks one and
 /// `.ci/run` sets it), the calling test runs again under it, must pass there, and this returns
-/// `None`. Without either, the test checks nothing and says so, which RWKV_WGPU_REQUIRE_COOP
+/// none. Without either, the test checks nothing and says so, which RWKV_WGPU_REQUIRE_COOP
 /// (a GPU machine) turns into a failure.
-pub fn coop_gpu(f16_arithmetic: bool) -> Option<Gpu> {
-    let options = GpuOptions {
+pub fn coop_gpus(f16_arithmetic: bool) -> Vec<Gpu> {
+    let options = |coop_matrix| GpuOptions {
         backend: Some(Backend::Vulkan),
         allow_f16: Some(true),
         coop: Some(true),
+        coop_matrix: Some(coop_matrix),
         // As on a GPU with tensor cores: RWKV-7's prompts walk their recurrence in chunks too.
         wkv_chunks: Some(true),
         f16_arithmetic,
         ..GpuOptions::default()
     };
-    let gpu = open(&options);
-    if gpu.coop {
-        return Some(gpu);
+    let gpus: Vec<Gpu> = CoopMatrix::ALL.iter().map(|&m| open(&options(m))).collect();
+    let message = format!("{} has no cooperative matrices", describe(&gpus[0]));
+    let gpus: Vec<Gpu> = gpus.into_iter().filter(|gpu| gpu.coop.is_some()).collect();
+    if !gpus.is_empty() {
+        return gpus;
     }
-    let message = format!("{} has no cooperative matrices", describe(&gpu));
     let runner = std::env::var_os("RWKV_WGPU_COOP_RUNNER");
     if std::env::var_os("RWKV_WGPU_REQUIRE_COOP").is_some() || runner.is_none() {
         assert!(
@@ -102,7 +105,7 @@ pub fn coop_gpu(f16_arithmetic: bool) -> Option<Gpu> {
             "notice: {message}: the tensor-core kernels are not tested here (run `.ci/mesa-coop` and set \
              RWKV_WGPU_COOP_RUNNER=target/mesa-coop/run, or run on a GPU with RWKV_WGPU_REQUIRE_COOP=1)"
         );
-        return None;
+        return Vec::new();
     }
     let test = std::thread::current().name().expect("a test thread has its test's name").to_string();
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -118,7 +121,7 @@ pub fn coop_gpu(f16_arithmetic: bool) -> Option<Gpu> {
         "{test} under the cooperative-matrix runner failed:\n{stdout}\n{stderr}"
     );
     println!("{test} passed under the cooperative-matrix runner:\n{stdout}");
-    None
+    Vec::new()
 }
 
 /// The default adapter choice restricted to Vulkan.
@@ -153,7 +156,8 @@ pub fn open(options: &GpuOptions) -> Gpu {
 }
 
 pub fn describe(gpu: &Gpu) -> String {
-    format!("{} f16={} subgroups={} {:?}", gpu.info.name, gpu.f16, gpu.subgroups, gpu.row_mapping)
+    let coop = gpu.coop.map(|m| format!(" coop {0}×{0}", m.side())).unwrap_or_default();
+    format!("{} f16={} subgroups={} {:?}{coop}", gpu.info.name, gpu.f16, gpu.subgroups, gpu.row_mapping)
 }
 
 /// A small deterministic generator (xorshift), so tests need no RNG crate and print their seed.

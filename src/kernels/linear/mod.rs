@@ -19,9 +19,6 @@ use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
 /// drivers (`blocked`).
 const TILE: usize = 64;
-/// Rows and columns of a cooperative-matrix workgroup's outputs (`coop` in matmul_coop.wgsl).
-const COOP_ROWS: usize = 32;
-const COOP_COLUMNS: usize = 64;
 const BLOCK: usize = 4;
 /// The most rows (a batch of decoded sequences) `subgroup_per_row` takes (`FEW_ROWS` in
 /// matvec_subgroup.wgsl): each weight it reads serves them all.
@@ -323,7 +320,7 @@ pub(super) fn record_product(
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
     let kernel = entry(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format));
     let pipeline = match coop {
-        Some(coop) => {
+        Some((coop, _)) => {
             constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
             gpu.pipeline(coop, "coop", variant.bindings(), &constants)?
         }
@@ -392,10 +389,14 @@ pub(super) fn record_product(
             params.weight_row0 = to_u32(label, lo - part.first_row)?;
             params.part_cols = to_u32(label, hi - lo)?;
             let columns = hi - lo;
-            let workgroups = match kernel {
-                _ if coop.is_some() => [columns.div_ceil(COOP_COLUMNS), rows.div_ceil(COOP_ROWS)],
-                "tiled" => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
-                _ => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
+            let workgroups = match (coop, kernel) {
+                // A cooperative-matrix workgroup's outputs: 2 × 4 matrices (matmul_coop.wgsl).
+                (Some((_, matrix)), _) => {
+                    let side = matrix.side() as usize;
+                    [columns.div_ceil(4 * side), rows.div_ceil(2 * side)]
+                }
+                (None, "tiled") => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
+                (None, _) => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
             rec.record(&pipeline, label, &params, &storage, workgroups)?;

@@ -5,7 +5,7 @@
 use super::super::sequences::SEQUENCE_SIZES;
 use super::super::wgsl;
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
-use crate::gpu::{Access, Gpu, KernelSource};
+use crate::gpu::{Access, CoopMatrix, Gpu, KernelSource};
 use crate::quant::MatrixFormat;
 
 /// What a one-row product reads and leaves behind.
@@ -105,30 +105,43 @@ static PACKED: Products = products!("packed", wgsl::WEIGHTS_PACKED, wgsl::TILE_F
 static INT8: Products = products!("int8", wgsl::WEIGHTS_INT8, wgsl::TILE_F32);
 static NF4: Products = products!("nf4", wgsl::WEIGHTS_NF4, wgsl::TILE_F32);
 /// The cooperative-matrix products (`matmul_coop.wgsl`), for the formats whose weights are f16
-/// or dequantize into f16.
+/// or dequantize into f16, on each size of matrices.
 macro_rules! coop {
-    ($name:literal, $weights:expr) => {
+    ($name:literal, $weights:expr, $size:expr) => {
         KernelSource {
             name: concat!("matmul_coop_", $name),
-            parts: &[$weights, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL_COOP],
+            parts: &[$weights, $size, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL_COOP],
             sizes: &[],
         }
     };
 }
 
-static COOP_F16: KernelSource = coop!("f16", wgsl::WEIGHTS_F16);
-static COOP_INT8: KernelSource = coop!("int8", wgsl::WEIGHTS_INT8);
-static COOP_NF4: KernelSource = coop!("nf4", wgsl::WEIGHTS_NF4);
+/// Indexed by [`CoopMatrix`], then f16, int8, nf4.
+static COOP: [[KernelSource; 3]; 2] = [
+    [
+        coop!("f16_16", wgsl::WEIGHTS_F16, wgsl::COOP_16),
+        coop!("int8_16", wgsl::WEIGHTS_INT8, wgsl::COOP_16),
+        coop!("nf4_16", wgsl::WEIGHTS_NF4, wgsl::COOP_16),
+    ],
+    [
+        coop!("f16_8", wgsl::WEIGHTS_F16, wgsl::COOP_8),
+        coop!("int8_8", wgsl::WEIGHTS_INT8, wgsl::COOP_8),
+        coop!("nf4_8", wgsl::WEIGHTS_NF4, wgsl::COOP_8),
+    ],
+];
 
-/// The cooperative-matrix product for `format` on `gpu`, if it takes that format.
-pub fn coop_source(format: MatrixFormat, gpu: &Gpu) -> Option<&'static KernelSource> {
-    match format {
-        _ if !gpu.coop => None,
-        MatrixFormat::F16 => Some(&COOP_F16),
-        MatrixFormat::Int8 => Some(&COOP_INT8),
-        MatrixFormat::Nf4 => Some(&COOP_NF4),
-        MatrixFormat::F32 | MatrixFormat::Bf16 => None,
-    }
+/// The cooperative-matrix product for `format` on `gpu`, and the size of its matrices, if the
+/// adapter multiplies on them and the product takes that format.
+pub fn coop_source(format: MatrixFormat, gpu: &Gpu) -> Option<(&'static KernelSource, CoopMatrix)> {
+    let matrix = gpu.coop?;
+    let sources = &COOP[matrix as usize];
+    let source = match format {
+        MatrixFormat::F16 => &sources[0],
+        MatrixFormat::Int8 => &sources[1],
+        MatrixFormat::Nf4 => &sources[2],
+        MatrixFormat::F32 | MatrixFormat::Bf16 => return None,
+    };
+    Some((source, matrix))
 }
 
 const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
