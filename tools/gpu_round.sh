@@ -35,6 +35,9 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --no-coop
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --wkv-chunks false
   step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3 --no-fused-decode
+  # Rows per prompt step: 128 (the default) gives a 2048-wide product only 64–128 workgroups.
+  step 90 $R bench --shape 1.5b --prefill 1024 --gen 8 --batch 1 --repeats 2 --chunk 512
+  step 90 $R bench --shape 1.5b --prefill 1024 --gen 8 --batch 1 --repeats 2 --chunk 1024
   step 90 $R bench --shape 1.5b --prefill 128 --gen 16 --batch 1 --repeats 1 --profile
   step 150 $R bench --shape 1.5b --prefill 128 --gen 8 --batch 1,16,64 --repeats 2 --quant f16,int8,nf4
 fi

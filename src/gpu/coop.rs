@@ -58,6 +58,7 @@ pub fn tensor_cores(
 }
 
 /// The cooperative-matrix products an adapter lists, as `M×N×K A/B type → C type`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn describe_cooperative_matrices(adapter: &wgpu::Adapter) -> Vec<String> {
     if !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
         return Vec::new();

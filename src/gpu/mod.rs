@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 pub use self::buffer::padded4;
 pub use self::buffer::{Binding, GpuTensor, Readback, Stack};
+use self::coop::tensor_cores;
 pub use self::coop::CoopMatrix;
-use self::coop::{describe_cooperative_matrices, tensor_cores};
 pub use self::kernel::{Access, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
@@ -182,7 +182,7 @@ pub fn list_adapters(backend: Option<Backend>) -> Vec<(wgpu::AdapterInfo, Vec<St
     let backends = backend.map_or(wgpu::Backends::all(), Backend::flags);
     let instance = instance(backends);
     let adapters = pollster::block_on(instance.enumerate_adapters(backends));
-    adapters.iter().map(|a| (a.get_info(), describe_cooperative_matrices(a))).collect()
+    adapters.iter().map(|a| (a.get_info(), coop::describe_cooperative_matrices(a))).collect()
 }
 
 const INSTALL_HINT: &str = "install a Vulkan, Metal or DX12 driver for your GPU; on Linux without a GPU, \
