@@ -85,11 +85,12 @@ const TILE_VEC4S: u32 = 256u;
 var<workgroup> x_tile: array<TileValue, 512>;  // [2][TILE rows][ROUND4], swizzled
 var<workgroup> w_tile: array<TileValue, 512>;  // [2][TILE columns][ROUND4], swizzled
 
-// Where vec4 k4 of a round of tile line `line` is kept. The vec4s of a line are permuted by
-// bits 1–2 of the line, so that 8 threads reading vec4 k4 of 8 consecutive lines touch 8
-// different 16-byte bank groups (unpermuted, lines 64 bytes apart would share them 2 by 2).
+// Where vec4 k4 of a round of tile line `line` is kept. The vec4s of a line are permuted by two
+// bits of the line (TILE_SWIZZLE_SHIFT, from the tile prelude), so that the lanes reading vec4 k4
+// of consecutive lines touch different banks (unpermuted, lines 4 vec4s apart would collide
+// 4 to a bank group).
 fn tile_slot(line: u32, k4: u32) -> u32 {
-    return line * ROUND4 + (k4 ^ ((line >> 1u) & 3u));
+    return line * ROUND4 + (k4 ^ ((line >> TILE_SWIZZLE_SHIFT) & 3u));
 }
 
 // Vec4 k of input row `line` or of weight row `column`, from memory (zero past the ends).
@@ -125,8 +126,8 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
     workgroupBarrier();
     let rounds = (params.cols4 + ROUND4 - 1u) / ROUND4;
     // The swizzle of lines local.x + 16·j and local.y + 16·i depends on local only.
-    let x_swizzle = (local.y >> 1u) & 3u;
-    let w_swizzle = (local.x >> 1u) & 3u;
+    let x_swizzle = (local.y >> TILE_SWIZZLE_SHIFT) & 3u;
+    let w_swizzle = (local.x >> TILE_SWIZZLE_SHIFT) & 3u;
     for (var round = 0u; round < rounds; round++) {
         let current = (round & 1u) * TILE_VEC4S;
         let more = round + 1u < rounds;

@@ -4,3 +4,5 @@
 // the inner dimension in f32. Half the workgroup memory and twice the arithmetic rate of f32 on
 // most GPUs, for prefill.
 alias TileValue = vec4<f16>;
+// A bank row of 128 bytes holds 16 of them; 16 lanes read at once (matmul.wgsl's tile_slot).
+const TILE_SWIZZLE_SHIFT: u32 = 2u;

@@ -30,6 +30,10 @@ if [ "$PART" = all ] || [ "$PART" = tests ]; then
   step 180 $B/kernels --test-threads 2
 fi
 if [ "$PART" = all ] || [ "$PART" = speed ]; then
+  # One product on every kernel (blocked, tiled, cooperative matrices), 1.5B shapes.
+  step 60 $B/product_kernels 128 2048 2048
+  step 60 $B/product_kernels 1024 2048 2048
+  step 60 $B/product_kernels 1024 2048 8192
   # Each GPU path against its fallback, same shape and run.
   step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --no-coop

@@ -28,7 +28,7 @@ impl CoopMatrix {
 /// workgroup fills whole subgroups (cooperative operations need them; AMD's wave64 would leave
 /// half of one idle). CPU drivers only when forced (`Some(true)`), with any size: lavapipe runs
 /// 16 × 16 products though it lists 8 × 8, which lets CPU machines test both kernels, but
-/// emulating them is no faster there than the blocked products it runs by default.
+/// emulates them ~15× slower than the blocked products it runs by default (BENCHMARKS.md).
 pub fn tensor_cores(
     adapter: &wgpu::Adapter,
     wanted: Option<bool>,
