@@ -318,7 +318,7 @@ pub(super) fn record_product(
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
     }
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
-    let kernel = entry(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format));
+    let kernel = Kernel::choose(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format));
     let pipeline = match coop {
         Some((coop, _)) => {
             constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
@@ -326,7 +326,7 @@ pub(super) fn record_product(
         }
         None => gpu.pipeline(
             source(matrix.format, vector.then_some(variant), gpu),
-            kernel,
+            kernel.entry_point(),
             variant.bindings(),
             &constants,
         )?,
@@ -395,7 +395,7 @@ pub(super) fn record_product(
                     let side = matrix.side() as usize;
                     [columns.div_ceil(4 * side), rows.div_ceil(2 * side)]
                 }
-                (None, "tiled") => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
+                (None, Kernel::Tiled) => [columns.div_ceil(TILE), rows.div_ceil(TILE)],
                 (None, _) => [columns.div_ceil(BLOCK).div_ceil(64), rows.div_ceil(BLOCK)],
             };
             let workgroups = [to_u32(label, workgroups[0])?, to_u32(label, workgroups[1])?, 1];
@@ -420,15 +420,37 @@ fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding,
     Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
 }
 
-/// The kernel entry point for a row mapping: a matrix-vector kernel, or the tiles (where their
-/// workgroup memory fits; the blocks need none).
-fn entry(mapping: RowMapping, vector: bool, tiles_fit: bool) -> &'static str {
-    match (mapping, vector) {
-        (RowMapping::ThreadPerRow, true) => "thread_per_row",
-        (RowMapping::WorkgroupPerRow, true) => "workgroup_per_row",
-        (RowMapping::SubgroupPerRow, true) => "subgroup_per_row",
-        (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) if tiles_fit => "tiled",
-        (_, false) => "blocked",
+/// The kernels of matvec.wgsl and matmul.wgsl (the cooperative-matrix kernel aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    ThreadPerRow,
+    WorkgroupPerRow,
+    SubgroupPerRow,
+    Blocked,
+    Tiled,
+}
+
+impl Kernel {
+    /// The kernel for a row mapping: a matrix-vector kernel, or the tiles (where their workgroup
+    /// memory fits; the blocks need none).
+    fn choose(mapping: RowMapping, vector: bool, tiles_fit: bool) -> Kernel {
+        match (mapping, vector) {
+            (RowMapping::ThreadPerRow, true) => Kernel::ThreadPerRow,
+            (RowMapping::WorkgroupPerRow, true) => Kernel::WorkgroupPerRow,
+            (RowMapping::SubgroupPerRow, true) => Kernel::SubgroupPerRow,
+            (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) if tiles_fit => Kernel::Tiled,
+            (_, false) => Kernel::Blocked,
+        }
+    }
+
+    fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::ThreadPerRow => "thread_per_row",
+            Kernel::WorkgroupPerRow => "workgroup_per_row",
+            Kernel::SubgroupPerRow => "subgroup_per_row",
+            Kernel::Blocked => "blocked",
+            Kernel::Tiled => "tiled",
+        }
     }
 }
 
