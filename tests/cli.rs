@@ -256,3 +256,28 @@ fn gguf_files_bring_their_tokenizer() {
     assert!(!own.stdout.is_empty());
     assert_eq!(own.stdout, explicit.stdout);
 }
+
+/// `adapters` names each adapter and the cooperative-matrix products it lists: lavapipe from
+/// Mesa 25.1 lists 8×8×8 f16 → f32 (under RWKV_WGPU_COOP_RUNNER where the system's is older, as
+/// in CI; see common::coop_gpus).
+#[test]
+fn adapters_list_their_cooperative_matrices() {
+    let runner = std::env::var_os("RWKV_WGPU_COOP_RUNNER");
+    let exe = env!("CARGO_BIN_EXE_rwkv-wgpu");
+    let mut command = match &runner {
+        Some(runner) => Command::new(runner),
+        None => Command::new(exe),
+    };
+    if runner.is_some() {
+        command.arg(exe);
+    }
+    let output = command.arg("adapters").env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "adapters failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("(Vulkan, "), "no Vulkan adapter listed:\n{stdout}");
+    if runner.is_some() || std::env::var_os("RWKV_WGPU_REQUIRE_COOP").is_some() {
+        let line = stdout.lines().find(|l| l.starts_with("  cooperative matrices: "));
+        let line = line.unwrap_or_else(|| panic!("no cooperative matrices listed:\n{stdout}"));
+        assert!(line.contains("×8 f16 → f32") || line.contains("×16 f16 → f32"), "{line}");
+    }
+}
