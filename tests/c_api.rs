@@ -41,11 +41,8 @@ fn header_matches_the_sources() {
 /// Builds the C library and compiles `example` against it, shared or static.
 fn build_example(example: &str, shared: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The profile the tests were built with, so that the library reuses their dependencies
-    // (a build in another profile compiles wgpu and the rest again: minutes on CI).
-    let profile = if target_dir().ends_with("release") { "release" } else { "test" };
     let status = Command::new(cargo)
-        .args(["build", "-p", "rwkv-wgpu-c", "--profile", profile, "--manifest-path"])
+        .args(["build", "-p", "rwkv-wgpu-c", "--manifest-path"])
         .arg(root().join("Cargo.toml"))
         .status()
         .unwrap();
