@@ -139,10 +139,12 @@ fn demo_greedy_continuation_is_the_official_one() {
     assert_eq!(pieces.iter().map(|p| p.text.as_str()).collect::<String>(), greedy.continuation);
 }
 
-/// `f16_arithmetic` (prefill multiplies in f16) is an opt-in trade of accuracy for speed: on the
-/// trained model its logits stay within 3e-3 × std of the official ones (9.9e-4 measured) and its
-/// loss over these positions within 1e-4 (9e-6 measured); the exact path is held to 1e-3 × std
-/// above.
+/// `f16_arithmetic` (prefill multiplies in f16) is an opt-in trade of accuracy for speed, held to
+/// the official package's own half precision: its `fp16` path on this model and these positions
+/// (tests/fixtures/demo/official_fp16.json, tools/make_demo_fp16_fixture.py) lands 1.9e-3 × std
+/// from its fp32 logits and moves the loss by 3.0e-5; ours must do no worse on either (9.9e-4 and
+/// 9e-6 measured: our activations stay f32, only the products' inputs are rounded). The exact
+/// path is held to 1e-3 × std above.
 #[test]
 fn demo_prefill_with_f16_arithmetic_stays_close() {
     let options = rwkv_wgpu::gpu::GpuOptions {
@@ -152,17 +154,33 @@ fn demo_prefill_with_f16_arithmetic_stays_close() {
         f16_arithmetic: true,
         ..Default::default()
     };
-    let gpu = common::open(&options);
-    assert!(gpu.f16_arithmetic, "the test adapter needs SHADER_F16");
+    let tiled = common::open(&options);
+    assert!(tiled.f16_arithmetic, "the test adapter needs SHADER_F16");
+    let official_fp16: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("official_fp16.json")).unwrap())
+            .unwrap();
+    let bound = |what: &str| official_fp16["prefill"][what].as_f64().expect("official_fp16.json: prefill");
+    let (error_bound, loss_bound) = (bound("logits_error_x_std"), bound("loss_change"));
+    println!(
+        "the official fp16 path: logits {error_bound:.1e} × std, held-out loss {loss_bound:.1e} relative"
+    );
     let tokens = load_tokens(&fixtures().join("tokens.npy"));
     let (_, official) = load_f32(&fixtures().join("logits.npy"));
-    let ours = Session::new(&engine(gpu)).unwrap().feed_positions(&tokens).unwrap();
-    let error = relative_error(&ours, &official);
-    let (loss_ours, loss_official) = (nats_per_token(&ours, &tokens), nats_per_token(&official, &tokens));
-    let loss_change = (loss_ours - loss_official).abs() / loss_official;
-    println!(
-        "f16 arithmetic: logits {error:.1e} × std from official, held-out loss {loss_change:.1e} relative"
-    );
-    assert!(error <= 3e-3, "f16 arithmetic: logits {error:.1e} × std from the official ones");
-    assert!(loss_change <= 1e-4, "f16 arithmetic changes the held-out loss by {loss_change:.1e}");
+    // The tiled kernels' f16 tiles, then the single f16 product on tensor cores.
+    for gpu in std::iter::once(tiled).chain(common::coop_gpus(true)) {
+        let what = common::describe(&gpu);
+        let ours = Session::new(&engine(gpu)).unwrap().feed_positions(&tokens).unwrap();
+        let error = relative_error(&ours, &official);
+        let (loss_ours, loss_official) = (nats_per_token(&ours, &tokens), nats_per_token(&official, &tokens));
+        let loss_change = (loss_ours - loss_official).abs() / loss_official;
+        println!("f16 arithmetic on {what}: logits {error:.1e} × std from official, held-out loss {loss_change:.1e} relative");
+        assert!(
+            error <= error_bound,
+            "f16 arithmetic on {what}: logits {error:.1e} × std from the official ones, the official fp16 path {error_bound:.1e}"
+        );
+        assert!(
+            loss_change <= loss_bound,
+            "f16 arithmetic on {what} changes the held-out loss by {loss_change:.1e}, the official fp16 path by {loss_bound:.1e}"
+        );
+    }
 }

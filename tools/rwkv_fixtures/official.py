@@ -58,12 +58,18 @@ def family_env(family: str) -> dict:
 
 
 def run_official_many(family: str, jobs: Sequence[Tuple[str, Sequence[int]]],
-                      threads: int = 1) -> List[OfficialRun]:
-    """Run every (pth_path, tokens) job of one family in one subprocess; returns their runs."""
+                      threads: int = 1, strategy: str = "cpu fp32",
+                      sequence: bool = False) -> List[OfficialRun]:
+    """Run every (pth_path, tokens) job of one family in one subprocess; returns their runs.
+
+    `strategy` other than 'cpu fp32' is only for measuring the package's other precisions (e.g.
+    'cpu fp16': the torch operations of its `cuda fp16` path without the CUDA kernels); with
+    `sequence` the tokens go in as one prompt (`forward_seq`, full output) instead of one by one."""
     if not jobs:
         return []
     with tempfile.TemporaryDirectory(prefix="rwkv-official-") as tmp:
-        spec = {"family": family, "threads": threads, "jobs": []}
+        spec = {"family": family, "threads": threads, "strategy": strategy, "sequence": sequence,
+                "jobs": []}
         for i, (pth, tokens) in enumerate(jobs):
             if not pth.endswith(".pth"):
                 raise ValueError("the official loader reads MODEL_NAME + '.pth'")
@@ -85,9 +91,10 @@ def run_official_many(family: str, jobs: Sequence[Tuple[str, Sequence[int]]],
         return runs
 
 
-def run_official(family: str, pth: str, tokens: Sequence[int], threads: int = 1) -> OfficialRun:
+def run_official(family: str, pth: str, tokens: Sequence[int], threads: int = 1,
+                 strategy: str = "cpu fp32", sequence: bool = False) -> OfficialRun:
     """One job (see run_official_many)."""
-    return run_official_many(family, [(pth, tokens)], threads)[0]
+    return run_official_many(family, [(pth, tokens)], threads, strategy, sequence)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -112,14 +119,19 @@ def _import_package(family: str):
     return rwkv_model
 
 
-def _run_job(rwkv_model, family: str, pth: str, tokens: Sequence[int]) -> dict:
-    """Run one model one token at a time from the zero state; returns the arrays to save."""
+def _run_job(rwkv_model, family: str, pth: str, tokens: Sequence[int], strategy: str = "cpu fp32",
+             sequence: bool = False) -> dict:
+    """Run one model from the zero state, one token at a time unless `sequence`; returns the
+    arrays to save."""
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script_method deprecation notices
-        model = rwkv_model.RWKV(model=pth[:-4], strategy="cpu fp32")
+        model = rwkv_model.RWKV(model=pth[:-4], strategy=strategy)
     state = None
     rows = []
-    for tok in tokens:
+    if sequence:
+        out, state = model.forward([int(t) for t in tokens], None, full_output=True)
+        rows = list(out.detach().to(torch.float32).numpy().copy())
+    for tok in [] if sequence else tokens:
         out, state = model.forward([int(tok)], state)
         rows.append(out.detach().to(torch.float32).numpy().copy())
     L = model.n_layer if family == "v7" else model.args.n_layer
@@ -146,7 +158,8 @@ def worker_main(spec_path: str) -> int:
     configure_torch(spec["threads"])
     rwkv_model = _import_package(spec["family"])
     for job in spec["jobs"]:
-        np.savez(job["out"], **_run_job(rwkv_model, spec["family"], job["pth"], job["tokens"]))
+        np.savez(job["out"], **_run_job(rwkv_model, spec["family"], job["pth"], job["tokens"],
+                                        spec.get("strategy", "cpu fp32"), spec.get("sequence", False)))
     return 0
 
 
