@@ -69,6 +69,9 @@ pub fn describe_cooperative_matrices(adapter: &wgpu::Adapter) -> Vec<String> {
         .iter()
         .map(|p| format!("{}×{}×{} {} → {}", p.m_size, p.n_size, p.k_size, name(p.ab_type), name(p.cr_type)))
         .collect();
+    // A driver may list a size twice (with and without saturating accumulation), not always
+    // next to each other.
+    lines.sort();
     lines.dedup();
     lines
 }

@@ -116,25 +116,26 @@ macro_rules! coop {
     };
 }
 
-/// Indexed by [`CoopMatrix`], then f16, int8, nf4.
-static COOP: [[KernelSource; 3]; 2] = [
-    [
-        coop!("f16_16", wgsl::WEIGHTS_F16, wgsl::COOP_16),
-        coop!("int8_16", wgsl::WEIGHTS_INT8, wgsl::COOP_16),
-        coop!("nf4_16", wgsl::WEIGHTS_NF4, wgsl::COOP_16),
-    ],
-    [
-        coop!("f16_8", wgsl::WEIGHTS_F16, wgsl::COOP_8),
-        coop!("int8_8", wgsl::WEIGHTS_INT8, wgsl::COOP_8),
-        coop!("nf4_8", wgsl::WEIGHTS_NF4, wgsl::COOP_8),
-    ],
+/// For 16×16 matrices, then 8×8; each f16, int8, nf4.
+static COOP_16: [KernelSource; 3] = [
+    coop!("f16_16", wgsl::WEIGHTS_F16, wgsl::COOP_16),
+    coop!("int8_16", wgsl::WEIGHTS_INT8, wgsl::COOP_16),
+    coop!("nf4_16", wgsl::WEIGHTS_NF4, wgsl::COOP_16),
+];
+static COOP_8: [KernelSource; 3] = [
+    coop!("f16_8", wgsl::WEIGHTS_F16, wgsl::COOP_8),
+    coop!("int8_8", wgsl::WEIGHTS_INT8, wgsl::COOP_8),
+    coop!("nf4_8", wgsl::WEIGHTS_NF4, wgsl::COOP_8),
 ];
 
 /// The cooperative-matrix product for `format` on `gpu`, and the size of its matrices, if the
 /// adapter multiplies on them and the product takes that format.
 pub fn coop_source(format: MatrixFormat, gpu: &Gpu) -> Option<(&'static KernelSource, CoopMatrix)> {
     let matrix = gpu.coop?;
-    let sources = &COOP[matrix as usize];
+    let sources = match matrix {
+        CoopMatrix::Side16 => &COOP_16,
+        CoopMatrix::Side8 => &COOP_8,
+    };
     let source = match format {
         MatrixFormat::F16 => &sources[0],
         MatrixFormat::Int8 => &sources[1],
