@@ -48,6 +48,17 @@ pub struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     bindings: &'static [Access],
+    compiled: CompiledKernel,
+}
+
+/// What a pipeline was compiled from: the assembled WGSL, its entry point and its override
+/// constants. Tests translate these for the backends this machine cannot run (Metal, DX12).
+#[derive(Debug, Clone)]
+pub struct CompiledKernel {
+    pub label: String,
+    pub wgsl: String,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
 }
 
 type CacheKey = (&'static str, &'static str, String);
@@ -87,6 +98,12 @@ impl Gpu {
         Ok(pipeline)
     }
 
+    /// Every kernel this device has compiled so far, in no particular order.
+    pub fn compiled_kernels(&self) -> Vec<CompiledKernel> {
+        let cache = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        cache.values().map(|pipeline| pipeline.compiled.clone()).collect()
+    }
+
     fn compile(
         &self,
         source: &KernelSource,
@@ -112,7 +129,7 @@ impl Gpu {
         let code = directives.into_iter().chain(declarations).collect::<Vec<_>>().join("\n");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(source.name),
-            source: wgpu::ShaderSource::Wgsl(code.into()),
+            source: wgpu::ShaderSource::Wgsl(code.as_str().into()),
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
@@ -149,7 +166,9 @@ impl Gpu {
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        Pipeline { label: label.to_string(), pipeline, layout, bindings }
+        let compiled =
+            CompiledKernel { label: label.to_string(), wgsl: code, entry, constants: constants.to_vec() };
+        Pipeline { label: label.to_string(), pipeline, layout, bindings, compiled }
     }
 
     /// A uniform buffer holding `params`, for a kernel's `Params` binding.

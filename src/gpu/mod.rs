@@ -19,7 +19,7 @@ pub use self::buffer::padded4;
 pub use self::buffer::{Binding, GpuTensor, Readback, Stack};
 use self::coop::tensor_cores;
 pub use self::coop::CoopMatrix;
-pub use self::kernel::{Access, Dispatch, KernelSource, Pipeline, Step, REDUCE};
+pub use self::kernel::{Access, CompiledKernel, Dispatch, KernelSource, Pipeline, Step, REDUCE};
 pub use self::matrix::{GpuMatrix, MatrixPart};
 pub use self::pool::ScratchPool;
 pub use self::profile::DispatchTime;
