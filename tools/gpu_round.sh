@@ -27,6 +27,8 @@ if [ "$PART" = all ] || [ "$PART" = tests ]; then
   step 120 $B/recurrences --test-threads 1 wkv7
   step 120 $B/long_prompts --test-threads 1 v7_long
   step 120 $B/fused_decode --test-threads 1
+  # --f16-arithmetic on the tiled kernels and on tensor cores against the official fp16 path.
+  step 120 $B/demo --test-threads 1 --nocapture f16_arithmetic
   step 180 $B/kernels --test-threads 2
 fi
 if [ "$PART" = all ] || [ "$PART" = speed ]; then

@@ -9,7 +9,7 @@ grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >>.git/info/exc
 mkdir -p .dev
 cargo build --release --quiet
 cargo build --release --quiet --example product_kernels
-tests=(coop conformance recurrences kernels long_prompts fused_decode)
+tests=(coop conformance recurrences kernels long_prompts fused_decode demo)
 built=$(cargo test --release --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null |
   grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
 for exe in target/release/rwkv-wgpu target/release/examples/product_kernels $built; do
