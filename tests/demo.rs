@@ -142,9 +142,10 @@ fn demo_greedy_continuation_is_the_official_one() {
 /// `f16_arithmetic` (prefill multiplies in f16) is an opt-in trade of accuracy for speed, held to
 /// the official package's own half precision: its `fp16` path on this model and these positions
 /// (tests/fixtures/demo/official_fp16.json, tools/make_demo_fp16_fixture.py) lands 1.9e-3 × std
-/// from its fp32 logits and moves the loss by 3.0e-5; ours must do no worse on either (9.9e-4 and
-/// 9e-6 measured: our activations stay f32, only the products' inputs are rounded). The exact
-/// path is held to 1e-3 × std above.
+/// from its fp32 logits and moves the loss by 3.0e-5; ours must do no worse on either (on
+/// lavapipe: 1.1e-3 and ~1e-5 on the tiled kernels, 5.4e-4 and 4.8e-6 on tensor cores; our
+/// activations stay f32, only the products' inputs are rounded). The exact path is held to
+/// 1e-3 × std above.
 #[test]
 fn demo_prefill_with_f16_arithmetic_stays_close() {
     let options = rwkv_wgpu::gpu::GpuOptions {
@@ -152,6 +153,8 @@ fn demo_prefill_with_f16_arithmetic_stays_close() {
         allow_f16: Some(true),
         row_mapping: Some(rwkv_wgpu::gpu::RowMapping::WorkgroupPerRow),
         f16_arithmetic: true,
+        // The tiled kernels even on a GPU with tensor cores.
+        coop: Some(false),
         ..Default::default()
     };
     let tiled = common::open(&options);
