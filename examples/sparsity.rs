@@ -1,6 +1,7 @@
 //! How much of RWKV-7's channel mix the squared ReLU's zeros save when decoding: per layer, the
-//! share of k = relu(W_k·x_k)² that is zero and the share of W_v's columns the one-token product
-//! skips (groups of 4 inputs that are all zero), over a text read by the CPU reference.
+//! share of k = relu(W_k·x_k)² that is zero, which is the share of W_v the one-token product
+//! skips with W_v stored by input (the default), and the share it skips stored by output (groups
+//! of 4 inputs that are all zero), over a text read by the CPU reference.
 //!
 //!     cargo run --release --example sparsity -- MODEL TOKENIZER TEXT [TOKENS]
 //!     cargo run --release --example sparsity -- assets/demo/model.safetensors \
@@ -9,7 +10,7 @@
 use std::path::PathBuf;
 
 use rwkv_wgpu::model::source;
-use rwkv_wgpu::model::v7::reference::ReferenceModel;
+use rwkv_wgpu::model::v7::reference::{ReferenceModel, Sparsity};
 use rwkv_wgpu::tokenizer::Tokenizer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,17 +26,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tokens = Tokenizer::from_file(&PathBuf::from(tokenizer))?.encode(&text)?;
     tokens.truncate(limit);
     let layers = reference.channel_mix_sparsity(&tokens)?;
-    println!("{} tokens; per layer: zero entries of k, W_v columns skipped", tokens.len());
-    for (layer, s) in layers.iter().enumerate() {
-        let zero = s.zero_channels as f64 / s.channels.max(1) as f64;
-        println!("  layer {layer:>2}: {:>5.1}%  {:>5.1}%", 100.0 * zero, 100.0 * s.skipped());
-    }
-    let (skipped, groups) = layers.iter().fold((0, 0), |(z, g), s| (z + s.zero_groups, g + s.groups));
-    let share = skipped as f64 / groups.max(1) as f64;
     println!(
-        "W_v reads skipped: {:.1}%, i.e. {:.1}% of the channel mix's weights (W_k and W_v)",
-        100.0 * share,
-        50.0 * share
+        "{} tokens; per layer: W_v skipped stored by input (zero entries of k), by output",
+        tokens.len()
     );
+    for (layer, s) in layers.iter().enumerate() {
+        println!(
+            "  layer {layer:>2}: {:>5.1}%  {:>5.1}%",
+            100.0 * s.skipped_by_input(),
+            100.0 * s.skipped_by_output()
+        );
+    }
+    let total = |part: fn(&Sparsity) -> u64, whole: fn(&Sparsity) -> u64| {
+        let (p, w) = layers.iter().fold((0, 0), |(p, w), s| (p + part(s), w + whole(s)));
+        p as f64 / w.max(1) as f64
+    };
+    for (how, share) in [
+        ("by input", total(|s| s.zero_channels, |s| s.channels)),
+        ("by output", total(|s| s.zero_groups, |s| s.groups)),
+    ] {
+        println!(
+            "W_v stored {how}: {:.1}% of its reads skipped, i.e. {:.1}% of the channel mix's weights (W_k and W_v)",
+            100.0 * share,
+            50.0 * share
+        );
+    }
     Ok(())
 }

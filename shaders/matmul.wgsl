@@ -10,6 +10,7 @@
 //   blocked  each thread computes 4 rows × 4 columns straight from memory, no barriers (CPU drivers)
 //   tiled    a 16×16 workgroup computes 64 × 64 outputs through double-buffered workgroup
 //            memory, 4 × 4 per thread in registers (GPUs)
+// Both read weights stored by output (each row an output) or, with WEIGHTS_BY_INPUT, by input.
 //
 // binding 0  params
 // binding 1  weights  (from the prelude)
@@ -18,6 +19,19 @@
 // binding 4  operand  (from linear_epilogue.wgsl)
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+
+// The weights are stored by input (src/quant/by_input.rs): the vec4 load_weight4 returns holds
+// four outputs of one input, which each kernel transposes as it reads.
+override WEIGHTS_BY_INPUT: bool = false;
+
+// Inputs 4·k … 4·k + 3 of the four outputs from o (a multiple of 4), stored by input: column j
+// of the result is output o + j.
+fn weights_by_input(k: u32, o: u32) -> mat4x4<f32> {
+    let at = 4u * k * params.stride4 + (params.weight_row0 + o) / 4u;
+    let rows = mat4x4<f32>(load_weight4(at), load_weight4(at + params.stride4),
+                           load_weight4(at + 2u * params.stride4), load_weight4(at + 3u * params.stride4));
+    return transpose(rows);
+}
 // A 4 × 4 block of dot products: acc[i][j] for rows row0 + i and columns col0 + j. Written out
 // without loops or dynamic indices so that the accumulators stay in registers; rows and columns
 // past the end read the last valid one (their results are never stored).
@@ -39,10 +53,22 @@ fn block_dots(row0: u32, col0: u32) -> array<vec4<f32>, 4> {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k = 0u; k < params.cols4; k++) {
-        let a = load_weight4(w0 + k);
-        let b = load_weight4(w1 + k);
-        let c = load_weight4(w2 + k);
-        let d = load_weight4(w3 + k);
+        var a: vec4<f32>;
+        var b: vec4<f32>;
+        var c: vec4<f32>;
+        var d: vec4<f32>;
+        if WEIGHTS_BY_INPUT {
+            let w = weights_by_input(k, col0);
+            a = w[0];
+            b = w[1];
+            c = w[2];
+            d = w[3];
+        } else {
+            a = load_weight4(w0 + k);
+            b = load_weight4(w1 + k);
+            c = load_weight4(w2 + k);
+            d = load_weight4(w3 + k);
+        }
         let r0 = x[x0 + k];
         let r1 = x[x1 + k];
         let r2 = x[x2 + k];
@@ -108,6 +134,35 @@ fn weight_vec4(column: u32, k: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
+// What a thread loads of a round's weight tile: vec4 thread % ROUND4 of the round's inputs of
+// tile column thread / ROUND4; stored by input, outputs 4·(thread % 16) … + 3 of the round's
+// input thread / 16 (whole lines of memory either way).
+fn fetch_weights(col0: u32, round: u32, thread: u32) -> vec4<f32> {
+    if WEIGHTS_BY_INPUT {
+        let input = round * ROUND4 * 4u + thread / 16u;
+        let column = col0 + (thread % 16u) * 4u;
+        if column < params.part_cols && input < params.cols4 * 4u {
+            return load_weight4(input * params.stride4 + (params.weight_row0 + column) / 4u);
+        }
+        return vec4<f32>(0.0);
+    }
+    return weight_vec4(col0 + thread / ROUND4, round * ROUND4 + thread % ROUND4);
+}
+
+// Stores what fetch_weights loaded into the weight tile buffer starting at `buffer`.
+fn stage_weights(buffer: u32, thread: u32, w: vec4<f32>) {
+    let value = TileValue(w);
+    if WEIGHTS_BY_INPUT {
+        let k = thread / 16u;
+        let line = (thread % 16u) * 4u;
+        for (var j = 0u; j < 4u; j++) {
+            w_tile[buffer + tile_slot(line + j, k / 4u)][k % 4u] = value[j];
+        }
+    } else {
+        w_tile[buffer + tile_slot(thread / ROUND4, thread % ROUND4)] = value;
+    }
+}
+
 // Register tiling: acc[i][j] for row row0 + local.y + 16·i and column col0 + local.x + 16·j.
 // Interleaving a thread's rows and columns 16 apart (rather than 4 adjacent ones) makes the
 // 16 threads of a row read 16 consecutive tile lines, and write 16 consecutive outputs.
@@ -120,9 +175,9 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
     let store_at = tile_slot(line, part);
     let input = x_base(params.col_offset);
     var xv = input_vec4(input, row0 + line, part);
-    var wv = weight_vec4(col0 + line, part);
+    var wv = fetch_weights(col0, 0u, thread);
     x_tile[store_at] = TileValue(xv);
-    w_tile[store_at] = TileValue(wv);
+    stage_weights(0u, thread, wv);
     workgroupBarrier();
     let rounds = (params.cols4 + ROUND4 - 1u) / ROUND4;
     // The swizzle of lines local.x + 16·j and local.y + 16·i depends on local only.
@@ -134,7 +189,7 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
         if more {
             let k = (round + 1u) * ROUND4 + part;
             xv = input_vec4(input, row0 + line, k);
-            wv = weight_vec4(col0 + line, k);
+            wv = fetch_weights(col0, round + 1u, thread);
         }
         for (var kk = 0u; kk < ROUND4; kk++) {
             var ws: array<TileValue, 4>;
@@ -151,7 +206,7 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
         if more {
             let next = TILE_VEC4S - current;
             x_tile[next + store_at] = TileValue(xv);
-            w_tile[next + store_at] = TileValue(wv);
+            stage_weights(next, thread, wv);
         }
         // The next round reads what was just stored; the round after writes where this one read.
         workgroupBarrier();

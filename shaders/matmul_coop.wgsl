@@ -20,6 +20,8 @@
 // binding 2  x        [rows, cols4] vec4<f32> per segment
 // binding 3  y        (from linear_epilogue.wgsl)
 // binding 4  operand  (from linear_epilogue.wgsl)
+//
+// The weights may be stored by output or (WEIGHTS_BY_INPUT) by input, as in matmul.wgsl.
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -36,6 +38,7 @@ const TARGET_EXPONENT: i32 = 13;
 // Multiply the remainders too (the exact default); off, inputs are rounded to f16 (opt-in
 // f16 arithmetic).
 override SPLIT_INPUTS: bool = true;
+override WEIGHTS_BY_INPUT: bool = false;
 
 var<workgroup> x_high: array<f16, ROWS * ROUND>;     // [ROWS][ROUND]
 var<workgroup> x_low: array<f16, ROWS * ROUND>;      // [ROWS][ROUND]
@@ -71,6 +74,44 @@ fn scale_of_row(input: u32, row: u32) -> f32 {
         return 1.0;
     }
     return exp2(f32(clamp(TARGET_EXPONENT - i32(floor(log2(largest))), -100, 100)));
+}
+
+// The weights alike: output column c's ROUND values are row c of the tile. Stored by input
+// (WEIGHTS_BY_INPUT), consecutive threads load consecutive vec4s of outputs of one input.
+fn stage_weights(col0: u32, k0: u32, thread: u32) {
+    let lines4 = COLUMNS / 4u;
+    for (var i = thread; i < COLUMNS * ROUND4; i += THREADS) {
+        var o: u32;
+        var k: u32;
+        var w = vec4<f32>(0.0);
+        if WEIGHTS_BY_INPUT {
+            o = col0 + (i % lines4) * 4u;
+            k = k0 * 4u + i / lines4;
+            if o < params.part_cols && k < params.cols4 * 4u {
+                w = load_weight4(k * params.stride4 + (params.weight_row0 + o) / 4u);
+            }
+        } else {
+            o = col0 + i / ROUND4;
+            k = k0 + i % ROUND4;
+            if o < params.part_cols && k < params.cols4 {
+                w = load_weight4((params.weight_row0 + o) * params.stride4 + k);
+            }
+        }
+        let h = vec4<f16>(w);
+        if WEIGHTS_BY_INPUT {
+            let at = (i % lines4) * 4u * ROUND + i / lines4;
+            w_tile[at] = h.x;
+            w_tile[at + ROUND] = h.y;
+            w_tile[at + 2u * ROUND] = h.z;
+            w_tile[at + 3u * ROUND] = h.w;
+        } else {
+            let at = i * 4u;
+            w_tile[at] = h.x;
+            w_tile[at + 1u] = h.y;
+            w_tile[at + 2u] = h.z;
+            w_tile[at + 3u] = h.w;
+        }
+    }
 }
 
 @compute @workgroup_size(32)
@@ -118,21 +159,7 @@ fn coop(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             x_low[at + 2u] = low.z;
             x_low[at + 3u] = low.w;
         }
-        // The weights alike: output column c's ROUND values are row c of the tile.
-        for (var i = thread; i < COLUMNS * ROUND4; i += THREADS) {
-            let o = col0 + i / ROUND4;
-            let k = k0 + i % ROUND4;
-            var w = vec4<f32>(0.0);
-            if o < params.part_cols && k < params.cols4 {
-                w = load_weight4((params.weight_row0 + o) * params.stride4 + k);
-            }
-            let h = vec4<f16>(w);
-            let at = i * 4u;
-            w_tile[at] = h.x;
-            w_tile[at + 1u] = h.y;
-            w_tile[at + 2u] = h.z;
-            w_tile[at + 3u] = h.w;
-        }
+        stage_weights(col0, k0, thread);
         workgroupBarrier();
         for (var kk = 0u; kk < ROUND; kk += MAT) {
             let h0 = coopLoadT<CoopA>(&x_high[kk], ROUND);

@@ -8,22 +8,15 @@
 
 mod common;
 
-use common::{assert_close, describe, upload, Rng};
+use common::{assert_close, describe, run, upload, Rng};
 use half::f16;
 use rwkv_wgpu::gpu::{Gpu, GpuMatrix};
-use rwkv_wgpu::kernels::{self, Activation, Epilogue, Operand, OperandRef, Recorder};
+use rwkv_wgpu::kernels::{self, Activation, Epilogue, Operand, OperandRef};
 use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
 
 /// f32 arithmetic in a different order than the f64 reference, with inputs split into two f16
 /// parts (2^-22 relative): a few ulps per term.
 const SPLIT_TOLERANCE: f64 = 2e-5;
-
-fn run(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> rwkv_wgpu::Result<()>) {
-    let mut rec = Recorder::new(gpu);
-    record(&mut rec).expect("recording failed");
-    rec.finish().run(gpu);
-    gpu.wait().expect("GPU error");
-}
 
 /// One product of `rows` rows against the reference, within `tolerance` of the largest output;
 /// `x_scale` multiplies the inputs.

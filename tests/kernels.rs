@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, describe, upload, variants, Rng};
+use common::{assert_close, describe, run, upload, variants, Rng};
 use half::f16;
 use rwkv_wgpu::gpu::{Backend, Gpu, GpuMatrix, GpuOptions, GpuTensor};
 use rwkv_wgpu::kernels::{self, Activation, BonusGate, Epilogue, KeyInputs, Operand, OperandRef, Recorder};
@@ -11,13 +11,6 @@ use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
 
 /// f32 arithmetic in a different order than the f64 reference: a few ulps per term.
 const F32_TOLERANCE: f64 = 2e-5;
-
-fn run(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> rwkv_wgpu::Result<()>) {
-    let mut rec = Recorder::new(gpu);
-    record(&mut rec).expect("recording failed");
-    rec.finish().run(gpu);
-    gpu.wait().expect("GPU error");
-}
 
 /// A random matrix in `format`, uploaded, with the values the GPU decodes from it.
 fn random_matrix(

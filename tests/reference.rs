@@ -86,6 +86,8 @@ fn a_trained_models_channel_mix_is_mostly_zeros() {
     for (layer, s) in reference.channel_mix_sparsity(tokens).unwrap().iter().enumerate() {
         assert_eq!((s.channels, s.groups), (256 * ffn, 256 * ffn / 4), "layer {layer}");
         assert!(4 * s.zero_groups <= s.zero_channels, "layer {layer}: {s:?}");
-        assert!(s.skipped() > 0.33 && s.skipped() < 1.0, "layer {layer}: {s:?}");
+        assert!(s.skipped_by_output() > 0.33 && s.skipped_by_output() < 1.0, "layer {layer}: {s:?}");
+        assert!(s.skipped_by_input() >= s.skipped_by_output(), "layer {layer}: {s:?}");
+        assert!(s.skipped_by_input() > 0.75 && s.skipped_by_input() < 1.0, "layer {layer}: {s:?}");
     }
 }

@@ -27,6 +27,7 @@ if [ "$PART" = all ] || [ "$PART" = tests ]; then
   step 120 $B/recurrences --test-threads 1 wkv7
   step 120 $B/long_prompts --test-threads 1 v7_long
   step 120 $B/fused_decode --test-threads 1
+  step 180 $B/value_by_input --test-threads 1
   # --f16-arithmetic on the tiled kernels and on tensor cores against the official fp16 path.
   step 120 $B/demo --test-threads 1 --nocapture f16_arithmetic
   step 180 $B/kernels --test-threads 2
@@ -36,11 +37,15 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   step 60 $B/product_kernels 128 2048 2048
   step 60 $B/product_kernels 1024 2048 2048
   step 60 $B/product_kernels 1024 2048 8192
+  # The one-token W_v product, stored by output and by input (88% zero inputs; then dense).
+  step 60 $B/value_product 2048 0.88
+  step 60 $B/value_product 2048 0
   # Each GPU path against its fallback, same shape and run.
   step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --no-coop
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --wkv-chunks false
   step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3 --no-fused-decode
+  step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3 --value-by-input false
   # Rows per prompt step: 128 (the default) gives a 2048-wide product only 64–128 workgroups.
   step 90 $R bench --shape 1.5b --prefill 1024 --gen 8 --batch 1 --repeats 2 --chunk 512
   step 90 $R bench --shape 1.5b --prefill 1024 --gen 8 --batch 1 --repeats 2 --chunk 1024

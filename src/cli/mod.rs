@@ -72,6 +72,11 @@ struct GpuArgs {
     /// token (`false`); by default in chunks everywhere but on CPU drivers.
     #[arg(long, global = true, value_name = "BOOL")]
     wkv_chunks: Option<bool>,
+    /// Store the channel mix's value matrix by input (`true`, the default), so that decoding
+    /// skips the weights of each zero input, or by output (`false`), skipping only groups of
+    /// four zero inputs.
+    #[arg(long, global = true, value_name = "BOOL")]
+    value_by_input: Option<bool>,
     /// Multiply prompts on the tiled kernels even where the adapter has cooperative matrices
     /// (tensor cores).
     #[arg(long, global = true)]
@@ -116,6 +121,7 @@ impl GpuArgs {
             binding_limit: self.binding_limit,
             fused_decode: self.no_fused_decode.then_some(false),
             wkv_chunks: self.wkv_chunks,
+            value_by_input: self.value_by_input,
             coop: self.no_coop.then_some(false),
             coop_matrix: None,
         }

@@ -38,6 +38,8 @@ pub struct GpuMatrix {
     pub format: MatrixFormat,
     pub rows: usize,
     pub cols: usize,
+    /// Stored by input (`quant::by_input_rows`), in one part: its parts' rows are inputs.
+    pub by_input: bool,
     pub parts: Vec<MatrixPart>,
 }
 
@@ -45,7 +47,7 @@ impl GpuMatrix {
     /// Uploads a packed matrix, split into as few parts as the adapter's binding limit allows.
     pub fn upload(gpu: &Gpu, label: &str, matrix: &PackedMatrix) -> Result<GpuMatrix> {
         let PackedMatrix { format, rows, cols, .. } = *matrix;
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let limit = binding_limit(gpu);
         let row_bytes = format.bytes(1, cols) + 4;
         let rows_per_part = (limit / row_bytes) as usize;
         if rows_per_part == 0 {
@@ -64,7 +66,43 @@ impl GpuMatrix {
             let size = buffer.size();
             parts.push(MatrixPart { buffer, offset: 0, size, first_row, rows: part_rows, scales_offset });
         }
-        Ok(GpuMatrix { format, rows, cols, parts })
+        Ok(GpuMatrix { format, rows, cols, by_input: false, parts })
+    }
+
+    /// Whether `bytes` fit one storage binding of the adapter.
+    pub fn fits_one_binding(gpu: &Gpu, bytes: u64) -> bool {
+        bytes <= binding_limit(gpu)
+    }
+
+    /// Uploads a matrix of `cols` inputs packed by input (`PackedMatrix::pack_by_input`), in one
+    /// part: the products read it whole. Float formats only: int8 and nf4 keep their blocks along
+    /// inputs, so that a file `quantize` wrote and the same quantization at load time agree.
+    pub fn upload_by_input(gpu: &Gpu, label: &str, stored: &PackedMatrix, cols: usize) -> Result<GpuMatrix> {
+        let bytes = (stored.words.len() * 4) as u64;
+        if stored.format.is_quantized() {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: {} matrices are stored by output (their blocks run along inputs)",
+                stored.format.name()
+            )));
+        }
+        if !Self::fits_one_binding(gpu, bytes) || stored.rows != crate::quant::by_input_rows(cols) {
+            return Err(Error::TooBig(format!(
+                "{label}: {bytes} bytes stored by input for {cols} inputs do not fit one of the adapter's {}-byte storage bindings",
+                binding_limit(gpu)
+            )));
+        }
+        check_size(gpu, label, bytes)?;
+        let buffer = buffer_with(gpu, label, bytemuck::cast_slice(&stored.words), storage_usage())?;
+        let format = stored.format;
+        let part = MatrixPart {
+            size: buffer.size(),
+            buffer,
+            offset: 0,
+            first_row: 0,
+            rows: stored.rows,
+            scales_offset: stored.rows * format.row_words(stored.cols),
+        };
+        Ok(GpuMatrix { format, rows: stored.cols, cols, by_input: true, parts: vec![part] })
     }
 
     /// Uploads small matrices into one buffer, each at an offset a binding may start at, so that
@@ -72,7 +110,7 @@ impl GpuMatrix {
     /// to [`GpuMatrix::upload`] each when they do not fit one binding together.
     pub fn upload_together(gpu: &Gpu, label: &str, matrices: &[PackedMatrix]) -> Result<Vec<GpuMatrix>> {
         let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(16);
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let limit = binding_limit(gpu);
         let mut offsets = Vec::with_capacity(matrices.len());
         let mut end = 0u64;
         for matrix in matrices {
@@ -99,7 +137,7 @@ impl GpuMatrix {
                 rows,
                 scales_offset: rows * format.row_words(cols),
             };
-            GpuMatrix { format, rows, cols, parts: vec![part] }
+            GpuMatrix { format, rows, cols, by_input: false, parts: vec![part] }
         });
         Ok(parts.collect())
     }
@@ -124,13 +162,18 @@ impl GpuMatrix {
         Self::upload(gpu, label, &PackedMatrix::pack(MatrixFormat::F16, rows, cols, data)?)
     }
 
-    /// `vec4`s of weights from one row to the next.
+    /// `vec4`s of weights from one stored row to the next.
     pub fn row_vec4s(&self) -> usize {
-        self.format.row_vec4s(self.cols)
+        self.format.row_vec4s(if self.by_input { self.rows } else { self.cols })
     }
 
     /// Bytes the matrix occupies on the GPU.
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(|part| part.size).sum()
     }
+}
+
+/// The most bytes one storage binding of the adapter holds.
+fn binding_limit(gpu: &Gpu) -> u64 {
+    gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size)
 }

@@ -109,6 +109,11 @@ pub struct GpuOptions {
     /// always, never, or (`None`) everywhere but on CPU drivers, which have no idle threads to
     /// fill and would only do the chunked form's extra arithmetic.
     pub wkv_chunks: Option<bool>,
+    /// Store the channel mix's W_v by input, so that decoding skips the whole weight row of
+    /// each zero input of its squared ReLU (`Gpu::value_by_input`; `None` and `Some(true)`), or
+    /// by output (`Some(false)`), skipping only whole groups of four zero inputs. By input is no
+    /// slower on lavapipe either (BENCHMARKS.md).
+    pub value_by_input: Option<bool>,
     /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where a
     /// GPU lists 16×16×16 or 8×8×8 f16 products summed in f32 and has subgroups of at most 32
     /// (`None`), never (`Some(false)`, `--no-coop`), or also on CPU drivers with the feature
@@ -131,6 +136,7 @@ impl Default for GpuOptions {
             binding_limit: None,
             fused_decode: None,
             wkv_chunks: None,
+            value_by_input: None,
             coop: None,
             coop_matrix: None,
         }
@@ -229,6 +235,9 @@ pub struct Gpu {
     /// Prompt steps walk RWKV-7's recurrence in chunks side by side, then carry the state from
     /// chunk to chunk (`kernels::wkv7_chunked`), instead of every token one after the other.
     pub wkv_chunks: bool,
+    /// The channel mix's W_v is stored by input (`quant::by_input_rows`) where it is in a float
+    /// format and fits one binding: one-token products read only the rows of nonzero inputs.
+    pub value_by_input: bool,
     /// Products of many rows with f16, int8 or nf4 weights run on cooperative matrices of this
     /// size (`shaders/matmul_coop.wgsl`), with f16 on.
     pub coop: Option<CoopMatrix>,
@@ -363,6 +372,7 @@ impl Gpu {
             row_mapping,
             fused_decode: options.fused_decode.unwrap_or(!cpu),
             wkv_chunks: options.wkv_chunks.unwrap_or(!cpu),
+            value_by_input: options.value_by_input.unwrap_or(true),
             coop,
             pipelines: kernel::PipelineCache::default(),
             errors,

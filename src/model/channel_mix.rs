@@ -14,7 +14,7 @@ pub struct ChannelMix<S: Store> {
     pub mixes: S::Vector,
     /// [F, C]
     pub key: S::Matrix,
-    /// [C, F]
+    /// [C, F], on GPUs stored by input
     pub value: S::Matrix,
     /// [C, C]; absent in RWKV-7.
     pub receptance: Option<S::Matrix>,
@@ -37,7 +37,7 @@ impl<S: Store> ChannelMix<S> {
         Ok(ChannelMix {
             mixes,
             key: loader.linear(&ffn("key.weight"), config.ffn, c)?,
-            value: loader.linear(&ffn("value.weight"), c, config.ffn)?,
+            value: loader.linear_sparse_input(&ffn("value.weight"), c, config.ffn)?,
             receptance,
         })
     }

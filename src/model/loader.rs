@@ -5,7 +5,7 @@
 use super::source::{TensorData, TensorSource};
 pub use super::store::{Host, HostMatrix, Inventory, Store};
 use crate::error::{Error, Result};
-use crate::quant::{MatrixFormat, PackedMatrix, QuantPlan};
+use crate::quant::{by_input_rows, transpose_padded, MatrixFormat, PackedMatrix, QuantPlan};
 
 /// Reads tensors from a source, checks them, and hands them to a store.
 pub struct Loader<'a, S: Store> {
@@ -186,20 +186,69 @@ impl<'a, S: Store> Loader<'a, S> {
     /// One of the model's large matrices, stored `[out, in]`: in the format the plan gives it,
     /// or in its own format if the file holds it pre-quantized.
     pub fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
-        if let Some(packed) = self.source.packed(name)? {
-            if (packed.rows, packed.cols) != (rows, cols) {
-                return Err(Error::Shape {
-                    name: name.into(),
-                    expected: vec![rows, cols],
-                    found: vec![packed.rows, packed.cols],
-                });
-            }
+        if let Some(packed) = self.prequantized(name, rows, cols)? {
             return self.store.matrix(name, packed);
         }
         self.check(name, &[rows, cols])?;
         let format = self.format(name, self.plan.format_of(name));
         let packed = self.large_packed(name, format, rows, cols)?;
         self.store.matrix(name, packed)
+    }
+
+    /// A large matrix whose inputs are mostly exact zeros (the channel mix's W_v, after a
+    /// squared ReLU): stored by input where the store keeps such matrices so
+    /// (`quant::by_input_rows`: float formats), otherwise as [`Loader::linear`] stores it.
+    pub fn linear_sparse_input(&self, name: &str, rows: usize, cols: usize) -> Result<S::Matrix> {
+        if let Some(packed) = self.prequantized(name, rows, cols)? {
+            return self.store.matrix(name, packed);
+        }
+        self.check(name, &[rows, cols])?;
+        let format = self.format(name, self.plan.format_of(name));
+        if !self.store.keeps_by_input(format, rows, cols) {
+            return self.store.matrix(name, self.large_packed(name, format, rows, cols)?);
+        }
+        let stored = by_input_rows(cols);
+        let tensor = self.fetch(name, &[rows, cols])?;
+        let packed = if format == MatrixFormat::F16 && tensor.dtype == crate::model::source::DType::F16 {
+            // Straight from the file's bits, as `large_packed` does.
+            let bits: Vec<u16> =
+                tensor.bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            let bytes: Vec<u8> =
+                transpose_padded(&bits, rows, cols, stored).iter().flat_map(|b| b.to_le_bytes()).collect();
+            PackedMatrix::from_f16_bytes(stored, rows, &bytes).map_err(|(index, value)| {
+                Error::BadWeights {
+                    name: name.into(),
+                    reason: format!(
+                        "element {} is {value}: the file is damaged",
+                        (index % rows) * cols + index / rows
+                    ),
+                }
+            })?
+        } else {
+            PackedMatrix::pack_by_input(
+                format,
+                rows,
+                cols,
+                &self.matrix_values(name, &[rows, cols], format)?,
+            )?
+        };
+        self.store.matrix_by_input(name, packed, cols)
+    }
+
+    /// The file's own packing of a matrix it holds pre-quantized (written by `quantize`),
+    /// checked against the shape expected.
+    fn prequantized(&self, name: &str, rows: usize, cols: usize) -> Result<Option<PackedMatrix>> {
+        let Some(packed) = self.source.packed(name)? else {
+            return Ok(None);
+        };
+        if (packed.rows, packed.cols) != (rows, cols) {
+            return Err(Error::Shape {
+                name: name.into(),
+                expected: vec![rows, cols],
+                found: vec![packed.rows, packed.cols],
+            });
+        }
+        Ok(Some(packed))
     }
 
     /// A large matrix in `format`; an f16 file's f16 matrix is copied as it is, not through f32.
@@ -388,13 +437,7 @@ fn widest_floats(formats: Vec<MatrixFormat>) -> Vec<MatrixFormat> {
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
 fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut transposed = vec![0.0; matrix.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            transposed[c * rows + r] = matrix[r * cols + c];
-        }
-    }
-    transposed
+    transpose_padded(matrix, rows, cols, cols)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Where the loader puts weights: the GPU, the host (for the CPU reference), or an inventory
 //! that keeps only names, formats and shapes.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuMatrix, GpuTensor};
-use crate::quant::{PackedMatrix, PlannedMatrix};
+use crate::quant::{by_input_rows, MatrixFormat, PackedMatrix, PlannedMatrix};
 
 /// Where loaded weights go.
 pub trait Store {
@@ -20,6 +20,16 @@ pub trait Store {
     }
     /// A weight matrix, already in its format.
     fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<Self::Matrix>;
+    /// Whether a large matrix of `format` with `rows` outputs of `cols` inputs, whose inputs are
+    /// mostly exact zeros, is kept stored by input (`quant::by_input_rows`).
+    fn keeps_by_input(&self, _format: MatrixFormat, _rows: usize, _cols: usize) -> bool {
+        false
+    }
+    /// A weight matrix stored by input, `[by_input_rows(cols), rows]`, for a store that
+    /// [`Store::keeps_by_input`].
+    fn matrix_by_input(&self, name: &str, _stored: PackedMatrix, _cols: usize) -> Result<Self::Matrix> {
+        Err(Error::InvalidArgument(format!("{name}: this store keeps no matrices by input")))
+    }
     /// Small matrices that one kernel reads together (on the GPU: in one buffer).
     fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<Self::Matrix>> {
         names.iter().zip(matrices).map(|(name, matrix)| self.matrix(name, matrix)).collect()
@@ -36,6 +46,16 @@ impl Store for Gpu {
 
     fn matrix(&self, name: &str, matrix: PackedMatrix) -> Result<GpuMatrix> {
         GpuMatrix::upload(self, name, &matrix)
+    }
+
+    fn keeps_by_input(&self, format: MatrixFormat, rows: usize, cols: usize) -> bool {
+        self.value_by_input
+            && !format.is_quantized()
+            && GpuMatrix::fits_one_binding(self, format.bytes(by_input_rows(cols), rows))
+    }
+
+    fn matrix_by_input(&self, name: &str, stored: PackedMatrix, cols: usize) -> Result<GpuMatrix> {
+        GpuMatrix::upload_by_input(self, name, &stored, cols)
     }
 
     fn matrices_together(&self, names: &[String], matrices: Vec<PackedMatrix>) -> Result<Vec<GpuMatrix>> {

@@ -14,10 +14,12 @@
 //!   block's absolute maximum. Eight codes per u32, low nibble first; each block's absmax is an
 //!   f16, two per u32, after all the codes.
 
+mod by_input;
 pub mod ggml;
 mod pack;
 mod plan;
 
+pub use self::by_input::{stored_rows as by_input_rows, transpose_padded};
 pub use self::pack::PackedMatrix;
 pub use self::plan::{PlannedMatrix, QuantPlan};
 

@@ -14,7 +14,8 @@ use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
 /// native f16 or packed weights, thread-per-row with the unfused one-token kernels and the serial
 /// recurrence (CPU drivers) or workgroup-per-row and (with f16 and subgroups) subgroup-per-row
-/// with the fused ones and RWKV-7's recurrence in chunks (GPUs).
+/// with the fused ones and RWKV-7's recurrence in chunks (GPUs). The thread-per-row variants keep
+/// W_v stored by output (`--value-by-input false`), the others by input (the default).
 pub fn variants() -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for allow_f16 in [Some(true), Some(false)] {
@@ -32,6 +33,7 @@ pub fn variants() -> Vec<Gpu> {
                 allow_subgroups: allow_f16,
                 fused_decode: Some(row_mapping != RowMapping::ThreadPerRow),
                 wkv_chunks: Some(row_mapping != RowMapping::ThreadPerRow),
+                value_by_input: Some(row_mapping != RowMapping::ThreadPerRow),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);
@@ -84,8 +86,10 @@ pub fn coop_gpus(f16_arithmetic: bool) -> Vec<Gpu> {
         allow_f16: Some(true),
         coop: Some(true),
         coop_matrix: Some(coop_matrix),
-        // As on a GPU with tensor cores: RWKV-7's prompts walk their recurrence in chunks too.
+        // As on a GPU with tensor cores: RWKV-7's prompts walk their recurrence in chunks too,
+        // and W_v is stored by input.
         wkv_chunks: Some(true),
+        value_by_input: Some(true),
         f16_arithmetic,
         ..GpuOptions::default()
     };
@@ -205,6 +209,14 @@ pub fn assert_close(what: &str, found: &[f32], expected: &[f32], tolerance: f64)
         found[i],
         expected[i]
     );
+}
+
+/// Records kernels, runs them and waits: a GPU error fails the test.
+pub fn run(gpu: &Gpu, record: impl FnOnce(&mut rwkv_wgpu::kernels::Recorder) -> rwkv_wgpu::Result<()>) {
+    let mut rec = rwkv_wgpu::kernels::Recorder::new(gpu);
+    record(&mut rec).expect("recording failed");
+    rec.finish().run(gpu);
+    gpu.wait().expect("GPU error");
 }
 
 /// Uploads row-major values as rows of `cols`.

@@ -3,6 +3,7 @@
 //! One row (decoding one sequence) runs the matrix-vector kernels; more rows run the tiled
 //! matrix-matrix kernels.
 
+mod by_input;
 mod reference;
 mod shifted;
 mod sources;
@@ -282,9 +283,12 @@ pub(super) fn record_product(
         Inputs::Tensors(_) => 0,
     };
     let one_row = rows == 1;
+    if matrix.by_input {
+        by_input::check(label, matrix, outputs.len(), matches!(inputs, Inputs::Shifted(..)))?;
+    }
     // The matrix-vector kernels: one row, or a few on GPUs with subgroups.
     let gpu = rec.gpu;
-    let few_rows = gpu.row_mapping == RowMapping::SubgroupPerRow && rows <= FEW_ROWS;
+    let few_rows = gpu.row_mapping == RowMapping::SubgroupPerRow && rows <= FEW_ROWS && !matrix.by_input;
     let vector = one_row || few_rows;
     let variant = match epilogue.remember {
         None => variant,
@@ -314,11 +318,20 @@ pub(super) fn record_product(
     if epilogue.sparse_input && vector {
         constants.push(("SPARSE_INPUT", 1.0));
     }
-    if vector && gpu.row_mapping == RowMapping::SubgroupPerRow {
+    let by_input_workgroup = by_input::workgroup(gpu.row_mapping);
+    if vector && matrix.by_input {
+        constants.push(("WORKGROUP_SIZE", by_input_workgroup.0 as f64));
+        constants.push(("OUTPUT_LANES", by_input_workgroup.1 as f64));
+    } else if vector && gpu.row_mapping == RowMapping::SubgroupPerRow {
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
+    } else if matrix.by_input {
+        constants.push(("WEIGHTS_BY_INPUT", 1.0));
     }
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
-    let kernel = Kernel::choose(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format));
+    let kernel = match Kernel::choose(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format)) {
+        _ if vector && matrix.by_input => Kernel::ByInput,
+        kernel => kernel,
+    };
     let pipeline = match coop {
         Some((coop, _)) => {
             constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
@@ -361,13 +374,16 @@ pub(super) fn record_product(
         storage.push(operand.map_or_else(|| x_binding.clone(), GpuTensor::binding));
         storage.extend(extra.iter().cloned());
         params.scales_offset = to_u32(label, part.scales_offset)?;
-        let part_rows = part.first_row..part.first_row + part.rows;
+        // The outputs the part holds (stored by input, its one part holds them all).
+        let part_rows =
+            if matrix.by_input { 0..matrix.rows } else { part.first_row..part.first_row + part.rows };
         if vector {
             // One dispatch for the whole part, whatever segments it holds.
-            params.col_offset = to_u32(label, part.first_row)?;
+            params.col_offset = to_u32(label, part_rows.start)?;
             params.weight_row0 = 0;
-            params.part_cols = to_u32(label, part.rows)?;
+            params.part_cols = to_u32(label, part_rows.len())?;
             let rows_per_group = match gpu.row_mapping {
+                _ if matrix.by_input => 4 * by_input_workgroup.1,
                 RowMapping::ThreadPerRow => 64,
                 RowMapping::WorkgroupPerRow => 1,
                 // The fewest rows a workgroup takes: its loop covers any more there are.
@@ -375,7 +391,7 @@ pub(super) fn record_product(
                     (SUBGROUP_ROWS_WORKGROUP / gpu.info.subgroup_max_size.max(1) as usize).max(1)
                 }
             };
-            let workgroups = gpu.grid(to_u32(label, part.rows.div_ceil(rows_per_group))?);
+            let workgroups = gpu.grid(to_u32(label, part_rows.len().div_ceil(rows_per_group))?);
             rec.record(&pipeline, label, &params, &storage, workgroups)?;
             continue;
         }
@@ -426,6 +442,7 @@ enum Kernel {
     ThreadPerRow,
     WorkgroupPerRow,
     SubgroupPerRow,
+    ByInput,
     Blocked,
     Tiled,
 }
@@ -448,6 +465,7 @@ impl Kernel {
             Kernel::ThreadPerRow => "thread_per_row",
             Kernel::WorkgroupPerRow => "workgroup_per_row",
             Kernel::SubgroupPerRow => "subgroup_per_row",
+            Kernel::ByInput => "by_input",
             Kernel::Blocked => "blocked",
             Kernel::Tiled => "tiled",
         }

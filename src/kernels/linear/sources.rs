@@ -56,6 +56,7 @@ macro_rules! matvec {
                 $remember,
                 wgsl::MATVEC,
                 wgsl::MATVEC_SUBGROUP,
+                wgsl::MATVEC_BY_INPUT,
             ],
             sizes: $sizes,
         }

@@ -35,9 +35,15 @@ impl Sparsity {
         }
     }
 
-    /// The share of W_v's columns the one-token product skips.
-    pub fn skipped(&self) -> f64 {
+    /// The share of W_v's weights the one-token product skips with W_v stored by output: the
+    /// columns of whole zero groups.
+    pub fn skipped_by_output(&self) -> f64 {
         self.zero_groups as f64 / self.groups.max(1) as f64
+    }
+
+    /// The same with W_v stored by input (`quant::by_input_rows`): the row of every zero input.
+    pub fn skipped_by_input(&self) -> f64 {
+        self.zero_channels as f64 / self.channels.max(1) as f64
     }
 }
 
@@ -106,7 +112,8 @@ impl ReferenceModel {
 
     /// How much of the channel mix the squared ReLU's zeros save over `tokens` read in order
     /// from the zero state: per layer, the zero entries of k = relu(W_k·x_k)² and the all-zero
-    /// vec4 groups of it, whose columns of W_v the one-token product skips reading.
+    /// vec4 groups of it: the weights of W_v the one-token product skips reading, stored by input
+    /// and by output.
     pub fn channel_mix_sparsity(&self, tokens: &[u32]) -> Result<Vec<Sparsity>> {
         let mut layers = vec![Sparsity::default(); self.config.layers];
         let mut state = self.zero_state();

@@ -1,0 +1,29 @@
+//! Products with a matrix stored by input (`quant::by_input_rows`): one row runs `by_input`
+//! (matvec_by_input.wgsl), which skips the stored row of every zero input; more rows run the
+//! usual matrix-matrix kernels, which transpose the weights as they load them
+//! (`WEIGHTS_BY_INPUT`).
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuMatrix, RowMapping};
+
+/// How `by_input` splits its workgroup: threads, and lanes of four outputs (the rest of the
+/// threads split the inputs). CPU drivers run a workgroup's lanes as one vector of 16; GPUs get
+/// more workgroups from fewer lanes each, every lane still reading 8 neighbouring weights of a
+/// row with its neighbours.
+pub(super) fn workgroup(mapping: RowMapping) -> (usize, usize) {
+    match mapping {
+        RowMapping::ThreadPerRow => (64, 16),
+        RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => (256, 8),
+    }
+}
+
+/// Matrices stored by input are read whole, each output computed from every input: one part
+/// (the loader stores by input only what fits one binding), one segment, a plain input.
+pub(super) fn check(label: &str, matrix: &GpuMatrix, segments: usize, shifted_input: bool) -> Result<()> {
+    if matrix.parts.len() != 1 || segments != 1 || shifted_input {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: a matrix stored by input takes one plain input and one output, in one part"
+        )));
+    }
+    Ok(())
+}
