@@ -135,31 +135,34 @@ fn weight_vec4(column: u32, k: u32) -> vec4<f32> {
 }
 
 // What a thread loads of a round's weight tile: vec4 thread % ROUND4 of the round's inputs of
-// tile column thread / ROUND4; stored by input, outputs 4·(thread % 16) … + 3 of the round's
-// input thread / 16 (whole lines of memory either way).
-fn fetch_weights(col0: u32, round: u32, thread: u32) -> vec4<f32> {
+// tile column thread / ROUND4 (column 0 of the result). Stored by input, the first 64 threads
+// each load a 4 × 4 block, inputs 4·(thread / 16) … + 3 of the round and outputs
+// 4·(thread % 16) … + 3 (neighbouring threads reading neighbouring outputs), transposed so that
+// column j holds output j's inputs: whole vec4s of the tile, each stored by one thread.
+fn fetch_weights(col0: u32, round: u32, thread: u32) -> mat4x4<f32> {
     if WEIGHTS_BY_INPUT {
-        let input = round * ROUND4 * 4u + thread / 16u;
+        let k = round * ROUND4 + thread / 16u;
         let column = col0 + (thread % 16u) * 4u;
-        if column < params.part_cols && input < params.cols4 * 4u {
-            return load_weight4(input * params.stride4 + (params.weight_row0 + column) / 4u);
+        if thread < 64u && column < params.part_cols && k < params.cols4 {
+            return weights_by_input(k, column);
         }
-        return vec4<f32>(0.0);
+        return mat4x4<f32>();
     }
-    return weight_vec4(col0 + thread / ROUND4, round * ROUND4 + thread % ROUND4);
+    let w = weight_vec4(col0 + thread / ROUND4, round * ROUND4 + thread % ROUND4);
+    return mat4x4<f32>(w, vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
 // Stores what fetch_weights loaded into the weight tile buffer starting at `buffer`.
-fn stage_weights(buffer: u32, thread: u32, w: vec4<f32>) {
-    let value = TileValue(w);
+fn stage_weights(buffer: u32, thread: u32, w: mat4x4<f32>) {
     if WEIGHTS_BY_INPUT {
-        let k = thread / 16u;
-        let line = (thread % 16u) * 4u;
-        for (var j = 0u; j < 4u; j++) {
-            w_tile[buffer + tile_slot(line + j, k / 4u)][k % 4u] = value[j];
+        if thread < 64u {
+            let line = (thread % 16u) * 4u;
+            for (var j = 0u; j < 4u; j++) {
+                w_tile[buffer + tile_slot(line + j, thread / 16u)] = TileValue(w[j]);
+            }
         }
     } else {
-        w_tile[buffer + tile_slot(thread / ROUND4, thread % ROUND4)] = value;
+        w_tile[buffer + tile_slot(thread / ROUND4, thread % ROUND4)] = TileValue(w[0]);
     }
 }
 
@@ -176,7 +179,7 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
     let input = x_base(params.col_offset);
     var xv = input_vec4(input, row0 + line, part);
     var wv = fetch_weights(col0, 0u, thread);
-    x_tile[store_at] = TileValue(xv);
+    x_tile[store_at] = to_tile(xv);
     stage_weights(0u, thread, wv);
     workgroupBarrier();
     let rounds = (params.cols4 + ROUND4 - 1u) / ROUND4;
@@ -205,7 +208,7 @@ fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<
         }
         if more {
             let next = TILE_VEC4S - current;
-            x_tile[next + store_at] = TileValue(xv);
+            x_tile[next + store_at] = to_tile(xv);
             stage_weights(next, thread, wv);
         }
         // The next round reads what was just stored; the round after writes where this one read.

@@ -145,9 +145,10 @@ fn coop(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             // The high part keeps the top 11 significant bits by masking, exactly an f16 in the
             // scaled range: a compiler may fold f32(f16(v)) back into v (lavapipe does), which
             // would leave the remainder zero. Without the remainder, inputs are rounded to the
-            // nearest f16 instead: truncation errs twice as far, always towards zero.
+            // nearest f16 instead (nearest_f16.wgsl): truncation errs twice as far, always
+            // towards zero.
             let high32 = bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) & vec4<u32>(0xffffe000u));
-            let high = select(vec4<f16>(v), vec4<f16>(high32), SPLIT_INPUTS);
+            let high = vec4<f16>(select(nearest_f16(v), high32, SPLIT_INPUTS));
             let low = vec4<f16>(v - high32);
             let at = i * 4u;
             x_high[at] = high.x;

@@ -4,5 +4,10 @@
 // the inner dimension in f32. Half the workgroup memory and twice the arithmetic rate of f32 on
 // most GPUs, for prefill.
 alias TileValue = vec4<f16>;
+
+// An input's value in a tile: the nearest f16 (needs nearest_f16.wgsl).
+fn to_tile(v: vec4<f32>) -> TileValue {
+    return TileValue(nearest_f16(v));
+}
 // A bank row of 128 bytes holds 16 of them; 16 lanes read at once (matmul.wgsl's tile_slot).
 const TILE_SWIZZLE_SHIFT: u32 = 2u;

@@ -184,7 +184,8 @@ fn with_value(file: &str, name: &str, index: usize, value: f32) -> PathBuf {
 fn nan_and_infinite_weights() {
     let cases = [
         ("blocks.0.att.key.weight", 17, f32::NAN, "element 17 is NaN"),
-        ("blocks.1.ffn.value.weight", 3, f32::INFINITY, "element 3 is inf"),
+        // Row 2, column 3: W_v is transposed as it loads, and the error still names its place.
+        ("blocks.1.ffn.value.weight", 2 * 256 + 3, f32::INFINITY, "element 515 is inf"),
         ("blocks.0.att.w0", 5, f32::NEG_INFINITY, "element 5 is -inf"),
         ("head.weight", 0, f32::NAN, "element 0 is NaN"),
         ("emb.weight", 64 * 7 + 2, f32::NAN, "token 7's row holds NaN or infinity at column 2"),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, describe, run, upload, variants, Rng};
-use rwkv_wgpu::gpu::{Backend, Gpu, GpuMatrix, GpuOptions, GpuTensor};
+use rwkv_wgpu::gpu::{Backend, Gpu, GpuMatrix, GpuOptions, GpuTensor, RowMapping};
 use rwkv_wgpu::kernels::{self, Activation, Epilogue, OperandRef, Recorder, Segment};
 use rwkv_wgpu::model::loader::Loader;
 use rwkv_wgpu::model::source;
@@ -99,15 +99,15 @@ fn formats_for(gpu: &Gpu) -> Vec<MatrixFormat> {
     }
 }
 
-/// One row runs `by_input` (which skips zero inputs' rows), more rows the blocked or tiled
-/// kernels reading the weights transposed; on every variant and on GL.
+/// One row runs `by_input` (which skips zero inputs' rows), and so do up to 8 on GPUs; more rows
+/// run the blocked or tiled kernels reading the weights transposed; on every variant and on GL.
 #[test]
 fn products_with_weights_stored_by_input_match_reference() {
     let mut gpus = variants();
     gpus.push(common::gl_gpu());
     for gpu in gpus {
         for format in formats_for(&gpu) {
-            for rows in [1, 5, 9, 67] {
+            for rows in [1, 5, 8, 9, 67] {
                 // The epilogue is shared with the by-output kernels; f16 runs every case.
                 let cases: &[Case] = if format == MatrixFormat::F16 {
                     &[Case::SparseAccumulate, Case::Gated, Case::BiasTanh]
@@ -130,8 +130,8 @@ fn cooperative_products_with_weights_stored_by_input_match_reference() {
     }
 }
 
-/// A matrix stored by input is read whole: two segments, or a part of one, are refused with a
-/// message, not computed wrongly.
+/// A matrix stored by input is read whole: two segments are refused with a message, not
+/// computed wrongly.
 #[test]
 fn products_stored_by_input_refuse_segments() {
     let gpu = common::default_gpu();
@@ -192,5 +192,54 @@ fn the_value_matrix_is_stored_by_input_where_it_fits_one_binding() {
     let expected = kernels::linear_ref(&weights.values, ffn, &x, OperandRef::None, Activation::None, None);
     for (result, what) in results.iter().zip(["by input", "split by output", "by output"]) {
         assert_close(what, result, &expected, F32_TOLERANCE);
+    }
+}
+
+/// Prompts' products load the tiles of either layout into the same places and multiply them in
+/// the same order, so by input and by output give the same bits: on the blocked kernel, the
+/// tiled one with f32 and with f16 tiles (whose by-input loads are transposed in registers, each
+/// tile vec4 stored by one thread), and on tensor cores, exact and with f16 arithmetic.
+#[test]
+fn prompt_products_give_the_same_bits_from_either_layout() {
+    let mapping = |row_mapping, f16_arithmetic| GpuOptions {
+        backend: Some(Backend::Vulkan),
+        allow_f16: Some(true),
+        row_mapping: Some(row_mapping),
+        f16_arithmetic,
+        coop: Some(false),
+        ..GpuOptions::default()
+    };
+    let mut gpus = vec![
+        common::open(&mapping(RowMapping::ThreadPerRow, false)),
+        common::open(&mapping(RowMapping::WorkgroupPerRow, false)),
+        common::open(&mapping(RowMapping::WorkgroupPerRow, true)),
+    ];
+    assert!(gpus[2].f16_arithmetic, "the test adapter needs SHADER_F16");
+    gpus.extend(common::coop_gpus(false));
+    gpus.extend(common::coop_gpus(true));
+    for gpu in gpus {
+        for (rows, outputs, cols) in [(67, 130, 33), (40, 300, 129), (9, 64, 256)] {
+            let mut rng = Rng::new((rows * outputs + cols) as u64);
+            let values = rng.vec(outputs * cols, -1.0, 1.0);
+            let x = rng.vec(rows * cols, -1.0, 1.0);
+            let by_output = PackedMatrix::pack(MatrixFormat::F16, outputs, cols, &values).unwrap();
+            let by_input = PackedMatrix::pack_by_input(MatrixFormat::F16, outputs, cols, &values).unwrap();
+            let matrices = [
+                GpuMatrix::upload(&gpu, "w", &by_output).unwrap(),
+                GpuMatrix::upload_by_input(&gpu, "w", &by_input, cols).unwrap(),
+            ];
+            let results: Vec<Vec<f32>> = matrices
+                .iter()
+                .map(|matrix| {
+                    let (x_gpu, y) =
+                        (upload(&gpu, cols, &x), GpuTensor::zeros(&gpu, "y", rows, outputs).unwrap());
+                    run(&gpu, |rec| kernels::linear(rec, "either", matrix, &x_gpu, &y, Epilogue::PLAIN));
+                    y.read(&gpu).unwrap()
+                })
+                .collect();
+            let what =
+                format!("{} f16 arithmetic {} {rows}×{cols} → {outputs}", describe(&gpu), gpu.f16_arithmetic);
+            assert_close(&what, &results[1], &results[0], 0.0);
+        }
     }
 }

@@ -85,7 +85,14 @@ impl GpuMatrix {
                 stored.format.name()
             )));
         }
-        if !Self::fits_one_binding(gpu, bytes) || stored.rows != crate::quant::by_input_rows(cols) {
+        if stored.rows != crate::quant::by_input_rows(cols) {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: {} stored rows for {cols} inputs, not {}",
+                stored.rows,
+                crate::quant::by_input_rows(cols)
+            )));
+        }
+        if !Self::fits_one_binding(gpu, bytes) {
             return Err(Error::TooBig(format!(
                 "{label}: {bytes} bytes stored by input for {cols} inputs do not fit one of the adapter's {}-byte storage bindings",
                 binding_limit(gpu)

@@ -64,6 +64,7 @@ mod wgsl {
     pub const MATVEC: &str = include_str!("../../shaders/matvec.wgsl");
     pub const MATVEC_SUBGROUP: &str = include_str!("../../shaders/matvec_subgroup.wgsl");
     pub const MATVEC_BY_INPUT: &str = include_str!("../../shaders/matvec_by_input.wgsl");
+    pub const NEAREST_F16: &str = include_str!("../../shaders/nearest_f16.wgsl");
     pub const INPUT_PLAIN: &str = include_str!("../../shaders/input_plain.wgsl");
     pub const INPUT_SHIFTED: &str = include_str!("../../shaders/input_shifted.wgsl");
     pub const REMEMBER_INPUT: &str = include_str!("../../shaders/remember_input.wgsl");

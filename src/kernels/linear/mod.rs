@@ -22,7 +22,8 @@ use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 const TILE: usize = 64;
 const BLOCK: usize = 4;
 /// The most rows (a batch of decoded sequences) `subgroup_per_row` takes (`FEW_ROWS` in
-/// matvec_subgroup.wgsl): each weight it reads serves them all.
+/// matvec_subgroup.wgsl; `by_input`'s `MOST_ROWS` on any GPU): each weight it reads serves them
+/// all.
 const FEW_ROWS: usize = 8;
 /// Threads of a workgroup of `subgroup_per_row` (matvec.wgsl): 8 rows of 32 lanes on most GPUs.
 const SUBGROUP_ROWS_WORKGROUP: usize = 256;
@@ -288,7 +289,12 @@ pub(super) fn record_product(
     }
     // The matrix-vector kernels: one row, or a few on GPUs with subgroups.
     let gpu = rec.gpu;
-    let few_rows = gpu.row_mapping == RowMapping::SubgroupPerRow && rows <= FEW_ROWS && !matrix.by_input;
+    let few_rows = rows <= FEW_ROWS
+        && match gpu.row_mapping {
+            RowMapping::SubgroupPerRow => true,
+            RowMapping::WorkgroupPerRow => matrix.by_input,
+            RowMapping::ThreadPerRow => false,
+        };
     let vector = one_row || few_rows;
     let variant = match epilogue.remember {
         None => variant,
@@ -329,7 +335,8 @@ pub(super) fn record_product(
     }
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
     let kernel = match Kernel::choose(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format)) {
-        _ if vector && matrix.by_input => Kernel::ByInput,
+        _ if vector && matrix.by_input && one_row => Kernel::ByInput,
+        _ if vector && matrix.by_input => Kernel::ByInputRows,
         kernel => kernel,
     };
     let pipeline = match coop {
@@ -443,6 +450,7 @@ enum Kernel {
     WorkgroupPerRow,
     SubgroupPerRow,
     ByInput,
+    ByInputRows,
     Blocked,
     Tiled,
 }
@@ -466,6 +474,7 @@ impl Kernel {
             Kernel::WorkgroupPerRow => "workgroup_per_row",
             Kernel::SubgroupPerRow => "subgroup_per_row",
             Kernel::ByInput => "by_input",
+            Kernel::ByInputRows => "by_input_rows",
             Kernel::Blocked => "blocked",
             Kernel::Tiled => "tiled",
         }

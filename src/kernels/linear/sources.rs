@@ -111,7 +111,14 @@ macro_rules! coop {
     ($name:literal, $weights:expr, $size:expr) => {
         KernelSource {
             name: concat!("matmul_coop_", $name),
-            parts: &[$weights, $size, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL_COOP],
+            parts: &[
+                $weights,
+                wgsl::NEAREST_F16,
+                $size,
+                wgsl::ACTIVATION,
+                wgsl::LINEAR_EPILOGUE,
+                wgsl::MATMUL_COOP,
+            ],
             sizes: &[],
         }
     };
@@ -148,7 +155,14 @@ pub fn coop_source(format: MatrixFormat, gpu: &Gpu) -> Option<(&'static KernelSo
 
 const MATMUL_F16_ARITHMETIC: KernelSource = KernelSource {
     name: "matmul_f16_arithmetic",
-    parts: &[wgsl::WEIGHTS_F16, wgsl::TILE_F16, wgsl::ACTIVATION, wgsl::LINEAR_EPILOGUE, wgsl::MATMUL],
+    parts: &[
+        wgsl::WEIGHTS_F16,
+        wgsl::NEAREST_F16,
+        wgsl::TILE_F16,
+        wgsl::ACTIVATION,
+        wgsl::LINEAR_EPILOGUE,
+        wgsl::MATMUL,
+    ],
     sizes: &[],
 };
 
