@@ -9,7 +9,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/debug`, where the tests' own binary and the C library are built.
+/// `target/<profile folder>`, where the tests' own binary and the C library are built.
 fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_rwkv-wgpu")).parent().unwrap().to_path_buf()
 }
@@ -45,10 +45,13 @@ fn build_example(example: &str, shared: bool) -> PathBuf {
     // features and reuses the dependencies already compiled for the tests. Built alone, the
     // library resolves without the dev-dependencies (e.g. `bitflags` without `std`), and wgpu and
     // ~60 other crates compile a second time: 4.5 minutes of a CI run.
-    let profile = if target_dir().ends_with("release") { "release" } else { "test" };
+    // Each profile builds into its own folder of `target`, named after it, but for the dev and
+    // test profiles, which share `debug`.
+    let folder = target_dir().file_name().unwrap().to_string_lossy().into_owned();
+    let profile = if folder == "debug" { "test".to_string() } else { folder };
     let status = Command::new(cargo)
         .args(["build", "-p", "rwkv-wgpu-c", "--lib", "-p", "rwkv-wgpu", "--test", "c_api"])
-        .args(["--profile", profile, "--manifest-path"])
+        .args(["--profile", &profile, "--manifest-path"])
         .arg(root().join("Cargo.toml"))
         .status()
         .unwrap();
