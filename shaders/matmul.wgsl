@@ -169,8 +169,9 @@ fn stage_weights(buffer: u32, thread: u32, w: mat4x4<f32>) {
 // Register tiling: acc[i][j] for row row0 + local.y + 16·i and column col0 + local.x + 16·j.
 // Interleaving a thread's rows and columns 16 apart (rather than 4 adjacent ones) makes the
 // 16 threads of a row read 16 consecutive tile lines, and write 16 consecutive outputs.
-// Each thread loads one vec4 of each tile per round; the loads of the next round are issued
-// before the current round's products, so their latency hides behind the arithmetic.
+// Each thread loads one vec4 of each tile per round (weights stored by input: a quarter of the
+// threads a 4 × 4 block each); the loads of the next round are issued before the current round's
+// products, so their latency hides behind the arithmetic.
 fn tile_dots(row0: u32, col0: u32, local: vec3<u32>, thread: u32) -> array<vec4<f32>, 4> {
     var acc: array<vec4<f32>, 4>;
     let line = thread / ROUND4;

@@ -89,9 +89,13 @@ fn by_input_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroup
         for (var i4 = thread / OUTPUT_LANES; i4 < params.cols4; i4 += WORKGROUP_SIZE / OUTPUT_LANES) {
             var xs: array<vec4<f32>, MOST_ROWS>;
             var nonzero = vec4<bool>(false);
-            for (var r = 0u; r < rows; r++) {
-                xs[r] = input4(input + r * params.cols4, i4);
-                nonzero = nonzero | (xs[r] != vec4<f32>(0.0));
+            // Loops over MOST_ROWS with a test inside unroll to constant indices, which keeps
+            // the arrays in registers.
+            for (var r = 0u; r < MOST_ROWS; r++) {
+                if r < rows {
+                    xs[r] = input4(input + r * params.cols4, i4);
+                    nonzero = nonzero | (xs[r] != vec4<f32>(0.0));
+                }
             }
             if SPARSE_INPUT && !any(nonzero) {
                 continue;
@@ -100,14 +104,16 @@ fn by_input_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroup
             for (var m = 0u; m < 4u; m++) {
                 if !SPARSE_INPUT || nonzero[m] {
                     let w = load_weight4(at + m * params.stride4);
-                    for (var r = 0u; r < rows; r++) {
+                    for (var r = 0u; r < MOST_ROWS; r++) {
                         acc[r] += w * xs[r][m];
                     }
                 }
             }
         }
     }
-    for (var r = 0u; r < rows; r++) {
-        finish_slices(r, acc[r], thread, o4);
+    for (var r = 0u; r < MOST_ROWS; r++) {
+        if r < rows {
+            finish_slices(r, acc[r], thread, o4);
+        }
     }
 }

@@ -99,8 +99,9 @@ fn formats_for(gpu: &Gpu) -> Vec<MatrixFormat> {
     }
 }
 
-/// One row runs `by_input` (which skips zero inputs' rows), and so do up to 8 on GPUs; more rows
-/// run the blocked or tiled kernels reading the weights transposed; on every variant and on GL.
+/// One row runs `by_input` (which skips zero inputs' rows), up to 8 on the GPU row mappings
+/// `by_input_rows`; more rows (and several on thread-per-row) run the blocked or tiled kernels
+/// reading the weights transposed; on every variant and on GL.
 #[test]
 fn products_with_weights_stored_by_input_match_reference() {
     let mut gpus = variants();

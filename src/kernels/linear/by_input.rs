@@ -1,7 +1,7 @@
 //! Products with a matrix stored by input (`quant::by_input_rows`): one row runs `by_input`
-//! (matvec_by_input.wgsl), which skips the stored row of every zero input; more rows run the
-//! usual matrix-matrix kernels, which transpose the weights as they load them
-//! (`WEIGHTS_BY_INPUT`).
+//! (matvec_by_input.wgsl), which skips the stored row of every zero input, and up to FEW_ROWS
+//! rows on GPUs `by_input_rows`; more rows run the usual matrix-matrix kernels, which transpose
+//! the weights as they load them (`WEIGHTS_BY_INPUT`).
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuMatrix, RowMapping};

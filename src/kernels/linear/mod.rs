@@ -287,7 +287,8 @@ pub(super) fn record_product(
     if matrix.by_input {
         by_input::check(label, matrix, outputs.len(), matches!(inputs, Inputs::Shifted(..)))?;
     }
-    // The matrix-vector kernels: one row, or a few on GPUs with subgroups.
+    // The matrix-vector kernels: one row, or a few on GPUs with subgroups (any GPU for a matrix
+    // stored by input).
     let gpu = rec.gpu;
     let few_rows = rows <= FEW_ROWS
         && match gpu.row_mapping {
