@@ -41,7 +41,12 @@ enum Case {
 /// Every shape × case for one row count and format; shapes with odd inputs (zero-padded stored
 /// rows), outputs off a vec4, tile and workgroup tails.
 fn check(gpu: &Gpu, rows: usize, format: MatrixFormat, cases: &[Case]) {
-    for (shape, &(outputs, cols)) in [(1, 4), (2, 7), (130, 33), (67, 256), (300, 129)].iter().enumerate() {
+    check_shapes(gpu, rows, format, cases, &[(1, 4), (2, 7), (130, 33), (67, 256), (300, 129)]);
+}
+
+/// The same on `(outputs, inputs)` shapes.
+fn check_shapes(gpu: &Gpu, rows: usize, format: MatrixFormat, cases: &[Case], shapes: &[(usize, usize)]) {
+    for (shape, &(outputs, cols)) in shapes.iter().enumerate() {
         for &case in cases {
             let seed = (rows * 1000 + shape * 10 + case as usize) as u64;
             let mut rng = Rng::new(seed);
@@ -117,6 +122,19 @@ fn products_with_weights_stored_by_input_match_reference() {
                 };
                 check(&gpu, rows, format, cases);
             }
+        }
+    }
+}
+
+/// W_v of the released 7B has 16384 inputs: every kernel walks them all (llvmpipe ends a
+/// kernel's loops after 65535 iterations in all, which a loop over one row per input would pass).
+#[test]
+fn the_longest_inputs_stored_by_input_match_reference() {
+    let mut gpus = variants();
+    gpus.push(common::gl_gpu());
+    for gpu in gpus {
+        for rows in [1, 5, 40] {
+            check_shapes(&gpu, rows, MatrixFormat::F16, &[Case::SparseAccumulate], &[(24, 16384)]);
         }
     }
 }
