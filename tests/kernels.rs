@@ -12,16 +12,17 @@ use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
 /// f32 arithmetic in a different order than the f64 reference: a few ulps per term.
 const F32_TOLERANCE: f64 = 2e-5;
 
-/// A random matrix in `format`, uploaded, with the values the GPU decodes from it.
+/// A random matrix in `format` of `outputs` × `cols`, uploaded, with the values a product of
+/// `rows` rows multiplies.
 fn random_matrix(
     gpu: &Gpu,
     rng: &mut Rng,
     format: MatrixFormat,
+    (outputs, cols): (usize, usize),
     rows: usize,
-    cols: usize,
 ) -> (GpuMatrix, Vec<f32>) {
-    let packed = PackedMatrix::pack(format, rows, cols, &rng.vec(rows * cols, -1.0, 1.0)).unwrap();
-    (GpuMatrix::upload(gpu, "w", &packed).unwrap(), packed.unpack())
+    let packed = PackedMatrix::pack(format, outputs, cols, &rng.vec(outputs * cols, -1.0, 1.0)).unwrap();
+    common::upload_matrix(gpu, &packed, rows)
 }
 
 /// How a linear test case uses its operand vector.
@@ -55,7 +56,7 @@ fn check_linear(gpu: &Gpu, rows: usize, format: MatrixFormat) {
         for (e, &(activation, kind, accumulate, sparse_input)) in cases.iter().enumerate() {
             let seed = (rows * 100_000 + case * 1000 + e) as u64;
             let mut rng = Rng::new(seed);
-            let (matrix, weights) = random_matrix(gpu, &mut rng, format, outputs, cols);
+            let (matrix, weights) = random_matrix(gpu, &mut rng, format, (outputs, cols), rows);
             let mut x = rng.vec(rows * cols, -1.0, 1.0);
             if sparse_input {
                 // Whole zero vec4s (skipped) and lone zeros beside non-zeros (not skipped).
@@ -134,7 +135,7 @@ fn products_over_the_longest_rows_finish() {
         for format in formats_for(&gpu) {
             for rows in [1, 40] {
                 let mut rng = Rng::new(rows as u64);
-                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, outputs, cols);
+                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, (outputs, cols), rows);
                 let x = rng.vec(rows * cols, -1.0, 1.0);
                 let (x_gpu, y) =
                     (upload(&gpu, cols, &x), GpuTensor::zeros(&gpu, "y", rows, outputs).unwrap());
@@ -203,7 +204,7 @@ fn grouped_linear_gives_each_segment_its_input_output_and_activation() {
         for format in formats_for(&gpu) {
             for &rows in row_counts {
                 let mut rng = Rng::new(31 + rows as u64);
-                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, outputs, cols);
+                let (matrix, weights) = random_matrix(&gpu, &mut rng, format, (outputs, cols), rows);
                 if row_counts.len() == 2 {
                     assert!(matrix.parts.len() > 1, "{format:?}: the small bindings should split the matrix");
                 }
@@ -263,7 +264,7 @@ fn linear_lerp_pulls_the_output_towards_its_target() {
         for rows in [1, 5] {
             let mut rng = Rng::new(5 + rows as u64);
             let (outputs, cols) = (70, 33);
-            let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, outputs, cols);
+            let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, (outputs, cols), rows);
             let (x, bias) = (rng.vec(rows * cols, -1.0, 1.0), rng.vec(outputs, -1.0, 1.0));
             let (y0, target) = (rng.vec(rows * outputs, -1.0, 1.0), rng.vec(rows * outputs, -1.0, 1.0));
             let (x_gpu, bias_gpu) = (upload(&gpu, cols, &x), upload(&gpu, outputs, &bias));
@@ -299,7 +300,7 @@ fn matmul_with_f16_arithmetic_matches_reference() {
     for (outputs, cols) in [(130, 33), (300, 129)] {
         let mut rng = Rng::new(outputs as u64);
         let rows = 67;
-        let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, outputs, cols);
+        let (matrix, weights) = random_matrix(&gpu, &mut rng, MatrixFormat::F16, (outputs, cols), rows);
         let x: Vec<f32> =
             rng.vec(rows * cols, -1.0, 1.0).iter().map(|&v| f16::from_f32(v).to_f32()).collect();
         let (x_gpu, y) = (upload(&gpu, cols, &x), GpuTensor::zeros(&gpu, "y", rows, outputs).unwrap());

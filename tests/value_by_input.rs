@@ -126,6 +126,41 @@ fn products_with_weights_stored_by_input_match_reference() {
     }
 }
 
+/// Every split of a `by_input` workgroup (`GpuOptions::by_input_lanes`, tuned per GPU), from one
+/// lane of outputs to the whole workgroup: one row and a batch, on both workgroup sizes; a lane
+/// count that does not split it is refused by name.
+#[test]
+fn every_split_of_the_by_input_workgroup_matches_reference() {
+    for row_mapping in [RowMapping::ThreadPerRow, RowMapping::SubgroupPerRow] {
+        let threads = kernels::by_input_threads(row_mapping);
+        let options = |lanes| GpuOptions {
+            backend: Some(Backend::Vulkan),
+            row_mapping: Some(row_mapping),
+            value_by_input: Some(true),
+            by_input_lanes: Some(lanes),
+            ..GpuOptions::default()
+        };
+        for lanes in (0..).map(|p| 1 << p).take_while(|&lanes| lanes <= threads) {
+            let gpu = common::open(&options(lanes));
+            assert_eq!(gpu.by_input_lanes, lanes);
+            for rows in [1, 5] {
+                check_shapes(
+                    &gpu,
+                    rows,
+                    MatrixFormat::F16,
+                    &[Case::SparseAccumulate],
+                    &[(67, 256), (300, 129)],
+                );
+            }
+        }
+        for lanes in [0, 3, 2 * threads] {
+            let error =
+                Gpu::new(&options(lanes)).err().expect("a bad lane count must be refused").to_string();
+            assert!(error.contains("by-input lanes") && error.contains(&lanes.to_string()), "{error}");
+        }
+    }
+}
+
 /// W_v of the released 7B has 16384 inputs: every kernel walks them all (llvmpipe ends a
 /// kernel's loops after 65535 iterations in all, which a loop over one row per input would pass).
 #[test]

@@ -77,6 +77,10 @@ struct GpuArgs {
     /// four zero inputs.
     #[arg(long, global = true, value_name = "BOOL")]
     value_by_input: Option<bool>,
+    /// Outputs per workgroup of the one-token product by input, in lanes of four (a power of
+    /// two; by default 16 on CPU drivers, 4 on GPUs): for tuning.
+    #[arg(long, global = true, value_name = "LANES")]
+    by_input_lanes: Option<usize>,
     /// Multiply prompts on the tiled kernels even where the adapter has cooperative matrices
     /// (tensor cores).
     #[arg(long, global = true)]
@@ -122,6 +126,7 @@ impl GpuArgs {
             fused_decode: self.no_fused_decode.then_some(false),
             wkv_chunks: self.wkv_chunks,
             value_by_input: self.value_by_input,
+            by_input_lanes: self.by_input_lanes,
             coop: self.no_coop.then_some(false),
             coop_matrix: None,
         }

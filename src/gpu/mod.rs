@@ -114,6 +114,10 @@ pub struct GpuOptions {
     /// by output (`Some(false)`), skipping only whole groups of four zero inputs. By input is no
     /// slower on lavapipe either (BENCHMARKS.md).
     pub value_by_input: Option<bool>,
+    /// Outputs per workgroup of the one-token product by input, in vec4 lanes: a power of two
+    /// up to its workgroup's 64 threads (CPU drivers) or 256 (GPUs), the other threads splitting
+    /// the inputs (`Gpu::by_input_lanes`; for tuning, `examples/value_product.rs` tries each).
+    pub by_input_lanes: Option<usize>,
     /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where a
     /// GPU lists 16×16×16 or 8×8×8 f16 products summed in f32 and has subgroups of at most 32
     /// (`None`), never (`Some(false)`, `--no-coop`), or also on CPU drivers with the feature
@@ -137,6 +141,7 @@ impl Default for GpuOptions {
             fused_decode: None,
             wkv_chunks: None,
             value_by_input: None,
+            by_input_lanes: None,
             coop: None,
             coop_matrix: None,
         }
@@ -238,6 +243,10 @@ pub struct Gpu {
     /// The channel mix's W_v is stored by input (`quant::by_input_rows`) where it is in a float
     /// format and fits one binding: one-token products read only the rows of nonzero inputs.
     pub value_by_input: bool,
+    /// `GpuOptions::by_input_lanes`: by default 16 on CPU drivers (their vectors' width) and 4
+    /// on GPUs, whose lanes then read one 32-byte sector of f16 weights per input, the fewest
+    /// that waste none, so that the most workgroups share the outputs.
+    pub by_input_lanes: usize,
     /// Products of many rows with f16, int8 or nf4 weights run on cooperative matrices of this
     /// size (`shaders/matmul_coop.wgsl`), with f16 on.
     pub coop: Option<CoopMatrix>,
@@ -356,6 +365,13 @@ impl Gpu {
             None if subgroups => RowMapping::SubgroupPerRow,
             None => RowMapping::WorkgroupPerRow,
         };
+        let by_input_lanes = options.by_input_lanes.unwrap_or(if cpu { 16 } else { 4 });
+        let by_input_threads = crate::kernels::by_input_threads(row_mapping);
+        if !by_input_lanes.is_power_of_two() || by_input_lanes > by_input_threads {
+            return Err(Error::InvalidArgument(format!(
+                "by-input lanes must be a power of two up to {by_input_threads}, not {by_input_lanes}"
+            )));
+        }
         log::info!(
             "adapter: {} (f16: {f16}, subgroups: {subgroups}, cooperative matrices: {coop:?}, {row_mapping:?})",
             describe_adapter(&info)
@@ -373,6 +389,7 @@ impl Gpu {
             fused_decode: options.fused_decode.unwrap_or(!cpu),
             wkv_chunks: options.wkv_chunks.unwrap_or(!cpu),
             value_by_input: options.value_by_input.unwrap_or(true),
+            by_input_lanes,
             coop,
             pipelines: kernel::PipelineCache::default(),
             errors,

@@ -20,8 +20,8 @@ pub use self::bandwidth::{read_sum, read_sum_ref, read_sum_span};
 pub use self::elementwise::lerp_ref;
 pub use self::gather::{embed, embed_ref, gather_last_rows, EMBED_PARTS};
 pub use self::linear::{
-    linear, linear_grouped, linear_ref, linear_shifted, shifted_products, Epilogue, Operand, OperandRef,
-    Remember, Segment, ShiftedInput, ShiftedSegment, MAX_SEGMENTS,
+    by_input_threads, linear, linear_grouped, linear_ref, linear_shifted, on_tensor_cores, shifted_products,
+    Epilogue, Operand, OperandRef, Remember, Segment, ShiftedInput, ShiftedSegment, MAX_SEGMENTS,
 };
 pub use self::norm::{
     group_norm, group_norm_bonus_gate, group_norm_bonus_gate_ref, group_norm_ref, layer_norm, layer_norm_ref,

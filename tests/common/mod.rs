@@ -6,9 +6,10 @@ pub mod hostile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rwkv_wgpu::gpu::{Backend, CoopMatrix, Gpu, GpuOptions, GpuTensor, RowMapping};
+use rwkv_wgpu::gpu::{Backend, CoopMatrix, Gpu, GpuMatrix, GpuOptions, GpuTensor, RowMapping};
 use rwkv_wgpu::model::Model;
 use rwkv_wgpu::npy::{self, Array};
+use rwkv_wgpu::quant::PackedMatrix;
 use rwkv_wgpu::runtime::{Engine, EngineOptions, Session};
 
 /// Every kernel variant the engine ships, on the Vulkan adapter the tests run on (lavapipe in CI):
@@ -34,6 +35,7 @@ pub fn variants() -> Vec<Gpu> {
                 fused_decode: Some(row_mapping != RowMapping::ThreadPerRow),
                 wkv_chunks: Some(row_mapping != RowMapping::ThreadPerRow),
                 value_by_input: Some(row_mapping != RowMapping::ThreadPerRow),
+                coop: coop_everywhere(),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);
@@ -45,6 +47,13 @@ pub fn variants() -> Vec<Gpu> {
         }
     }
     gpus
+}
+
+/// With RWKV_WGPU_TEST_COOP set, every variant multiplies prompts on cooperative matrices where
+/// the adapter has them, CPU drivers included, as GPUs with tensor cores do by default: run the
+/// suite under `.ci/mesa-coop`'s lavapipe that way to try what a GPU round will run.
+fn coop_everywhere() -> Option<bool> {
+    std::env::var_os("RWKV_WGPU_TEST_COOP").map(|_| true)
 }
 
 /// A variant asked for a feature its adapter lacks runs the fallback kernels under the
@@ -134,7 +143,7 @@ pub fn default_gpu() -> Gpu {
 }
 
 pub fn default_options() -> GpuOptions {
-    GpuOptions { backend: Some(Backend::Vulkan), ..GpuOptions::default() }
+    GpuOptions { backend: Some(Backend::Vulkan), coop: coop_everywhere(), ..GpuOptions::default() }
 }
 
 /// wgpu's GL backend (llvmpipe over EGL in CI): no SHADER_F16 and no subgroups, so it runs the
@@ -217,6 +226,17 @@ pub fn run(gpu: &Gpu, record: impl FnOnce(&mut rwkv_wgpu::kernels::Recorder) -> 
     record(&mut rec).expect("recording failed");
     rec.finish().run(gpu);
     gpu.wait().expect("GPU error");
+}
+
+/// `matrix` uploaded from `packed`, and the values a product of `rows` rows multiplies: on
+/// cooperative matrices, int8 and nf4 weights as the f16 values their tiles hold.
+pub fn upload_matrix(gpu: &Gpu, packed: &PackedMatrix, rows: usize) -> (GpuMatrix, Vec<f32>) {
+    let matrix = GpuMatrix::upload(gpu, "w", packed).unwrap();
+    let mut values = packed.unpack();
+    if rwkv_wgpu::kernels::on_tensor_cores(gpu, &matrix, rows) {
+        values.iter_mut().for_each(|w| *w = half::f16::from_f32(*w).to_f32());
+    }
+    (matrix, values)
 }
 
 /// Uploads row-major values as rows of `cols`.

@@ -6,14 +6,12 @@
 use crate::error::{Error, Result};
 use crate::gpu::{GpuMatrix, RowMapping};
 
-/// How `by_input` splits its workgroup: threads, and lanes of four outputs (the rest of the
-/// threads split the inputs). CPU drivers run a workgroup's lanes as one vector of 16; GPUs get
-/// more workgroups from fewer lanes each, every lane still reading 8 neighbouring weights of a
-/// row with its neighbours.
-pub(super) fn workgroup(mapping: RowMapping) -> (usize, usize) {
+/// Threads of a `by_input` workgroup: `Gpu::by_input_lanes` lanes of four outputs, the rest
+/// splitting the inputs. CPU drivers run a workgroup's lanes as one vector of 16.
+pub fn by_input_threads(mapping: RowMapping) -> usize {
     match mapping {
-        RowMapping::ThreadPerRow => (64, 16),
-        RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => (256, 8),
+        RowMapping::ThreadPerRow => 64,
+        RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow => 256,
     }
 }
 

@@ -4,17 +4,21 @@
 //! matrix-matrix kernels.
 
 mod by_input;
+mod choice;
 mod reference;
 mod shifted;
 mod sources;
 
+pub use self::by_input::by_input_threads;
+pub use self::choice::on_tensor_cores;
 pub use self::reference::{linear_ref, OperandRef};
 pub use self::shifted::{linear_shifted, shifted_products, Remember, ShiftedInput, ShiftedSegment};
 
-use self::sources::{coop_source, f16_tiles, source, Variant};
+use self::choice::{runs_as_vector, tiles_fit, Kernel};
+use self::sources::{coop_source, source, Variant};
 use super::{expect_shape, to_u32, Activation, Recorder, LN_EPS};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, GpuMatrix, GpuTensor, RowMapping};
+use crate::gpu::{Binding, GpuMatrix, GpuTensor, RowMapping};
 use crate::quant::{MatrixFormat, INT8_BLOCK, NF4_BLOCK};
 
 /// Outputs per matmul tile side on GPUs (`tiled` in matmul.wgsl), and per thread block on CPU
@@ -287,16 +291,8 @@ pub(super) fn record_product(
     if matrix.by_input {
         by_input::check(label, matrix, outputs.len(), matches!(inputs, Inputs::Shifted(..)))?;
     }
-    // The matrix-vector kernels: one row, or a few on GPUs with subgroups (any GPU for a matrix
-    // stored by input).
     let gpu = rec.gpu;
-    let few_rows = rows <= FEW_ROWS
-        && match gpu.row_mapping {
-            RowMapping::SubgroupPerRow => true,
-            RowMapping::WorkgroupPerRow => matrix.by_input,
-            RowMapping::ThreadPerRow => false,
-        };
-    let vector = one_row || few_rows;
+    let vector = runs_as_vector(gpu, rows, matrix.by_input);
     let variant = match epilogue.remember {
         None => variant,
         Some(_) if !one_row || variant != Variant::Plain => {
@@ -325,7 +321,7 @@ pub(super) fn record_product(
     if epilogue.sparse_input && vector {
         constants.push(("SPARSE_INPUT", 1.0));
     }
-    let by_input_workgroup = by_input::workgroup(gpu.row_mapping);
+    let by_input_workgroup = (by_input::by_input_threads(gpu.row_mapping), gpu.by_input_lanes);
     if vector && matrix.by_input {
         constants.push(("WORKGROUP_SIZE", by_input_workgroup.0 as f64));
         constants.push(("OUTPUT_LANES", by_input_workgroup.1 as f64));
@@ -442,50 +438,4 @@ fn covering(label: &str, what: &str, tensors: &[&GpuTensor]) -> Result<(Binding,
     let end = tensors.iter().map(|t| t.offset + t.bytes()).max().unwrap_or(0);
     let binding = Binding { buffer: first.buffer.clone(), offset: start, size: end - start };
     Ok((binding, tensors.iter().map(|t| t.offset - start).collect()))
-}
-
-/// The kernels of matvec.wgsl and matmul.wgsl (the cooperative-matrix kernel aside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    ThreadPerRow,
-    WorkgroupPerRow,
-    SubgroupPerRow,
-    ByInput,
-    ByInputRows,
-    Blocked,
-    Tiled,
-}
-
-impl Kernel {
-    /// The kernel for a row mapping: a matrix-vector kernel, or the tiles (where their workgroup
-    /// memory fits; the blocks need none).
-    fn choose(mapping: RowMapping, vector: bool, tiles_fit: bool) -> Kernel {
-        match (mapping, vector) {
-            (RowMapping::ThreadPerRow, true) => Kernel::ThreadPerRow,
-            (RowMapping::WorkgroupPerRow, true) => Kernel::WorkgroupPerRow,
-            (RowMapping::SubgroupPerRow, true) => Kernel::SubgroupPerRow,
-            (RowMapping::WorkgroupPerRow | RowMapping::SubgroupPerRow, false) if tiles_fit => Kernel::Tiled,
-            (_, false) => Kernel::Blocked,
-        }
-    }
-
-    fn entry_point(self) -> &'static str {
-        match self {
-            Kernel::ThreadPerRow => "thread_per_row",
-            Kernel::WorkgroupPerRow => "workgroup_per_row",
-            Kernel::SubgroupPerRow => "subgroup_per_row",
-            Kernel::ByInput => "by_input",
-            Kernel::ByInputRows => "by_input_rows",
-            Kernel::Blocked => "blocked",
-            Kernel::Tiled => "tiled",
-        }
-    }
-}
-
-/// Whether `tiled`'s workgroup memory (matmul.wgsl: two buffers of an input and a weight tile,
-/// 256 values each) fits the adapter. WebGPU guarantees 16 KiB, which f32 tiles fill; some GL
-/// drivers offer a little less.
-fn tiles_fit(gpu: &Gpu, format: MatrixFormat) -> bool {
-    let value_bytes = if f16_tiles(format, gpu) { 8 } else { 16 };
-    2 * 2 * 256 * value_bytes <= gpu.limits.max_compute_workgroup_storage_size
 }
