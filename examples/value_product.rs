@@ -3,10 +3,11 @@
 //! 64 products per submit, median of 9 submits after a warm-up; the weight bytes each layout
 //! reads per product, and the whole matrix's bytes over the time.
 //!
-//!     cargo run --release --example value_product -- [EMBD] [ZERO_SHARE]
+//!     cargo run --release --example value_product -- [EMBD] [ZERO_SHARE] [LANES,...]
 //!
 //! The defaults, 2048 (1.5B: W_v is 2048 × 8192) and 0.88, the share of zero inputs measured on
-//! the trained demo model (`examples/sparsity.rs`).
+//! the trained demo model (`examples/sparsity.rs`). LANES times the product by input once per
+//! split of its workgroup (`GpuOptions::by_input_lanes`, e.g. `1,2,4,8,16`), to tune it.
 
 use rwkv_wgpu::gpu::{Gpu, GpuMatrix, GpuOptions, GpuTensor};
 use rwkv_wgpu::kernels::{self, Epilogue, Recorder};
@@ -19,6 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let embd: usize = args.first().map_or(Ok(2048), |a| a.parse())?;
     let zero_share: f64 = args.get(1).map_or(Ok(0.88), |a| a.parse())?;
+    let lanes: Vec<Option<usize>> = match args.get(2) {
+        Some(list) => list.split(',').map(|l| l.parse().map(Some)).collect::<Result<_, _>>()?,
+        None => vec![None],
+    };
     let inputs = 4 * embd;
     let weights: Vec<f32> = (0..embd * inputs).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
     // Zeros spread like a squared ReLU's: each input zero on its own, by a fixed hash.
@@ -37,8 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "W_v {embd} × {inputs} f16, {nonzero} of {inputs} inputs nonzero, {PRODUCTS} products per submit"
     );
-    for by_input in [false, true] {
-        let gpu = Gpu::new(&GpuOptions { value_by_input: Some(by_input), ..GpuOptions::default() })?;
+    let layouts = std::iter::once((false, None)).chain(lanes.iter().map(|&lanes| (true, lanes)));
+    for (by_input, lanes) in layouts {
+        let options =
+            GpuOptions { value_by_input: Some(by_input), by_input_lanes: lanes, ..GpuOptions::default() };
+        let gpu = Gpu::new(&options)?;
         let matrix = if by_input {
             let packed = PackedMatrix::pack_by_input(MatrixFormat::F16, embd, inputs, &weights)?;
             GpuMatrix::upload_by_input(&gpu, "w_v", &packed, inputs)?
@@ -64,8 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // f16 weights of the inputs each layout reads: nonzero rows, or nonzero groups of 4.
         let read = if by_input { 2 * embd * nonzero } else { 8 * embd * nonzero_groups };
         println!(
-            "  {:<10} {:>8.1} µs  {:.2} MB of weights read, as if all of W_v at {:.1} GB/s  on {}",
-            if by_input { "by input" } else { "by output" },
+            "  {:<18} {:>8.1} µs  {:.2} MB of weights read, as if all of W_v at {:.1} GB/s  on {}",
+            if by_input { format!("by input, {} lanes", gpu.by_input_lanes) } else { "by output".into() },
             median * 1e6,
             read as f64 / 1e6,
             matrix.bytes() as f64 / median / 1e9,

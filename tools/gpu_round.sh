@@ -3,7 +3,9 @@
 # packs .dev here): the tests of the paths only GPUs take (tensor cores required), then the
 # speed of each GPU path against its fallback, 1.5B synthetic, in one call. Every step has its
 # own timeout and appends to $OUT/log.txt, so a round cut short still returns what it measured.
-#   carry .gl .dev; command: bash tools/gpu_round.sh [tests|speed|all]
+#   carry .gl .dev; command: bash tools/gpu_round.sh [tests|speed|peers|all]
+# `peers` measures our decode and prefill on the released shapes next to web-rwkv's (when the
+# pack found its bench), the table issues 17 and 18 ask for.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PART=${1:-all}
@@ -37,9 +39,11 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   step 60 $B/product_kernels 128 2048 2048
   step 60 $B/product_kernels 1024 2048 2048
   step 60 $B/product_kernels 1024 2048 8192
-  # The one-token W_v product, stored by output and by input (88% zero inputs; then dense).
-  step 60 $B/value_product 2048 0.88
-  step 60 $B/value_product 2048 0
+  # The one-token W_v product, stored by output and by input with every split of by_input's
+  # workgroup (88% zero inputs; then dense): which by_input_lanes a GPU wants (default 4).
+  step 60 $B/value_product 2048 0.88 1,2,4,8,16,32
+  step 60 $B/value_product 2048 0 1,2,4,8,16,32
+  step 60 $B/value_product 4096 0.88 2,4,8,16
   # Each GPU path against its fallback, same shape and run.
   step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3
   step 90 $R bench --shape 1.5b --prefill 512 --gen 8 --batch 1 --repeats 3 --no-coop
@@ -51,5 +55,22 @@ if [ "$PART" = all ] || [ "$PART" = speed ]; then
   step 90 $R bench --shape 1.5b --prefill 1024 --gen 8 --batch 1 --repeats 2 --chunk 1024
   step 90 $R bench --shape 1.5b --prefill 128 --gen 16 --batch 1 --repeats 1 --profile
   step 150 $R bench --shape 1.5b --prefill 128 --gen 8 --batch 1,16,64 --repeats 2 --quant f16,int8,nf4
+fi
+if [ "$PART" = all ] || [ "$PART" = peers ]; then
+  step 60 $R bench --shape 0.4b --prefill 512 --gen 64 --batch 1 --repeats 3
+  [ "$PART" = peers ] && step 90 $R bench --shape 1.5b --prefill 512 --gen 64 --batch 1 --repeats 3
+  step 90 $R bench --shape 2.9b --prefill 256 --gen 64 --batch 1 --repeats 2
+  if [ -x $B/webrwkv-bench ]; then
+    W=$B/webrwkv-bench; M=/tmp/m; mkdir -p $M
+    g() { [ -f $M/$1.st ] || step 120 python3 .dev/gen_models.py $M/$1 "${@:2}"; }
+    g 04b --layers 24 --embd 1024; g 15b --layers 24 --embd 2048; g 29b --layers 32 --embd 2560
+    step 60 $W --adapter --model $M/04b.st --prefill-length 512 --generation-length 64
+    step 60 $W --adapter --model $M/15b.st --prefill-length 512 --generation-length 64
+    step 90 $W --adapter --model $M/29b.st --prefill-length 512 --generation-length 64
+    step 60 $W --adapter --model $M/15b.st --prefill-length 512 --generation-length 64 --quant 24
+    step 60 $W --adapter --model $M/15b.st --prefill-length 512 --generation-length 64 --quant-nf4 24
+  else
+    log "no web-rwkv bench packed: peers skipped"
+  fi
 fi
 log done

@@ -18,4 +18,16 @@ for exe in target/release/rwkv-wgpu target/release/examples/product_kernels targ
   strip -o ".dev/$name" "$exe"
   xz -f -T0 -6 ".dev/$name"
 done
+# The peer, for the side-by-side figures the issues ask for: web-rwkv's bench example, built
+# from crates.io by ../shared/bench/bench_webrwkv.sh (WORK=/tmp/webrwkv-bench), and the script
+# that writes random-weight models in its layout on the device (torch is installed there).
+peer=${WEBRWKV_BENCH:-/tmp/webrwkv-bench/web-rwkv/target/release/examples/bench}
+models=${GEN_MODELS:-../shared/bench/gen_models.py}
+if [ -x "$peer" ] && [ -f "$models" ]; then
+  strip -o .dev/webrwkv-bench "$peer"
+  xz -f -T0 -6 .dev/webrwkv-bench
+  cp "$models" .dev/gen_models.py
+else
+  echo "note: no web-rwkv bench at $peer or no $models: the round's peer part will be skipped" >&2
+fi
 du -ch .dev/*.xz | tail -1
