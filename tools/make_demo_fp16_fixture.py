@@ -4,9 +4,10 @@
 `--f16-arithmetic` trades accuracy for speed; the yardstick for that trade is what the official
 package does in half precision. Its `cuda fp16` path is torch operations on fp16 activations
 (plus, with RWKV_CUDA_ON=1, a CUDA kernel for the recurrence whose state stays fp32 either way).
-Without a GPU this runs the same operations as strategy `cpu fp16` (RWKV_CUDA_ON=0): the
-activations are rounded to fp16 between operations exactly as on CUDA; only the summation order
-inside a product may differ.
+Without a GPU this runs the same operations as strategy `cpu fp16` (RWKV_CUDA_ON=0), which rounds
+the activations to fp16 between operations as the CUDA path does. It stands in for that path
+rather than copying it: torch picks the order and the precision of the sums inside products and
+reductions per device, and RWKV_CUDA_ON=1 replaces the recurrence's operations by its kernel.
 
 Writes tests/fixtures/demo/official_fp16.json: for the first 512 held-out bytes
 (tests/fixtures/demo/tokens.npy), the worst |fp16 − fp32| logit over all positions divided by the

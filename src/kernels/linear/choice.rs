@@ -37,10 +37,19 @@ pub(super) enum Kernel {
 }
 
 impl Kernel {
-    /// The kernel for a row mapping: a matrix-vector kernel, or the tiles (where their workgroup
-    /// memory fits; the blocks need none).
-    pub(super) fn choose(mapping: RowMapping, vector: bool, tiles_fit: bool) -> Kernel {
+    /// The kernel for a row mapping: a matrix-vector kernel (`vector`; those for a matrix stored
+    /// by input on their own), or the tiles (where their workgroup memory fits; the blocks need
+    /// none).
+    pub(super) fn choose(
+        mapping: RowMapping,
+        vector: bool,
+        one_row: bool,
+        by_input: bool,
+        tiles_fit: bool,
+    ) -> Kernel {
         match (mapping, vector) {
+            (_, true) if by_input && one_row => Kernel::ByInput,
+            (_, true) if by_input => Kernel::ByInputRows,
             (RowMapping::ThreadPerRow, true) => Kernel::ThreadPerRow,
             (RowMapping::WorkgroupPerRow, true) => Kernel::WorkgroupPerRow,
             (RowMapping::SubgroupPerRow, true) => Kernel::SubgroupPerRow,
@@ -68,4 +77,31 @@ impl Kernel {
 pub(super) fn tiles_fit(gpu: &Gpu, format: MatrixFormat) -> bool {
     let value_bytes = if f16_tiles(format, gpu) { 8 } else { 16 };
     2 * 2 * 256 * value_bytes <= gpu.limits.max_compute_workgroup_storage_size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kernel, RowMapping};
+
+    #[test]
+    fn each_mapping_gets_its_kernels() {
+        use RowMapping::*;
+        let choose = |mapping, vector, by_input, tiles_fit| {
+            Kernel::choose(mapping, vector, false, by_input, tiles_fit)
+        };
+        assert_eq!(choose(ThreadPerRow, true, false, true), Kernel::ThreadPerRow);
+        assert_eq!(choose(WorkgroupPerRow, true, false, true), Kernel::WorkgroupPerRow);
+        assert_eq!(choose(SubgroupPerRow, true, false, true), Kernel::SubgroupPerRow);
+        // Many rows: tiles on GPUs, blocks on CPU drivers and where the tiles' memory is short.
+        assert_eq!(choose(ThreadPerRow, false, false, true), Kernel::Blocked);
+        assert_eq!(choose(WorkgroupPerRow, false, false, true), Kernel::Tiled);
+        assert_eq!(choose(SubgroupPerRow, false, true, true), Kernel::Tiled);
+        assert_eq!(choose(WorkgroupPerRow, false, false, false), Kernel::Blocked);
+        assert_eq!(choose(SubgroupPerRow, false, true, false), Kernel::Blocked);
+        // Stored by input: its own matrix-vector kernels on every mapping.
+        for mapping in [ThreadPerRow, WorkgroupPerRow, SubgroupPerRow] {
+            assert_eq!(Kernel::choose(mapping, true, true, true, true), Kernel::ByInput);
+            assert_eq!(Kernel::choose(mapping, true, false, true, false), Kernel::ByInputRows);
+        }
+    }
 }

@@ -331,11 +331,8 @@ pub(super) fn record_product(
         constants.push(("WEIGHTS_BY_INPUT", 1.0));
     }
     let coop = if vector { None } else { coop_source(matrix.format, gpu) };
-    let kernel = match Kernel::choose(gpu.row_mapping, vector, tiles_fit(gpu, matrix.format)) {
-        _ if vector && matrix.by_input && one_row => Kernel::ByInput,
-        _ if vector && matrix.by_input => Kernel::ByInputRows,
-        kernel => kernel,
-    };
+    let kernel =
+        Kernel::choose(gpu.row_mapping, vector, one_row, matrix.by_input, tiles_fit(gpu, matrix.format));
     let pipeline = match coop {
         Some((coop, _)) => {
             constants.push(("SPLIT_INPUTS", if gpu.f16_arithmetic { 0.0 } else { 1.0 }));
