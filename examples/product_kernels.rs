@@ -1,7 +1,9 @@
 //! Times one f16 matrix-matrix product on each kernel the adapter offers: the blocked products
 //! (CPU drivers' choice), the tiled ones (GPUs without tensor cores, `--no-coop`) and the
 //! cooperative-matrix ones on each size of matrices the adapter runs. Wall time of a submit and
-//! its wait, median of 9 after a warm-up, so small products measure the submit too.
+//! its wait, median of 9 after a warm-up, so small products measure the submit too. Up to 8 rows
+//! (decode) time the matrix-vector kernels instead, 64 products per submit, with the weights'
+//! bytes over the time.
 //!
 //!     cargo run --release --example product_kernels -- [ROWS] [COLS] [OUTPUTS]
 //!
@@ -20,15 +22,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: product_kernels [ROWS COLS OUTPUTS]".into()),
     };
     let plain = GpuOptions { allow_f16: Some(true), coop: Some(false), ..GpuOptions::default() };
-    let mut kernels = vec![
-        ("blocked", GpuOptions { row_mapping: Some(RowMapping::ThreadPerRow), ..plain.clone() }),
-        ("tiled", GpuOptions { row_mapping: Some(RowMapping::WorkgroupPerRow), ..plain.clone() }),
-    ];
+    let mapping = |mapping| GpuOptions { row_mapping: Some(mapping), ..plain.clone() };
+    let decode = rows <= 8;
+    let mut kernels = if decode {
+        vec![
+            ("thread/row", mapping(RowMapping::ThreadPerRow)),
+            (
+                "workgroup/row",
+                GpuOptions { allow_subgroups: Some(false), ..mapping(RowMapping::WorkgroupPerRow) },
+            ),
+            (
+                "subgroup/row",
+                GpuOptions { allow_subgroups: Some(true), ..mapping(RowMapping::SubgroupPerRow) },
+            ),
+        ]
+    } else {
+        vec![("blocked", mapping(RowMapping::ThreadPerRow)), ("tiled", mapping(RowMapping::WorkgroupPerRow))]
+    };
     for (name, matrix) in [("coop 16×16", CoopMatrix::Side16), ("coop 8×8", CoopMatrix::Side8)] {
-        kernels.push((name, GpuOptions { coop: Some(true), coop_matrix: Some(matrix), ..plain.clone() }));
+        if !decode {
+            kernels.push((name, GpuOptions { coop: Some(true), coop_matrix: Some(matrix), ..plain.clone() }));
+        }
     }
+    let products = if decode { 64 } else { 1 };
     let flops = 2.0 * (rows * cols * outputs) as f64;
-    println!("{rows} rows × {cols} → {outputs}, f16 weights");
+    println!("{rows} rows × {cols} → {outputs}, f16 weights, {products} products per submit");
     for (name, options) in kernels {
         let gpu = Gpu::new(&options)?;
         if name.starts_with("coop") && gpu.coop.is_none() {
@@ -45,15 +63,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..10 {
             let start = Instant::now();
             let mut rec = Recorder::new(&gpu);
-            kernels::linear(&mut rec, name, &matrix, &x, &y, Epilogue::PLAIN)?;
+            for _ in 0..products {
+                kernels::linear(&mut rec, name, &matrix, &x, &y, Epilogue::PLAIN)?;
+            }
             rec.finish().run(&gpu);
             gpu.wait()?;
-            times.push(start.elapsed().as_secs_f64());
+            times.push(start.elapsed().as_secs_f64() / products as f64);
         }
         times.remove(0);
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        println!("  {name:<11} {:>9.3} ms  {:>8.3} TFLOPS", median * 1e3, flops / median / 1e12);
+        let rate = if decode {
+            format!("{:>8.1} GB/s of weights", matrix.bytes() as f64 / median / 1e9)
+        } else {
+            format!("{:>8.3} TFLOPS", flops / median / 1e12)
+        };
+        println!("  {name:<13} {:>9.3} ms  {rate}", median * 1e3);
     }
     Ok(())
 }

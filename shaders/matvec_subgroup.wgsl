@@ -9,6 +9,9 @@
 // any subgroup size covers them all.
 // Up to FEW_ROWS rows of input (a batch of decoded sequences) share each weight they read.
 const FEW_ROWS: u32 = 8u;
+// The most rows this pipeline takes: 1 for one-token steps (the pipeline sets it), so that their
+// loops over rows are a single pass.
+override ROWS_AT_MOST: u32 = FEW_ROWS;
 
 // How many subgroups of the workgroup have taken their number.
 var<workgroup> subgroups_numbered: atomic<u32>;
@@ -46,25 +49,32 @@ fn subgroup_per_row(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgr
                 w0 = load_weight4(base + i);
                 w1 = select(vec4<f32>(0.0), load_weight4(base + i1), second);
             }
-            for (var r = 0u; r < inputs; r++) {
-                let x0 = input4(input + r * params.cols4, i);
-                let x1 = select(vec4<f32>(0.0), input4(input + r * params.cols4, i1), second);
-                if SPARSE_INPUT {
-                    if any(x0 != vec4<f32>(0.0)) {
-                        acc[r] += load_weight4(base + i) * x0;
+            // Loops to a constant with the row test inside unroll to constant indices, which
+            // keeps acc in registers (a loop to `inputs` indexes it dynamically, which puts it
+            // in memory).
+            for (var r = 0u; r < ROWS_AT_MOST; r++) {
+                if r < inputs {
+                    let x0 = input4(input + r * params.cols4, i);
+                    let x1 = select(vec4<f32>(0.0), input4(input + r * params.cols4, i1), second);
+                    if SPARSE_INPUT {
+                        if any(x0 != vec4<f32>(0.0)) {
+                            acc[r] += load_weight4(base + i) * x0;
+                        }
+                        if any(x1 != vec4<f32>(0.0)) {
+                            acc[r] += load_weight4(base + i1) * x1;
+                        }
+                    } else {
+                        acc[r] += w0 * x0 + w1 * x1;
                     }
-                    if any(x1 != vec4<f32>(0.0)) {
-                        acc[r] += load_weight4(base + i1) * x1;
-                    }
-                } else {
-                    acc[r] += w0 * x0 + w1 * x1;
                 }
             }
         }
-        for (var r = 0u; r < inputs; r++) {
-            let total = subgroupAdd(acc[r].x + acc[r].y + acc[r].z + acc[r].w);
-            if lane == 0u {
-                finish(r, params.col_offset + row, total);
+        for (var r = 0u; r < ROWS_AT_MOST; r++) {
+            if r < inputs {
+                let total = subgroupAdd(acc[r].x + acc[r].y + acc[r].z + acc[r].w);
+                if lane == 0u {
+                    finish(r, params.col_offset + row, total);
+                }
             }
         }
     }

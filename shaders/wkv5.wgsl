@@ -19,6 +19,9 @@
 @group(0) @binding(0) var<uniform> params: HeadWalk;
 
 override DECAY_PER_ROW: bool = false;
+// params.head_size as a constant: the loops over a column then have a fixed count, so they
+// unroll and the column stays in registers (indexed dynamically, it would be kept in memory).
+override HEAD_SIZE: u32;
 
 fn decay(base: u32, c: u32) -> f32 {
     if DECAY_PER_ROW {
@@ -29,7 +32,7 @@ fn decay(base: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn wkv5(@builtin(global_invocation_id) id: vec3<u32>) {
-    let n = params.head_size;
+    let n = HEAD_SIZE;
     let channels = params.heads * n;
     let channel = id.x;  // head · N + j
     if channel >= channels || id.y >= sequences.count {

@@ -50,6 +50,10 @@ struct Params {
 override VALUE_RESIDUAL: bool;
 // Set from kernels::L2_EPS.
 override L2_EPS: f32;
+// params.head_size as a constant: the loops over a thread's state row then have a fixed count,
+// so they unroll and the row stays in registers (with a count read from params, the row is
+// indexed dynamically, which puts it in memory).
+override HEAD_SIZE: u32;
 
 const LORA_DECAY: u32 = 0u;
 const LORA_RATE: u32 = 1u;
@@ -97,7 +101,7 @@ fn channel_param(which: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn wkv7_one(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) thread: u32) {
-    let n = params.head_size;
+    let n = HEAD_SIZE;
     let channels = params.heads * n;
     let sequence = sequences.items[group.y];
     let row = sequence.first_row;

@@ -35,6 +35,10 @@ if [ "$PART" = all ] || [ "$PART" = tests ]; then
   step 180 $B/kernels --test-threads 2
 fi
 if [ "$PART" = all ] || [ "$PART" = speed ]; then
+  # The one-row and four-row products on every matrix-vector kernel, 64 per submit, 1.5B shapes.
+  step 60 $B/product_kernels 1 2048 2048
+  step 60 $B/product_kernels 1 2048 8192
+  step 60 $B/product_kernels 4 2048 2048
   # One product on every kernel (blocked, tiled, cooperative matrices), 1.5B shapes.
   step 60 $B/product_kernels 128 2048 2048
   step 60 $B/product_kernels 1024 2048 2048

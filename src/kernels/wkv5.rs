@@ -49,7 +49,8 @@ pub fn wkv5(
     };
     let (heads, head_size) = split_heads(label, heads, c)?;
     expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
-    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", WKV_BINDINGS, &[("DECAY_PER_ROW", f64::from(per_row))])?;
+    let constants = [("DECAY_PER_ROW", f64::from(per_row)), ("HEAD_SIZE", f64::from(head_size))];
+    let pipeline = rec.gpu.pipeline(&WKV5, "wkv5", WKV_BINDINGS, &constants)?;
     let params = |window| HeadWalk { heads, head_size, window };
     let storage =
         [state.binding(), r.binding(), k.binding(), v.binding(), w.binding(), u.binding(), y.binding()];

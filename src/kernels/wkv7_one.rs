@@ -148,7 +148,11 @@ pub fn wkv7_one(
         (MatrixFormat::F16, false) => &PACKED,
         _ => unreachable!("checked by wkv7_one_supports"),
     };
-    let constants = [("VALUE_RESIDUAL", f64::from(u8::from(lora[2].is_some()))), ("L2_EPS", L2_EPS)];
+    let constants = [
+        ("VALUE_RESIDUAL", f64::from(u8::from(lora[2].is_some()))),
+        ("L2_EPS", L2_EPS),
+        ("HEAD_SIZE", f64::from(head_size)),
+    ];
     let pipeline = rec.gpu.pipeline(source, "wkv7_one", BINDINGS, &constants)?;
     let storage = [
         Binding::whole(weights),

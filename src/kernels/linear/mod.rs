@@ -327,6 +327,7 @@ pub(super) fn record_product(
         constants.push(("OUTPUT_LANES", by_input_workgroup.1 as f64));
     } else if vector && gpu.row_mapping == RowMapping::SubgroupPerRow {
         constants.push(("WORKGROUP_SIZE", SUBGROUP_ROWS_WORKGROUP as f64));
+        constants.push(("ROWS_AT_MOST", if one_row { 1.0 } else { FEW_ROWS as f64 }));
     } else if matrix.by_input {
         constants.push(("WEIGHTS_BY_INPUT", 1.0));
     }
