@@ -1,9 +1,10 @@
 //! Times one f16 matrix-matrix product on each kernel the adapter offers: the blocked products
 //! (CPU drivers' choice), the tiled ones (GPUs without tensor cores, `--no-coop`) and the
 //! cooperative-matrix ones on each size of matrices the adapter runs. Wall time of a submit and
-//! its wait, median of 9 after a warm-up, so small products measure the submit too. Up to 8 rows
-//! (decode) time the matrix-vector kernels instead, 64 products per submit, with the weights'
-//! bytes over the time.
+//! its wait, median of 9 after a warm-up, so small products measure the submit too. Decode
+//! shapes (up to 8 rows) run 64 products per submit and report the weights' bytes over the
+//! time: one row on every matrix-vector kernel, 2 to 8 rows on the subgroup one (GPUs' choice)
+//! and on the blocked and tiled ones (which the other mappings take for more than one row).
 //!
 //!     cargo run --release --example product_kernels -- [ROWS] [COLS] [OUTPUTS]
 //!
@@ -24,21 +25,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = GpuOptions { allow_f16: Some(true), coop: Some(false), ..GpuOptions::default() };
     let mapping = |mapping| GpuOptions { row_mapping: Some(mapping), ..plain.clone() };
     let decode = rows <= 8;
-    let mut kernels = if decode {
+    let subgroup_row =
+        ("subgroup/row", GpuOptions { allow_subgroups: Some(true), ..mapping(RowMapping::SubgroupPerRow) });
+    let mut kernels = if rows == 1 {
+        let workgroup_row =
+            GpuOptions { allow_subgroups: Some(false), ..mapping(RowMapping::WorkgroupPerRow) };
         vec![
             ("thread/row", mapping(RowMapping::ThreadPerRow)),
-            (
-                "workgroup/row",
-                GpuOptions { allow_subgroups: Some(false), ..mapping(RowMapping::WorkgroupPerRow) },
-            ),
-            (
-                "subgroup/row",
-                GpuOptions { allow_subgroups: Some(true), ..mapping(RowMapping::SubgroupPerRow) },
-            ),
+            ("workgroup/row", workgroup_row),
+            subgroup_row.clone(),
         ]
     } else {
         vec![("blocked", mapping(RowMapping::ThreadPerRow)), ("tiled", mapping(RowMapping::WorkgroupPerRow))]
     };
+    if decode && rows > 1 {
+        kernels.insert(0, subgroup_row);
+    }
+    // Past 8 rows the products are matrix-matrix ones, tensor cores included.
     for (name, matrix) in [("coop 16×16", CoopMatrix::Side16), ("coop 8×8", CoopMatrix::Side8)] {
         if !decode {
             kernels.push((name, GpuOptions { coop: Some(true), coop_matrix: Some(matrix), ..plain.clone() }));

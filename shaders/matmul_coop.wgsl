@@ -97,7 +97,8 @@ fn stage_weights(col0: u32, k0: u32, thread: u32) {
                 w = load_weight4((params.weight_row0 + o) * params.stride4 + k);
             }
         }
-        let h = vec4<f16>(w);
+        // int8 and nf4 weights are not f16 values: rounded by bits, every driver holds the same.
+        let h = vec4<f16>(nearest_f16(w));
         if WEIGHTS_BY_INPUT {
             let at = (i % lines4) * 4u * ROUND + i / lines4;
             w_tile[at] = h.x;

@@ -154,9 +154,7 @@ fn products_over_the_longest_rows_finish() {
 #[test]
 fn matrices_split_over_small_bindings_give_the_same_results() {
     let whole = common::default_gpu();
-    let options =
-        GpuOptions { backend: Some(Backend::Vulkan), binding_limit: Some(8192), ..GpuOptions::default() };
-    let small = common::open(&options);
+    let small = common::open(&GpuOptions { binding_limit: Some(8192), ..common::default_options() });
     for format in MatrixFormat::ALL {
         for rows in [1, 6] {
             let mut rng = Rng::new(77);

@@ -127,23 +127,27 @@ fn products_with_weights_stored_by_input_match_reference() {
 }
 
 /// Every split of a `by_input` workgroup (`GpuOptions::by_input_lanes`, tuned per GPU), from one
-/// lane of outputs to the whole workgroup: one row and a batch, on both workgroup sizes; a lane
-/// count that does not split it is refused by name.
+/// lane of outputs to the whole workgroup, on both workgroup sizes: one row (`by_input`), and on
+/// the subgroup mapping a batch (`by_input_rows`; thread-per-row multiplies batches in blocks);
+/// a lane count that does not split it is refused by name.
 #[test]
 fn every_split_of_the_by_input_workgroup_matches_reference() {
-    for row_mapping in [RowMapping::ThreadPerRow, RowMapping::SubgroupPerRow] {
+    for (row_mapping, row_counts) in
+        [(RowMapping::ThreadPerRow, &[1][..]), (RowMapping::SubgroupPerRow, &[1, 5])]
+    {
         let threads = kernels::by_input_threads(row_mapping);
         let options = |lanes| GpuOptions {
             backend: Some(Backend::Vulkan),
             row_mapping: Some(row_mapping),
+            allow_subgroups: Some(true),
             value_by_input: Some(true),
             by_input_lanes: Some(lanes),
             ..GpuOptions::default()
         };
         for lanes in (0..).map(|p| 1 << p).take_while(|&lanes| lanes <= threads) {
             let gpu = common::open(&options(lanes));
-            assert_eq!(gpu.by_input_lanes, lanes);
-            for rows in [1, 5] {
+            assert_eq!((gpu.row_mapping, gpu.by_input_lanes), (row_mapping, lanes));
+            for &rows in row_counts {
                 check_shapes(
                     &gpu,
                     rows,

@@ -5,7 +5,8 @@
 # own timeout and appends to $OUT/log.txt, so a round cut short still returns what it measured.
 #   carry .gl .dev; command: bash tools/gpu_round.sh [tests|speed|peers|all]
 # `peers` measures our decode and prefill on the released shapes next to web-rwkv's (when the
-# pack found its bench), the table issues 17 and 18 ask for.
+# pack found its bench), the table issues 17 and 18 ask for. Run one part per device call: each
+# part's step timeouts add up to more than a call's 600 s (the steps themselves take less).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PART=${1:-all}

@@ -28,6 +28,7 @@ if [ -x "$peer" ] && [ -f "$models" ]; then
   xz -f -T0 -6 .dev/webrwkv-bench
   cp "$models" .dev/gen_models.py
 else
+  rm -f .dev/webrwkv-bench.xz .dev/gen_models.py
   echo "note: no web-rwkv bench at $peer or no $models: the round's peer part will be skipped" >&2
 fi
 du -ch .dev/*.xz | tail -1

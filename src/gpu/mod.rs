@@ -195,6 +195,20 @@ impl Gpu {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let row_mapping = match options.row_mapping {
+            Some(RowMapping::SubgroupPerRow) if !subgroups => RowMapping::WorkgroupPerRow,
+            Some(mapping) => mapping,
+            None if cpu => RowMapping::ThreadPerRow,
+            None if subgroups => RowMapping::SubgroupPerRow,
+            None => RowMapping::WorkgroupPerRow,
+        };
+        let by_input_lanes = options.by_input_lanes.unwrap_or(if cpu { 16 } else { 4 });
+        let by_input_threads = crate::kernels::by_input_threads(row_mapping);
+        if !by_input_lanes.is_power_of_two() || by_input_lanes > by_input_threads {
+            return Err(Error::InvalidArgument(format!(
+                "by-input lanes must be a power of two up to {by_input_threads}, not {by_input_lanes}"
+            )));
+        }
         // Ask for everything the adapter can do: WebGPU's defaults (e.g. 128 MiB per storage
         // binding) are far below what big models need on real hardware.
         let limits = adapter.limits();
@@ -238,20 +252,6 @@ impl Gpu {
             });
         });
 
-        let row_mapping = match options.row_mapping {
-            Some(RowMapping::SubgroupPerRow) if !subgroups => RowMapping::WorkgroupPerRow,
-            Some(mapping) => mapping,
-            None if cpu => RowMapping::ThreadPerRow,
-            None if subgroups => RowMapping::SubgroupPerRow,
-            None => RowMapping::WorkgroupPerRow,
-        };
-        let by_input_lanes = options.by_input_lanes.unwrap_or(if cpu { 16 } else { 4 });
-        let by_input_threads = crate::kernels::by_input_threads(row_mapping);
-        if !by_input_lanes.is_power_of_two() || by_input_lanes > by_input_threads {
-            return Err(Error::InvalidArgument(format!(
-                "by-input lanes must be a power of two up to {by_input_threads}, not {by_input_lanes}"
-            )));
-        }
         log::info!(
             "adapter: {} (f16: {f16}, subgroups: {subgroups}, cooperative matrices: {coop:?}, {row_mapping:?})",
             describe_adapter(&info)

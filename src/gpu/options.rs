@@ -92,8 +92,9 @@ pub struct GpuOptions {
     /// slower on lavapipe either (BENCHMARKS.md).
     pub value_by_input: Option<bool>,
     /// Outputs per workgroup of the one-token product by input, in vec4 lanes: a power of two
-    /// up to its workgroup's 64 threads (CPU drivers) or 256 (GPUs), the other threads splitting
-    /// the inputs (`Gpu::by_input_lanes`; for tuning, `examples/value_product.rs` tries each).
+    /// up to its workgroup's threads (64 with the thread-per-row mapping, 256 with the others),
+    /// the other threads splitting the inputs (`Gpu::by_input_lanes`; for tuning,
+    /// `examples/value_product.rs` tries each).
     pub by_input_lanes: Option<usize>,
     /// Multiply prompts' matrices on cooperative matrices (tensor cores; `Gpu::coop`): where a
     /// GPU lists 16×16×16 or 8×8×8 f16 products summed in f32 and has subgroups of at most 32

@@ -35,13 +35,16 @@ pub fn variants() -> Vec<Gpu> {
                 fused_decode: Some(row_mapping != RowMapping::ThreadPerRow),
                 wkv_chunks: Some(row_mapping != RowMapping::ThreadPerRow),
                 value_by_input: Some(row_mapping != RowMapping::ThreadPerRow),
-                coop: coop_everywhere(),
+                coop: coop_everywhere().then_some(true),
                 ..GpuOptions::default()
             };
             let gpu = open(&options);
             if allow_f16 == Some(true) {
                 expect_feature(&gpu, "SHADER_F16", gpu.f16);
                 expect_feature(&gpu, "subgroups", gpu.subgroups);
+                if coop_everywhere() {
+                    expect_feature(&gpu, "cooperative matrices (RWKV_WGPU_TEST_COOP=1)", gpu.coop.is_some());
+                }
             }
             gpus.push(gpu);
         }
@@ -49,11 +52,12 @@ pub fn variants() -> Vec<Gpu> {
     gpus
 }
 
-/// With RWKV_WGPU_TEST_COOP set, every variant multiplies prompts on cooperative matrices where
-/// the adapter has them, CPU drivers included, as GPUs with tensor cores do by default: run the
-/// suite under `.ci/mesa-coop`'s lavapipe that way to try what a GPU round will run.
-fn coop_everywhere() -> Option<bool> {
-    std::env::var_os("RWKV_WGPU_TEST_COOP").map(|_| true)
+/// With RWKV_WGPU_TEST_COOP=1, the native-f16 variants and the default adapter multiply prompts
+/// on cooperative matrices, CPU drivers included, as GPUs with tensor cores do by default: run
+/// the suite under `.ci/mesa-coop`'s lavapipe that way to try what a GPU round will run. An
+/// adapter without them fails the variants' feature check.
+fn coop_everywhere() -> bool {
+    std::env::var("RWKV_WGPU_TEST_COOP").is_ok_and(|v| v == "1")
 }
 
 /// A variant asked for a feature its adapter lacks runs the fallback kernels under the
@@ -143,7 +147,13 @@ pub fn default_gpu() -> Gpu {
 }
 
 pub fn default_options() -> GpuOptions {
-    GpuOptions { backend: Some(Backend::Vulkan), coop: coop_everywhere(), ..GpuOptions::default() }
+    let coop = coop_everywhere();
+    GpuOptions {
+        backend: Some(Backend::Vulkan),
+        allow_f16: coop.then_some(true),
+        coop: coop.then_some(true),
+        ..GpuOptions::default()
+    }
 }
 
 /// wgpu's GL backend (llvmpipe over EGL in CI): no SHADER_F16 and no subgroups, so it runs the

@@ -98,7 +98,8 @@ mod tests {
         assert_eq!(choose(SubgroupPerRow, false, true, true), Kernel::Tiled);
         assert_eq!(choose(WorkgroupPerRow, false, false, false), Kernel::Blocked);
         assert_eq!(choose(SubgroupPerRow, false, true, false), Kernel::Blocked);
-        // Stored by input: its own matrix-vector kernels on every mapping.
+        // Stored by input: its own matrix-vector kernels on every mapping (runs_as_vector gives
+        // thread-per-row one row only, so it never takes by_input_rows in practice).
         for mapping in [ThreadPerRow, WorkgroupPerRow, SubgroupPerRow] {
             assert_eq!(Kernel::choose(mapping, true, true, true, true), Kernel::ByInput);
             assert_eq!(Kernel::choose(mapping, true, false, true, false), Kernel::ByInputRows);
