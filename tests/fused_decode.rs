@@ -11,6 +11,7 @@ use rwkv_wgpu::kernels::{
     self, Activation, Epilogue, NormInput, OperandRef, Prev, Recorder, SequenceEntry, Sequences,
     ShiftedInput, ShiftedSegment, Wkv7OneInputs,
 };
+use rwkv_wgpu::model::source::{DType, TensorData, TensorSource};
 use rwkv_wgpu::model::synthetic::{Shape, SyntheticV7};
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::quant::{MatrixFormat, PackedMatrix};
@@ -228,6 +229,45 @@ fn one_token_time_mix_matches_its_kernels_references() {
     }
 }
 
+/// RWKV-5/6's one-token kernel gives what the recurrence and the group norm (with and without
+/// the gate) give one after another, for heads of 64, 32 and 16 channels; the state of other
+/// slots is untouched. (With one token, RWKV-6's decay per token is one row, as RWKV-5's is.)
+#[test]
+fn one_token_recurrence_with_group_norm_matches_its_references() {
+    for gpu in gpus() {
+        for (heads, n, gated) in [(2usize, 64usize, true), (3, 32, false), (5, 16, true)] {
+            let c = heads * n;
+            let mut rng = Rng::new((c + n) as u64);
+            let [r, k, v, g] = [(); 4].map(|_| rng.vec(c, -1.0, 1.0));
+            let (w, u) = (rng.vec(c, 0.2, 0.99), rng.vec(c, -0.5, 0.5));
+            let norm = [rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5)].concat();
+            let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
+            let tensors = [&r, &k, &v, &g, &u].map(|values| upload(&gpu, c, values));
+            let [r_gpu, k_gpu, v_gpu, g_gpu, u_gpu] = &tensors;
+            let w_gpu = upload(&gpu, c, &w);
+            let (norm_gpu, state_gpu) = (upload(&gpu, c, &norm), upload(&gpu, c * n, &state));
+            let out = GpuTensor::zeros(&gpu, "out", 1, c).unwrap();
+            let inputs = kernels::Wkv5Inputs { r: r_gpu, k: k_gpu, v: v_gpu, w: &w_gpu, u: u_gpu };
+            let norm_gate = kernels::GroupNormGate { norm: &norm_gpu, gate: gated.then_some(g_gpu) };
+            run(&gpu, |rec| kernels::wkv5_one(rec, "wkv5_one", heads, (&state_gpu, inputs), norm_gate, &out));
+
+            let name = format!("{}, {heads} heads of {n}, gated {gated}", gpu.describe());
+            let mut expected_state = state.clone();
+            let slot = SLOT * c * n..(SLOT + 1) * c * n;
+            let y = kernels::wkv5_ref(heads, &mut expected_state[slot], &r, &k, &v, &w, &u);
+            let (weight, bias) = norm.split_at(c);
+            let expected = kernels::group_norm_ref(heads, &y, (weight, bias), gated.then_some(&g[..]));
+            assert_close(&format!("{name}: output"), &out.read(&gpu).unwrap(), &expected, 1e-4);
+            assert_close(&format!("{name}: state"), &state_gpu.read(&gpu).unwrap(), &expected_state, 1e-5);
+            let after = state_gpu.read(&gpu).unwrap();
+            for other in (0..SLOTS).filter(|&s| s != SLOT) {
+                let at = other * c * n..(other + 1) * c * n;
+                assert_eq!(after[at.clone()], state[at], "{name}: slot {other} changed");
+            }
+        }
+    }
+}
+
 /// A model decoded token by token gives the same logits with the fused kernels as without, in
 /// a slot other than the first, on every variant; a layer costs 6 dispatches instead of 14.
 #[test]
@@ -256,5 +296,60 @@ fn fused_decode_matches_the_unfused_kernels_in_6_dispatches_per_layer() {
         }
         // 3 layers of 6 instead of 13 (layer 0, without a value residual), 14 and 14.
         assert_eq!(unfused_dispatches - fused_dispatches, (13 + 14 + 14) - 3 * 6, "{options:?}");
+    }
+}
+
+/// A fixture's model with only its first `layers` blocks: the difference in dispatches between
+/// it and the whole model is what the rest of the layers cost.
+struct FirstLayers {
+    source: Box<dyn TensorSource>,
+    layers: usize,
+}
+
+impl FirstLayers {
+    fn kept(&self, name: &str) -> bool {
+        let block = name.strip_prefix("blocks.").and_then(|rest| rest.split('.').next());
+        block.and_then(|n| n.parse::<usize>().ok()).is_none_or(|n| n < self.layers)
+    }
+}
+
+impl TensorSource for FirstLayers {
+    fn format(&self) -> &'static str {
+        self.source.format()
+    }
+    fn names(&self) -> Vec<String> {
+        self.source.names().into_iter().filter(|name| self.kept(name)).collect()
+    }
+    fn meta(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        self.kept(name).then(|| self.source.meta(name)).flatten()
+    }
+    fn tensor(&self, name: &str) -> rwkv_wgpu::Result<TensorData<'_>> {
+        self.source.tensor(name)
+    }
+}
+
+/// The decode budget of issue 17 for RWKV-4 to 6: a layer's products that read the same input
+/// are stacked and run as one (receptance, key, value and gate; the channel mix's key and
+/// receptance; RWKV-6's five token-shift LoRA outputs), and RWKV-5/6's recurrence runs with its
+/// group norm. Counted on the 2-layer fixtures as the difference from their first layer alone,
+/// with the fused one-token kernels GPUs run.
+#[test]
+fn decoded_rwkv4_to_6_layers_run_their_products_stacked() {
+    let gpu =
+        Arc::new(Gpu::new(&GpuOptions { fused_decode: Some(true), ..common::default_options() }).unwrap());
+    // RWKV-4 and 5: r/k/v(/g), recurrence (with the group norm), output; the channel mix's key
+    // and receptance, value. RWKV-6 adds the token-shift LoRA (its input and its outputs), the
+    // shift itself and the decay LoRA (two products).
+    for (version, budget) in [("v4", 5), ("v5.0", 5), ("v5.1", 5), ("v5.2", 5), ("v6", 10)] {
+        let path = common::fixture_dir(version, "A").join("model.pth");
+        let dispatches = |layers: usize| {
+            let source = FirstLayers { source: rwkv_wgpu::model::source::open(&path).unwrap(), layers };
+            let model = Model::from_source(gpu.clone(), &source, &LoadOptions::default()).unwrap();
+            assert_eq!(model.config.layers, layers, "{version}");
+            let engine = Engine::new(Arc::new(model), EngineOptions { slots: 1, chunk: 8 }).unwrap();
+            engine.prepare(1, Logits::Last).unwrap()
+        };
+        let per_layer = dispatches(2) - dispatches(1);
+        assert_eq!(per_layer, budget, "{version}: a decoded layer takes {per_layer} dispatches");
     }
 }

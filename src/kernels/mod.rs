@@ -36,7 +36,7 @@ pub use self::sequences::{
 };
 pub use self::token_shift::{layer_norm_shift, token_shift, token_shift_ref, Mixes, NormInput, Prev};
 pub use self::wkv4::{wkv4, wkv4_ref, Wkv4Inputs, WKV4_INITIAL_PP};
-pub use self::wkv5::{wkv5, wkv5_ref, Wkv5Inputs};
+pub use self::wkv5::{wkv5, wkv5_one, wkv5_ref, GroupNormGate, Wkv5Inputs, WKV5_ONE_MAX_HEAD};
 pub use self::wkv7::{wkv7, wkv7_keys, wkv7_keys_ref, wkv7_ref, KeyInputs, Wkv7Inputs, L2_EPS};
 pub use self::wkv7_chunks::{
     wkv7_chunk_width, wkv7_chunked, wkv7_chunked_supports, WKV7_CHUNK, WKV7_CHUNKED_SEQUENCES,
@@ -87,6 +87,7 @@ mod wgsl {
     pub const WKV_BINDINGS: &str = include_str!("../../shaders/wkv_bindings.wgsl");
     pub const WKV4: &str = include_str!("../../shaders/wkv4.wgsl");
     pub const WKV5: &str = include_str!("../../shaders/wkv5.wgsl");
+    pub const WKV5_ONE: &str = include_str!("../../shaders/wkv5_one.wgsl");
     pub const WKV7_STEP: &str = include_str!("../../shaders/wkv7_step.wgsl");
     pub const WKV7: &str = include_str!("../../shaders/wkv7.wgsl");
     pub const WKV7_CHUNKS: &str = include_str!("../../shaders/wkv7_chunks.wgsl");

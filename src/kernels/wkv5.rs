@@ -1,16 +1,29 @@
-//! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel.
+//! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel; and, for
+//! one token per sequence, the recurrence with the group norm (and gate) after it in one kernel.
 
 use super::sequences::SEQUENCE_SIZES;
 use super::sequences::{HeadWalk, WKV_BINDINGS};
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
-use crate::error::Result;
-use crate::gpu::{GpuTensor, KernelSource};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, GN_EPS};
+use crate::error::{Error, Result};
+use crate::gpu::Access::{Read, ReadWrite, Uniform};
+use crate::gpu::{Access, GpuTensor, KernelSource};
 
 const WKV5: KernelSource = KernelSource {
     name: "wkv5",
     parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV_BINDINGS, wgsl::WKV5],
     sizes: SEQUENCE_SIZES,
 };
+
+const WKV5_ONE: KernelSource = KernelSource {
+    name: "wkv5_one",
+    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV_BINDINGS, wgsl::REDUCE, wgsl::WKV5_ONE],
+    sizes: SEQUENCE_SIZES,
+};
+/// [`WKV_BINDINGS`], then the group norm's weights and the gate.
+const WKV5_ONE_BINDINGS: &[Access] =
+    &[Uniform, Uniform, ReadWrite, Read, Read, Read, Read, Read, ReadWrite, Read, Read];
+/// The largest head [`wkv5_one`] takes: one thread per channel of a 64-thread workgroup.
+pub const WKV5_ONE_MAX_HEAD: usize = 64;
 
 /// The inputs of [`wkv5`]: `r`, `k`, `v` are [rows, C].
 pub struct Wkv5Inputs<'a> {
@@ -57,6 +70,79 @@ pub fn wkv5(
     // One pass over the head's keys per token.
     let walk = (rows, head_size as usize);
     rec.record_walk(&pipeline, label, walk, params, &storage, to_u32(label, c.div_ceil(64))?)
+}
+
+/// `Params` of wkv5_one.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct OneParams {
+    heads: u32,
+    head_size: u32,
+    eps: f32,
+    padding: u32,
+}
+
+/// The group norm after [`wkv5_one`]'s recurrence: `norm` = [ln_x weight; ln_x bias], [2, C],
+/// and RWKV-5.1 and later's gate, [rows, C].
+pub struct GroupNormGate<'a> {
+    pub norm: &'a GpuTensor,
+    pub gate: Option<&'a GpuTensor>,
+}
+
+/// Records [`wkv5`] and then [`super::group_norm`] of its output into `out`, for a step of one
+/// token per sequence, in one dispatch (a workgroup per head and sequence). Heads of at most
+/// [`WKV5_ONE_MAX_HEAD`].
+pub fn wkv5_one(
+    rec: &mut Recorder,
+    label: &str,
+    heads: usize,
+    (state, inputs): (&GpuTensor, Wkv5Inputs),
+    GroupNormGate { norm, gate }: GroupNormGate,
+    out: &GpuTensor,
+) -> Result<()> {
+    let Wkv5Inputs { r, k, v, w, u } = inputs;
+    let (rows, c) = (r.rows, r.cols);
+    let sequences = rec.sequences(label)?.count;
+    if sequences != rows {
+        return Err(Error::InvalidArgument(format!("{label}: {rows} rows for {sequences} sequences")));
+    }
+    for (name, operand) in [("k", k), ("v", v), ("out", out)] {
+        expect_shape(label, name, operand, rows, c)?;
+    }
+    expect_shape(label, "u", u, 1, c)?;
+    expect_shape(label, "norm", norm, 2, c)?;
+    if let Some(gate) = gate {
+        expect_shape(label, "gate", gate, rows, c)?;
+    }
+    let per_row = w.rows != 1 || rows == 1;
+    expect_shape(label, "w", w, if per_row { rows } else { 1 }, c)?;
+    let (heads, head_size) = split_heads(label, heads, c)?;
+    if head_size as usize > WKV5_ONE_MAX_HEAD {
+        return Err(Error::InvalidArgument(format!(
+            "{label}: heads of {head_size} channels, more than the {WKV5_ONE_MAX_HEAD} this kernel takes"
+        )));
+    }
+    expect_shape(label, "state", state, state.rows, c * head_size as usize)?;
+    let constants = [
+        ("DECAY_PER_ROW", f64::from(per_row)),
+        ("GATED", f64::from(gate.is_some())),
+        ("HEAD_SIZE", f64::from(head_size)),
+    ];
+    let pipeline = rec.gpu.pipeline(&WKV5_ONE, "wkv5_one", WKV5_ONE_BINDINGS, &constants)?;
+    let params = OneParams { heads, head_size, eps: GN_EPS, padding: 0 };
+    let storage = [
+        state.binding(),
+        r.binding(),
+        k.binding(),
+        v.binding(),
+        w.binding(),
+        u.binding(),
+        out.binding(),
+        norm.binding(),
+        // Without a gate, a binding never read.
+        gate.unwrap_or(norm).binding(),
+    ];
+    rec.record(&pipeline, label, &params, &storage, [heads, to_u32(label, rows)?, 1])
 }
 
 /// CPU reference of [`wkv5`] for one sequence (`r`, `k`, `v` its rows in order), as the official

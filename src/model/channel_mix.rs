@@ -4,7 +4,7 @@
 
 use super::config::ModelConfig;
 use super::loader::{Loader, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{self, Activation, Epilogue, NormInput, Recorder, ShiftedInput, ShiftedSegment};
 
@@ -12,12 +12,12 @@ use crate::kernels::{self, Activation, Epilogue, NormInput, Recorder, ShiftedInp
 pub struct ChannelMix<S: Store> {
     /// Token-shift mixes, [k] or [k; r], in the `x + (prev − x)·mix` form.
     pub mixes: S::Vector,
-    /// [F, C]
+    /// W_k [F, C]; in RWKV-4…6 with W_r [C, C] stacked below it, so that one pass reads both.
     pub key: S::Matrix,
     /// [C, F], on GPUs stored by input
     pub value: S::Matrix,
-    /// [C, C]; absent in RWKV-7.
-    pub receptance: Option<S::Matrix>,
+    /// RWKV-4…6 gate the output by σ(W_r·x_r); RWKV-7 has no receptance.
+    pub gated: bool,
 }
 
 impl<S: Store> ChannelMix<S> {
@@ -32,13 +32,15 @@ impl<S: Store> ChannelMix<S> {
         } else {
             loader.stacked(&label, &names, c)?
         };
-        let receptance =
-            if layout.gated { Some(loader.linear(&ffn("receptance.weight"), c, c)?) } else { None };
+        let mut key = vec![(ffn("key.weight"), config.ffn)];
+        if layout.gated {
+            key.push((ffn("receptance.weight"), c));
+        }
         Ok(ChannelMix {
             mixes,
-            key: loader.linear(&ffn("key.weight"), config.ffn, c)?,
+            key: loader.linear_stacked(&key, c)?,
             value: loader.linear_sparse_input(&ffn("value.weight"), c, config.ffn)?,
-            receptance,
+            gated: layout.gated,
         })
     }
 }
@@ -48,19 +50,25 @@ pub struct ChannelScratch {
     /// x_k (and x_r), one stack.
     shifted: Vec<GpuTensor>,
     stride: usize,
+    /// relu(W_k·x_k)² and, gated, σ(W_r·x_r), in one buffer: the stacked product writes both.
     hidden: GpuTensor,
-    gate: GpuTensor,
+    gate: Option<GpuTensor>,
 }
 
 impl ChannelScratch {
     pub fn new(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<ChannelScratch> {
         let mixes = config.version.architecture.channel_mix.mixes.len();
         let (shifted, stride) = pool.stack(gpu, "ffn.shifted", mixes, rows, config.embd)?;
+        let gated = config.version.architecture.channel_mix.gated;
+        let width = if gated { config.ffn.max(config.embd) } else { config.ffn };
+        let (outputs, _) = pool.stack(gpu, "ffn.hidden_gate", 1 + usize::from(gated), rows, width)?;
+        let mut outputs = outputs.into_iter();
+        let hidden = outputs.next().map(|entry| GpuTensor { cols: config.ffn, ..entry });
         Ok(ChannelScratch {
             shifted,
             stride,
-            hidden: pool.tensor(gpu, "ffn.hidden", rows, config.ffn)?,
-            gate: pool.tensor(gpu, "ffn.gate", rows, config.embd)?,
+            hidden: hidden.ok_or_else(|| Error::Internal("no channel-mix scratch".into()))?,
+            gate: outputs.next().map(|entry| GpuTensor { cols: config.embd, ..entry }),
         })
     }
 }
@@ -78,24 +86,20 @@ impl ChannelMix<Gpu> {
         let shifted = ShiftedInput { input, prev, mixes: &self.mixes };
         // k = relu(W_k·x_k)² and, with a receptance, r = σ(W_r·x_r), where
         // x_* = xf + (xf_prev − xf) ⊙ mix_* and xf = LN2(x)
-        let key = [ShiftedSegment { mix: 0, y: &s.hidden, activation: Activation::ReluSquared }];
-        let gate = [ShiftedSegment { mix: 1, y: &s.gate, activation: Activation::Sigmoid }];
-        let mut products = vec![("key", &self.key, &key[..])];
-        if let Some(receptance) = &self.receptance {
-            products.push(("receptance", receptance, &gate[..]));
+        let mut key = vec![ShiftedSegment { mix: 0, y: &s.hidden, activation: Activation::ReluSquared }];
+        let gate = if self.gated { s.gate.as_ref() } else { None };
+        if let Some(gate) = gate {
+            key.push(ShiftedSegment { mix: 1, y: gate, activation: Activation::Sigmoid });
         }
         let remember = kernels::shifted_products(
             rec,
             label,
             (shifted, kernels::Prev::Update),
             (&s.shifted, s.stride),
-            &products,
+            &[("key", &self.key, &key[..])],
         )?;
         // x += W_v·k (⊙ r); the input is mostly zeros
-        let value = match &self.receptance {
-            None => Epilogue::ACCUMULATE,
-            Some(_) => Epilogue::gated_accumulate(&s.gate),
-        };
+        let value = gate.map_or(Epilogue::ACCUMULATE, Epilogue::gated_accumulate);
         let value = value.sparse_input().remember_if(remember);
         kernels::linear(rec, &label("value"), &self.value, &s.hidden, input.x, value)
     }

@@ -273,14 +273,16 @@ impl<'a, S: Store> Loader<'a, S> {
         self.packed(format, rows, cols, || self.matrix_values(name, &[rows, cols], format))
     }
 
-    /// Large matrices of one shape `[rows, cols]`, stacked by rows into one so that a grouped
-    /// product reads them in one pass; each in the format the plan or the file gives it (they
-    /// must agree; floats of different precisions are all kept in the widest).
-    pub fn linear_stacked(&self, names: &[String], rows: usize, cols: usize) -> Result<S::Matrix> {
+    /// Large matrices `[rows, cols]` of one width, given as (name, rows), stacked by rows into
+    /// one so that a grouped product reads them in one pass; each in the format the plan or the
+    /// file gives it (they must agree; floats of different precisions are all kept in the
+    /// widest).
+    pub fn linear_stacked(&self, matrices: &[(String, usize)], cols: usize) -> Result<S::Matrix> {
         let formats: Vec<MatrixFormat> =
-            names.iter().map(|name| self.format(name, self.plan.format_of(name))).collect();
-        let mut packed = Vec::with_capacity(names.len());
-        for (name, format) in names.iter().zip(widest_floats(formats)) {
+            matrices.iter().map(|(name, _)| self.format(name, self.plan.format_of(name))).collect();
+        let mut packed = Vec::with_capacity(matrices.len());
+        for ((name, rows), format) in matrices.iter().zip(widest_floats(formats)) {
+            let rows = *rows;
             packed.push(match self.source.packed(name)? {
                 Some(matrix) if (matrix.rows, matrix.cols) != (rows, cols) => {
                     return Err(Error::Shape {
@@ -296,7 +298,8 @@ impl<'a, S: Store> Loader<'a, S> {
                 }
             });
         }
-        self.store_stacked(names, packed)
+        let names: Vec<String> = matrices.iter().map(|(name, _)| name.clone()).collect();
+        self.store_stacked(&names, packed)
     }
 
     /// LoRA factors stored `[in, out]` with a common `in`, each transposed to `[out, in]` and
@@ -393,29 +396,25 @@ impl<'a, S: Store> Loader<'a, S> {
 
 impl<S: Store> Loader<'_, S> {
     /// `count` matrices stored as one `[count, inputs, outputs]` tensor (RWKV-6's
-    /// `time_maa_w2`), each transposed to `[outputs, inputs]`, never quantized.
-    pub fn matrices_transposed(
+    /// `time_maa_w2`), each transposed to `[outputs, inputs]` and stacked by rows into one
+    /// `[count · outputs, inputs]` that a grouped product reads in one pass, never quantized.
+    /// Stores that keep no values see the parts as `name[i]`.
+    pub fn matrices_transposed_stacked_parts(
         &self,
         name: &str,
         count: usize,
         inputs: usize,
         outputs: usize,
-    ) -> Result<Vec<S::Matrix>> {
+    ) -> Result<S::Matrix> {
         let format = self.small_format(name);
         let stored = self.matrix_values(name, &[count, inputs, outputs], format)?;
-        stored
+        let packed = stored
             .chunks_exact((inputs * outputs).max(1))
-            .enumerate()
-            .map(|(index, slice)| {
-                let values = if S::KEEPS_VALUES { transpose(slice, inputs, outputs) } else { Vec::new() };
-                let packed = if S::KEEPS_VALUES {
-                    PackedMatrix::pack(format, outputs, inputs, &values)?
-                } else {
-                    PackedMatrix { format, rows: outputs, cols: inputs, words: Vec::new() }
-                };
-                self.store.matrix(&format!("{name}[{index}]"), packed)
-            })
-            .collect()
+            .take(count)
+            .map(|slice| self.packed(format, outputs, inputs, || Ok(transpose(slice, inputs, outputs))))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = (0..count).map(|index| format!("{name}[{index}]")).collect();
+        self.store_stacked(&names, packed)
     }
 }
 

@@ -35,9 +35,8 @@ fn initial_wkv(config: &ModelConfig) -> Vec<f32> {
 pub struct TimeMix4<S: Store> {
     /// 1 − time_mix_{k,v,r}, stacked: [3, C].
     pub mixes: S::Vector,
-    pub receptance: S::Matrix,
-    pub key: S::Matrix,
-    pub value: S::Matrix,
+    /// Receptance, key and value stacked by rows, [3C, C]: one pass reads all three.
+    pub rkv: S::Matrix,
     pub output: S::Matrix,
     /// −exp(time_decay), the log-space decay per token.
     pub decay: S::Vector,
@@ -49,15 +48,13 @@ impl<S: Store> LoadTimeMix<S> for TimeMix4<S> {
     fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
+        let weight = |name: &str| (att(&format!("{name}.weight")), c);
         let mixes = ["time_mix_k", "time_mix_v", "time_mix_r"].map(att);
         let decay = loader.vector_f32(&att("time_decay"), c)?.into_iter().map(|d| -d.exp()).collect();
         Ok(TimeMix4 {
             mixes: loader.stacked_complement(&att("time_mix_*"), &mixes, c)?,
-            receptance: linear("receptance")?,
-            key: linear("key")?,
-            value: linear("value")?,
-            output: linear("output")?,
+            rkv: loader.linear_stacked(&["receptance", "key", "value"].map(weight), c)?,
+            output: loader.linear(&att("output.weight"), c, c)?,
             decay: loader.store.vector(&att("time_decay"), decay)?,
             first: loader.vector(&att("time_first"), c)?,
         })
@@ -69,9 +66,8 @@ pub struct Scratch4 {
     /// x_k, x_v, x_r.
     shifted: [GpuTensor; 3],
     stride: usize,
-    r: GpuTensor,
-    k: GpuTensor,
-    v: GpuTensor,
+    /// r, k, v: one stack, which the stacked product writes.
+    rkv: [GpuTensor; 3],
     y: GpuTensor,
 }
 
@@ -81,8 +77,8 @@ impl TimeMix for TimeMix4<Gpu> {
     fn scratch(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<Scratch4> {
         let c = config.embd;
         let (shifted, stride) = pool.stack_of(gpu, "att.shifted", rows, c)?;
-        let vector = |name: &str| pool.tensor(gpu, &format!("att.{name}"), rows, c);
-        Ok(Scratch4 { shifted, stride, r: vector("r")?, k: vector("k")?, v: vector("v")?, y: vector("y")? })
+        let (rkv, _) = pool.stack_of(gpu, "att.rkv", rows, c)?;
+        Ok(Scratch4 { shifted, stride, rkv, y: pool.tensor(gpu, "att.y", rows, c)? })
     }
 
     fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch4) -> Result<()> {
@@ -92,26 +88,21 @@ impl TimeMix for TimeMix4<Gpu> {
         // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (xa = LN1(x));
         // 2. r = σ(W_r·x_r), k = W_k·x_k, v = W_v·x_v
         let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.mixes };
-        let segment = |mix, y, activation| [ShiftedSegment { mix, y, activation }];
-        let (r, k, v) = (
-            segment(2, &s.r, Activation::Sigmoid),
-            segment(0, &s.k, Activation::None),
-            segment(1, &s.v, Activation::None),
-        );
-        let products = [
-            ("receptance", &self.receptance, &r[..]),
-            ("key", &self.key, &k[..]),
-            ("value", &self.value, &v[..]),
+        let [r, k, v] = &s.rkv;
+        let rkv = [
+            ShiftedSegment { mix: 2, y: r, activation: Activation::Sigmoid },
+            ShiftedSegment { mix: 0, y: k, activation: Activation::None },
+            ShiftedSegment { mix: 1, y: v, activation: Activation::None },
         ];
         let remember = kernels::shifted_products(
             rec,
             label,
             (shifted, kernels::Prev::Update),
             (&s.shifted, s.stride),
-            &products,
+            &[("rkv", &self.rkv, &rkv[..])],
         )?;
         // 3. y = r ⊙ (Σ e^(w·age + k)·v + e^(u + k)·v) / (same without v), updating aa, bb, pp
-        let inputs = Wkv4Inputs { r: &s.r, k: &s.k, v: &s.v, w: &self.decay, u: &self.first };
+        let inputs = Wkv4Inputs { r, k, v, w: &self.decay, u: &self.first };
         kernels::wkv4(rec, &label("wkv"), &state.wkv, inputs, &s.y)?;
         // 4. x += W_o·y; the sequence remembers xa
         let output = Epilogue::ACCUMULATE.remember_if(remember);

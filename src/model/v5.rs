@@ -15,10 +15,11 @@ use super::config::{heads_from, ModelConfig};
 use super::embedding::NormalizedIn;
 use super::loader::{Inventory, Loader, Store};
 use super::source::TensorSource;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::{
-    self, Activation, Epilogue, Recorder, Remember, ShiftedInput, ShiftedSegment, Wkv5Inputs,
+    self, Activation, Epilogue, GroupNormGate, Recorder, Remember, Segment, ShiftedInput, ShiftedSegment,
+    Wkv5Inputs, WKV5_ONE_MAX_HEAD,
 };
 
 pub static ARCHITECTURE: Architecture = Architecture {
@@ -64,11 +65,10 @@ pub struct TimeMix5<S: Store> {
 /// The part of the time mix RWKV-5 and RWKV-6 share: the projections, the bonus of the current
 /// token, the group norm and the output.
 pub struct Core5<S: Store> {
-    pub receptance: S::Matrix,
-    pub key: S::Matrix,
-    pub value: S::Matrix,
-    /// RWKV-5.1 and later.
-    pub gate: Option<S::Matrix>,
+    /// Receptance, key, value and (RWKV-5.1 and later) gate stacked by rows, [3C or 4C, C]:
+    /// one pass reads them all.
+    pub projections: S::Matrix,
+    pub gated: bool,
     pub output: S::Matrix,
     /// The bonus of the current token, per channel.
     pub first: S::Vector,
@@ -110,13 +110,15 @@ impl<S: Store> Core5<S> {
     pub fn load(loader: &Loader<S>, config: &ModelConfig, layer: usize) -> Result<Self> {
         let c = config.embd;
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let linear = |name: &str| loader.linear(&att(&format!("{name}.weight")), c, c);
+        let gated = loader.has(&att("gate.weight"));
+        let projections = ["receptance", "key", "value", "gate"][..3 + usize::from(gated)]
+            .iter()
+            .map(|name| (att(&format!("{name}.weight")), c))
+            .collect::<Vec<_>>();
         Ok(Core5 {
-            receptance: linear("receptance")?,
-            key: linear("key")?,
-            value: linear("value")?,
-            gate: if loader.has(&att("gate.weight")) { Some(linear("gate")?) } else { None },
-            output: linear("output")?,
+            projections: loader.linear_stacked(&projections, c)?,
+            gated,
+            output: loader.linear(&att("output.weight"), c, c)?,
             first: bonus(loader, layer, config)?,
             ln_x: loader.norm(&att("ln_x"), c)?,
         })
@@ -128,7 +130,7 @@ impl<S: Store> LoadTimeMix<S> for TimeMix5<S> {
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
         let core = Core5::load(loader, config, layer)?;
         let mut mixes = vec![att("time_mix_k"), att("time_mix_v"), att("time_mix_r")];
-        if core.gate.is_some() {
+        if core.gated {
             mixes.push(att("time_mix_g"));
         }
         let decay =
@@ -143,10 +145,8 @@ impl<S: Store> LoadTimeMix<S> for TimeMix5<S> {
 
 /// Intermediate values of [`Core5`], shared by every layer.
 pub struct CoreScratch {
-    r: GpuTensor,
-    k: GpuTensor,
-    v: GpuTensor,
-    g: GpuTensor,
+    /// r, k, v, g: one stack, which the stacked projections write.
+    rkvg: [GpuTensor; 4],
     y: GpuTensor,
     y_normed: GpuTensor,
 }
@@ -154,42 +154,46 @@ pub struct CoreScratch {
 impl CoreScratch {
     pub fn new(gpu: &Gpu, pool: &ScratchPool, config: &ModelConfig, rows: usize) -> Result<CoreScratch> {
         let vector = |name: &str| pool.tensor(gpu, &format!("att.{name}"), rows, config.embd);
-        Ok(CoreScratch {
-            r: vector("r")?,
-            k: vector("k")?,
-            v: vector("v")?,
-            g: vector("g")?,
-            y: vector("y")?,
-            y_normed: vector("y_normed")?,
-        })
+        let (rkvg, _) = pool.stack_of(gpu, "att.rkvg", rows, config.embd)?;
+        Ok(CoreScratch { rkvg, y: vector("y")?, y_normed: vector("y_normed")? })
+    }
+
+    /// The segments of [`Core5::projections`] in their order, each writing its own output:
+    /// r, k, v, then, where the model has a gate, g = silu(W_g·x_g).
+    fn projections<'a, T>(
+        &'a self,
+        core: &Core5<Gpu>,
+        inputs: [T; 4],
+    ) -> Vec<(T, &'a GpuTensor, Activation)> {
+        let activations = [Activation::None, Activation::None, Activation::None, Activation::Silu];
+        let count = 3 + usize::from(core.gated);
+        inputs.into_iter().zip(&self.rkvg).zip(activations).take(count).map(|((x, y), a)| (x, y, a)).collect()
     }
 }
 
-/// The token-shifted inputs of [`Core5`]; `g` only where the model has a gate.
+/// The token-shifted inputs of [`Core5`]'s projections, in one stack: x_r, x_k, x_v, x_g.
 pub struct Shifted<'a> {
     pub r: &'a GpuTensor,
     pub k: &'a GpuTensor,
     pub v: &'a GpuTensor,
-    pub g: Option<&'a GpuTensor>,
+    pub g: &'a GpuTensor,
 }
 
 impl Core5<Gpu> {
-    /// Records `r, k, v = W·x_*` and, with a gate, `g = silu(W_g·x_g)`.
+    /// Records `r, k, v = W·x_*` and, with a gate, `g = silu(W_g·x_g)`, in one grouped product.
     pub fn project(&self, rec: &mut Recorder, layer: usize, x: Shifted, s: &CoreScratch) -> Result<()> {
-        let label = |op: &str| format!("L{layer}.att.{op}");
-        kernels::linear(rec, &label("receptance"), &self.receptance, x.r, &s.r, Epilogue::PLAIN)?;
-        kernels::linear(rec, &label("key"), &self.key, x.k, &s.k, Epilogue::PLAIN)?;
-        kernels::linear(rec, &label("value"), &self.value, x.v, &s.v, Epilogue::PLAIN)?;
-        match (&self.gate, x.g) {
-            (Some(gate), Some(xg)) => {
-                kernels::linear(rec, &label("gate"), gate, xg, &s.g, Epilogue::then(Activation::Silu))
-            }
-            (None, None) => Ok(()),
-            _ => Err(Error::InvalidArgument(format!(
-                "{}: the gate needs its weight and its input",
-                label("gate")
-            ))),
-        }
+        let segments: Vec<Segment> = s
+            .projections(self, [x.r, x.k, x.v, x.g])
+            .into_iter()
+            .map(|(x, y, activation)| Segment { x, y, activation })
+            .collect();
+        kernels::linear_grouped(
+            rec,
+            &format!("L{layer}.att.rkvg"),
+            &self.projections,
+            &segments,
+            Epilogue::PLAIN,
+        )
     }
 
     /// Records the state update and read-out with decay `w`:
@@ -204,10 +208,17 @@ impl Core5<Gpu> {
         (s, remember): (&CoreScratch, Option<Remember>),
     ) -> Result<()> {
         let label = |op: &str| format!("L{layer}.att.{op}");
-        let inputs = Wkv5Inputs { r: &s.r, k: &s.k, v: &s.v, w, u: &self.first };
-        kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &s.y)?;
-        let gate = self.gate.as_ref().map(|_| &s.g);
-        kernels::group_norm(rec, &label("ln_x"), heads, &s.y, &self.ln_x, gate, &s.y_normed)?;
+        let [r, k, v, g] = &s.rkvg;
+        let inputs = Wkv5Inputs { r, k, v, w, u: &self.first };
+        let gate = self.gated.then_some(g);
+        let one_token = r.rows == 1 && rec.gpu.fused_decode && r.cols / heads.max(1) <= WKV5_ONE_MAX_HEAD;
+        if one_token {
+            let norm = GroupNormGate { norm: &self.ln_x, gate };
+            kernels::wkv5_one(rec, &label("wkv_ln_x"), heads, (state, inputs), norm, &s.y_normed)?;
+        } else {
+            kernels::wkv5(rec, &label("wkv"), heads, state, inputs, &s.y)?;
+            kernels::group_norm(rec, &label("ln_x"), heads, &s.y, &self.ln_x, gate, &s.y_normed)?;
+        }
         let output = Epilogue::ACCUMULATE.remember_if(remember);
         kernels::linear(rec, &label("output"), &self.output, &s.y_normed, x, output)
     }
@@ -236,26 +247,19 @@ impl TimeMix for TimeMix5<Gpu> {
         // 1. x_* = xa·m + xa_prev·(1 − m) for m = time_mix_k, v, r (and g), xa = LN1(x);
         // 2. r, k, v = W·x_*; g = silu(W_g·x_g)
         let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.mixes };
-        let segment = |mix, y, activation| [ShiftedSegment { mix, y, activation }];
-        let none = Activation::None;
-        let (r, k, v) =
-            (segment(2, &scratch.r, none), segment(0, &scratch.k, none), segment(1, &scratch.v, none));
-        let g = segment(3, &scratch.g, Activation::Silu);
-        let mut products = vec![
-            ("receptance", &core.receptance, &r[..]),
-            ("key", &core.key, &k[..]),
-            ("value", &core.value, &v[..]),
-        ];
-        if let Some(gate) = &core.gate {
-            products.push(("gate", gate, &g[..]));
-        }
-        let mixed = &s.shifted[..products.len()];
+        // The mixes are stacked k, v, r, g.
+        let segments: Vec<ShiftedSegment> = scratch
+            .projections(core, [2, 0, 1, 3])
+            .into_iter()
+            .map(|(mix, y, activation)| ShiftedSegment { mix, y, activation })
+            .collect();
+        let mixed = &s.shifted[..segments.len()];
         let remember = kernels::shifted_products(
             rec,
             label,
             (shifted, kernels::Prev::Update),
             (mixed, s.stride),
-            &products,
+            &[("rkvg", &core.projections, &segments[..])],
         )?;
         // 3. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) [⊙ g]); the sequence
         //    remembers xa

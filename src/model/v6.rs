@@ -15,7 +15,7 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, ShiftedInput, ShiftedSegment};
+use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment, ShiftedInput, ShiftedSegment};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -44,12 +44,13 @@ fn time_mix_shape(source: &dyn TensorSource, widths: &Widths) -> Result<TimeMixS
 pub struct TimeMix6<S: Store> {
     /// time_maa_x: the shift that feeds the mix projection.
     pub maa_x: S::Vector,
-    /// time_maa_{w,k,v,r,g}: each mix's static part, the bias of its projection.
-    pub maa: Vec<S::Vector>,
+    /// time_maa_{w,k,v,r,g}: each mix's static part, the bias of its projection, as one row
+    /// [5·C].
+    pub maa: S::Vector,
     /// time_maa_w1 as [5·D, C].
     pub maa_w1: S::Matrix,
-    /// time_maa_w2 as five [C, D].
-    pub maa_w2: Vec<S::Matrix>,
+    /// time_maa_w2 as five [C, D], stacked by rows: one pass reads them all.
+    pub maa_w2: S::Matrix,
     /// time_decay [C], the bias of the decay projection.
     pub decay: S::Vector,
     /// time_decay_w1 as [Dd, C], time_decay_w2 as [C, Dd].
@@ -64,18 +65,25 @@ impl<S: Store> LoadTimeMix<S> for TimeMix6<S> {
         let c = config.embd;
         let (mix_rank, decay_rank) = (config.rank("token shift"), config.rank("decay"));
         let att = |name: &str| format!("blocks.{layer}.att.{name}");
-        let maa =
-            MIXES.iter().map(|m| loader.vector(&att(&format!("time_maa_{m}")), c)).collect::<Result<_>>()?;
+        let mut maa = Vec::with_capacity(MIXES.len() * c);
+        for m in MIXES {
+            maa.extend(loader.vector_f32(&att(&format!("time_maa_{m}")), c)?);
+        }
         let decay = per_channel(loader, &att("time_decay"), config)?;
         let core = Core5::load(loader, config, layer)?;
-        if core.gate.is_none() {
+        if !core.gated {
             return Err(Error::MissingTensor { name: att("gate.weight"), hint: String::new() });
         }
         Ok(TimeMix6 {
             maa_x: loader.vector(&att("time_maa_x"), c)?,
-            maa,
+            maa: loader.store.vector(&att("time_maa_*"), maa)?,
             maa_w1: loader.matrix_transposed(&att("time_maa_w1"), c, MIXES.len() * mix_rank)?,
-            maa_w2: loader.matrices_transposed(&att("time_maa_w2"), MIXES.len(), mix_rank, c)?,
+            maa_w2: loader.matrices_transposed_stacked_parts(
+                &att("time_maa_w2"),
+                MIXES.len(),
+                mix_rank,
+                c,
+            )?,
             decay: loader.store.vector(&att("time_decay"), decay)?,
             decay_w1: loader.matrix_transposed(&att("time_decay_w1"), c, decay_rank)?,
             decay_w2: loader.matrix_transposed(&att("time_decay_w2"), decay_rank, c)?,
@@ -138,25 +146,21 @@ impl TimeMix for TimeMix6<Gpu> {
         // The second shift below updates the state: nothing is left to remember.
         kernels::shifted_products(rec, label, (shifted, Prev::Keep), xxx, &products)?;
         let shift = (xa, &state.att_x);
-        let projections = self.maa_w2.iter().zip(&self.maa);
-        for ((name, (w2, bias)), (hidden, mix)) in
-            MIXES.iter().zip(projections).zip(s.mix_hidden.iter().zip(&s.mixes))
-        {
-            kernels::linear(
-                rec,
-                &label(&format!("maa_w2.{name}")),
-                w2,
-                hidden,
-                mix,
-                Epilogue::bias(bias, None),
-            )?;
-        }
+        let mixes: Vec<_> =
+            s.mix_hidden.iter().zip(&s.mixes).map(|(x, y)| Segment { x, y, activation: None }).collect();
+        kernels::linear_grouped(
+            rec,
+            &label("maa_w2"),
+            &self.maa_w2,
+            &mixes,
+            Epilogue::bias(&self.maa, None),
+        )?;
         // 3. x_* = xa + (xa_prev − xa) ⊙ m_*
         let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
         kernels::token_shift(rec, &label("shift"), shift, mixes, &s.shifted, s.shifted_stride, Prev::Update)?;
         let [xw, xk, xv, xr, xg] = &s.shifted;
         // 4. r, k, v = W·x_*; g = silu(W_g·x_g)
-        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: Some(xg) }, &s.core)?;
+        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: xg }, &s.core)?;
         // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
         kernels::linear(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
         kernels::linear(

@@ -118,8 +118,8 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
         let (decay, rate, gate) = (config.rank("decay"), config.rank("in-context rate"), config.rank("gate"));
 
         let mix_names: Vec<String> = TIME_MIXES.iter().map(|m| att(m)).collect();
-        let rkv: Vec<String> =
-            ["receptance", "key", "value"].iter().map(|m| att(&format!("{m}.weight"))).collect();
+        let rkv: Vec<(String, usize)> =
+            ["receptance", "key", "value"].iter().map(|m| (att(&format!("{m}.weight")), c)).collect();
         // The LoRA outputs in one buffer, which the one-token kernel reads through one binding.
         let mut outputs = vec![(att("w2"), decay), (att("a2"), rate), (att("g2"), gate)];
         if layer > 0 {
@@ -139,7 +139,7 @@ impl<S: Store> LoadTimeMix<S> for TimeMix7<S> {
         let r_k = loader.store.vector(&att("r_k"), r_k_values)?;
         Ok(TimeMix7 {
             mixes: loader.stacked(&att("x_*"), &mix_names, c)?,
-            rkv: loader.linear_stacked(&rkv, c, c)?,
+            rkv: loader.linear_stacked(&rkv, c)?,
             output: loader.linear(&att("output.weight"), c, c)?,
             lora_in: loader.matrices_transposed_stacked(&lora_in, c)?,
             w0: vector("w0")?,
