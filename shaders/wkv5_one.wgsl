@@ -47,7 +47,10 @@ fn wkv5_one(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_i
             let kv = k[base + c] * v_j;
             let old = state[column + i * n];
             out += r[base + c] * (u[c] * kv + old);
-            let decay = select(w[c], w[base + c], DECAY_PER_ROW);
+            var decay = w[c];
+            if DECAY_PER_ROW {
+                decay = w[base + c];
+            }
             state[column + i * n] = kv + decay * old;
         }
     }

@@ -230,40 +230,53 @@ fn one_token_time_mix_matches_its_kernels_references() {
 }
 
 /// RWKV-5/6's one-token kernel gives what the recurrence and the group norm (with and without
-/// the gate) give one after another, for heads of 64, 32 and 16 channels; the state of other
-/// slots is untouched. (With one token, RWKV-6's decay per token is one row, as RWKV-5's is.)
+/// the gate) give one after another, for heads of 64, 32 and 16 channels, two sequences in slots
+/// 2 and 0 with their decay as one weight (RWKV-5) or a row each (RWKV-6); slot 1 is untouched.
 #[test]
 fn one_token_recurrence_with_group_norm_matches_its_references() {
+    const SLOTS_RUN: [usize; 2] = [SLOT, 0];
     for gpu in gpus() {
-        for (heads, n, gated) in [(2usize, 64usize, true), (3, 32, false), (5, 16, true)] {
+        for (heads, n, gated, decay_per_row) in
+            [(2usize, 64usize, true, false), (3, 32, false, true), (5, 16, true, true)]
+        {
             let c = heads * n;
             let mut rng = Rng::new((c + n) as u64);
-            let [r, k, v, g] = [(); 4].map(|_| rng.vec(c, -1.0, 1.0));
-            let (w, u) = (rng.vec(c, 0.2, 0.99), rng.vec(c, -0.5, 0.5));
+            let [r, k, v, g] = [(); 4].map(|_| rng.vec(2 * c, -1.0, 1.0));
+            let w = rng.vec(if decay_per_row { 2 * c } else { c }, 0.2, 0.99);
+            let u = rng.vec(c, -0.5, 0.5);
             let norm = [rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5)].concat();
             let state = rng.vec(SLOTS * c * n, -1.0, 1.0);
-            let tensors = [&r, &k, &v, &g, &u].map(|values| upload(&gpu, c, values));
-            let [r_gpu, k_gpu, v_gpu, g_gpu, u_gpu] = &tensors;
-            let w_gpu = upload(&gpu, c, &w);
-            let (norm_gpu, state_gpu) = (upload(&gpu, c, &norm), upload(&gpu, c * n, &state));
-            let out = GpuTensor::zeros(&gpu, "out", 1, c).unwrap();
-            let inputs = kernels::Wkv5Inputs { r: r_gpu, k: k_gpu, v: v_gpu, w: &w_gpu, u: u_gpu };
-            let norm_gate = kernels::GroupNormGate { norm: &norm_gpu, gate: gated.then_some(g_gpu) };
-            run(&gpu, |rec| kernels::wkv5_one(rec, "wkv5_one", heads, (&state_gpu, inputs), norm_gate, &out));
+            let [r_gpu, k_gpu, v_gpu, g_gpu, w_gpu, u_gpu, norm_gpu] =
+                [&r, &k, &v, &g, &w, &u, &norm].map(|values| upload(&gpu, c, values));
+            let state_gpu = upload(&gpu, c * n, &state);
+            let out = GpuTensor::zeros(&gpu, "out", 2, c).unwrap();
+            let sequences = Sequences::new(&gpu, 2).unwrap();
+            let entries =
+                SLOTS_RUN.map(|slot| SequenceEntry { slot, first_row: usize::from(slot == 0), rows: 1 });
+            sequences.write(&gpu, &entries).unwrap();
+            let mut rec = Recorder::with_sequences(&gpu, &sequences);
+            let inputs = kernels::Wkv5Inputs { r: &r_gpu, k: &k_gpu, v: &v_gpu, w: &w_gpu, u: &u_gpu };
+            let norm_gate = kernels::GroupNormGate { norm: &norm_gpu, gate: gated.then_some(&g_gpu) };
+            kernels::wkv5_one(&mut rec, "wkv5_one", heads, (&state_gpu, inputs), norm_gate, &out).unwrap();
+            rec.finish().run(&gpu);
+            gpu.wait().unwrap();
 
             let name = format!("{}, {heads} heads of {n}, gated {gated}", gpu.describe());
+            let (got, got_state) = (out.read(&gpu).unwrap(), state_gpu.read(&gpu).unwrap());
             let mut expected_state = state.clone();
-            let slot = SLOT * c * n..(SLOT + 1) * c * n;
-            let y = kernels::wkv5_ref(heads, &mut expected_state[slot], &r, &k, &v, &w, &u);
             let (weight, bias) = norm.split_at(c);
-            let expected = kernels::group_norm_ref(heads, &y, (weight, bias), gated.then_some(&g[..]));
-            assert_close(&format!("{name}: output"), &out.read(&gpu).unwrap(), &expected, 1e-4);
-            assert_close(&format!("{name}: state"), &state_gpu.read(&gpu).unwrap(), &expected_state, 1e-5);
-            let after = state_gpu.read(&gpu).unwrap();
-            for other in (0..SLOTS).filter(|&s| s != SLOT) {
-                let at = other * c * n..(other + 1) * c * n;
-                assert_eq!(after[at.clone()], state[at], "{name}: slot {other} changed");
+            for (row, slot) in SLOTS_RUN.into_iter().enumerate() {
+                let one = |values: &[f32]| values[row * c..(row + 1) * c].to_vec();
+                let decay = if decay_per_row { one(&w) } else { w.clone() };
+                let slot_state = &mut expected_state[slot * c * n..(slot + 1) * c * n];
+                let y = kernels::wkv5_ref(heads, slot_state, &one(&r), &one(&k), &one(&v), &decay, &u);
+                let gate = one(&g);
+                let expected = kernels::group_norm_ref(heads, &y, (weight, bias), gated.then_some(&gate[..]));
+                assert_close(&format!("{name}: row {row}"), &got[row * c..(row + 1) * c], &expected, 1e-4);
             }
+            assert_close(&format!("{name}: state"), &got_state, &expected_state, 1e-5);
+            let untouched = c * n..2 * c * n;
+            assert_eq!(got_state[untouched.clone()], state[untouched], "{name}: slot 1 changed");
         }
     }
 }

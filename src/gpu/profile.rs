@@ -16,7 +16,7 @@ const MAX_QUERIES: usize = 4096;
 /// GPU seconds spent in one dispatch of a step.
 #[derive(Debug, Clone)]
 pub struct DispatchTime {
-    /// The dispatch's label (e.g. "L3.att.receptance").
+    /// The dispatch's label (e.g. "L3.att.rkvg").
     pub label: String,
     /// The kernel it runs (its pipeline's label).
     pub kernel: String,

@@ -46,8 +46,10 @@ pub fn memory(
     let vectors = all_elements.saturating_sub(matrix_elements) as u64 * 4;
     let (c, layers) = (config.embd as u64, config.layers as u64);
     let wkv = config.initial_wkv().len() as u64;
-    // The channel mix's hidden vector and gate are two entries of the wider's width.
-    let per_row = 30 * c + 2 * config.ffn as u64 + config.vocab as u64;
+    // The channel mix's hidden vector and gate (RWKV-4 to 6) are entries of the wider's width.
+    let ffn = config.ffn as u64;
+    let channel_mix = if config.version.architecture.channel_mix.gated { 2 * ffn.max(c) } else { ffn };
+    let per_row = 30 * c + channel_mix + config.vocab as u64;
     Ok(Memory {
         weights: matrix_bytes + vectors,
         state_per_sequence: layers * (2 * c + wkv) * 4,
