@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{fixture_dir, load_f32, load_tokens, relative_error, Rng};
-use rwkv_wgpu::gpu::Gpu;
+use rwkv_wgpu::gpu::{Gpu, GpuOptions};
 use rwkv_wgpu::model::source;
 use rwkv_wgpu::model::{LoadOptions, Model};
 use rwkv_wgpu::runtime::{
@@ -37,69 +37,75 @@ fn random_tokens(rng: &mut Rng, vocab: usize, count: usize) -> Vec<u32> {
 }
 
 /// Continuous batching: a long prompt read in chunks shares steps with a sequence generating one
-/// token per step, a third joins late and leaves early, and a fourth reuses its slot.
+/// token per step, a third joins late and leaves early, and a fourth reuses its slot and then
+/// shares steps of one token per sequence with the second; also with the fused one-token kernels
+/// GPUs run.
 #[test]
 fn batched_sequences_match_running_alone() {
-    let gpu = Arc::new(common::default_gpu());
-    for (version, case) in VERSIONS {
-        let engine = engine(&gpu, version, case, EngineOptions { slots: 3, chunk: 16 });
-        let vocab = engine.model().config.vocab;
-        let mut rng = Rng::new(77);
-        // (tokens, tokens per step, step it joins at)
-        let plans: [(Vec<u32>, usize, usize); 4] = [
-            (random_tokens(&mut rng, vocab, 40), 7, 0),
-            (random_tokens(&mut rng, vocab, 12), 1, 0),
-            (random_tokens(&mut rng, vocab, 9), 5, 2),
-            (random_tokens(&mut rng, vocab, 6), 3, 5),
-        ];
-        let alone: Vec<Vec<Vec<f32>>> =
-            plans.iter().map(|(tokens, _, _)| one_at_a_time(&engine, tokens)).collect();
+    let fused = GpuOptions { fused_decode: Some(true), ..common::default_options() };
+    for options in [common::default_options(), fused] {
+        let gpu = Arc::new(Gpu::new(&options).unwrap());
+        for (version, case) in VERSIONS {
+            let engine = engine(&gpu, version, case, EngineOptions { slots: 3, chunk: 16 });
+            let vocab = engine.model().config.vocab;
+            let mut rng = Rng::new(77);
+            // (tokens, tokens per step, step it joins at)
+            let plans: [(Vec<u32>, usize, usize); 4] = [
+                (random_tokens(&mut rng, vocab, 40), 7, 0),
+                (random_tokens(&mut rng, vocab, 12), 1, 0),
+                (random_tokens(&mut rng, vocab, 9), 5, 2),
+                (random_tokens(&mut rng, vocab, 6), 1, 5),
+            ];
+            let alone: Vec<Vec<Vec<f32>>> =
+                plans.iter().map(|(tokens, _, _)| one_at_a_time(&engine, tokens)).collect();
 
-        let mut sessions: Vec<Option<Session>> = (0..plans.len()).map(|_| None).collect();
-        let mut fed = vec![0usize; plans.len()];
-        for step in 0.. {
-            // Join: a session opens when its plan starts; slots are freed when sessions finish.
-            for (index, (_, _, start)) in plans.iter().enumerate() {
-                if step == *start {
-                    sessions[index] = Some(Session::new(&engine).unwrap());
+            let mut sessions: Vec<Option<Session>> = (0..plans.len()).map(|_| None).collect();
+            let mut fed = vec![0usize; plans.len()];
+            for step in 0.. {
+                // Join: a session opens when its plan starts; slots are freed when sessions finish.
+                for (index, (_, _, start)) in plans.iter().enumerate() {
+                    if step == *start {
+                        sessions[index] = Some(Session::new(&engine).unwrap());
+                    }
                 }
-            }
-            let active: Vec<usize> =
-                (0..plans.len()).filter(|&i| sessions[i].is_some() && fed[i] < plans[i].0.len()).collect();
-            if active.is_empty() && step > 5 {
-                break;
-            }
-            let work: Vec<Work> = active
-                .iter()
-                .map(|&i| {
-                    let (tokens, per_step, _) = &plans[i];
-                    let end = (fed[i] + per_step).min(tokens.len());
-                    Work::new(sessions[i].as_ref().unwrap().slot(), &tokens[fed[i]..end], Logits::All)
-                })
-                .collect();
-            if work.is_empty() {
-                continue;
-            }
-            let results = engine.step(&work).unwrap();
-            for (&i, (item, output)) in active.iter().zip(work.iter().zip(&results)) {
-                for (t, row) in output.logits.chunks_exact(vocab).enumerate() {
-                    let position = fed[i] + t;
-                    let error = relative_error(row, &alone[i][position]);
-                    assert!(
+                let active: Vec<usize> = (0..plans.len())
+                    .filter(|&i| sessions[i].is_some() && fed[i] < plans[i].0.len())
+                    .collect();
+                if active.is_empty() && step > 5 {
+                    break;
+                }
+                let work: Vec<Work> = active
+                    .iter()
+                    .map(|&i| {
+                        let (tokens, per_step, _) = &plans[i];
+                        let end = (fed[i] + per_step).min(tokens.len());
+                        Work::new(sessions[i].as_ref().unwrap().slot(), &tokens[fed[i]..end], Logits::All)
+                    })
+                    .collect();
+                if work.is_empty() {
+                    continue;
+                }
+                let results = engine.step(&work).unwrap();
+                for (&i, (item, output)) in active.iter().zip(work.iter().zip(&results)) {
+                    for (t, row) in output.logits.chunks_exact(vocab).enumerate() {
+                        let position = fed[i] + t;
+                        let error = relative_error(row, &alone[i][position]);
+                        assert!(
                         error <= BOUND,
-                        "{version}: sequence {i} position {position} in step {step}: {error:.2e}"
+                        "{version}, {options:?}: sequence {i} position {position} in step {step}: {error:.2e}"
                     );
-                }
-                fed[i] += item.tokens.len();
-                if fed[i] == plans[i].0.len() {
-                    sessions[i] = None;
+                    }
+                    fed[i] += item.tokens.len();
+                    if fed[i] == plans[i].0.len() {
+                        sessions[i] = None;
+                    }
                 }
             }
+            assert!(
+                fed.iter().zip(&plans).all(|(&fed, plan)| fed == plan.0.len()),
+                "{version}: not every sequence finished"
+            );
         }
-        assert!(
-            fed.iter().zip(&plans).all(|(&fed, plan)| fed == plan.0.len()),
-            "{version}: not every sequence finished"
-        );
     }
 }
 

@@ -211,8 +211,9 @@ impl Core5<Gpu> {
         let [r, k, v, g] = &s.rkvg;
         let inputs = Wkv5Inputs { r, k, v, w, u: &self.first };
         let gate = self.gated.then_some(g);
-        let one_token = r.rows == 1 && rec.gpu.fused_decode && r.cols / heads.max(1) <= WKV5_ONE_MAX_HEAD;
-        if one_token {
+        // A token per sequence (decoding, batched or not; sequences are never empty).
+        let one_token = rec.sequence_count() == Some(r.rows) && rec.gpu.fused_decode;
+        if one_token && r.cols / heads.max(1) <= WKV5_ONE_MAX_HEAD {
             let norm = GroupNormGate { norm: &self.ln_x, gate };
             kernels::wkv5_one(rec, &label("wkv_ln_x"), heads, (state, inputs), norm, &s.y_normed)?;
         } else {
