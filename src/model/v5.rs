@@ -160,7 +160,7 @@ impl CoreScratch {
 
     /// The segments of [`Core5::projections`] in their order, each writing its own output:
     /// r, k, v, then, where the model has a gate, g = silu(W_g·x_g).
-    fn projections<'a, T>(
+    pub(super) fn projections<'a, T>(
         &'a self,
         core: &Core5<Gpu>,
         inputs: [T; 4],

@@ -101,6 +101,11 @@ pub struct Scratch6 {
     /// The five mixes of this token.
     mixes: [GpuTensor; 5],
     mixes_stride: usize,
+    /// The same for a step of one token, as the rows of one [5, C] tensor: the products that
+    /// shift their own input read it as their mixes ([`ShiftedInput::mixes`]). It lies in
+    /// `shifted`'s stack, which such a step does not use (an entry is `rows` rows, a stride
+    /// at least as long).
+    mixes_one: GpuTensor,
     /// x_w, x_k, x_v, x_r, x_g.
     shifted: [GpuTensor; 5],
     shifted_stride: usize,
@@ -118,12 +123,15 @@ impl TimeMix for TimeMix6<Gpu> {
         let (mix_hidden, _) = pool.stack_of(gpu, "att.mix_hidden", rows, config.rank("token shift"))?;
         let (mixes, mixes_stride) = pool.stack_of(gpu, "att.mixes", rows, c)?;
         let (shifted, shifted_stride) = pool.stack_of(gpu, "att.shifted", rows, c)?;
+        // A step of one token leaves `shifted` unused: its stack holds the [5, C] rows.
+        let mixes_one = GpuTensor { rows: MIXES.len(), ..shifted[0].clone() };
         Ok(Scratch6 {
             xxx,
             xxx_stride,
             mix_hidden,
             mixes,
             mixes_stride,
+            mixes_one,
             shifted,
             shifted_stride,
             decay_hidden: pool.tensor(gpu, "att.decay_hidden", rows, config.rank("decay"))?,
@@ -145,9 +153,23 @@ impl TimeMix for TimeMix6<Gpu> {
         let xxx = (&s.xxx[..], s.xxx_stride);
         // The second shift below updates the state: nothing is left to remember.
         kernels::shifted_products(rec, label, (shifted, Prev::Keep), xxx, &products)?;
-        let shift = (xa, &state.att_x);
+        // One token: the products below shift their input themselves, reading the mixes as
+        // the rows of one tensor.
+        let one_token = x.rows == 1 && rec.gpu.fused_decode;
+        let mix_rows: Vec<GpuTensor> = if one_token {
+            let row_bytes = (crate::gpu::padded4(s.mixes_one.cols) * 4) as u64;
+            (0..MIXES.len() as u64)
+                .map(|m| GpuTensor {
+                    offset: s.mixes_one.offset + m * row_bytes,
+                    rows: 1,
+                    ..s.mixes_one.clone()
+                })
+                .collect()
+        } else {
+            s.mixes.to_vec()
+        };
         let mixes: Vec<_> =
-            s.mix_hidden.iter().zip(&s.mixes).map(|(x, y)| Segment { x, y, activation: None }).collect();
+            s.mix_hidden.iter().zip(&mix_rows).map(|(x, y)| Segment { x, y, activation: None }).collect();
         kernels::linear_grouped(
             rec,
             &label("maa_w2"),
@@ -155,14 +177,44 @@ impl TimeMix for TimeMix6<Gpu> {
             &mixes,
             Epilogue::bias(&self.maa, None),
         )?;
-        // 3. x_* = xa + (xa_prev − xa) ⊙ m_*
-        let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
-        kernels::token_shift(rec, &label("shift"), shift, mixes, &s.shifted, s.shifted_stride, Prev::Update)?;
-        let [xw, xk, xv, xr, xg] = &s.shifted;
-        // 4. r, k, v = W·x_*; g = silu(W_g·x_g)
-        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: xg }, &s.core)?;
+        // 3. x_* = xa + (xa_prev − xa) ⊙ m_*; 4. r, k, v = W·x_*, g = silu(W_g·x_g);
         // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
-        kernels::linear(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, Epilogue::then(Tanh))?;
+        let decay_hidden = [ShiftedSegment { mix: 0, y: &s.decay_hidden, activation: Tanh }];
+        let remember = if one_token {
+            let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &s.mixes_one };
+            let projections: Vec<ShiftedSegment> = (s.core)
+                .projections(&self.core, [3, 1, 2, 4])
+                .into_iter()
+                .map(|(mix, y, activation)| ShiftedSegment { mix, y, activation })
+                .collect();
+            // Both normalize the same input: either's `remember` stands for both.
+            let _ =
+                kernels::linear_shifted(rec, &label("rkvg"), &self.core.projections, shifted, &projections)?;
+            Some(kernels::linear_shifted(rec, &label("decay_w1"), &self.decay_w1, shifted, &decay_hidden)?)
+        } else {
+            let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
+            let shift = (xa, &state.att_x);
+            kernels::token_shift(
+                rec,
+                &label("shift"),
+                shift,
+                mixes,
+                &s.shifted,
+                s.shifted_stride,
+                Prev::Update,
+            )?;
+            let [xw, xk, xv, xr, xg] = &s.shifted;
+            self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: xg }, &s.core)?;
+            kernels::linear(
+                rec,
+                &label("decay_w1"),
+                &self.decay_w1,
+                xw,
+                &s.decay_hidden,
+                Epilogue::then(Tanh),
+            )?;
+            Option::None
+        };
         kernels::linear(
             rec,
             &label("decay_w2"),
@@ -172,6 +224,7 @@ impl TimeMix for TimeMix6<Gpu> {
             Epilogue::bias(&self.decay, Decay6),
         )?;
         // 6. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) ⊙ g)
-        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), (&s.core, Option::None))
+        //    (and the sequence remembers xa, unless the shift did)
+        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), (&s.core, remember))
     }
 }
