@@ -15,7 +15,9 @@ use super::v5::{per_channel, Core5, CoreScratch, Shifted};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, ScratchPool};
 use crate::kernels::Activation::{Decay6, None, Tanh};
-use crate::kernels::{self, Epilogue, Mixes, Prev, Recorder, Segment, ShiftedInput, ShiftedSegment};
+use crate::kernels::{
+    self, Epilogue, Mixes, Prev, Recorder, Remember, Segment, ShiftedInput, ShiftedSegment,
+};
 
 /// The five data-dependent mixes, in the order `time_maa_w1/w2` produce them.
 pub const MIXES: [&str; 5] = ["w", "k", "v", "r", "g"];
@@ -143,7 +145,6 @@ impl TimeMix for TimeMix6<Gpu> {
     fn record(&self, rec: &mut Recorder, step: LayerStep, s: &Scratch6) -> Result<()> {
         let LayerStep { config, layer, input, state } = step;
         let label = |op: &str| format!("L{layer}.att.{op}");
-        let (xa, x) = (input.normed, input.x);
         // 1. xxx = xa + (xa_prev − xa) ⊙ time_maa_x with xa = LN1(x), keeping xa_prev for the
         //    second shift; 2. m_* = time_maa_* + tanh(xxx·W1)_* · W2_*
         let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &self.maa_x };
@@ -151,25 +152,14 @@ impl TimeMix for TimeMix6<Gpu> {
             s.mix_hidden.iter().map(|y| ShiftedSegment { mix: 0, y, activation: Tanh }).collect();
         let products = [("maa_w1", &self.maa_w1, &hidden[..])];
         let xxx = (&s.xxx[..], s.xxx_stride);
-        // The second shift below updates the state: nothing is left to remember.
+        // The state changes after the second shift.
         kernels::shifted_products(rec, label, (shifted, Prev::Keep), xxx, &products)?;
-        // One token: the products below shift their input themselves, reading the mixes as
-        // the rows of one tensor.
-        let one_token = x.rows == 1 && rec.gpu.fused_decode;
-        let mix_rows: Vec<GpuTensor> = if one_token {
-            let row_bytes = (crate::gpu::padded4(s.mixes_one.cols) * 4) as u64;
-            (0..MIXES.len() as u64)
-                .map(|m| GpuTensor {
-                    offset: s.mixes_one.offset + m * row_bytes,
-                    rows: 1,
-                    ..s.mixes_one.clone()
-                })
-                .collect()
-        } else {
-            s.mixes.to_vec()
-        };
+        // One token: the products below shift their input themselves, by the mixes as the rows
+        // of one tensor.
+        let one_token = input.x.rows == 1 && rec.gpu.fused_decode;
+        let mixes = if one_token { s.mixes_one_rows() } else { s.mixes.to_vec() };
         let mixes: Vec<_> =
-            s.mix_hidden.iter().zip(&mix_rows).map(|(x, y)| Segment { x, y, activation: None }).collect();
+            s.mix_hidden.iter().zip(&mixes).map(|(x, y)| Segment { x, y, activation: None }).collect();
         kernels::linear_grouped(
             rec,
             &label("maa_w2"),
@@ -179,52 +169,78 @@ impl TimeMix for TimeMix6<Gpu> {
         )?;
         // 3. x_* = xa + (xa_prev − xa) ⊙ m_*; 4. r, k, v = W·x_*, g = silu(W_g·x_g);
         // 5. w = exp(−exp(time_decay + tanh(x_w·w1)·w2))
-        let decay_hidden = [ShiftedSegment { mix: 0, y: &s.decay_hidden, activation: Tanh }];
         let remember = if one_token {
-            let shifted = ShiftedInput { input, prev: &state.att_x, mixes: &s.mixes_one };
-            let projections: Vec<ShiftedSegment> = (s.core)
-                .projections(&self.core, [3, 1, 2, 4])
-                .into_iter()
-                .map(|(mix, y, activation)| ShiftedSegment { mix, y, activation })
-                .collect();
-            // Both normalize the same input: either's `remember` stands for both.
-            let _ =
-                kernels::linear_shifted(rec, &label("rkvg"), &self.core.projections, shifted, &projections)?;
-            Some(kernels::linear_shifted(rec, &label("decay_w1"), &self.decay_w1, shifted, &decay_hidden)?)
+            Some(self.shift_and_project_one(
+                rec,
+                layer,
+                ShiftedInput { mixes: &s.mixes_one, ..shifted },
+                s,
+            )?)
         } else {
-            let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
-            let shift = (xa, &state.att_x);
-            kernels::token_shift(
-                rec,
-                &label("shift"),
-                shift,
-                mixes,
-                &s.shifted,
-                s.shifted_stride,
-                Prev::Update,
-            )?;
-            let [xw, xk, xv, xr, xg] = &s.shifted;
-            self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: xg }, &s.core)?;
-            kernels::linear(
-                rec,
-                &label("decay_w1"),
-                &self.decay_w1,
-                xw,
-                &s.decay_hidden,
-                Epilogue::then(Tanh),
-            )?;
+            self.shift_and_project(rec, layer, (input.normed, &state.att_x), s)?;
             Option::None
         };
-        kernels::linear(
-            rec,
-            &label("decay_w2"),
-            &self.decay_w2,
-            &s.decay_hidden,
-            &s.w,
-            Epilogue::bias(&self.decay, Decay6),
-        )?;
+        let decay = Epilogue::bias(&self.decay, Decay6);
+        kernels::linear(rec, &label("decay_w2"), &self.decay_w2, &s.decay_hidden, &s.w, decay)?;
         // 6. y = r·(u⊙k vᵀ + S); S ← k vᵀ + w⊙S; x += W_o·(GroupNorm(y) ⊙ g)
-        //    (and the sequence remembers xa, unless the shift did)
-        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, x), (&s.core, remember))
+        //    (the sequence remembers xa there, unless the shift stored it)
+        self.core.read_out(rec, (layer, config.heads), &s.w, (&state.wkv, input.x), (&s.core, remember))
+    }
+}
+
+impl TimeMix6<Gpu> {
+    /// Steps 3–5 up to the decay LoRA's hidden vector: the second token shift (updating the
+    /// state), the projections, and tanh(x_w·w1).
+    fn shift_and_project(
+        &self,
+        rec: &mut Recorder,
+        layer: usize,
+        (xa, prev): (&GpuTensor, &GpuTensor),
+        s: &Scratch6,
+    ) -> Result<()> {
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        let mixes = Mixes::Rows(&s.mixes, s.mixes_stride);
+        let shifted = (&s.shifted[..], s.shifted_stride);
+        kernels::token_shift(rec, &label("shift"), (xa, prev), mixes, shifted.0, shifted.1, Prev::Update)?;
+        let [xw, xk, xv, xr, xg] = &s.shifted;
+        self.core.project(rec, layer, Shifted { r: xr, k: xk, v: xv, g: xg }, &s.core)?;
+        let hidden = Epilogue::then(Tanh);
+        kernels::linear(rec, &label("decay_w1"), &self.decay_w1, xw, &s.decay_hidden, hidden)
+    }
+
+    /// The same for one token, in two products that shift their input in their prologue
+    /// (`shifted.mixes` is the token's [5, C] mixes); the state is left for the output product.
+    fn shift_and_project_one<'a>(
+        &self,
+        rec: &mut Recorder,
+        layer: usize,
+        shifted: ShiftedInput<'a>,
+        s: &Scratch6,
+    ) -> Result<Remember<'a>> {
+        let label = |op: &str| format!("L{layer}.att.{op}");
+        // MIXES is w, k, v, r, g; the projections are r, k, v, g.
+        let projections: Vec<ShiftedSegment> = (s.core)
+            .projections(&self.core, [3, 1, 2, 4])
+            .into_iter()
+            .map(|(mix, y, activation)| ShiftedSegment { mix, y, activation })
+            .collect();
+        // Both normalize the same input: either's `remember` stands for both.
+        let _ = kernels::linear_shifted(rec, &label("rkvg"), &self.core.projections, shifted, &projections)?;
+        let hidden = [ShiftedSegment { mix: 0, y: &s.decay_hidden, activation: Tanh }];
+        kernels::linear_shifted(rec, &label("decay_w1"), &self.decay_w1, shifted, &hidden)
+    }
+}
+
+impl Scratch6 {
+    /// [`Scratch6::mixes_one`]'s rows, each a tensor.
+    fn mixes_one_rows(&self) -> Vec<GpuTensor> {
+        let row_bytes = (crate::gpu::padded4(self.mixes_one.cols) * 4) as u64;
+        (0..MIXES.len() as u64)
+            .map(|m| GpuTensor {
+                offset: self.mixes_one.offset + m * row_bytes,
+                rows: 1,
+                ..self.mixes_one.clone()
+            })
+            .collect()
     }
 }
