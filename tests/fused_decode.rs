@@ -351,8 +351,8 @@ fn decoded_rwkv4_to_6_layers_run_their_products_stacked() {
     let gpu =
         Arc::new(Gpu::new(&GpuOptions { fused_decode: Some(true), ..common::default_options() }).unwrap());
     // RWKV-4 and 5: r/k/v(/g), recurrence (with the group norm), output; the channel mix's key
-    // and receptance, value. RWKV-6 adds the token-shift LoRA (its input and its outputs), the
-    // shift itself and the decay LoRA (two products).
+    // and receptance, value. RWKV-6 adds the token-shift LoRA (its input and its outputs) and
+    // the decay LoRA (two products); its projections shift their input themselves.
     for (version, budget) in [("v4", 5), ("v5.0", 5), ("v5.1", 5), ("v5.2", 5), ("v6", 9)] {
         let path = common::fixture_dir(version, "A").join("model.pth");
         let dispatches = |layers: usize| {

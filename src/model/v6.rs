@@ -105,8 +105,7 @@ pub struct Scratch6 {
     mixes_stride: usize,
     /// The same for a step of one token, as the rows of one [5, C] tensor: the products that
     /// shift their own input read it as their mixes ([`ShiftedInput::mixes`]). It lies in
-    /// `shifted`'s stack, which such a step does not use (an entry is `rows` rows, a stride
-    /// at least as long).
+    /// `shifted`'s stack, which such a step does not use: 5 entries of at least one row each.
     mixes_one: GpuTensor,
     /// x_w, x_k, x_v, x_r, x_g.
     shifted: [GpuTensor; 5],
