@@ -216,3 +216,33 @@ fn every_position_logits_larger_than_a_binding_come_in_smaller_steps() {
     let error = engine.step(&work).expect_err("a step of 101 positions was accepted");
     assert!(error.to_string().contains("at most 100 tokens per step"), "{error}");
 }
+
+/// A chunk whose scratch memory passes one storage binding is refused when the engine is made,
+/// naming the largest chunk that fits; that chunk runs, and reads a prompt as a chunk of one
+/// token at a time does.
+#[test]
+fn a_chunk_whose_scratch_passes_a_binding_is_refused_naming_the_chunk_that_fits() {
+    let shape = Shape { layers: 1, heads: 2, head_size: 16, ffn: 64, vocab: 64, lora: [4, 4, 4, 4] };
+    let model = |binding_limit| {
+        let gpu = Arc::new(common::open(&GpuOptions { binding_limit, ..common::default_options() }));
+        Arc::new(Model::from_source(gpu, &SyntheticV7::new(shape, 5), &LoadOptions::default()).unwrap())
+    };
+    let limited = model(Some(64 * 1024));
+    let error = Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: 512 }).err().expect("accepted");
+    assert!(matches!(error, Error::TooBig(_)), "{error}");
+    let text = error.to_string();
+    let fits: usize = text
+        .rsplit_once("a chunk of at most ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no chunk named in: {text}"));
+    assert!((2..512).contains(&fits), "{text}");
+    let beyond = Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: fits + 1 });
+    assert!(matches!(beyond, Err(Error::TooBig(_))), "a chunk of {} was accepted", fits + 1);
+    let prompt: Vec<u32> = (0..fits as u32).map(|p| (p * 37 + 5) % 64).collect();
+    let engine = Engine::new(limited, EngineOptions { slots: 1, chunk: fits }).expect("the chunk that fits");
+    let found = Session::new(&engine).unwrap().feed(&prompt).unwrap();
+    let one_at_a_time = Engine::new(model(None), EngineOptions { slots: 1, chunk: 1 }).unwrap();
+    let expected = Session::new(&one_at_a_time).unwrap().feed(&prompt).unwrap();
+    let error = relative_error(&found, &expected);
+    assert!(error <= CONFORMANCE_BOUND, "a chunk of {fits} against one token at a time: {error}");
+}

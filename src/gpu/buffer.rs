@@ -26,6 +26,11 @@ impl Binding {
 
 const F32: u64 = 4;
 
+/// Where a stack's entries start, in elements: each must be a binding offset the adapter takes.
+fn stack_alignment(gpu: &Gpu) -> usize {
+    (gpu.storage_alignment() / F32).max(4) as usize
+}
+
 /// Elements rounded up to whole `vec4`s.
 pub fn padded4(len: usize) -> usize {
     len.div_ceil(4) * 4
@@ -135,13 +140,22 @@ impl GpuTensor {
     /// `count` tensors of `[rows, cols]` in one buffer, each starting at an offset the adapter can
     /// bind, so one kernel can write all of them and others can bind each one alone.
     pub fn stack(gpu: &Gpu, label: &str, count: usize, rows: usize, cols: usize) -> Result<Stack> {
-        let align = (gpu.storage_alignment() / F32).max(4) as usize;
+        let align = stack_alignment(gpu);
         let entry = (rows * padded4(cols)).max(4).div_ceil(align) * align;
         let buffer = Self::allocate(gpu, label, count * entry)?;
         let entries = (0..count)
             .map(|i| GpuTensor { buffer: buffer.clone(), offset: (i * entry) as u64 * F32, rows, cols })
             .collect();
         Ok((entries, entry))
+    }
+
+    /// The most rows of `cols` values that each of a [`GpuTensor::stack`]'s `count` entries can
+    /// have, the whole stack within one storage binding (0 where not one row fits).
+    pub fn stack_rows_within_binding(gpu: &Gpu, count: usize, cols: usize) -> usize {
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let align = stack_alignment(gpu);
+        let entry = usize::try_from(limit / F32).unwrap_or(usize::MAX) / count.max(1) / align * align;
+        entry / padded4(cols).max(1)
     }
 
     /// The first `rows` rows, as a tensor of their own (same buffer).

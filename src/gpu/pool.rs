@@ -17,11 +17,47 @@ pub struct ScratchPool {
     /// The most rows (tokens) a step may have.
     pub max_rows: usize,
     tensors: Mutex<HashMap<String, Vec<GpuTensor>>>,
+    planning: Option<Planning>,
+}
+
+/// A pool that allocates nothing: it hands out views of one small buffer (never bound) and
+/// notes the tensor that allows the fewest rows per step.
+struct Planning {
+    placeholder: wgpu::Buffer,
+    /// That tensor's label, and the rows it allows.
+    tightest: Mutex<Option<(String, usize)>>,
 }
 
 impl ScratchPool {
     pub fn new(max_rows: usize) -> ScratchPool {
-        ScratchPool { max_rows, tensors: Mutex::default() }
+        ScratchPool { max_rows, tensors: Mutex::default(), planning: None }
+    }
+
+    /// A pool that only checks that the tensors asked of it fit steps of `max_rows` rows
+    /// ([`ScratchPool::check_planned`]), so that the largest step is checked before one is
+    /// recorded, and without the memory it needs.
+    pub fn planning(gpu: &Gpu, max_rows: usize) -> Result<ScratchPool> {
+        let placeholder = GpuTensor::zeros(gpu, "scratch plan", 1, 4)?.buffer;
+        let planning = Planning { placeholder, tightest: Mutex::default() };
+        Ok(ScratchPool { planning: Some(planning), ..ScratchPool::new(max_rows) })
+    }
+
+    /// For a planning pool: an error naming the largest step that fits if steps of `max_rows`
+    /// rows need a tensor larger than one storage binding.
+    pub fn check_planned(&self, gpu: &Gpu) -> Result<()> {
+        let tightest = self.planning.as_ref().and_then(|p| lock(&p.tightest).clone());
+        match tightest {
+            Some((label, fits)) if fits < self.max_rows => Err(Error::TooBig(format!(
+                "steps of {} rows need more than one storage binding of this adapter ({} bytes) for `{label}`: {}",
+                self.max_rows,
+                gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size),
+                match fits {
+                    0 => "not even one row fits".to_string(),
+                    _ => format!("use a chunk of at most {fits} tokens"),
+                }
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The first `rows` rows of the `[max_rows, cols]` tensor called `label`.
@@ -60,7 +96,10 @@ impl ScratchPool {
         if rows > capacity {
             return Err(Error::InvalidArgument(format!("{label}: a step of {rows} rows exceeds {capacity}")));
         }
-        let mut tensors = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(planning) = &self.planning {
+            return Ok(planning.entries(gpu, label, (count, capacity == self.max_rows), rows, cols));
+        }
+        let mut tensors = lock(&self.tensors);
         let entries = match tensors.get(label) {
             Some(entries)
                 if entries.len() == count && entries[0].cols == cols && entries[0].rows == capacity =>
@@ -93,4 +132,31 @@ impl ScratchPool {
             entries.try_into().map_err(|_| Error::Internal(format!("{label}: expected {N} entries")))?;
         Ok((entries, stride))
     }
+}
+
+impl Planning {
+    /// Views of the placeholder where `entries` would allocate; a tensor of `max_rows` rows (as
+    /// opposed to one of a smaller capacity) notes the rows it allows.
+    fn entries(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        (count, of_max_rows): (usize, bool),
+        rows: usize,
+        cols: usize,
+    ) -> Stack {
+        if of_max_rows {
+            let fits = GpuTensor::stack_rows_within_binding(gpu, count, cols);
+            let mut tightest = lock(&self.tightest);
+            if tightest.as_ref().is_none_or(|(_, least)| fits < *least) {
+                *tightest = Some((label.to_string(), fits));
+            }
+        }
+        let view = GpuTensor { buffer: self.placeholder.clone(), offset: 0, rows, cols };
+        (vec![view; count], 0)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

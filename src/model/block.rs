@@ -88,6 +88,8 @@ impl<S: Store, T: LoadTimeMix<S>> Block<S, T> {
 pub trait Layers: Send + Sync {
     /// Records a step's pass through every block, with scratch tensors from `pool`.
     fn record(&self, rec: &mut Recorder, pool: &ScratchPool, step: StepTensors) -> Result<()>;
+    /// Asks `pool` for the scratch tensors of its largest step (of `pool.max_rows` rows).
+    fn reserve(&self, gpu: &Gpu, pool: &ScratchPool) -> Result<()>;
 }
 
 /// The blocks of one version.
@@ -123,11 +125,7 @@ impl<T: TimeMix> Layers for Blocks<T> {
     fn record(&self, rec: &mut Recorder, pool: &ScratchPool, step: StepTensors) -> Result<()> {
         let (gpu, StepTensors { x, state }) = (rec.gpu, step);
         let config = &self.config;
-        let rows = x.rows;
-        let att_scratch = T::scratch(gpu, pool, config, rows)?;
-        let ffn_scratch = ChannelScratch::new(gpu, pool, config, rows)?;
-        let xa = pool.tensor(gpu, "xa", rows, config.embd)?;
-        let xf = pool.tensor(gpu, "xf", rows, config.embd)?;
+        let (att_scratch, ffn_scratch, [xa, xf]) = self.scratch(gpu, pool, x.rows)?;
         for (layer, (block, state)) in self.blocks.iter().zip(state).enumerate() {
             let ln1 = NormInput { x, norm: &block.ln1, normed: &xa };
             block.att.record(rec, LayerStep { config, layer, input: ln1, state }, &att_scratch)?;
@@ -135,5 +133,24 @@ impl<T: TimeMix> Layers for Blocks<T> {
             block.ffn.record(rec, layer, (ln2, &state.ffn_x), &ffn_scratch)?;
         }
         Ok(())
+    }
+
+    fn reserve(&self, gpu: &Gpu, pool: &ScratchPool) -> Result<()> {
+        self.scratch(gpu, pool, pool.max_rows).map(drop)
+    }
+}
+
+impl<T: TimeMix> Blocks<T> {
+    /// A step's intermediate values: the time mix's, the channel mix's, and the normalized
+    /// inputs of both.
+    fn scratch(
+        &self,
+        gpu: &Gpu,
+        pool: &ScratchPool,
+        rows: usize,
+    ) -> Result<(T::Scratch, ChannelScratch, [GpuTensor; 2])> {
+        let config = &self.config;
+        let normed = [pool.tensor(gpu, "xa", rows, config.embd)?, pool.tensor(gpu, "xf", rows, config.embd)?];
+        Ok((T::scratch(gpu, pool, config, rows)?, ChannelScratch::new(gpu, pool, config, rows)?, normed))
     }
 }

@@ -196,6 +196,7 @@ impl Engine {
         let logit_rows = usize::try_from(binding_limit / (padded4(config.vocab) * 4) as u64)
             .unwrap_or(usize::MAX)
             .clamp(1, max_rows);
+        model.check_scratch_fits(max_rows)?;
         let initial_wkv = model.initial_wkv();
         // Checked before anything is allocated: one buffer holds a layer's states of every slot.
         let widest = initial_wkv.len().max(config.vocab).max(config.embd);
