@@ -218,8 +218,9 @@ fn every_position_logits_larger_than_a_binding_come_in_smaller_steps() {
 }
 
 /// A chunk whose scratch memory passes one storage binding is refused when the engine is made,
-/// naming the largest chunk that fits; that chunk runs, and reads a prompt as a chunk of one
-/// token at a time does.
+/// naming the largest chunk that fits (also for a limit that is no multiple of the adapter's
+/// offset alignment); that chunk runs, and reads a prompt as a chunk of one token at a time does.
+/// Where the slots make the steps too large, the error says so.
 #[test]
 fn a_chunk_whose_scratch_passes_a_binding_is_refused_naming_the_chunk_that_fits() {
     let shape = Shape { layers: 1, heads: 2, head_size: 16, ffn: 64, vocab: 64, lora: [4, 4, 4, 4] };
@@ -227,22 +228,30 @@ fn a_chunk_whose_scratch_passes_a_binding_is_refused_naming_the_chunk_that_fits(
         let gpu = Arc::new(common::open(&GpuOptions { binding_limit, ..common::default_options() }));
         Arc::new(Model::from_source(gpu, &SyntheticV7::new(shape, 5), &LoadOptions::default()).unwrap())
     };
-    let limited = model(Some(64 * 1024));
-    let error = Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: 512 }).err().expect("accepted");
-    assert!(matches!(error, Error::TooBig(_)), "{error}");
-    let text = error.to_string();
-    let fits: usize = text
-        .rsplit_once("a chunk of at most ")
-        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no chunk named in: {text}"));
-    assert!((2..512).contains(&fits), "{text}");
-    let beyond = Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: fits + 1 });
-    assert!(matches!(beyond, Err(Error::TooBig(_))), "a chunk of {} was accepted", fits + 1);
-    let prompt: Vec<u32> = (0..fits as u32).map(|p| (p * 37 + 5) % 64).collect();
-    let engine = Engine::new(limited, EngineOptions { slots: 1, chunk: fits }).expect("the chunk that fits");
-    let found = Session::new(&engine).unwrap().feed(&prompt).unwrap();
+    let prompt: Vec<u32> = (0..512u32).map(|p| (p * 37 + 5) % 64).collect();
     let one_at_a_time = Engine::new(model(None), EngineOptions { slots: 1, chunk: 1 }).unwrap();
     let expected = Session::new(&one_at_a_time).unwrap().feed(&prompt).unwrap();
-    let error = relative_error(&found, &expected);
-    assert!(error <= CONFORMANCE_BOUND, "a chunk of {fits} against one token at a time: {error}");
+    for limit in [64 * 1024, 50_001] {
+        let limited = model(Some(limit));
+        let error =
+            Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: 512 }).err().expect("accepted");
+        assert!(matches!(error, Error::TooBig(_)), "{error}");
+        let text = error.to_string();
+        let fits: usize = text
+            .rsplit_once("a chunk of at most ")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no chunk named in: {text}"));
+        assert!((2..512).contains(&fits), "{text}");
+        let beyond = Engine::new(limited.clone(), EngineOptions { slots: 1, chunk: fits + 1 });
+        assert!(matches!(beyond, Err(Error::TooBig(_))), "a chunk of {} was accepted", fits + 1);
+        let slots = Engine::new(limited.clone(), EngineOptions { slots: fits + 1, chunk: 1 }).err();
+        let slots = slots.map(|e| e.to_string()).unwrap_or_default();
+        assert!(slots.contains(&format!("at most {fits} slots")), "{fits} + 1 slots: {slots}");
+        // The whole prompt in chunks of `fits` rows, the first of them a full one.
+        let engine =
+            Engine::new(limited, EngineOptions { slots: 1, chunk: fits }).expect("the chunk that fits");
+        let found = Session::new(&engine).unwrap().feed(&prompt).unwrap();
+        let error = relative_error(&found, &expected);
+        assert!(error <= CONFORMANCE_BOUND, "chunks of {fits} against one token at a time: {error}");
+    }
 }

@@ -42,22 +42,11 @@ impl ScratchPool {
         Ok(ScratchPool { planning: Some(planning), ..ScratchPool::new(max_rows) })
     }
 
-    /// For a planning pool: an error naming the largest step that fits if steps of `max_rows`
-    /// rows need a tensor larger than one storage binding.
-    pub fn check_planned(&self, gpu: &Gpu) -> Result<()> {
+    /// For a planning pool where steps of `max_rows` rows need a tensor larger than one storage
+    /// binding: that tensor's label and the most rows it allows.
+    pub fn planned_shortfall(&self) -> Option<(String, usize)> {
         let tightest = self.planning.as_ref().and_then(|p| lock(&p.tightest).clone());
-        match tightest {
-            Some((label, fits)) if fits < self.max_rows => Err(Error::TooBig(format!(
-                "steps of {} rows need more than one storage binding of this adapter ({} bytes) for `{label}`: {}",
-                self.max_rows,
-                gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size),
-                match fits {
-                    0 => "not even one row fits".to_string(),
-                    _ => format!("use a chunk of at most {fits} tokens"),
-                }
-            ))),
-            _ => Ok(()),
-        }
+        tightest.filter(|(_, fits)| *fits < self.max_rows)
     }
 
     /// The first `rows` rows of the `[max_rows, cols]` tensor called `label`.

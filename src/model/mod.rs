@@ -181,12 +181,12 @@ impl Model {
         self.layers.record(rec, pool, step)
     }
 
-    /// Whether the scratch tensors of [`Model::record_blocks`] for steps of `max_rows` rows fit
-    /// the adapter's storage bindings: an error naming the largest step that fits if not.
-    pub fn check_scratch_fits(&self, max_rows: usize) -> Result<()> {
+    /// Where a scratch tensor of [`Model::record_blocks`] for steps of `max_rows` rows would not
+    /// fit one of the adapter's storage bindings: its label and the most rows it allows.
+    pub fn scratch_shortfall(&self, max_rows: usize) -> Result<Option<(String, usize)>> {
         let pool = ScratchPool::planning(&self.gpu, max_rows)?;
         self.layers.reserve(&self.gpu, &pool)?;
-        pool.check_planned(&self.gpu)
+        Ok(pool.planned_shortfall())
     }
 
     /// Records `logits = head(ln_out(rows))` ([n, C] → [n, V]), with `normed` ([n, C]) as scratch.

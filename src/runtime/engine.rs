@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures_util::lock::Mutex as AsyncMutex;
 
 use crate::error::{Error, Result};
-use crate::gpu::{padded4, Gpu, GpuTensor, Readback, ScratchPool};
+use crate::gpu::{Gpu, GpuTensor, Readback, ScratchPool};
 use crate::grammar::Constraint;
 use crate::kernels::{mask_words, Choice, TokenLogprobs, LOGPROB_COLS, MAX_SEQUENCES};
 use crate::model::block::LayerState;
@@ -193,10 +193,21 @@ impl Engine {
             )));
         }
         let binding_limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
-        let logit_rows = usize::try_from(binding_limit / (padded4(config.vocab) * 4) as u64)
-            .unwrap_or(usize::MAX)
-            .clamp(1, max_rows);
-        model.check_scratch_fits(max_rows)?;
+        let logit_rows = GpuTensor::stack_rows_within_binding(gpu, 1, config.vocab).clamp(1, max_rows);
+        if let Some((label, fits)) = model.scratch_shortfall(max_rows)? {
+            let advice = match fits {
+                0 => "not even one row fits".to_string(),
+                // Decode steps have a row per sequence.
+                _ if options.slots.min(MAX_SEQUENCES) > fits => {
+                    format!("use a chunk of at most {fits} tokens and at most {fits} slots")
+                }
+                _ => format!("use a chunk of at most {fits} tokens"),
+            };
+            return Err(Error::TooBig(format!(
+                "steps of {max_rows} rows need more than one storage binding of this adapter ({binding_limit} \
+                 bytes) for the scratch tensor `{label}`: {advice}"
+            )));
+        }
         let initial_wkv = model.initial_wkv();
         // Checked before anything is allocated: one buffer holds a layer's states of every slot.
         let widest = initial_wkv.len().max(config.vocab).max(config.embd);

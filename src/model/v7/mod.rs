@@ -230,8 +230,7 @@ impl TimeMix for TimeMix7<Gpu> {
         let mut rank = ranks.iter();
         let hidden = hidden.map(|entry| GpuTensor { cols: *rank.next().unwrap_or(&1), ..entry });
         let chunk_width = kernels::wkv7_chunk_width(c, config.head_size);
-        let chunk_bytes = (pool.max_rows * crate::gpu::padded4(chunk_width) * 4) as u64;
-        let fits = chunk_bytes <= gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let fits = GpuTensor::stack_rows_within_binding(gpu, 1, chunk_width) >= pool.max_rows;
         let may_chunk = kernels::wkv7_chunked_supports(gpu, rows, 1, config.head_size) && fits;
         let chunks =
             if may_chunk { Some(pool.tensor(gpu, "att.wkv_chunks", rows, chunk_width)?) } else { None };
