@@ -1,5 +1,5 @@
 // Group norm with one group per head, as RWKV-5, 6 and 7 apply to the time-mix output
-// (needs reduce.wgsl; one workgroup per head and row, the grid being [heads, rows]):
+// (needs reduce.wgsl and group_norm_params.wgsl; one workgroup per head and row, the grid being [heads, rows]):
 //   GroupNorm(y) = (y − mean) / sqrt(var + eps) · weight + bias,  eps 64e-5
 //
 // entry point              computes                                          RWKV
@@ -14,14 +14,6 @@
 //   group_norm_gate        3 g, 4 out
 //   group_norm_bonus_gate  3 r, 4 k (the shaped key k'), 5 v, 6 r_k, 7 g, 8 out
 
-struct Params {
-    heads: u32,
-    head_size: u32,
-    eps: f32,
-    _padding: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
 @group(0) @binding(2) var<storage, read> norm: array<f32>;
 

@@ -4,8 +4,8 @@
 // value column j of the head (heads of at most WORKGROUP_SIZE channels):
 //   y_j = Σ_i r_i · (u_i · k_i · v_j + S_ij);  S_ij ← k_i · v_j + w_i · S_ij
 //   out_j = ((y_j − mean) / sqrt(var + eps) · weight_j + bias_j) [· g_j]
-// Needs sequences.wgsl, sequences_binding.wgsl, wkv_bindings.wgsl (binding 8, y, receives out)
-// and reduce.wgsl.
+// Needs sequences.wgsl, sequences_binding.wgsl, wkv_bindings.wgsl (binding 8, y, receives out),
+// reduce.wgsl and group_norm_params.wgsl.
 //
 // binding 0   params
 // binding 1   sequences  (uniform, from the prelude)
@@ -13,14 +13,6 @@
 // binding 9   norm  [2, C]     ln_x weight, then bias
 // binding 10  gate  [rows, C]  read where GATED
 
-struct Params {
-    heads: u32,
-    head_size: u32,
-    eps: f32,
-    _padding: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(9) var<storage, read> norm: array<f32>;
 @group(0) @binding(10) var<storage, read> gate: array<f32>;
 

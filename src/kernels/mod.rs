@@ -81,6 +81,7 @@ mod wgsl {
     pub const ROW_STATS: &str = include_str!("../../shaders/row_stats.wgsl");
     pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
     pub const GROUP_NORM: &str = include_str!("../../shaders/group_norm.wgsl");
+    pub const GROUP_NORM_PARAMS: &str = include_str!("../../shaders/group_norm_params.wgsl");
     pub const TOKEN_SHIFT: &str = include_str!("../../shaders/token_shift.wgsl");
     pub const LAYER_NORM_SHIFT: &str = include_str!("../../shaders/layer_norm_shift.wgsl");
     pub const WKV7_KEYS: &str = include_str!("../../shaders/wkv7_keys.wgsl");

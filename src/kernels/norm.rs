@@ -18,8 +18,11 @@ const LAYER_NORM: KernelSource = KernelSource {
 };
 const LAYER_NORM_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
 
-const GROUP_NORM: KernelSource =
-    KernelSource { name: "group_norm", parts: &[wgsl::REDUCE, wgsl::GROUP_NORM], sizes: &[] };
+const GROUP_NORM: KernelSource = KernelSource {
+    name: "group_norm",
+    parts: &[wgsl::REDUCE, wgsl::GROUP_NORM_PARAMS, wgsl::GROUP_NORM],
+    sizes: &[],
+};
 const GROUP_NORM_PLAIN_BINDINGS: &[Access] = &[Uniform, Read, Read, ReadWrite];
 const GROUP_NORM_GATE_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, ReadWrite];
 const GROUP_NORM_BONUS_BINDINGS: &[Access] = &[Uniform, Read, Read, Read, Read, Read, Read, Read, ReadWrite];
@@ -35,7 +38,7 @@ struct LayerNormParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GroupNormParams {
+pub(super) struct GroupNormParams {
     heads: u32,
     head_size: u32,
     eps: f32,
@@ -89,7 +92,13 @@ fn check_group_norm(
     let (heads, head_size) = split_heads(label, heads, y.cols)?;
     expect_shape(label, "norm", norm, 2, y.cols)?;
     expect_shape(label, "out", out, y.rows, y.cols)?;
-    Ok(GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 })
+    Ok(GroupNormParams::new(heads, head_size))
+}
+
+impl GroupNormParams {
+    pub(super) fn new(heads: u32, head_size: u32) -> GroupNormParams {
+        GroupNormParams { heads, head_size, eps: GN_EPS, padding: 0 }
+    }
 }
 
 /// Records `out = GroupNorm_heads(y)` for each row, times `gate` if given, with `norm` =

@@ -1,9 +1,10 @@
 //! RWKV-5 and RWKV-6's recurrence: a matrix state per head, decayed per key channel; and, for
 //! one token per sequence, the recurrence with the group norm (and gate) after it in one kernel.
 
+use super::norm::GroupNormParams;
 use super::sequences::SEQUENCE_SIZES;
 use super::sequences::{HeadWalk, WKV_BINDINGS};
-use super::{expect_shape, split_heads, to_u32, wgsl, Recorder, GN_EPS};
+use super::{expect_shape, split_heads, to_u32, wgsl, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::Access::{Read, ReadWrite, Uniform};
 use crate::gpu::{Access, GpuTensor, KernelSource};
@@ -16,7 +17,14 @@ const WKV5: KernelSource = KernelSource {
 
 const WKV5_ONE: KernelSource = KernelSource {
     name: "wkv5_one",
-    parts: &[wgsl::SEQUENCES, wgsl::SEQUENCES_BINDING, wgsl::WKV_BINDINGS, wgsl::REDUCE, wgsl::WKV5_ONE],
+    parts: &[
+        wgsl::SEQUENCES,
+        wgsl::SEQUENCES_BINDING,
+        wgsl::WKV_BINDINGS,
+        wgsl::REDUCE,
+        wgsl::GROUP_NORM_PARAMS,
+        wgsl::WKV5_ONE,
+    ],
     sizes: SEQUENCE_SIZES,
 };
 /// [`WKV_BINDINGS`], then the group norm's weights and the gate.
@@ -72,16 +80,6 @@ pub fn wkv5(
     rec.record_walk(&pipeline, label, walk, params, &storage, to_u32(label, c.div_ceil(64))?)
 }
 
-/// `Params` of wkv5_one.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct OneParams {
-    heads: u32,
-    head_size: u32,
-    eps: f32,
-    padding: u32,
-}
-
 /// The group norm after [`wkv5_one`]'s recurrence: `norm` = [ln_x weight; ln_x bias], [2, C],
 /// and RWKV-5.1 and later's gate, [rows, C].
 pub struct GroupNormGate<'a> {
@@ -129,7 +127,7 @@ pub fn wkv5_one(
         ("HEAD_SIZE", f64::from(head_size)),
     ];
     let pipeline = rec.gpu.pipeline(&WKV5_ONE, "wkv5_one", WKV5_ONE_BINDINGS, &constants)?;
-    let params = OneParams { heads, head_size, eps: GN_EPS, padding: 0 };
+    let params = GroupNormParams::new(heads, head_size);
     let storage = [
         state.binding(),
         r.binding(),
