@@ -269,3 +269,23 @@ fn world_encoding_is_fast_enough() {
     // Generous, for unoptimised builds on a loaded machine; release encodes 1 MB in milliseconds.
     assert!(elapsed.as_secs_f64() < 5.0, "encoding 1 MB took {elapsed:?}");
 }
+
+/// A `tokenizer.json` that asks for truncation and padding (as exported ones often do) still
+/// reads text whole: a prompt is never cut or padded unseen, and a truncation stride beyond its
+/// length (which the tokenizers crate panics on) changes nothing.
+#[test]
+fn truncation_and_padding_in_tokenizer_json_are_ignored() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/tokenizer.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["truncation"] =
+        serde_json::json!({"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 8});
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    let asking = std::env::temp_dir().join(format!("tokenizer-{}.json", std::process::id()));
+    std::fs::write(&asking, serde_json::to_vec(&json).unwrap()).unwrap();
+    let (plain, asking) = (Tokenizer::from_file(&path).unwrap(), Tokenizer::from_file(&asking).unwrap());
+    let text = "ROMEO: a prompt of more than three tokens, and fewer than sixty-four.";
+    let expected = plain.encode(text).unwrap();
+    assert!(expected.len() > 3 && expected.len() < 64, "{}", expected.len());
+    assert_eq!(asking.encode(text).unwrap(), expected);
+}

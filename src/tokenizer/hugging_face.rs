@@ -39,7 +39,11 @@ impl HuggingFaceTokenizer {
         Ok(Self::from_tokenizer(inner))
     }
 
-    pub fn from_tokenizer(inner: tokenizers::Tokenizer) -> Self {
+    pub fn from_tokenizer(mut inner: tokenizers::Tokenizer) -> Self {
+        // Text is read whole: a file's truncation or padding (common in exported tokenizers) would
+        // cut or pad every prompt unseen, and a truncation stride beyond its length panics.
+        let _cleared = inner.with_truncation(None);
+        inner.with_padding(None);
         // Ids may be sparse, so the size a model needs is one past the highest, not the entry count.
         let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&highest| highest as usize + 1);
         Self { inner, vocab_size }
