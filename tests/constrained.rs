@@ -14,7 +14,7 @@ use rwkv_wgpu::runtime::{
     Batch, BatchEvent, Engine, EngineOptions, Finish, GenerateOptions, RequestOptions, SamplerOptions,
     Session,
 };
-use rwkv_wgpu::tokenizer::Tokenizer;
+use rwkv_wgpu::tokenizer::{Tokenizer, WorldTokenizer};
 use rwkv_wgpu::Error;
 use serde_json::{json, Value};
 
@@ -289,4 +289,18 @@ fn a_tokenizer_without_token_bytes_is_an_error() {
         }
         other => panic!("expected a grammar error, got {:?}", other.map(|_| ())),
     }
+}
+
+/// A vocabulary that the grammar library cannot index (here one with a token of 4 KiB) is an
+/// error when grammars are set up, not a panic.
+#[test]
+fn a_vocabulary_the_grammar_library_cannot_index_is_an_error() {
+    // Every byte is a token, as the format requires (from 0x80 on, as bytes literals).
+    let mut text: String = (0..=255u32)
+        .map(|b| format!("{} {}'\\x{b:02x}' 1\n", b + 1, if b < 128 { "" } else { "b" }))
+        .collect();
+    text += &format!("257 '{}' 4096\n", "a".repeat(4096));
+    let tokenizer = Tokenizer::World(WorldTokenizer::from_vocab_text(&text).unwrap());
+    let error = Grammars::new(&tokenizer, 258).expect_err("the vocabulary was indexed");
+    assert!(matches!(error, Error::Grammar(_)), "{error}");
 }

@@ -63,7 +63,11 @@ impl TokenBytes {
 
     pub fn into_factory(self) -> Result<ParserFactory> {
         let info = TokRxInfo::new(self.words.len() as u32, self.end);
-        let trie = TokTrie::from(&info, &self.words);
+        // The words come from a tokenizer file: the trie asserts on what it cannot index (e.g. a
+        // token of over ~1 KB).
+        let trie = catch_unwind(AssertUnwindSafe(|| TokTrie::from(&info, &self.words))).map_err(|_| {
+            Error::Grammar("the grammar library could not index this vocabulary (a token too long?)".into())
+        })?;
         let env: TokEnv = Arc::new(TrieTokenizer { trie });
         let mut factory = ParserFactory::new_simple(&env)
             .map_err(|e| Error::Grammar(format!("indexing the vocabulary: {e}")))?;
