@@ -197,6 +197,13 @@ fn a_state_from_another_model_is_refused() {
     let state = Session::new(&v7).unwrap().state().unwrap();
     let error = Session::new(&v6).unwrap().set_state(&state).unwrap_err();
     assert!(error.to_string().contains("this state belongs to another model: RWKV-7"), "{error}");
+    // A layer after the first holding more values than the model's (it would spill into the
+    // next slot).
+    let mut wider = state.clone();
+    let extra = wider.layers[1].wkv.clone();
+    wider.layers[1].wkv.extend(extra);
+    let error = Session::new(&v7).unwrap().set_state(&wider).unwrap_err();
+    assert!(error.to_string().contains("state layer 1"), "{error}");
 
     let error = State::from_bytes("junk.state", b"not a state").unwrap_err();
     assert!(error.to_string().contains("junk.state"), "{error}");

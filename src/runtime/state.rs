@@ -52,8 +52,10 @@ impl State {
                 wanted.3
             )));
         }
-        let bad_layer =
-            self.layers.iter().position(|l| l.att_x.len() != self.embd || l.ffn_x.len() != self.embd);
+        let bad_layer = self
+            .layers
+            .iter()
+            .position(|l| l.att_x.len() != self.embd || l.wkv.len() != wkv_len || l.ffn_x.len() != self.embd);
         match bad_layer {
             Some(layer) => {
                 Err(Error::InvalidArgument(format!("state layer {layer} has the wrong number of values")))
