@@ -3,7 +3,8 @@
 //! and `RwkvError`, which carries the library's messages.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::thread::{self, ThreadId};
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyException;
@@ -91,6 +92,8 @@ struct Held {
 struct Model {
     text: TextModel,
     held: Mutex<Held>,
+    /// The thread running `generate`, whose callback must not wait for the session it holds.
+    generating_on: Mutex<Option<ThreadId>>,
 }
 
 /// `--quant` from an official strategy string ("cuda fp16", "cpu fp32", "cuda fp16i8 *10 -> cpu
@@ -114,8 +117,26 @@ fn quant_of_strategy(strategy: &str) -> PyResult<Option<String>> {
 }
 
 impl Model {
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The session, once another thread's call is done with it; from a `generate` callback, which
+    /// runs while its own thread holds it, an error rather than a wait that never ends.
+    fn held(&self) -> rwkv_wgpu::Result<MutexGuard<'_, Held>> {
+        match self.held.try_lock() {
+            Ok(held) => Ok(held),
+            Err(TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                let generating_on = *self.generating_on.lock().unwrap_or_else(PoisonError::into_inner);
+                if generating_on == Some(thread::current().id()) {
+                    return Err(rwkv_wgpu::Error::InvalidArgument(
+                        "the model is generating: a generate callback cannot call it".into(),
+                    ));
+                }
+                Ok(self.held.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
+    }
+
+    fn set_generating_on(&self, thread: Option<ThreadId>) {
+        *self.generating_on.lock().unwrap_or_else(PoisonError::into_inner) = thread;
     }
 }
 
@@ -170,7 +191,7 @@ impl Model {
             );
         }
         let session = Session::new(&text.engine).map_err(error)?;
-        Ok(Model { text, held: Mutex::new(Held { session, state: None }) })
+        Ok(Model { text, held: Mutex::new(Held { session, state: None }), generating_on: Mutex::new(None) })
     }
 
     /// Reads `tokens` from `state` (None: the initial state) and returns the logits that predict
@@ -190,7 +211,7 @@ impl Model {
         let start = state.as_ref().map(|s| (s.id, s.inner.clone()));
         let (logits, new_state) = py
             .detach(|| {
-                let mut held = self.held();
+                let mut held = self.held()?;
                 match &start {
                     None => held.session.reset()?,
                     Some((id, _)) if held.state == Some(*id) => {}
@@ -261,7 +282,7 @@ impl Model {
             sampler,
             ..GenerateOptions::default()
         };
-        let mut held = self.held();
+        let mut held = self.held().map_err(error)?;
         match &state {
             None => held.session.reset().map_err(error)?,
             Some(state) => held.session.set_state(&state.inner).map_err(error)?,
@@ -269,18 +290,19 @@ impl Model {
         held.state = None;
         let mut text = String::new();
         let mut raised = None;
-        held.session
-            .generate_with(&self.text.tokenizer, prompt, &options, |piece| {
-                text.push_str(&piece.text);
-                if let Some(callback) = &callback {
-                    if let Err(e) = callback.call1((piece.text.as_str(),)) {
-                        raised = Some(e);
-                        return std::ops::ControlFlow::Break(());
-                    }
+        self.set_generating_on(Some(thread::current().id()));
+        let generated = held.session.generate_with(&self.text.tokenizer, prompt, &options, |piece| {
+            text.push_str(&piece.text);
+            if let Some(callback) = &callback {
+                if let Err(e) = callback.call1((piece.text.as_str(),)) {
+                    raised = Some(e);
+                    return std::ops::ControlFlow::Break(());
                 }
-                std::ops::ControlFlow::Continue(())
-            })
-            .map_err(error)?;
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        self.set_generating_on(None);
+        generated.map_err(error)?;
         match raised {
             Some(e) => Err(e),
             None => Ok(text),

@@ -104,6 +104,14 @@ def test_generate_writes_the_official_greedy_continuation():
 
     with pytest.raises(KeyError, match="stop here"):
         demo.generate("ROMEO:", 32, callback=fail)
+    # A callback that calls the model gets an error, not a wait for its own generation.
+
+    def reenter(_piece):
+        demo.forward([1], None)
+
+    with pytest.raises(RwkvError, match="callback cannot call"):
+        demo.generate("ROMEO:", 4, callback=reenter)
+    assert demo.generate("ROMEO:", 4, greedy=True) == demo.generate("ROMEO:", 4, greedy=True)
     assert demo.version.startswith("RWKV-7") and demo.n_layer == 4 and demo.n_embd == 256
 
 
