@@ -86,7 +86,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
     let descr = field("descr")?;
     let descr = descr.get(1..4).ok_or("bad 'descr'")?;
     let shape_text = field("shape")?;
-    let shape_text = &shape_text[1..shape_text.find(')').ok_or("bad 'shape'")?];
+    let shape_text = shape_text.find(')').and_then(|end| shape_text.get(1..end)).ok_or("bad 'shape'")?;
     let shape = shape_text
         .split(',')
         .map(str::trim)
@@ -154,5 +154,13 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&[0; 16]);
         assert!(parse(&bytes).unwrap_err().contains("unsupported dtype"));
+        // A shape that closes before it opens, or opens on a character of several bytes.
+        for shape in [")", "é)"] {
+            let header = format!("{{'descr': '<i4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            assert!(parse(&bytes).is_err(), "{header}");
+        }
     }
 }

@@ -151,6 +151,11 @@ fn missing_tensor() {
     let error = load_error(&write("v6.safetensors", &tensors));
     expect(&error, &["missing tensor `blocks.0.att.time_faaaa`", "looks like RWKV-6"]);
 
+    // A block index past any count of layers.
+    let mut tensors = tiny_tensors();
+    tensors.push(("blocks.18446744073709551615.ln1.weight".into(), Dtype::F32, vec![1], vec![0; 4]));
+    expect(&load_error(&write("huge-block.safetensors", &tensors)), &["block index"]);
+
     let error = load_error(&write(
         "unrelated.safetensors",
         &vec![("weight".into(), Dtype::F32, vec![2], vec![0; 8])],

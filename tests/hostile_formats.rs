@@ -10,6 +10,8 @@ use common::hostile::{expect, load_error, scratch, write_bytes};
 use rwkv_wgpu::model::lora::{self, Lora};
 use rwkv_wgpu::model::source;
 use rwkv_wgpu::Error;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
 
 fn formats(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(path)
@@ -252,6 +254,20 @@ fn lora_adapters_that_do_not_fit() {
     let error = merge_error(&formats("fla"), adapter(peft));
     assert!(matches!(error, Error::UnsupportedModel(_)), "{error:?}");
     expect(&error, &["DoRA"]);
+
+    // A PEFT factor A that is a scalar.
+    let scalar = scratch("peft-scalar");
+    std::fs::create_dir_all(&scalar).unwrap();
+    std::fs::write(scalar.join("adapter_config.json"), &config).unwrap();
+    let module = "base_model.model.model.layers.0.attn.k_proj";
+    let (a, b) = ([0u8; 4], vec![0u8; 64 * 4 * 4]);
+    let views = [
+        (format!("{module}.lora_A.weight"), TensorView::new(Dtype::F32, vec![], &a).unwrap()),
+        (format!("{module}.lora_B.weight"), TensorView::new(Dtype::F32, vec![64, 4], &b).unwrap()),
+    ];
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(scalar.join("adapter_model.safetensors"), bytes).unwrap();
+    expect(&merge_error(&formats("fla"), adapter(scalar)), &["lora_A", "must be [r, "]);
 
     // A model file is not an adapter.
     expect(&merge_error(&tiny, adapter(tiny.clone())), &["no LoRA factors"]);

@@ -136,7 +136,8 @@ impl ModelConfig {
             .iter()
             .filter_map(|n| n.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
             .max()
-            .map_or(0, |last| last + 1);
+            .map_or(Some(0), |last| last.checked_add(1))
+            .ok_or_else(|| Error::malformed_tensor("blocks", "a block index beyond any model"))?;
         let vocab = dim(source, "emb.weight", 2, 0)?;
         let embd = dim(source, "emb.weight", 2, 1)?;
         let widths = Widths { embd, layers };

@@ -106,7 +106,10 @@ impl Merged {
             let b = source
                 .tensor(&b_name)
                 .map_err(|_| Error::malformed(&shown, format!("`{name}` has no `{b_name}` beside it")))?;
-            let scale = adapter.scale * peft_config.as_ref().map_or(1.0, |c| c.scale(module, a.shape[0]));
+            let scale = adapter.scale
+                * peft_config
+                    .as_ref()
+                    .map_or(1.0, |c| c.scale(module, a.shape.first().copied().unwrap_or(0)));
             let update = self.update(&target, transform, (&a, name), (&b, &b_name), scale, &shown)?;
             self.updates.entry(target).or_default().push(update);
             found += 1;

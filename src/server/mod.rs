@@ -133,7 +133,7 @@ pub fn engine_for(model: Arc<Model>, options: &ServerOptions) -> Result<(Engine,
     let widest = config.initial_wkv().len().max(config.embd) as u64 * 4;
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
     let most_slots = (limit / widest) as usize;
-    let needed = options.max_batch + 1;
+    let needed = options.max_batch.saturating_add(1);
     if options.steps_per_submit == 0 || options.steps_per_submit > crate::runtime::MAX_BLOCK {
         return Err(Error::InvalidArgument(format!(
             "steps per submit must be 1 to {}, not {}",
