@@ -106,6 +106,12 @@ fn shapes_too_large_to_allocate() {
     // The element count overflows: nothing may be allocated for it.
     let header = r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#;
     expect_malformed(&handmade("overflow.safetensors", header, &[0; 8]), &["overflow.safetensors"]);
+    // A pre-quantized matrix whose rows and columns overflow together.
+    let header = r#"{"__metadata__":{"quantized.a":"int8 2 18446744073709551615"},"a":{"dtype":"U32","shape":[2],"data_offsets":[0,8]}}"#;
+    expect_malformed(
+        &handmade("quantized-overflow.safetensors", header, &[0; 8]),
+        &["bad quantization entry"],
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@ mod torch;
 
 use std::collections::HashMap;
 
-use self::torch::{global_name, resolve_global, Element, Global};
-pub(super) use self::torch::{read_tensor_dict, StorageRef, TensorDict, TensorRef};
+use self::torch::{global_name, resolve_global, Global};
+pub(super) use self::torch::{read_tensor_dict, Element, StorageRef, TensorDict, TensorRef};
 
 /// Far above what a state dict needs (Python's pickler batches SETITEMS by 1000 pairs), far
 /// below anything that strains memory.

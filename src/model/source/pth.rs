@@ -311,12 +311,12 @@ fn layout(
         let view = format!("storage offset {offset}, shape {shape:?}, stride {stride:?}");
         format!("tensor `{name}` ({view}) is too large to address")
     };
-    // An empty dimension makes the tensor empty even when the other sizes overflow together.
-    let numel = if shape.contains(&0) {
-        0
-    } else {
-        shape.iter().try_fold(1usize, |count, &dim| count.checked_mul(dim)).ok_or_else(too_large)?
-    };
+    // An empty dimension makes the tensor empty, but the other sizes must still multiply without
+    // overflow: whoever counts the elements multiplies them all.
+    let nonzero =
+        shape.iter().filter(|&&dim| dim != 0).try_fold(1usize, |count, &dim| count.checked_mul(dim));
+    let nonzero = nonzero.ok_or_else(too_large)?;
+    let numel = if shape.contains(&0) { 0 } else { nonzero };
     let byte_len = numel.checked_mul(element_size).ok_or_else(too_large)?;
     let contiguous = numel == 0 || is_row_major(shape, stride);
     let mut range = 0..0;
@@ -404,5 +404,25 @@ fn gather(storage: &[u8], tensor: &Tensor) -> Option<Vec<u8>> {
         if wrapped {
             return Some(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty tensor whose other sizes overflow together is refused (whoever counted its
+    /// elements would overflow); one whose sizes fit is read as empty.
+    #[test]
+    fn empty_tensors_must_have_sizes_that_multiply() {
+        let storage = Storage { key: "0".into(), zip_index: 0, mapped_at: None, len: 0 };
+        let element = pickle::Element { dtype: DType::F32, size: 4 };
+        let storage_ref = StorageRef { key: "0".into(), element, numel: 0 };
+        let tensor =
+            |shape: Vec<usize>| TensorRef { storage: 0, offset: 0, stride: vec![1; shape.len()], shape };
+        let huge = layout("t", &tensor(vec![1 << 32, 1 << 32, 0]), &storage, &storage_ref);
+        assert!(huge.err().is_some_and(|e| e.contains("too large to address")));
+        let empty = layout("t", &tensor(vec![3, 0]), &storage, &storage_ref);
+        assert!(empty.is_ok_and(|t| t.shape == [3, 0]));
     }
 }

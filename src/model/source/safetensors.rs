@@ -89,6 +89,11 @@ fn quantized_matrices(
         let format = MatrixFormat::parse(fields.next().ok_or_else(bad)?).map_err(|_| bad())?;
         let rows: usize = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
         let cols: usize = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        // The word counts below stay within rows × (cols + a block): that must not overflow.
+        let block = format.block();
+        if cols.checked_add(block).and_then(|padded| rows.checked_mul(padded)).is_none() {
+            return Err(bad());
+        }
         let info =
             metadata.info(name).ok_or_else(|| Error::malformed(file, format!("`{key}` names no tensor")))?;
         let words = rows
