@@ -18,7 +18,13 @@ impl StopScanner {
     /// reached: the text from it on is dropped, and the generation should end.
     pub fn push(&mut self, text: &str) -> (String, Option<String>) {
         self.held += text;
-        let first = self.stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s))).min();
+        // Only what is held is searched (a stop string may be long: a request's are capped in
+        // number, not in length), so a token costs no more than the held text.
+        let held = self.held.len();
+        let first = (self.stops.iter())
+            .filter(|s| s.len() <= held)
+            .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
+            .min();
         if let Some((at, stop)) = first {
             let stop = stop.clone();
             let text = self.held[..at].to_string();
@@ -28,7 +34,9 @@ impl StopScanner {
         let keep = self
             .stops
             .iter()
-            .flat_map(|stop| (1..stop.len()).filter(|&n| stop.is_char_boundary(n)).map(move |n| &stop[..n]))
+            .flat_map(|stop| {
+                (1..stop.len().min(held + 1)).filter(|&n| stop.is_char_boundary(n)).map(move |n| &stop[..n])
+            })
             .filter(|prefix| self.held.ends_with(prefix))
             .map(str::len)
             .max()
@@ -57,5 +65,22 @@ mod tests {
         let mut scanner = StopScanner::new(vec!["ab".into()]);
         assert_eq!(scanner.push("xa"), ("x".into(), None));
         assert_eq!(scanner.finish(), "a");
+    }
+
+    /// A stop string much longer than the text is held back as the text begins it, handed out
+    /// where the text parts from it, and found across many pieces.
+    #[test]
+    fn long_stop_strings_are_held_and_found_across_pieces() {
+        let stop = format!("{}!", "ab".repeat(500));
+        let mut scanner = StopScanner::new(vec![stop.clone(), "END".into()]);
+        assert_eq!(scanner.push("x"), ("x".into(), None));
+        for _ in 0..500 {
+            assert_eq!(scanner.push("ab"), (String::new(), None));
+        }
+        assert_eq!(scanner.push("z"), (format!("{}z", &stop[..1000]), None));
+        for _ in 0..500 {
+            assert_eq!(scanner.push("ab"), (String::new(), None));
+        }
+        assert_eq!(scanner.push("! and more"), (String::new(), Some(stop)));
     }
 }
